@@ -1,0 +1,234 @@
+//! Client sessions: the last request number and reply of each client, for exactly-once retries.
+//!
+//! A client numbers its requests 1, 2, 3, ... and retries a request with the same number until it
+//! gets a reply. The session answers a retry of the last applied request with the stored reply
+//! instead of applying it again. The table has `clients_max` slots; when full, the session used
+//! least recently (lowest index) is evicted, deterministically.
+//!
+//! Each slot's last reply is also written to its sector of the client-replies zone, so that a retry
+//! can be answered after a crash even once the WAL entry that produced the reply has been
+//! checkpointed away. Reply sector layout:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | checksum (crc32c of bytes 4 .. 32 + size) |
+//! | 4 | 2 | reply size |
+//! | 8 | 8 | client |
+//! | 16 | 8 | request |
+//! | 24 | 8 | index of the entry that produced the reply |
+//! | 32 | size | reply |
+
+use crate::checksum::checksum;
+use crate::state_machine::Reader;
+
+pub const REPLY_HEADER_SIZE: usize = 32;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub client: u64,
+    /// The last applied request number.
+    pub request: u64,
+    /// The log index at which it was applied.
+    pub index: u64,
+    pub reply: Vec<u8>,
+}
+
+pub struct Sessions {
+    slots: Vec<Option<Session>>,
+    reply_max: usize,
+}
+
+impl Sessions {
+    pub fn new(clients_max: usize, reply_max: usize) -> Sessions {
+        Sessions {
+            slots: vec![None; clients_max],
+            reply_max,
+        }
+    }
+
+    pub fn find(&self, client: u64) -> Option<(usize, &Session)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .find_map(|(slot, s)| s.as_ref().filter(|s| s.client == client).map(|s| (slot, s)))
+    }
+
+    pub fn get(&self, slot: usize) -> Option<&Session> {
+        self.slots[slot].as_ref()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Session)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, s)| s.as_ref().map(|s| (slot, s)))
+    }
+
+    /// Records the reply of an applied request; returns the slot written.
+    pub fn record(&mut self, client: u64, request: u64, index: u64, reply: &[u8]) -> usize {
+        assert!(reply.len() <= self.reply_max, "reply exceeds the reply slot");
+        let slot = match self.find(client) {
+            Some((slot, session)) => {
+                assert!(session.request < request, "request applied twice: client {client}");
+                slot
+            }
+            None => self.free_or_evict(),
+        };
+        let session = self.slots[slot].get_or_insert_with(|| Session {
+            client,
+            request: 0,
+            index: 0,
+            reply: Vec::new(),
+        });
+        session.client = client;
+        session.request = request;
+        session.index = index;
+        session.reply.clear();
+        session.reply.extend_from_slice(reply);
+        slot
+    }
+
+    fn free_or_evict(&mut self) -> usize {
+        if let Some(free) = self.slots.iter().position(|s| s.is_none()) {
+            return free;
+        }
+        let (victim, _) = self
+            .iter()
+            .min_by_key(|(_, s)| s.index)
+            .expect("table is full, so not empty");
+        self.slots[victim] = None;
+        victim
+    }
+
+    /// Encodes slot `slot`'s reply sector into `sector`.
+    pub fn encode_reply(&self, slot: usize, sector: &mut [u8]) {
+        sector.fill(0);
+        let Some(session) = &self.slots[slot] else { return };
+        let size = session.reply.len();
+        sector[4..6].copy_from_slice(&(size as u16).to_le_bytes());
+        sector[8..16].copy_from_slice(&session.client.to_le_bytes());
+        sector[16..24].copy_from_slice(&session.request.to_le_bytes());
+        sector[24..32].copy_from_slice(&session.index.to_le_bytes());
+        sector[32..32 + size].copy_from_slice(&session.reply);
+        let sum = checksum(&sector[4..32 + size]);
+        sector[0..4].copy_from_slice(&sum.to_le_bytes());
+    }
+
+    /// Decodes a reply sector; None when blank or corrupt. Never panics.
+    pub fn decode_reply(sector: &[u8]) -> Option<Session> {
+        let mut r = Reader(sector);
+        let sum = r.u32()?;
+        let size = r.u16()? as usize;
+        let end = REPLY_HEADER_SIZE.checked_add(size)?;
+        if end > sector.len() || sum != checksum(&sector[4..end]) {
+            return None;
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(sector[at..at + 8].try_into().unwrap());
+        Some(Session {
+            client: u64_at(8),
+            request: u64_at(16),
+            index: u64_at(24),
+            reply: sector[REPLY_HEADER_SIZE..end].to_vec(),
+        })
+    }
+
+    /// Appends the table (without replies, which live in the client-replies zone) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let sessions: Vec<_> = self.iter().collect();
+        out.extend_from_slice(&(sessions.len() as u32).to_le_bytes());
+        for (slot, s) in sessions {
+            out.extend_from_slice(&(slot as u32).to_le_bytes());
+            out.extend_from_slice(&s.client.to_le_bytes());
+            out.extend_from_slice(&s.request.to_le_bytes());
+            out.extend_from_slice(&s.index.to_le_bytes());
+        }
+    }
+
+    /// Decodes a table written by [`Sessions::encode`]; replies start empty and are filled in from
+    /// the client-replies zone. Returns the table and the bytes after it.
+    pub fn decode<'a>(
+        clients_max: usize,
+        reply_max: usize,
+        bytes: &'a [u8],
+    ) -> Option<(Sessions, &'a [u8])> {
+        let mut r = Reader(bytes);
+        let count = r.u32()? as usize;
+        let mut sessions = Sessions::new(clients_max, reply_max);
+        for _ in 0..count {
+            let slot = r.u32()? as usize;
+            let client = r.u64()?;
+            let request = r.u64()?;
+            let index = r.u64()?;
+            if slot >= clients_max || sessions.slots[slot].is_some() {
+                return None;
+            }
+            sessions.slots[slot] = Some(Session {
+                client,
+                request,
+                index,
+                reply: Vec::new(),
+            });
+        }
+        Some((sessions, r.0))
+    }
+
+    /// Fills in the reply of `slot` from its decoded reply sector.
+    pub fn set_reply(&mut self, slot: usize, reply: &[u8]) {
+        let session = self.slots[slot].as_mut().expect("slot in use");
+        session.reply.clear();
+        session.reply.extend_from_slice(reply);
+    }
+
+    pub fn digest(&self, digest: &mut crate::digest::Digest) {
+        for (slot, s) in self.iter() {
+            digest.u64(slot as u64).u64(s.client).u64(s.request).u64(s.index).field(&s.reply);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_replaces_and_evicts_the_least_recent() {
+        let mut sessions = Sessions::new(2, 64);
+        let a = sessions.record(10, 1, 1, b"a1");
+        let b = sessions.record(20, 1, 2, b"b1");
+        assert_ne!(a, b);
+        assert_eq!(sessions.record(10, 2, 3, b"a2"), a);
+        assert_eq!(sessions.find(10).unwrap().1.reply, b"a2");
+        // Full: client 30 evicts client 20 (last used at index 2).
+        assert_eq!(sessions.record(30, 1, 4, b"c1"), b);
+        assert!(sessions.find(20).is_none());
+    }
+
+    #[test]
+    #[should_panic(expected = "applied twice")]
+    fn applying_a_request_twice_is_an_invariant_violation() {
+        let mut sessions = Sessions::new(2, 64);
+        sessions.record(10, 1, 1, b"");
+        sessions.record(10, 1, 2, b"");
+    }
+
+    #[test]
+    fn reply_sector_and_table_round_trip() {
+        let mut sessions = Sessions::new(4, 64);
+        sessions.record(10, 7, 5, b"reply");
+        let mut sector = vec![0u8; 512];
+        sessions.encode_reply(0, &mut sector);
+        let decoded = Sessions::decode_reply(&sector).unwrap();
+        assert_eq!(decoded, sessions.find(10).unwrap().1.clone());
+        sector[40] ^= 1;
+        assert_eq!(Sessions::decode_reply(&sector), None);
+        assert_eq!(Sessions::decode_reply(&[0u8; 512]), None);
+
+        let mut table = Vec::new();
+        sessions.encode(&mut table);
+        table.extend_from_slice(b"rest");
+        let (back, rest) = Sessions::decode(4, 64, &table).unwrap();
+        assert_eq!(rest, b"rest");
+        assert_eq!(back.find(10).unwrap().1.index, 5);
+        assert!(Sessions::decode(4, 64, &table[..7]).is_none());
+    }
+}

@@ -1,0 +1,9 @@
+//! The write-ahead log: a ring of fixed slots of entries beside a ring of their redundant headers.
+//!
+//! - [`header`]: the checksummed, hash-chained entry header.
+//! - [`journal`]: the write path (group commit, two-phase durability) and the ring's state.
+//! - [`recovery`]: the decision table that classifies every slot after a crash.
+
+pub mod header;
+pub mod journal;
+pub mod recovery;

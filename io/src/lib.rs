@@ -1,0 +1,1 @@
+//! ZiggyDB's real runtime.
