@@ -15,6 +15,7 @@ pub mod io;
 pub mod replica;
 pub mod sessions;
 pub mod state_machine;
+pub mod storage_contract;
 pub mod superblock;
 pub mod wal;
 

@@ -120,7 +120,8 @@ impl Sessions {
         let sum = r.u32()?;
         let size = r.u16()? as usize;
         let end = REPLY_HEADER_SIZE.checked_add(size)?;
-        if end > sector.len() || sum != checksum(&sector[4..end]) {
+        let tail_clear = sector.get(end..)?.iter().all(|&b| b == 0);
+        if end > sector.len() || sum != checksum(&sector[4..end]) || !tail_clear {
             return None;
         }
         let u64_at = |at: usize| u64::from_le_bytes(sector[at..at + 8].try_into().unwrap());
@@ -219,8 +220,11 @@ mod tests {
         sessions.encode_reply(0, &mut sector);
         let decoded = Sessions::decode_reply(&sector).unwrap();
         assert_eq!(decoded, sessions.find(10).unwrap().1.clone());
-        sector[40] ^= 1;
-        assert_eq!(Sessions::decode_reply(&sector), None);
+        for at in [0, 5, 9, 17, 25, 34, 40] {
+            let mut copy = sector.clone();
+            copy[at] ^= 1;
+            assert_eq!(Sessions::decode_reply(&copy), None, "flip at {at} went unnoticed");
+        }
         assert_eq!(Sessions::decode_reply(&[0u8; 512]), None);
 
         let mut table = Vec::new();

@@ -84,7 +84,7 @@ impl Superblock {
     pub fn checksum(&self) -> Checksum {
         let mut bytes = [0u8; ENCODED_SIZE];
         self.encode_fields(&mut bytes, 0);
-        checksum(&bytes[8..])
+        checksum(&bytes[4..])
     }
 
     fn encode_fields(&self, out: &mut [u8], copy: u16) {
@@ -110,7 +110,7 @@ impl Superblock {
         assert!(sector.len() >= ENCODED_SIZE);
         sector.fill(0);
         self.encode_fields(sector, copy);
-        let sum = checksum(&sector[8..ENCODED_SIZE]);
+        let sum = checksum(&sector[4..ENCODED_SIZE]);
         sector[0..4].copy_from_slice(&sum.to_le_bytes());
     }
 
@@ -126,7 +126,7 @@ impl Superblock {
         let u32_at = |at: usize| u32::from_le_bytes(sector[at..at + 4].try_into().unwrap());
         let u64_at = |at: usize| u64::from_le_bytes(sector[at..at + 8].try_into().unwrap());
         let tail_clear = sector[ENCODED_SIZE..].iter().all(|&b| b == 0);
-        if u32_at(0) != checksum(&sector[8..ENCODED_SIZE]) || !tail_clear {
+        if u32_at(0) != checksum(&sector[4..ENCODED_SIZE]) || !tail_clear {
             return Err(SuperblockError::Checksum);
         }
         if u64_at(8) != MAGIC {
