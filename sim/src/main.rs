@@ -1,1 +1,171 @@
-fn main() {}
+//! `vopr`: runs ZiggyDB simulations. `vopr --seed N` replays one run exactly; without `--seed` a
+//! seed is picked and printed. `--count K` runs K consecutive seeds.
+//!
+//! The last line of a single run is
+//! `vopr: seed=N result=pass|fail ops=N crashes=N faults=N trace_hash=HEX`.
+//! Exit codes: 0 pass, 127 crash (panic or assertion in the core), 128 liveness, 129 correctness.
+
+use clap::Parser;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use ziggy_core::PlantedBug;
+use ziggy_sim::{run_seed, Options, Verdict};
+
+#[derive(Parser, Debug)]
+#[command(name = "vopr", about = "ZiggyDB's deterministic simulator")]
+struct Args {
+    /// The seed to run (random, and printed, when absent).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How many consecutive seeds to run, from --seed.
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    /// Worker threads for --count (each seed runs alone on one thread; results are unaffected).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// Trace level: error, warn, info, debug, trace.
+    #[arg(long)]
+    log: Option<String>,
+    /// Plants a known bug, to show that the checkers catch it (ack-before-durable).
+    #[arg(long)]
+    plant_bug: Option<String>,
+}
+
+const EXIT_CRASH: u8 = 127;
+const EXIT_LIVENESS: u8 = 128;
+const EXIT_CORRECTNESS: u8 = 129;
+
+struct SeedResult {
+    seed: u64,
+    line: String,
+    exit: u8,
+    detail: Option<String>,
+}
+
+fn run_one(seed: u64, bug: Option<PlantedBug>) -> SeedResult {
+    let mut options = Options::from_seed(seed);
+    options.planted_bug = bug;
+    match run_seed(options) {
+        Ok(outcome) => {
+            let (result, exit, detail) = match &outcome.verdict {
+                Verdict::Pass => ("pass", 0, None),
+                Verdict::PassHalted(why) => ("pass", 0, Some(format!("halted as expected: {why}"))),
+                Verdict::Liveness(why) => ("fail", EXIT_LIVENESS, Some(format!("liveness: {why}"))),
+                Verdict::Correctness(why) => ("fail", EXIT_CORRECTNESS, Some(format!("correctness: {why}"))),
+            };
+            SeedResult {
+                seed,
+                line: format!(
+                    "vopr: seed={seed} result={result} ops={} crashes={} faults={} trace_hash={:016x}",
+                    outcome.ops, outcome.crashes, outcome.faults, outcome.trace_hash
+                ),
+                exit,
+                detail,
+            }
+        }
+        Err(panic) => SeedResult {
+            seed,
+            line: format!("vopr: seed={seed} result=fail ops=0 crashes=0 faults=0 trace_hash=0"),
+            exit: EXIT_CRASH,
+            detail: Some(format!("crash: {panic}")),
+        },
+    }
+}
+
+fn replay_command(seed: u64, bug: &Option<String>) -> String {
+    let bug = bug.as_ref().map(|b| format!(" --plant-bug {b}")).unwrap_or_default();
+    format!("cargo run -p ziggy-sim --release -- --seed {seed}{bug} --log debug")
+}
+
+fn random_seed() -> u64 {
+    // Picking the seed is the one place OS entropy is used; the run itself never sees it.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ ((std::process::id() as u64) << 32)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(level) = &args.log {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+            .with_target(false)
+            .without_time()
+            .init();
+    }
+    let bug = match &args.plant_bug {
+        None => None,
+        Some(name) => match PlantedBug::parse(name) {
+            Some(bug) => Some(bug),
+            None => {
+                eprintln!("vopr: unknown planted bug {name:?} (known: ack-before-durable)");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let first = args.seed.unwrap_or_else(random_seed);
+    // Without the panic hook's noise for expected crashes in batches; single runs keep it.
+    if args.count > 1 {
+        std::panic::set_hook(Box::new(|_| {}));
+    }
+    let next = AtomicU64::new(0);
+    let (tx, rx) = mpsc::channel();
+    let mut results = Vec::new();
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs.max(1) {
+            let tx = tx.clone();
+            let next = &next;
+            scope.spawn(move || loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= args.count {
+                    break;
+                }
+                // Each seed runs on a fresh thread, so no thread-local state leaks between runs.
+                let seed = first.wrapping_add(k);
+                let result = std::thread::scope(|s| s.spawn(move || run_one(seed, bug)).join().unwrap());
+                if tx.send(result).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        let started = std::time::Instant::now();
+        for result in rx {
+            if args.count > 1 {
+                println!("{}", result.line);
+            }
+            if let Some(detail) = &result.detail {
+                if result.exit != 0 {
+                    println!("vopr: seed={} {detail}", result.seed);
+                    println!("vopr: replay: {}", replay_command(result.seed, &args.plant_bug));
+                }
+            }
+            results.push(result);
+            if args.count > 1 && results.len() % 500 == 0 {
+                eprintln!("vopr: {} / {} seeds, {:.1}s", results.len(), args.count, started.elapsed().as_secs_f64());
+            }
+        }
+    });
+    let worst = results.iter().map(|r| r.exit).max().unwrap_or(0);
+    if args.count > 1 {
+        let failed: Vec<u64> = results.iter().filter(|r| r.exit != 0).map(|r| r.seed).collect();
+        let halted = results.iter().filter(|r| r.exit == 0 && r.detail.is_some()).count();
+        println!(
+            "vopr: seeds={}..={} passed={} failed={} halted_as_expected={halted} failing={failed:?}",
+            first,
+            first.wrapping_add(args.count - 1),
+            results.len() - failed.len(),
+            failed.len(),
+        );
+    } else if let Some(r) = results.first() {
+        if let (0, Some(detail)) = (r.exit, &r.detail) {
+            eprintln!("vopr: {detail}");
+        }
+        // The last line of a single run is the result line.
+        println!("{}", r.line);
+    }
+    ExitCode::from(worst)
+}

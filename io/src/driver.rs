@@ -1,0 +1,313 @@
+//! A small synchronous driver: one [`Replica`] over one [`FileStorage`], on the calling thread.
+//!
+//! The replica never blocks; the driver is what waits. [`Driver::step`] makes the pending writes
+//! durable with one `fdatasync` and delivers every completion, which lets the replica submit its
+//! next IO; [`Driver::pump`] steps until nothing is pending. Requests submitted between two steps
+//! share the next step's `fdatasync` (group commit).
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use ziggy_core::config::{ConfigError, Zone};
+use ziggy_core::storage_contract::Completion;
+use ziggy_core::superblock;
+use ziggy_core::wal::header::Operation;
+use ziggy_core::{Config, Error, Event, KvStateMachine, Layout, Replica, Reply, RequestError, Status};
+
+use crate::file_storage::{FileStorage, StorageStats};
+
+/// Why the driver could not open a data file or carry out a request.
+#[derive(Debug)]
+pub enum DriverError {
+    /// The data file could not be opened or locked.
+    Io { path: PathBuf, error: io::Error },
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// The data file is shorter than the configuration's layout, though its superblock matches.
+    Truncated { path: PathBuf, len: u64, expected: u64 },
+    /// The replica stopped on an unrecoverable error (a corrupt or foreign file, a failed write).
+    Halted(Error),
+    /// The replica refused a request.
+    Request(RequestError),
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriverError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            DriverError::Config(error) => write!(f, "{error}"),
+            DriverError::Truncated { path, len, expected } => write!(
+                f,
+                "{}: data file is {len} bytes but its layout needs {expected}: it was truncated",
+                path.display()
+            ),
+            DriverError::Halted(error) => write!(f, "replica halted: {error}"),
+            DriverError::Request(error) => write!(f, "request refused: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DriverError::Io { error, .. } => Some(error),
+            DriverError::Config(error) => Some(error),
+            DriverError::Halted(error) => Some(error),
+            DriverError::Truncated { .. } | DriverError::Request(_) => None,
+        }
+    }
+}
+
+/// One replica over one data file. See the module documentation.
+pub struct Driver {
+    replica: Replica<KvStateMachine>,
+    storage: FileStorage,
+    /// Replies not yet taken by [`Driver::take_replies`] or a convenience call.
+    replies: Vec<Reply>,
+    halted: Option<Error>,
+    checkpoints: u64,
+    started: Instant,
+    /// The client id and last request number of the convenience calls (`put`, `delete`).
+    client: u64,
+    request: u64,
+}
+
+impl Driver {
+    /// Opens a formatted data file and recovers it: reads the superblock, the checkpoint and the
+    /// WAL, and replays. Returns once the replica is ready, or with the error that halted it.
+    ///
+    /// The file is locked (`flock`), so that two processes never drive the same data file.
+    pub fn open(path: &Path, config: &Config) -> Result<Driver, DriverError> {
+        let replica = Replica::new(config.clone()).map_err(DriverError::Config)?;
+        let io_error = |error| DriverError::Io { path: path.to_path_buf(), error };
+        let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_error)?;
+        lock_exclusive(&file).map_err(io_error)?;
+        check_length(path, &file, config, replica.layout())?;
+        let storage = FileStorage::from_file(file, replica.layout().sector_size).map_err(io_error)?;
+        let mut driver = Driver {
+            replica,
+            storage,
+            replies: Vec::new(),
+            halted: None,
+            checkpoints: 0,
+            started: Instant::now(),
+            client: fresh_client_id(),
+            request: 0,
+        };
+        driver.replica.open(&mut driver.storage);
+        while driver.replica.status() == Status::Opening {
+            assert!(driver.step() > 0, "the replica is opening but submitted no IO");
+        }
+        match driver.halted.take() {
+            Some(error) => Err(DriverError::Halted(error)),
+            None => Ok(driver),
+        }
+    }
+
+    pub fn replica(&self) -> &Replica<KvStateMachine> {
+        &self.replica
+    }
+
+    pub fn storage_stats(&self) -> StorageStats {
+        self.storage.stats()
+    }
+
+    /// Checkpoints completed since the driver opened.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints
+    }
+
+    /// The error that halted the replica, if it halted.
+    pub fn halted(&self) -> Option<&Error> {
+        self.halted.as_ref()
+    }
+
+    /// Whether submitted IO waits for the next [`Driver::step`].
+    pub fn has_pending_io(&self) -> bool {
+        self.storage.has_pending()
+    }
+
+    /// Submits a client request. Its reply arrives through [`Driver::take_replies`], at once if the
+    /// replica refuses it, else once it is durable and applied (after a few steps).
+    pub fn submit(&mut self, client: u64, request: u64, operation: Operation, body: &[u8]) {
+        self.advance_clock();
+        self.replica.submit(&mut self.storage, client, request, operation, body);
+    }
+
+    /// Moves the replies that have arrived into `out`.
+    pub fn take_replies(&mut self, out: &mut Vec<Reply>) {
+        out.append(&mut self.replies);
+        out.extend(self.replica.drain_replies());
+    }
+
+    /// Makes the pending writes durable (one `fdatasync`) and delivers every pending completion.
+    /// Returns how many completions were delivered (0: nothing was pending).
+    pub fn step(&mut self) -> usize {
+        self.advance_clock();
+        let completions = self.storage.flush();
+        for completion in &completions {
+            self.deliver(completion);
+        }
+        self.drain_events();
+        completions.len()
+    }
+
+    /// Steps until no IO is pending.
+    pub fn pump(&mut self) -> Result<(), DriverError> {
+        while self.step() > 0 {}
+        match &self.halted {
+            Some(error) => Err(DriverError::Halted(error.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn deliver(&mut self, completion: &Completion) {
+        let storage = &mut self.storage;
+        match completion {
+            Completion::Read { id, result } => {
+                self.replica.on_read_complete(storage, *id, result.as_deref().map_err(|e| *e))
+            }
+            Completion::Write { id, result } => self.replica.on_write_complete(storage, *id, *result),
+        }
+    }
+
+    /// Keeps what the driver needs from the replica's events; the replica would otherwise
+    /// accumulate one event per applied entry.
+    fn drain_events(&mut self) {
+        for event in self.replica.drain_events() {
+            match event {
+                Event::Halted(error) => self.halted = Some(error),
+                Event::Checkpointed { .. } => self.checkpoints += 1,
+                Event::Opened { .. } | Event::Applied { .. } => {}
+            }
+        }
+    }
+
+    /// Feeds the replica the ticks that elapsed (its timestamps are derived from ticks).
+    fn advance_clock(&mut self) {
+        let tick_ns = self.replica.config().tick_ns as u128;
+        let due = (self.started.elapsed().as_nanos() / tick_ns) as u64;
+        while self.replica.ticks() < due {
+            self.replica.tick();
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Convenience calls: one request at a time, waiting for its reply.
+
+    /// Stores `value` under `key`; returns once the put is durable and applied.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), DriverError> {
+        self.execute(KvStateMachine::PUT, &KvStateMachine::put_body(key, value)).map(drop)
+    }
+
+    /// Deletes `key`; returns whether it existed, once the delete is durable and applied.
+    pub fn delete(&mut self, key: &[u8]) -> Result<bool, DriverError> {
+        let reply = self.execute(KvStateMachine::DELETE, &KvStateMachine::delete_body(key))?;
+        Ok(reply == [1])
+    }
+
+    /// The value of `key` in the applied state (linearizable: only durable entries are applied).
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, DriverError> {
+        let (state, _) = self.replica.state().map_err(DriverError::Request)?;
+        Ok(state.get(key).map(<[u8]>::to_vec))
+    }
+
+    /// Submits one request and steps until its reply arrives. A `Busy` refusal (the ring is full
+    /// until a checkpoint lands) is retried with the same request number once IO has progressed.
+    fn execute(&mut self, operation: Operation, body: &[u8]) -> Result<Vec<u8>, DriverError> {
+        self.request += 1;
+        let (client, request) = (self.client, self.request);
+        self.submit(client, request, operation, body);
+        loop {
+            match self.take_reply(client, request) {
+                None => self.step_or_halted()?,
+                Some(Err(RequestError::Busy)) => {
+                    // Retry once IO has progressed; with nothing pending, nothing would change.
+                    if self.step() == 0 {
+                        return Err(self.request_error(RequestError::Busy));
+                    }
+                    self.submit(client, request, operation, body);
+                }
+                Some(result) => return result.map_err(|error| self.request_error(error)),
+            }
+        }
+    }
+
+    fn take_reply(&mut self, client: u64, request: u64) -> Option<Result<Vec<u8>, RequestError>> {
+        self.replies.extend(self.replica.drain_replies());
+        let at = self.replies.iter().position(|r| r.client == client && r.request == request)?;
+        Some(self.replies.remove(at).result)
+    }
+
+    /// Steps once; with nothing pending, a request waiting for a reply can only mean a halt.
+    fn step_or_halted(&mut self) -> Result<(), DriverError> {
+        if self.step() > 0 {
+            return Ok(());
+        }
+        let error = self.halted.clone().expect("a request waits, no IO is pending, yet no halt");
+        Err(DriverError::Halted(error))
+    }
+
+    fn request_error(&self, error: RequestError) -> DriverError {
+        match (&self.halted, error) {
+            (Some(halted), RequestError::Halted) => DriverError::Halted(halted.clone()),
+            (_, error) => DriverError::Request(error),
+        }
+    }
+}
+
+/// Takes an exclusive, non-blocking `flock` on the data file.
+fn lock_exclusive(file: &File) -> io::Result<()> {
+    // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
+    let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if result == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Err(io::Error::new(error.kind(), "the data file is in use by another process"));
+    }
+    Err(error)
+}
+
+/// Refuses a file shorter than the layout before the replica reads past its end, with the error
+/// the replica itself would give when the superblock explains why (not a data file, or one
+/// formatted with another layout).
+fn check_length(path: &Path, file: &File, config: &Config, layout: &Layout) -> Result<(), DriverError> {
+    let io_error = |error| DriverError::Io { path: path.to_path_buf(), error };
+    let len = file.metadata().map_err(io_error)?.len();
+    let expected = layout.total_size();
+    if len >= expected {
+        return Ok(());
+    }
+    let zone_size = layout.zone_size(Zone::Superblock);
+    if len < zone_size {
+        return Err(DriverError::Halted(Error::NoValidSuperblock));
+    }
+    let mut zone = vec![0u8; zone_size as usize];
+    file.read_exact_at(&mut zone, layout.zone_start(Zone::Superblock)).map_err(io_error)?;
+    let fingerprint = config.layout_fingerprint();
+    match superblock::select(layout, &zone) {
+        None => Err(DriverError::Halted(Error::NoValidSuperblock)),
+        Some(s) if s.superblock.layout != fingerprint => {
+            Err(DriverError::Halted(Error::LayoutMismatch { file: s.superblock.layout, config: fingerprint }))
+        }
+        Some(_) => Err(DriverError::Truncated { path: path.to_path_buf(), len, expected }),
+    }
+}
+
+/// A client id for this process's convenience calls: sessions outlive a process, so request
+/// numbers restarting at 1 under a reused id would be refused as stale.
+fn fresh_client_id() -> u64 {
+    static OPENED: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let count = OPENED.fetch_add(1, Ordering::Relaxed);
+    let mixed = (nanos ^ ((std::process::id() as u64) << 40) ^ (count << 20)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    mixed.max(1)
+}

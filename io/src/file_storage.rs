@@ -1,0 +1,165 @@
+//! [`FileStorage`]: the core's [`Storage`] over one real data file.
+//!
+//! Reads and writes go to the file at once (`pread`/`pwrite`), but their completions are held
+//! back until [`FileStorage::flush`]. A flush calls `fdatasync` once if any write is pending and
+//! only then hands out the completions. That is what the storage contract asks ("a write is
+//! durable when its completion is delivered") and what makes group commit cheap: every write
+//! submitted before a flush becomes durable with that flush's single `fdatasync`.
+//!
+//! Failures never panic: they come back as completions carrying a [`WriteError`] or
+//! [`ReadError`], and the core decides what they mean. Misaligned or out-of-file IO, on the other
+//! hand, is a bug in the core and is asserted.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use ziggy_core::storage_contract::{Completion, ContractStorage};
+use ziggy_core::{IoId, ReadError, Storage, WriteError};
+
+/// Counters of the IO a [`FileStorage`] did, for benchmarks and diagnostics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// `fdatasync` calls made by [`FileStorage::flush`].
+    pub syncs: u64,
+    pub writes: u64,
+    pub bytes_written: u64,
+    pub reads: u64,
+    pub bytes_read: u64,
+}
+
+/// A data file as the core's storage. See the module documentation.
+pub struct FileStorage {
+    file: File,
+    size: u64,
+    sector_size: u64,
+    /// Completions of submitted IO, in submission order, not yet delivered.
+    pending: Vec<Completion>,
+    /// Whether `pending` holds a write, so that a flush of reads alone skips the `fdatasync`.
+    write_pending: bool,
+    stats: StorageStats,
+}
+
+impl FileStorage {
+    /// Opens an existing data file for reading and writing.
+    pub fn open(path: &Path, sector_size: u64) -> io::Result<FileStorage> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        FileStorage::from_file(file, sector_size)
+    }
+
+    /// Wraps an open file. Its current length bounds every IO.
+    pub fn from_file(file: File, sector_size: u64) -> io::Result<FileStorage> {
+        assert!(sector_size.is_power_of_two(), "sector size {sector_size} is not a power of two");
+        let size = file.metadata()?.len();
+        Ok(FileStorage {
+            file,
+            size,
+            sector_size,
+            pending: Vec::new(),
+            write_pending: false,
+            stats: StorageStats::default(),
+        })
+    }
+
+    /// The length of the file, in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether any submitted IO still waits for [`FileStorage::flush`] to complete it.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    pub fn stats(&self) -> StorageStats {
+        self.stats
+    }
+
+    /// Makes every pending write durable with one `fdatasync` (none if only reads are pending),
+    /// then returns the completions of all pending IO in submission order.
+    ///
+    /// If the `fdatasync` fails, every pending write fails with it: after a failed flush the
+    /// kernel may have dropped the dirty pages, so none of them can be called durable.
+    pub fn flush(&mut self) -> Vec<Completion> {
+        if self.write_pending {
+            self.write_pending = false;
+            self.stats.syncs += 1;
+            if let Err(error) = self.file.sync_data() {
+                self.fail_pending_writes(write_error(&error));
+            }
+        }
+        std::mem::take(&mut self.pending)
+    }
+
+    fn fail_pending_writes(&mut self, error: WriteError) {
+        for completion in &mut self.pending {
+            if let Completion::Write { result: result @ Ok(()), .. } = completion {
+                *result = Err(error);
+            }
+        }
+    }
+
+    /// Asserts that an IO is sector-aligned and inside the file: the core computes every offset
+    /// from the layout, so a violation is a bug there, not bad input.
+    fn check_range(&self, offset: u64, len: usize) {
+        let len = len as u64;
+        assert!(len > 0, "empty IO at offset {offset}");
+        assert_eq!(offset % self.sector_size, 0, "offset {offset} is not sector-aligned");
+        assert_eq!(len % self.sector_size, 0, "length {len} is not a whole number of sectors");
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.size),
+            "IO at {offset} (+{len}) ends past the end of the file ({} bytes)",
+            self.size
+        );
+    }
+}
+
+impl Storage for FileStorage {
+    fn submit_read(&mut self, id: IoId, offset: u64, len: usize) {
+        self.check_range(offset, len);
+        let mut data = vec![0u8; len];
+        let result = self.file.read_exact_at(&mut data, offset).map(|()| data).map_err(|_| ReadError::Io);
+        self.stats.reads += 1;
+        self.stats.bytes_read += len as u64;
+        self.pending.push(Completion::Read { id, result });
+    }
+
+    fn submit_write(&mut self, id: IoId, offset: u64, data: &[u8]) {
+        self.check_range(offset, data.len());
+        let result = self.file.write_all_at(data, offset).map_err(|error| write_error(&error));
+        self.stats.writes += 1;
+        self.stats.bytes_written += data.len() as u64;
+        self.write_pending = true;
+        self.pending.push(Completion::Write { id, result });
+    }
+}
+
+impl ContractStorage for FileStorage {
+    fn complete_all(&mut self) -> Vec<Completion> {
+        self.flush()
+    }
+}
+
+/// Classifies an OS error for the core: a full device (or quota) is reported as such, because it
+/// points at the setup (data files are preallocated) rather than at failing hardware.
+pub fn write_error(error: &io::Error) -> WriteError {
+    match error.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => WriteError::NoSpace,
+        _ => WriteError::Io,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_device_and_quota_are_no_space_everything_else_is_io() {
+        let os = io::Error::from_raw_os_error;
+        assert_eq!(write_error(&os(libc::ENOSPC)), WriteError::NoSpace);
+        assert_eq!(write_error(&os(libc::EDQUOT)), WriteError::NoSpace);
+        assert_eq!(write_error(&os(libc::EIO)), WriteError::Io);
+        assert_eq!(write_error(&io::Error::other("no errno")), WriteError::Io);
+    }
+}

@@ -1,0 +1,79 @@
+//! `ziggy format`: creates a data file, fully allocated, holding the genesis superblock.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use ziggy_core::{Config, KvStateMachine, Layout, Replica};
+
+/// The size of the zero-filled writes that allocate the file.
+const ZERO_CHUNK: usize = 1 << 20;
+
+/// Creates the data file at `path` for `config`, for cluster `cluster` (replica 0).
+///
+/// Refuses to touch an existing file unless `force` is set. Every byte of the file is written
+/// (zeros), never left sparse: overwriting allocated blocks in place needs no metadata update at
+/// each `fdatasync`, which doubles the durable write rate. The superblock is written last, after
+/// the zeros are durable, so that a format interrupted by a crash leaves a file that refuses to
+/// open (no valid superblock) rather than one that opens over garbage.
+pub fn format(path: &Path, config: &Config, cluster: u64, force: bool) -> io::Result<()> {
+    config.validate().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    let layout = Layout::new(config);
+    let file = create(path, force)?;
+    let context = |error: io::Error| annotate(error, &format!("formatting {}", path.display()));
+    fill_with_zeros(&file, layout.total_size()).map_err(context)?;
+    file.sync_data().map_err(context)?;
+    for (offset, bytes) in Replica::<KvStateMachine>::format(config, cluster, 0) {
+        file.write_all_at(&bytes, offset).map_err(context)?;
+    }
+    file.sync_all().map_err(context)?;
+    sync_parent_directory(path).map_err(context)
+}
+
+/// Creates (or, with `force`, truncates) the file, with an error that names it.
+fn create(path: &Path, force: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    options.open(path).map_err(|error| match error.kind() {
+        io::ErrorKind::AlreadyExists => io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} already exists; refusing to overwrite it (pass --force to replace it and lose its data)",
+                path.display()
+            ),
+        ),
+        _ => annotate(error, &format!("creating {}", path.display())),
+    })
+}
+
+/// Writes `size` zero bytes from the start of the (empty) file.
+fn fill_with_zeros(mut file: &File, size: u64) -> io::Result<()> {
+    let zeros = vec![0u8; ZERO_CHUNK];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(ZERO_CHUNK as u64) as usize;
+        file.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Makes the file's directory entry durable: without it, a crash can lose a freshly created file.
+fn sync_parent_directory(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}
+
+/// Prefixes an error's message with what was being done, keeping its kind.
+pub(crate) fn annotate(error: io::Error, doing: &str) -> io::Error {
+    io::Error::new(error.kind(), format!("{doing}: {error}"))
+}

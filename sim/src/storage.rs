@@ -1,0 +1,408 @@
+//! Simulated storage: one data file in memory, IO that completes out of order after a random
+//! latency, and the fault model of DESIGN.md.
+//!
+//! - **Crash** ([`SimStorage::crash`]): every write not yet completed is lost, fully applied, or
+//!   torn per sector (each sector keeps its old bytes, takes the new ones, or becomes garbage).
+//!   Pending reads vanish.
+//! - **Latent faults**: a sector marked faulty returns a read error or a bit-flipped copy on every
+//!   read (so a retry does not fix it) until it is overwritten.
+//! - **Misdirected writes**: a write lands at another sector-aligned offset of the same zone; its
+//!   intended location keeps its old bytes.
+//!
+//! Where faults may strike is decided by [`FaultAtlas`]: the simulator keeps each run within what
+//! the design promises to survive, or, in a "fatal" run, checks that damage beyond it is detected
+//! and named rather than silently used. Every persistently damaged sector is remembered
+//! ([`SimStorage::damaged`]) so that a replica's corruption report can be checked against the
+//! truth.
+
+use crate::prng::{Ppm, Prng};
+use std::collections::BTreeSet;
+use ziggy_core::storage_contract::{Completion, ContractStorage};
+use ziggy_core::{IoId, Layout, ReadError, Storage, Zone};
+
+/// Which zones may suffer which faults in a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultAtlas {
+    /// Zones that may hold latent (read) faults.
+    pub latent: BTreeSet<Zone>,
+    /// Zones whose writes may be misdirected.
+    pub misdirect: BTreeSet<Zone>,
+    /// Zones whose in-flight writes may tear at a crash.
+    pub tear: BTreeSet<Zone>,
+}
+
+impl FaultAtlas {
+    pub fn none() -> FaultAtlas {
+        FaultAtlas {
+            latent: BTreeSet::new(),
+            misdirect: BTreeSet::new(),
+            tear: BTreeSet::new(),
+        }
+    }
+}
+
+/// The fault probabilities of a run (drawn per seed: swarm testing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageFaults {
+    pub atlas: FaultAtlas,
+    /// Per sector of a write in flight at a crash: the chance that it tears.
+    pub tear: Ppm,
+    /// Per write: the chance that it is misdirected (within the atlas).
+    pub misdirect: Ppm,
+    /// Of latent faults: the chance that one reads as an error rather than as flipped bits.
+    pub latent_error: Ppm,
+    /// The most ticks an IO takes to complete.
+    pub latency_max: u64,
+}
+
+impl StorageFaults {
+    pub fn none() -> StorageFaults {
+        StorageFaults {
+            atlas: FaultAtlas::none(),
+            tear: Ppm::NEVER,
+            misdirect: Ppm::NEVER,
+            latent_error: Ppm::NEVER,
+            latency_max: 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Pending {
+    Read { id: IoId, offset: u64, len: usize },
+    Write { id: IoId, target: u64, data: Vec<u8> },
+}
+
+#[derive(Clone, Debug)]
+struct InFlight {
+    ready_at: u64,
+    seq: u64,
+    io: Pending,
+}
+
+/// Counters for reports and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    pub reads: u64,
+    pub writes: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub torn_sectors: u64,
+    pub lost_writes: u64,
+    pub misdirected: u64,
+    pub latent_injected: u64,
+    pub latent_hits: u64,
+}
+
+pub struct SimStorage {
+    layout: Layout,
+    disk: Vec<u8>,
+    in_flight: Vec<InFlight>,
+    latent: BTreeSet<u64>,
+    damaged: BTreeSet<u64>,
+    faults: StorageFaults,
+    prng: Prng,
+    now: u64,
+    seq: u64,
+    pub stats: StorageStats,
+}
+
+impl SimStorage {
+    pub fn new(layout: Layout, faults: StorageFaults, prng: Prng) -> SimStorage {
+        SimStorage {
+            disk: vec![0; layout.total_size() as usize],
+            layout,
+            in_flight: Vec::new(),
+            latent: BTreeSet::new(),
+            damaged: BTreeSet::new(),
+            faults,
+            prng,
+            now: 0,
+            seq: 0,
+            stats: StorageStats::default(),
+        }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Writes bytes straight to the durable image (formatting, test setup).
+    pub fn write_durable(&mut self, offset: u64, data: &[u8]) {
+        self.disk[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+    }
+
+    pub fn read_durable(&self, offset: u64, len: usize) -> &[u8] {
+        &self.disk[offset as usize..offset as usize + len]
+    }
+
+    pub fn set_faults(&mut self, faults: StorageFaults) {
+        self.faults = faults;
+    }
+
+    pub fn pending(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Sectors that were ever persistently damaged by an injected fault.
+    pub fn damaged(&self) -> &BTreeSet<u64> {
+        &self.damaged
+    }
+
+    /// Whether any sector of `offset .. offset + len` was persistently damaged.
+    pub fn damaged_within(&self, offset: u64, len: u64) -> bool {
+        let sector = self.layout.sector_size;
+        let first = offset / sector;
+        let last = (offset + len).div_ceil(sector);
+        self.damaged.range(first..last).next().is_some()
+    }
+
+    fn check_aligned(&self, offset: u64, len: u64) {
+        let sector = self.layout.sector_size;
+        assert_eq!(offset % sector, 0, "unaligned IO offset {offset}");
+        assert_eq!(len % sector, 0, "unaligned IO length {len}");
+        assert!(len > 0, "empty IO");
+        assert!(offset + len <= self.layout.total_size(), "IO past the end of the data file");
+    }
+
+    fn latency(&mut self) -> u64 {
+        self.prng.range(1, self.faults.latency_max.max(1))
+    }
+
+    /// Advances time and returns the IO completions now due, in completion order.
+    pub fn advance(&mut self, now: u64) -> Vec<Completion> {
+        self.now = now;
+        let mut due: Vec<InFlight> = Vec::new();
+        let mut keep = Vec::with_capacity(self.in_flight.len());
+        for io in self.in_flight.drain(..) {
+            if io.ready_at <= now {
+                due.push(io);
+            } else {
+                keep.push(io);
+            }
+        }
+        self.in_flight = keep;
+        due.sort_by_key(|io| (io.ready_at, io.seq));
+        due.into_iter().map(|io| self.complete(io.io)).collect()
+    }
+
+    fn complete(&mut self, io: Pending) -> Completion {
+        match io {
+            Pending::Write { id, target, data, .. } => {
+                self.land(target, &data);
+                Completion::Write { id, result: Ok(()) }
+            }
+            Pending::Read { id, offset, len } => Completion::Read {
+                id,
+                result: self.read_now(offset, len),
+            },
+        }
+    }
+
+    /// Writes `data` to the disk image, clearing latent faults of the sectors it covers.
+    fn land(&mut self, offset: u64, data: &[u8]) {
+        self.disk[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+        let sector = self.layout.sector_size;
+        for s in offset / sector..(offset + data.len() as u64) / sector {
+            self.latent.remove(&s);
+        }
+    }
+
+    fn read_now(&mut self, offset: u64, len: usize) -> Result<Vec<u8>, ReadError> {
+        let mut data = self.disk[offset as usize..offset as usize + len].to_vec();
+        let sector = self.layout.sector_size;
+        let first = offset / sector;
+        let last = (offset + len as u64) / sector;
+        let hits: Vec<u64> = self.latent.range(first..last).copied().collect();
+        for s in hits {
+            self.stats.latent_hits += 1;
+            // Whether the fault reads as an error or as flipped bits is fixed per sector, and
+            // the flipped bit is derived from the sector number: retries see the same damage.
+            let mut local = Prng::new(s ^ 0x1a7e_47);
+            if local.chance(self.faults.latent_error) {
+                return Err(ReadError::Io);
+            }
+            let bit = local.range(0, sector * 8 - 1);
+            let at = ((s - first) * sector) as usize + (bit / 8) as usize;
+            data[at] ^= 1 << (bit % 8);
+        }
+        Ok(data)
+    }
+
+    /// A crash: every write in flight is lost, applied, or torn per sector; reads vanish.
+    pub fn crash(&mut self) {
+        let in_flight = std::mem::take(&mut self.in_flight);
+        let sector = self.layout.sector_size as usize;
+        for io in in_flight {
+            let Pending::Write { target, data, .. } = io.io else { continue };
+            let zone = self.layout.zone_of(target).expect("inside the file").0;
+            let may_tear = self.faults.atlas.tear.contains(&zone);
+            let whole = self.prng.bool();
+            for (k, chunk) in data.chunks(sector).enumerate() {
+                let offset = target + (k * sector) as u64;
+                if may_tear && self.prng.chance(self.faults.tear) {
+                    self.stats.torn_sectors += 1;
+                    match self.prng.range(0, 2) {
+                        0 => {}
+                        1 => self.land(offset, chunk),
+                        _ => {
+                            let mut garbage = vec![0u8; sector];
+                            self.prng.fill(&mut garbage);
+                            self.land(offset, &garbage);
+                        }
+                    }
+                } else if whole {
+                    self.land(offset, chunk);
+                } else {
+                    self.stats.lost_writes += 1;
+                }
+            }
+        }
+    }
+
+    /// Marks a random sector of a random zone of the atlas as latently faulty. Returns the sector.
+    pub fn inject_latent(&mut self) -> Option<u64> {
+        let zones: Vec<Zone> = self.faults.atlas.latent.iter().copied().collect();
+        if zones.is_empty() {
+            return None;
+        }
+        let zone = zones[self.prng.index(zones.len())];
+        let sector = self.layout.sector_size;
+        let start = self.layout.zone_start(zone) / sector;
+        let count = self.layout.zone_size(zone) / sector;
+        let s = start + self.prng.range(0, count - 1);
+        // At most one superblock copy may be faulty at a time: the fault model keeps the newest
+        // version readable.
+        if zone == Zone::Superblock && self.latent.range(start..start + count).next().is_some() {
+            return None;
+        }
+        self.latent.insert(s);
+        self.damaged.insert(s);
+        self.stats.latent_injected += 1;
+        Some(s)
+    }
+
+    fn misdirect_target(&mut self, offset: u64, len: u64) -> u64 {
+        let zone = self.layout.zone_of(offset).expect("inside the file").0;
+        if !self.faults.atlas.misdirect.contains(&zone) || !self.prng.chance(self.faults.misdirect) {
+            return offset;
+        }
+        let sector = self.layout.sector_size;
+        let start = self.layout.zone_start(zone);
+        let size = self.layout.zone_size(zone);
+        if len >= size {
+            return offset;
+        }
+        let target = start + self.prng.range(0, (size - len) / sector) * sector;
+        if target != offset {
+            self.stats.misdirected += 1;
+            // Both the intended location (which keeps stale bytes) and the target are damaged.
+            for s in (offset / sector)..(offset + len).div_ceil(sector) {
+                self.damaged.insert(s);
+            }
+            for s in (target / sector)..(target + len).div_ceil(sector) {
+                self.damaged.insert(s);
+            }
+        }
+        target
+    }
+}
+
+impl Storage for SimStorage {
+    fn submit_read(&mut self, id: IoId, offset: u64, len: usize) {
+        self.check_aligned(offset, len as u64);
+        self.stats.reads += 1;
+        self.stats.bytes_read += len as u64;
+        self.seq += 1;
+        let ready_at = self.now + self.latency();
+        self.in_flight.push(InFlight {
+            ready_at,
+            seq: self.seq,
+            io: Pending::Read { id, offset, len },
+        });
+    }
+
+    fn submit_write(&mut self, id: IoId, offset: u64, data: &[u8]) {
+        self.check_aligned(offset, data.len() as u64);
+        self.stats.writes += 1;
+        self.stats.bytes_written += data.len() as u64;
+        self.seq += 1;
+        let target = self.misdirect_target(offset, data.len() as u64);
+        let ready_at = self.now + self.latency();
+        self.in_flight.push(InFlight {
+            ready_at,
+            seq: self.seq,
+            io: Pending::Write {
+                id,
+                target,
+                data: data.to_vec(),
+            },
+        });
+    }
+}
+
+impl ContractStorage for SimStorage {
+    fn complete_all(&mut self) -> Vec<Completion> {
+        let far = self.now + self.faults.latency_max + 1;
+        self.advance(far)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ziggy_core::Config;
+
+    fn storage(faults: StorageFaults) -> SimStorage {
+        SimStorage::new(Layout::new(&Config::test()), faults, Prng::new(1))
+    }
+
+    #[test]
+    fn passes_the_storage_contract() {
+        let mut s = storage(StorageFaults::none());
+        let size = s.layout().total_size();
+        ziggy_core::storage_contract::check(&mut s, size, 512);
+    }
+
+    #[test]
+    fn crash_tears_only_writes_in_flight() {
+        let mut faults = StorageFaults::none();
+        faults.atlas.tear.insert(Zone::WalEntries);
+        faults.tear = Ppm::ALWAYS;
+        let mut s = storage(faults);
+        let offset = s.layout().zone_start(Zone::WalEntries);
+        s.submit_write(IoId(1), offset, &[7u8; 512]);
+        s.complete_all();
+        s.submit_write(IoId(2), offset + 512, &[9u8; 512 * 8]);
+        s.crash();
+        assert_eq!(s.read_durable(offset, 512), &[7u8; 512][..], "completed write survives");
+        assert_eq!(s.pending(), 0);
+        assert_eq!(s.stats.torn_sectors, 8);
+    }
+
+    #[test]
+    fn latent_faults_persist_until_overwritten() {
+        let mut faults = StorageFaults::none();
+        faults.atlas.latent.insert(Zone::WalHeaders);
+        let mut s = storage(faults);
+        let sector = s.inject_latent().unwrap();
+        let offset = sector * 512;
+        for id in 0..2 {
+            s.submit_read(IoId(id), offset, 512);
+            match &s.complete_all()[0] {
+                Completion::Read { result: Ok(data), .. } => {
+                    assert_eq!(data.iter().map(|b| b.count_ones()).sum::<u32>(), 1)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        s.submit_write(IoId(5), offset, &[0u8; 512]);
+        s.complete_all();
+        s.submit_read(IoId(6), offset, 512);
+        assert_eq!(
+            s.complete_all()[0],
+            Completion::Read { id: IoId(6), result: Ok(vec![0u8; 512]) }
+        );
+        assert!(s.damaged_within(offset, 512));
+    }
+}
