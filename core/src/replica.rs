@@ -155,9 +155,15 @@ impl Buffer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     ReadSuperblock,
+    /// Rewriting copies that do not hold the chosen version, one at a time, before anything
+    /// else: otherwise a torn write of the next version could leave an older version newest,
+    /// whose grid area and WAL slots may already have been reused.
+    RepairSuperblock,
     ReadState,
     ReadRings,
     WriteHeaders,
+    /// Recovery is over.
+    Done,
 }
 
 /// Bytes that stand in for a sector the device could not read: they fail every checksum.
@@ -205,6 +211,7 @@ pub struct Replica<S: StateMachine> {
     recovery_buffers: [Vec<u8>; 5],
     recovery_pending: u32,
     recovery: Option<Recovery>,
+    superblock_repairs: Vec<u16>,
 }
 
 impl<S: StateMachine> Replica<S> {
@@ -235,6 +242,7 @@ impl<S: StateMachine> Replica<S> {
             recovery_buffers: Default::default(),
             recovery_pending: 0,
             recovery: None,
+            superblock_repairs: Vec::new(),
             layout,
             config,
         })
@@ -407,7 +415,9 @@ impl<S: StateMachine> Replica<S> {
             Phase::ReadSuperblock => self.on_superblock_read(storage),
             Phase::ReadState => self.on_state_read(storage),
             Phase::ReadRings => self.on_rings_read(storage),
-            Phase::WriteHeaders => unreachable!("header writes complete through on_write_complete"),
+            Phase::RepairSuperblock | Phase::WriteHeaders | Phase::Done => {
+                unreachable!("writes complete through on_write_complete")
+            }
         }
     }
 
@@ -424,6 +434,22 @@ impl<S: StateMachine> Replica<S> {
         }
         self.superblock = sb;
         self.journal = Journal::new(&self.config, sb.cluster);
+        self.superblock_repairs = selection.stale_copies;
+        self.superblock_repairs.reverse();
+        self.repair_superblock(storage);
+    }
+
+    /// Writes the next stale superblock copy, or moves on to reading the checkpoint.
+    fn repair_superblock<T: Storage>(&mut self, storage: &mut T) {
+        if let Some(copy) = self.superblock_repairs.pop() {
+            self.phase = Phase::RepairSuperblock;
+            self.superblock.encode(copy, &mut self.sector_scratch);
+            let offset = self.layout.superblock_copy_offset(copy as u64);
+            let id = IoId::new(IoKind::Superblock, copy as u64);
+            storage.submit_write(id, offset, &self.sector_scratch);
+            return;
+        }
+        let sb = self.superblock;
         self.phase = Phase::ReadState;
         let blocks = checkpoint::blocks_for(&self.layout, sb.state_size);
         if blocks == 0 {
@@ -652,7 +678,7 @@ impl<S: StateMachine> Replica<S> {
                 self.journal.flush(storage);
             }
             IoKind::WalHeaders if self.phase == Phase::WriteHeaders => {
-                self.phase = Phase::ReadSuperblock; // recovery is over; phases are unused from now
+                self.phase = Phase::Done;
                 self.on_recovery_headers_written(storage);
             }
             IoKind::WalHeaders => {
@@ -662,6 +688,9 @@ impl<S: StateMachine> Replica<S> {
             }
             IoKind::Reply => self.on_reply_written(storage, id.n() as usize),
             IoKind::GridBlock => self.on_checkpoint_block_written(storage),
+            IoKind::Superblock if self.phase == Phase::RepairSuperblock => {
+                self.repair_superblock(storage)
+            }
             IoKind::Superblock => self.on_superblock_written(storage),
             IoKind::RecoveryRead => unreachable!("reads complete through on_read_complete"),
         }

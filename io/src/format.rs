@@ -20,15 +20,23 @@ const ZERO_CHUNK: usize = 1 << 20;
 pub fn format(path: &Path, config: &Config, cluster: u64, force: bool) -> io::Result<()> {
     config.validate().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
     let layout = Layout::new(config);
-    let file = create(path, force)?;
+    let file = allocate(path, layout.total_size(), force)?;
     let context = |error: io::Error| annotate(error, &format!("formatting {}", path.display()));
-    fill_with_zeros(&file, layout.total_size()).map_err(context)?;
-    file.sync_data().map_err(context)?;
     for (offset, bytes) in Replica::<KvStateMachine>::format(config, cluster, 0) {
         file.write_all_at(&bytes, offset).map_err(context)?;
     }
     file.sync_all().map_err(context)?;
     sync_parent_directory(path).map_err(context)
+}
+
+/// Creates a file of `size` zero bytes, every block allocated (written, not sparse), and makes
+/// the zeros durable. Refuses an existing file unless `force` is set.
+pub fn allocate(path: &Path, size: u64, force: bool) -> io::Result<File> {
+    let file = create(path, force)?;
+    let context = |error: io::Error| annotate(error, &format!("allocating {}", path.display()));
+    fill_with_zeros(&file, size).map_err(context)?;
+    file.sync_data().map_err(context)?;
+    Ok(file)
 }
 
 /// Creates (or, with `force`, truncates) the file, with an error that names it.

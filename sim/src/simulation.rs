@@ -27,6 +27,8 @@ pub struct Options {
     pub requests: u64,
     /// Per tick: the chance that the replica crashes.
     pub crash: Ppm,
+    /// Per tick while the replica is recovering: the chance that it crashes again.
+    pub crash_recovering: Ppm,
     /// Per tick: the chance that a latent sector fault is injected.
     pub latent: Ppm,
     /// Of client operations: the share that are reads, and deletes.
@@ -91,8 +93,9 @@ impl Options {
             seed,
             clients,
             key_space: prng.range(1, 24),
-            requests: prng.range(50, 600),
-            crash: Ppm(prng.range(0, 4_000) as u32),
+            requests: prng.range(50, 2_000),
+            crash: Ppm(prng.range(0, 10_000) as u32),
+            crash_recovering: Ppm(prng.range(0, 150_000) as u32),
             latent: Ppm(prng.range(0, 3_000) as u32),
             reads: Ppm(prng.range(0, 500_000) as u32),
             deletes: Ppm(prng.range(0, 300_000) as u32),
@@ -218,7 +221,7 @@ impl Simulation {
             Ok(verdict) => verdict,
             Err(violation) => Verdict::Correctness(violation.0),
         };
-        tracing::info!(?verdict, ops = self.ops, crashes = self.crashes, faults = self.faults, "end");
+        tracing::info!(?verdict, ops = self.ops, crashes = self.crashes, faults = self.faults, checkpoints = self.checkpoints, ticks = self.tick, checks = self.model.checks, storage = ?self.storage.stats, "end");
         Outcome {
             verdict,
             ops: self.ops,
@@ -300,7 +303,11 @@ impl Simulation {
     fn step(&mut self) -> Result<(), Violation> {
         self.tick += 1;
         if !self.settling {
-            if self.prng.chance(self.options.crash) {
+            let crash = match self.replica.status() {
+                Status::Opening => self.options.crash_recovering,
+                _ => self.options.crash,
+            };
+            if self.prng.chance(crash) {
                 self.crash();
             }
             if self.prng.chance(self.options.latent) {
@@ -357,6 +364,7 @@ impl Simulation {
                 let (id, request, op) = (client.id, pending.request, pending.op.clone());
                 tracing::debug!(tick, client = id, request, "retry");
                 self.send(id, request, &op);
+                return self.drain();
             }
             return Ok(());
         }
@@ -388,7 +396,7 @@ impl Simulation {
         });
         self.model.submitted(id, request, op.clone());
         self.send(id, request, &op);
-        Ok(())
+        self.drain()
     }
 
     fn send(&mut self, client: u64, request: u64, op: &Op) {

@@ -1,0 +1,431 @@
+//! `ziggy bench-wal`: the durable append rate of the WAL under group commit, beside the raw
+//! `fdatasync` rate of the same disk.
+//!
+//! One core thread owns the [`Driver`]. `W` writer threads are clients, each with one put
+//! outstanding at a time: a writer sends its request over a channel and waits for the reply. The
+//! core thread submits every request that has arrived, then steps the driver: one `fdatasync`
+//! makes all pending writes durable at once, so the more writers wait, the more appends share it.
+//! A writer measures each request from send to reply, so latency includes queueing and every
+//! retry.
+//!
+//! The baseline is what a naive log does per append: overwrite one 4 KiB block of the same
+//! preallocated data file and `fdatasync` it, by one writer, in a loop.
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use ziggy_core::{Config, KvStateMachine, Layout, RequestError};
+
+use crate::driver::{Driver, DriverError};
+use crate::format::format;
+
+/// The size of the block the raw `fdatasync` baseline overwrites.
+const RAW_BLOCK_SIZE: usize = 4096;
+/// The cluster id of benchmark data files.
+const CLUSTER: u64 = 0xBE4C;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Where to create the data file (it must not exist); removed afterwards.
+    pub path: PathBuf,
+    /// How long each measurement runs.
+    pub duration: Duration,
+    /// The writer counts to measure, one run each, each on a freshly formatted file.
+    pub writers: Vec<usize>,
+    /// The size of each put's value, in bytes.
+    pub value_size: usize,
+}
+
+/// One measured run: either the raw `fdatasync` loop or group commit with `writers` writers.
+pub struct RunResult {
+    /// `None` for the raw `fdatasync` baseline.
+    pub writers: Option<usize>,
+    /// Durable operations: appends acknowledged, or `fdatasync` calls for the baseline.
+    pub operations: u64,
+    pub elapsed: Duration,
+    /// Per-operation latency, in microseconds.
+    pub latency: Histogram<u64>,
+    /// `fdatasync` calls made.
+    pub syncs: u64,
+    /// Bytes written (entries, redundant headers, replies and checkpoints).
+    pub bytes_written: u64,
+    pub checkpoints: u64,
+    /// Requests refused as `Busy` (the ring full until a checkpoint lands) and retried.
+    pub busy_retries: u64,
+}
+
+impl RunResult {
+    /// Durable operations per second.
+    pub fn rate(&self) -> f64 {
+        self.operations as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn syncs_per_second(&self) -> f64 {
+        self.syncs as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn operations_per_sync(&self) -> f64 {
+        self.operations as f64 / self.syncs.max(1) as f64
+    }
+}
+
+/// Every run of one benchmark.
+pub struct BenchReport {
+    pub options: BenchOptions,
+    pub raw: RunResult,
+    pub runs: Vec<RunResult>,
+}
+
+impl BenchReport {
+    /// The run with this many writers, if measured.
+    pub fn run(&self, writers: usize) -> Option<&RunResult> {
+        self.runs.iter().find(|r| r.writers == Some(writers))
+    }
+
+    /// How many times the raw `fdatasync` rate a run achieved.
+    pub fn ratio(&self, run: &RunResult) -> f64 {
+        run.rate() / self.raw.rate()
+    }
+}
+
+/// Progress on stderr: updated in place on a terminal, one line per phase otherwise.
+pub struct Progress {
+    terminal: bool,
+}
+
+impl Progress {
+    pub fn stderr() -> Progress {
+        Progress { terminal: std::io::stderr().is_terminal() }
+    }
+
+    /// A transient status line (shown only on a terminal).
+    fn update(&self, line: &str) {
+        if self.terminal {
+            eprint!("\r\x1b[2K{line}");
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    /// A line that stays.
+    fn done(&self, line: &str) {
+        if self.terminal {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!("{line}");
+    }
+}
+
+/// Removes the benchmark's data file when the benchmark ends, however it ends.
+struct DataFile<'a>(&'a Path);
+
+impl Drop for DataFile<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+/// Runs the baseline and one group-commit run per writer count.
+pub fn run(options: &BenchOptions, progress: &Progress) -> Result<BenchReport, Box<dyn std::error::Error>> {
+    let config = Config::production();
+    if options.value_size > config.value_size_max as usize {
+        return Err(format!("--value-size exceeds the production limit of {} bytes", config.value_size_max).into());
+    }
+    if options.writers.iter().any(|&w| w == 0 || w > config.clients_max as usize) {
+        return Err(format!("writer counts must be in 1..={} (clients_max)", config.clients_max).into());
+    }
+    let path = options.path.as_path();
+    progress.update(&format!("formatting {}", path.display()));
+    format(path, &config, CLUSTER, false)?;
+    let _remove = DataFile(path);
+    let raw = raw_fdatasync(path, &Layout::new(&config), options.duration, progress)?;
+    progress.done(&format!("raw fdatasync: {:.0}/s", raw.rate()));
+    let mut runs = Vec::new();
+    for &writers in &options.writers {
+        progress.update(&format!("W={writers}: formatting a fresh data file"));
+        format(path, &config, CLUSTER, true)?;
+        let run = group_commit(path, &config, writers, options, progress)?;
+        progress.done(&format!(
+            "W={writers}: {:.0} durable appends/s ({:.1} per fdatasync)",
+            run.rate(),
+            run.operations_per_sync()
+        ));
+        runs.push(run);
+    }
+    Ok(BenchReport { options: options.clone(), raw, runs })
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+fn micros(elapsed: Duration) -> u64 {
+    elapsed.as_micros().max(1) as u64
+}
+
+/// One writer overwrites one 4 KiB block of the data file and `fdatasync`s it, in a loop.
+fn raw_fdatasync(path: &Path, layout: &Layout, duration: Duration, progress: &Progress) -> std::io::Result<RunResult> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    let offset = layout.grid_block_offset(layout.grid_block_count - 1);
+    let mut block = vec![0u8; RAW_BLOCK_SIZE];
+    let mut latency = latency_histogram();
+    let start = Instant::now();
+    let mut next_report = start;
+    let mut syncs = 0u64;
+    while start.elapsed() < duration {
+        syncs += 1;
+        block[..8].copy_from_slice(&syncs.to_le_bytes());
+        let begin = Instant::now();
+        file.write_all_at(&block, offset)?;
+        file.sync_data()?;
+        latency.saturating_record(micros(begin.elapsed()));
+        if begin >= next_report {
+            progress.update(&format!("raw fdatasync: {}/{} s", start.elapsed().as_secs(), duration.as_secs()));
+            next_report += Duration::from_secs(1);
+        }
+    }
+    Ok(RunResult {
+        writers: None,
+        operations: syncs,
+        elapsed: start.elapsed(),
+        latency,
+        syncs,
+        bytes_written: syncs * RAW_BLOCK_SIZE as u64,
+        checkpoints: 0,
+        busy_retries: 0,
+    })
+}
+
+/// A put from a writer to the core thread. The writer's client id is `writer + 1`.
+struct Request {
+    client: u64,
+    request: u64,
+    body: Vec<u8>,
+}
+
+type ReplyResult = Result<(), RequestError>;
+
+/// What the core thread saw.
+struct CoreSummary {
+    syncs: u64,
+    bytes_written: u64,
+    checkpoints: u64,
+}
+
+/// What one writer saw.
+struct WriterSummary {
+    latency: Histogram<u64>,
+    appends: u64,
+    busy_retries: u64,
+    finished: Instant,
+}
+
+/// Group commit with `writers` writers, one put outstanding each, on a freshly formatted file.
+fn group_commit(
+    path: &Path,
+    config: &Config,
+    writers: usize,
+    options: &BenchOptions,
+    progress: &Progress,
+) -> Result<RunResult, Box<dyn std::error::Error>> {
+    let driver = Driver::open(path, config)?;
+    let (request_tx, request_rx) = mpsc::channel::<Request>();
+    let (reply_txs, reply_rxs): (Vec<_>, Vec<_>) = (0..writers).map(|_| mpsc::channel::<ReplyResult>()).unzip();
+    let core = thread::Builder::new().name("core".into()).spawn(move || serve(driver, request_rx, reply_txs))?;
+
+    let barrier = Arc::new(Barrier::new(writers + 1));
+    let appended = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = reply_rxs
+        .into_iter()
+        .enumerate()
+        .map(|(writer, replies)| {
+            let (requests, barrier, appended) = (request_tx.clone(), barrier.clone(), appended.clone());
+            let (duration, value_size) = (options.duration, options.value_size);
+            thread::Builder::new().name(format!("writer-{writer}")).spawn(move || {
+                barrier.wait();
+                write_loop(writer as u64 + 1, duration, value_size, &requests, &replies, &appended)
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    drop(request_tx); // the core thread stops once every writer has dropped its sender
+
+    barrier.wait();
+    let start = Instant::now();
+    report_progress(writers, start, options.duration, &appended, &handles, progress);
+    let summaries: Vec<Result<WriterSummary, String>> =
+        handles.into_iter().map(|h| h.join().expect("writer thread panicked")).collect();
+    let core = core.join().expect("core thread panicked")?;
+    let summaries = summaries.into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(merge(writers, start, &summaries, &core))
+}
+
+/// Prints the appends so far, once a second, until every writer has finished.
+fn report_progress(
+    writers: usize,
+    start: Instant,
+    duration: Duration,
+    appended: &AtomicU64,
+    handles: &[thread::JoinHandle<Result<WriterSummary, String>>],
+    progress: &Progress,
+) {
+    while !handles.iter().all(|h| h.is_finished()) {
+        thread::sleep(Duration::from_millis(200));
+        let elapsed = start.elapsed().as_secs().min(duration.as_secs());
+        let count = appended.load(Ordering::Relaxed);
+        progress.update(&format!("W={writers}: {elapsed}/{} s, {count} durable appends", duration.as_secs()));
+    }
+}
+
+fn merge(writers: usize, start: Instant, summaries: &[WriterSummary], core: &CoreSummary) -> RunResult {
+    let mut latency = latency_histogram();
+    for summary in summaries {
+        latency.add(&summary.latency).expect("histograms with equal bounds merge");
+    }
+    let finished = summaries.iter().map(|s| s.finished).max().unwrap_or(start);
+    RunResult {
+        writers: Some(writers),
+        operations: summaries.iter().map(|s| s.appends).sum(),
+        elapsed: finished - start,
+        latency,
+        syncs: core.syncs,
+        bytes_written: core.bytes_written,
+        checkpoints: core.checkpoints,
+        busy_retries: summaries.iter().map(|s| s.busy_retries).sum(),
+    }
+}
+
+/// One client: puts unique keys, one at a time, until `duration` has passed, retrying `Busy`.
+fn write_loop(
+    client: u64,
+    duration: Duration,
+    value_size: usize,
+    requests: &Sender<Request>,
+    replies: &Receiver<ReplyResult>,
+    appended: &AtomicU64,
+) -> Result<WriterSummary, String> {
+    let deadline = Instant::now() + duration;
+    let value = vec![b'v'; value_size];
+    let mut summary = WriterSummary { latency: latency_histogram(), appends: 0, busy_retries: 0, finished: deadline };
+    let mut request = 0u64;
+    while Instant::now() < deadline {
+        request += 1;
+        let key = format!("client{client:05}-request{request:010}");
+        let body = KvStateMachine::put_body(key.as_bytes(), &value);
+        let begin = Instant::now();
+        loop {
+            let sent = Request { client, request, body: body.clone() };
+            requests.send(sent).map_err(|_| "the core thread stopped".to_string())?;
+            match replies.recv().map_err(|_| "the core thread stopped".to_string())? {
+                Ok(()) => break,
+                Err(RequestError::Busy) => summary.busy_retries += 1,
+                Err(error) => return Err(format!("client {client} request {request}: {error}")),
+            }
+        }
+        summary.latency.saturating_record(micros(begin.elapsed()));
+        summary.appends += 1;
+        appended.fetch_add(1, Ordering::Relaxed);
+    }
+    summary.finished = Instant::now();
+    Ok(summary)
+}
+
+/// The core thread: submits every request that has arrived, steps the driver (one `fdatasync`
+/// for all of them), and routes the replies. Runs until every writer is gone and IO is idle.
+fn serve(
+    mut driver: Driver,
+    requests: Receiver<Request>,
+    replies: Vec<Sender<ReplyResult>>,
+) -> Result<CoreSummary, DriverError> {
+    let before = driver.storage_stats();
+    let mut ready = Vec::new();
+    loop {
+        if !driver.has_pending_io() {
+            // Idle: wait for work, or stop once every writer has hung up.
+            let Ok(request) = requests.recv() else { break };
+            driver.submit(request.client, request.request, KvStateMachine::PUT, &request.body);
+        }
+        while let Ok(request) = requests.try_recv() {
+            driver.submit(request.client, request.request, KvStateMachine::PUT, &request.body);
+        }
+        driver.step();
+        if let Some(error) = driver.halted() {
+            return Err(DriverError::Halted(error.clone()));
+        }
+        driver.take_replies(&mut ready);
+        for reply in ready.drain(..) {
+            // A writer that hung up after its deadline no longer needs its reply.
+            let _ = replies[reply.client as usize - 1].send(reply.result.map(drop));
+        }
+    }
+    let after = driver.storage_stats();
+    Ok(CoreSummary {
+        syncs: after.syncs - before.syncs,
+        bytes_written: after.bytes_written - before.bytes_written,
+        checkpoints: driver.checkpoints(),
+    })
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.options;
+        writeln!(
+            f,
+            "ziggy bench-wal: production preset, {}-byte values, {:.0} s per run, data file {}",
+            o.value_size,
+            o.duration.as_secs_f64(),
+            o.path.display()
+        )?;
+        writeln!(
+            f,
+            "{:<14} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>6} {:>6} {:>7}",
+            "run", "ops/s", "p50 µs", "p95 µs", "p99 µs", "max µs", "syncs/s", "ops/sync", "KiB/op", "ckpts", "busy", "x raw"
+        )?;
+        for run in std::iter::once(&self.raw).chain(&self.runs) {
+            self.write_row(f, run)?;
+        }
+        if let Some(run) = self.run(64) {
+            let ratio = self.ratio(run);
+            let verdict = if ratio >= 20.0 { "meets" } else { "falls short of" };
+            writeln!(
+                f,
+                "W=64 / raw fdatasync = {ratio:.1}x ({verdict} the target of >= 20x)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl BenchReport {
+    fn write_row(&self, f: &mut fmt::Formatter<'_>, run: &RunResult) -> fmt::Result {
+        let name = match run.writers {
+            None => "raw fdatasync".to_string(),
+            Some(w) => format!("WAL W={w}"),
+        };
+        let h = &run.latency;
+        writeln!(
+            f,
+            "{:<14} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>9.0} {:>9.1} {:>9.1} {:>6} {:>6} {:>6.1}x",
+            name,
+            run.rate(),
+            h.value_at_quantile(0.50),
+            h.value_at_quantile(0.95),
+            h.value_at_quantile(0.99),
+            h.max(),
+            run.syncs_per_second(),
+            run.operations_per_sync(),
+            run.bytes_written as f64 / run.operations.max(1) as f64 / 1024.0,
+            run.checkpoints,
+            run.busy_retries,
+            self.ratio(run),
+        )
+    }
+}
