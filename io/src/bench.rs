@@ -105,7 +105,9 @@ pub struct Progress {
 
 impl Progress {
     pub fn stderr() -> Progress {
-        Progress { terminal: std::io::stderr().is_terminal() }
+        Progress {
+            terminal: std::io::stderr().is_terminal(),
+        }
     }
 
     /// A transient status line (shown only on a terminal).
@@ -135,13 +137,28 @@ impl Drop for DataFile<'_> {
 }
 
 /// Runs the baseline and one group-commit run per writer count.
-pub fn run(options: &BenchOptions, progress: &Progress) -> Result<BenchReport, Box<dyn std::error::Error>> {
+pub fn run(
+    options: &BenchOptions,
+    progress: &Progress,
+) -> Result<BenchReport, Box<dyn std::error::Error>> {
     let config = Config::production();
     if options.value_size > config.value_size_max as usize {
-        return Err(format!("--value-size exceeds the production limit of {} bytes", config.value_size_max).into());
+        return Err(format!(
+            "--value-size exceeds the production limit of {} bytes",
+            config.value_size_max
+        )
+        .into());
     }
-    if options.writers.iter().any(|&w| w == 0 || w > config.clients_max as usize) {
-        return Err(format!("writer counts must be in 1..={} (clients_max)", config.clients_max).into());
+    if options
+        .writers
+        .iter()
+        .any(|&w| w == 0 || w > config.clients_max as usize)
+    {
+        return Err(format!(
+            "writer counts must be in 1..={} (clients_max)",
+            config.clients_max
+        )
+        .into());
     }
     let path = options.path.as_path();
     progress.update(&format!("formatting {}", path.display()));
@@ -161,7 +178,11 @@ pub fn run(options: &BenchOptions, progress: &Progress) -> Result<BenchReport, B
         ));
         runs.push(run);
     }
-    Ok(BenchReport { options: options.clone(), raw, runs })
+    Ok(BenchReport {
+        options: options.clone(),
+        raw,
+        runs,
+    })
 }
 
 fn latency_histogram() -> Histogram<u64> {
@@ -173,7 +194,12 @@ fn micros(elapsed: Duration) -> u64 {
 }
 
 /// One writer overwrites one 4 KiB block of the data file and `fdatasync`s it, in a loop.
-fn raw_fdatasync(path: &Path, layout: &Layout, duration: Duration, progress: &Progress) -> std::io::Result<RunResult> {
+fn raw_fdatasync(
+    path: &Path,
+    layout: &Layout,
+    duration: Duration,
+    progress: &Progress,
+) -> std::io::Result<RunResult> {
     let file = OpenOptions::new().write(true).open(path)?;
     let offset = layout.grid_block_offset(layout.grid_block_count - 1);
     let mut block = vec![0u8; RAW_BLOCK_SIZE];
@@ -189,7 +215,11 @@ fn raw_fdatasync(path: &Path, layout: &Layout, duration: Duration, progress: &Pr
         file.sync_data()?;
         latency.saturating_record(micros(begin.elapsed()));
         if begin >= next_report {
-            progress.update(&format!("raw fdatasync: {}/{} s", start.elapsed().as_secs(), duration.as_secs()));
+            progress.update(&format!(
+                "raw fdatasync: {}/{} s",
+                start.elapsed().as_secs(),
+                duration.as_secs()
+            ));
             next_report += Duration::from_secs(1);
         }
     }
@@ -239,8 +269,11 @@ fn group_commit(
 ) -> Result<RunResult, Box<dyn std::error::Error>> {
     let driver = Driver::open(path, config)?;
     let (request_tx, request_rx) = mpsc::channel::<Request>();
-    let (reply_txs, reply_rxs): (Vec<_>, Vec<_>) = (0..writers).map(|_| mpsc::channel::<ReplyResult>()).unzip();
-    let core = thread::Builder::new().name("core".into()).spawn(move || serve(driver, request_rx, reply_txs))?;
+    let (reply_txs, reply_rxs): (Vec<_>, Vec<_>) =
+        (0..writers).map(|_| mpsc::channel::<ReplyResult>()).unzip();
+    let core = thread::Builder::new()
+        .name("core".into())
+        .spawn(move || serve(driver, request_rx, reply_txs))?;
 
     let barrier = Arc::new(Barrier::new(writers + 1));
     let appended = Arc::new(AtomicU64::new(0));
@@ -248,21 +281,40 @@ fn group_commit(
         .into_iter()
         .enumerate()
         .map(|(writer, replies)| {
-            let (requests, barrier, appended) = (request_tx.clone(), barrier.clone(), appended.clone());
+            let (requests, barrier, appended) =
+                (request_tx.clone(), barrier.clone(), appended.clone());
             let (duration, value_size) = (options.duration, options.value_size);
-            thread::Builder::new().name(format!("writer-{writer}")).spawn(move || {
-                barrier.wait();
-                write_loop(writer as u64 + 1, duration, value_size, &requests, &replies, &appended)
-            })
+            thread::Builder::new()
+                .name(format!("writer-{writer}"))
+                .spawn(move || {
+                    barrier.wait();
+                    write_loop(
+                        writer as u64 + 1,
+                        duration,
+                        value_size,
+                        &requests,
+                        &replies,
+                        &appended,
+                    )
+                })
         })
         .collect::<Result<_, _>>()?;
     drop(request_tx); // the core thread stops once every writer has dropped its sender
 
     barrier.wait();
     let start = Instant::now();
-    report_progress(writers, start, options.duration, &appended, &handles, progress);
-    let summaries: Vec<Result<WriterSummary, String>> =
-        handles.into_iter().map(|h| h.join().expect("writer thread panicked")).collect();
+    report_progress(
+        writers,
+        start,
+        options.duration,
+        &appended,
+        &handles,
+        progress,
+    );
+    let summaries: Vec<Result<WriterSummary, String>> = handles
+        .into_iter()
+        .map(|h| h.join().expect("writer thread panicked"))
+        .collect();
     let core = core.join().expect("core thread panicked")?;
     let summaries = summaries.into_iter().collect::<Result<Vec<_>, _>>()?;
     Ok(merge(writers, start, &summaries, &core))
@@ -281,14 +333,24 @@ fn report_progress(
         thread::sleep(Duration::from_millis(200));
         let elapsed = start.elapsed().as_secs().min(duration.as_secs());
         let count = appended.load(Ordering::Relaxed);
-        progress.update(&format!("W={writers}: {elapsed}/{} s, {count} durable appends", duration.as_secs()));
+        progress.update(&format!(
+            "W={writers}: {elapsed}/{} s, {count} durable appends",
+            duration.as_secs()
+        ));
     }
 }
 
-fn merge(writers: usize, start: Instant, summaries: &[WriterSummary], core: &CoreSummary) -> RunResult {
+fn merge(
+    writers: usize,
+    start: Instant,
+    summaries: &[WriterSummary],
+    core: &CoreSummary,
+) -> RunResult {
     let mut latency = latency_histogram();
     for summary in summaries {
-        latency.add(&summary.latency).expect("histograms with equal bounds merge");
+        latency
+            .add(&summary.latency)
+            .expect("histograms with equal bounds merge");
     }
     let finished = summaries.iter().map(|s| s.finished).max().unwrap_or(start);
     RunResult {
@@ -314,7 +376,12 @@ fn write_loop(
 ) -> Result<WriterSummary, String> {
     let deadline = Instant::now() + duration;
     let value = vec![b'v'; value_size];
-    let mut summary = WriterSummary { latency: latency_histogram(), appends: 0, busy_retries: 0, finished: deadline };
+    let mut summary = WriterSummary {
+        latency: latency_histogram(),
+        appends: 0,
+        busy_retries: 0,
+        finished: deadline,
+    };
     let mut request = 0u64;
     while Instant::now() < deadline {
         request += 1;
@@ -322,9 +389,18 @@ fn write_loop(
         let body = KvStateMachine::put_body(key.as_bytes(), &value);
         let begin = Instant::now();
         loop {
-            let sent = Request { client, request, body: body.clone() };
-            requests.send(sent).map_err(|_| "the core thread stopped".to_string())?;
-            match replies.recv().map_err(|_| "the core thread stopped".to_string())? {
+            let sent = Request {
+                client,
+                request,
+                body: body.clone(),
+            };
+            requests
+                .send(sent)
+                .map_err(|_| "the core thread stopped".to_string())?;
+            match replies
+                .recv()
+                .map_err(|_| "the core thread stopped".to_string())?
+            {
                 Ok(()) => break,
                 Err(RequestError::Busy) => summary.busy_retries += 1,
                 Err(error) => return Err(format!("client {client} request {request}: {error}")),
@@ -351,10 +427,20 @@ fn serve(
         if !driver.has_pending_io() {
             // Idle: wait for work, or stop once every writer has hung up.
             let Ok(request) = requests.recv() else { break };
-            driver.submit(request.client, request.request, KvStateMachine::PUT, &request.body);
+            driver.submit(
+                request.client,
+                request.request,
+                KvStateMachine::PUT,
+                &request.body,
+            );
         }
         while let Ok(request) = requests.try_recv() {
-            driver.submit(request.client, request.request, KvStateMachine::PUT, &request.body);
+            driver.submit(
+                request.client,
+                request.request,
+                KvStateMachine::PUT,
+                &request.body,
+            );
         }
         driver.step();
         if let Some(error) = driver.halted() {
@@ -387,14 +473,29 @@ impl fmt::Display for BenchReport {
         writeln!(
             f,
             "{:<14} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>6} {:>6} {:>7}",
-            "run", "ops/s", "p50 µs", "p95 µs", "p99 µs", "max µs", "syncs/s", "ops/sync", "KiB/op", "ckpts", "busy", "x raw"
+            "run",
+            "ops/s",
+            "p50 µs",
+            "p95 µs",
+            "p99 µs",
+            "max µs",
+            "syncs/s",
+            "ops/sync",
+            "KiB/op",
+            "ckpts",
+            "busy",
+            "x raw"
         )?;
         for run in std::iter::once(&self.raw).chain(&self.runs) {
             self.write_row(f, run)?;
         }
         if let Some(run) = self.run(64) {
             let ratio = self.ratio(run);
-            let verdict = if ratio >= 20.0 { "meets" } else { "falls short of" };
+            let verdict = if ratio >= 20.0 {
+                "meets"
+            } else {
+                "falls short of"
+            };
             writeln!(
                 f,
                 "W=64 / raw fdatasync = {ratio:.1}x ({verdict} the target of >= 20x)"

@@ -18,7 +18,9 @@ use ziggy_core::config::{ConfigError, Zone};
 use ziggy_core::storage_contract::Completion;
 use ziggy_core::superblock;
 use ziggy_core::wal::header::Operation;
-use ziggy_core::{Config, Error, Event, KvStateMachine, Layout, Replica, Reply, RequestError, Status};
+use ziggy_core::{
+    Config, Error, Event, KvStateMachine, Layout, Replica, Reply, RequestError, Status,
+};
 
 use crate::file_storage::{FileStorage, StorageStats};
 
@@ -30,7 +32,11 @@ pub enum DriverError {
     /// The configuration is invalid.
     Config(ConfigError),
     /// The data file is shorter than the configuration's layout, though its superblock matches.
-    Truncated { path: PathBuf, len: u64, expected: u64 },
+    Truncated {
+        path: PathBuf,
+        len: u64,
+        expected: u64,
+    },
     /// The replica stopped on an unrecoverable error (a corrupt or foreign file, a failed write).
     Halted(Error),
     /// The replica refused a request.
@@ -42,7 +48,11 @@ impl fmt::Display for DriverError {
         match self {
             DriverError::Io { path, error } => write!(f, "{}: {error}", path.display()),
             DriverError::Config(error) => write!(f, "{error}"),
-            DriverError::Truncated { path, len, expected } => write!(
+            DriverError::Truncated {
+                path,
+                len,
+                expected,
+            } => write!(
                 f,
                 "{}: data file is {len} bytes but its layout needs {expected}: it was truncated",
                 path.display()
@@ -85,11 +95,19 @@ impl Driver {
     /// The file is locked (`flock`), so that two processes never drive the same data file.
     pub fn open(path: &Path, config: &Config) -> Result<Driver, DriverError> {
         let replica = Replica::new(config.clone()).map_err(DriverError::Config)?;
-        let io_error = |error| DriverError::Io { path: path.to_path_buf(), error };
-        let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_error)?;
+        let io_error = |error| DriverError::Io {
+            path: path.to_path_buf(),
+            error,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_error)?;
         lock_exclusive(&file).map_err(io_error)?;
         check_length(path, &file, config, replica.layout())?;
-        let storage = FileStorage::from_file(file, replica.layout().sector_size).map_err(io_error)?;
+        let storage =
+            FileStorage::from_file(file, replica.layout().sector_size).map_err(io_error)?;
         let mut driver = Driver {
             replica,
             storage,
@@ -102,7 +120,10 @@ impl Driver {
         };
         driver.replica.open(&mut driver.storage);
         while driver.replica.status() == Status::Opening {
-            assert!(driver.step() > 0, "the replica is opening but submitted no IO");
+            assert!(
+                driver.step() > 0,
+                "the replica is opening but submitted no IO"
+            );
         }
         match driver.halted.take() {
             Some(error) => Err(DriverError::Halted(error)),
@@ -137,7 +158,8 @@ impl Driver {
     /// replica refuses it, else once it is durable and applied (after a few steps).
     pub fn submit(&mut self, client: u64, request: u64, operation: Operation, body: &[u8]) {
         self.advance_clock();
-        self.replica.submit(&mut self.storage, client, request, operation, body);
+        self.replica
+            .submit(&mut self.storage, client, request, operation, body);
     }
 
     /// Moves the replies that have arrived into `out`.
@@ -171,9 +193,12 @@ impl Driver {
         let storage = &mut self.storage;
         match completion {
             Completion::Read { id, result } => {
-                self.replica.on_read_complete(storage, *id, result.as_deref().map_err(|e| *e))
+                self.replica
+                    .on_read_complete(storage, *id, result.as_deref().map_err(|e| *e))
             }
-            Completion::Write { id, result } => self.replica.on_write_complete(storage, *id, *result),
+            Completion::Write { id, result } => {
+                self.replica.on_write_complete(storage, *id, *result)
+            }
         }
     }
 
@@ -203,7 +228,8 @@ impl Driver {
 
     /// Stores `value` under `key`; returns once the put is durable and applied.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), DriverError> {
-        self.execute(KvStateMachine::PUT, &KvStateMachine::put_body(key, value)).map(drop)
+        self.execute(KvStateMachine::PUT, &KvStateMachine::put_body(key, value))
+            .map(drop)
     }
 
     /// Deletes `key`; returns whether it existed, once the delete is durable and applied.
@@ -241,7 +267,10 @@ impl Driver {
 
     fn take_reply(&mut self, client: u64, request: u64) -> Option<Result<Vec<u8>, RequestError>> {
         self.replies.extend(self.replica.drain_replies());
-        let at = self.replies.iter().position(|r| r.client == client && r.request == request)?;
+        let at = self
+            .replies
+            .iter()
+            .position(|r| r.client == client && r.request == request)?;
         Some(self.replies.remove(at).result)
     }
 
@@ -250,7 +279,10 @@ impl Driver {
         if self.step() > 0 {
             return Ok(());
         }
-        let error = self.halted.clone().expect("a request waits, no IO is pending, yet no halt");
+        let error = self
+            .halted
+            .clone()
+            .expect("a request waits, no IO is pending, yet no halt");
         Err(DriverError::Halted(error))
     }
 
@@ -271,7 +303,10 @@ fn lock_exclusive(file: &File) -> io::Result<()> {
     }
     let error = io::Error::last_os_error();
     if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Err(io::Error::new(error.kind(), "the data file is in use by another process"));
+        return Err(io::Error::new(
+            error.kind(),
+            "the data file is in use by another process",
+        ));
     }
     Err(error)
 }
@@ -279,8 +314,16 @@ fn lock_exclusive(file: &File) -> io::Result<()> {
 /// Refuses a file shorter than the layout before the replica reads past its end, with the error
 /// the replica itself would give when the superblock explains why (not a data file, or one
 /// formatted with another layout).
-fn check_length(path: &Path, file: &File, config: &Config, layout: &Layout) -> Result<(), DriverError> {
-    let io_error = |error| DriverError::Io { path: path.to_path_buf(), error };
+fn check_length(
+    path: &Path,
+    file: &File,
+    config: &Config,
+    layout: &Layout,
+) -> Result<(), DriverError> {
+    let io_error = |error| DriverError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
     let len = file.metadata().map_err(io_error)?.len();
     let expected = layout.total_size();
     if len >= expected {
@@ -291,14 +334,22 @@ fn check_length(path: &Path, file: &File, config: &Config, layout: &Layout) -> R
         return Err(DriverError::Halted(Error::NoValidSuperblock));
     }
     let mut zone = vec![0u8; zone_size as usize];
-    file.read_exact_at(&mut zone, layout.zone_start(Zone::Superblock)).map_err(io_error)?;
+    file.read_exact_at(&mut zone, layout.zone_start(Zone::Superblock))
+        .map_err(io_error)?;
     let fingerprint = config.layout_fingerprint();
     match superblock::select(layout, &zone) {
         None => Err(DriverError::Halted(Error::NoValidSuperblock)),
         Some(s) if s.superblock.layout != fingerprint => {
-            Err(DriverError::Halted(Error::LayoutMismatch { file: s.superblock.layout, config: fingerprint }))
+            Err(DriverError::Halted(Error::LayoutMismatch {
+                file: s.superblock.layout,
+                config: fingerprint,
+            }))
         }
-        Some(_) => Err(DriverError::Truncated { path: path.to_path_buf(), len, expected }),
+        Some(_) => Err(DriverError::Truncated {
+            path: path.to_path_buf(),
+            len,
+            expected,
+        }),
     }
 }
 
@@ -306,8 +357,11 @@ fn check_length(path: &Path, file: &File, config: &Config, layout: &Layout) -> R
 /// numbers restarting at 1 under a reused id would be refused as stale.
 fn fresh_client_id() -> u64 {
     static OPENED: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let count = OPENED.fetch_add(1, Ordering::Relaxed);
-    let mixed = (nanos ^ ((std::process::id() as u64) << 40) ^ (count << 20)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mixed = (nanos ^ ((std::process::id() as u64) << 40) ^ (count << 20))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     mixed.max(1)
 }

@@ -50,7 +50,10 @@ impl FileStorage {
 
     /// Wraps an open file. Its current length bounds every IO.
     pub fn from_file(file: File, sector_size: u64) -> io::Result<FileStorage> {
-        assert!(sector_size.is_power_of_two(), "sector size {sector_size} is not a power of two");
+        assert!(
+            sector_size.is_power_of_two(),
+            "sector size {sector_size} is not a power of two"
+        );
         let size = file.metadata()?.len();
         Ok(FileStorage {
             file,
@@ -94,7 +97,11 @@ impl FileStorage {
 
     fn fail_pending_writes(&mut self, error: WriteError) {
         for completion in &mut self.pending {
-            if let Completion::Write { result: result @ Ok(()), .. } = completion {
+            if let Completion::Write {
+                result: result @ Ok(()),
+                ..
+            } = completion
+            {
                 *result = Err(error);
             }
         }
@@ -105,8 +112,16 @@ impl FileStorage {
     fn check_range(&self, offset: u64, len: usize) {
         let len = len as u64;
         assert!(len > 0, "empty IO at offset {offset}");
-        assert_eq!(offset % self.sector_size, 0, "offset {offset} is not sector-aligned");
-        assert_eq!(len % self.sector_size, 0, "length {len} is not a whole number of sectors");
+        assert_eq!(
+            offset % self.sector_size,
+            0,
+            "offset {offset} is not sector-aligned"
+        );
+        assert_eq!(
+            len % self.sector_size,
+            0,
+            "length {len} is not a whole number of sectors"
+        );
         assert!(
             offset.checked_add(len).is_some_and(|end| end <= self.size),
             "IO at {offset} (+{len}) ends past the end of the file ({} bytes)",
@@ -119,7 +134,11 @@ impl Storage for FileStorage {
     fn submit_read(&mut self, id: IoId, offset: u64, len: usize) {
         self.check_range(offset, len);
         let mut data = vec![0u8; len];
-        let result = self.file.read_exact_at(&mut data, offset).map(|()| data).map_err(|_| ReadError::Io);
+        let result = self
+            .file
+            .read_exact_at(&mut data, offset)
+            .map(|()| data)
+            .map_err(|_| ReadError::Io);
         self.stats.reads += 1;
         self.stats.bytes_read += len as u64;
         self.pending.push(Completion::Read { id, result });
@@ -127,7 +146,10 @@ impl Storage for FileStorage {
 
     fn submit_write(&mut self, id: IoId, offset: u64, data: &[u8]) {
         self.check_range(offset, data.len());
-        let result = self.file.write_all_at(data, offset).map_err(|error| write_error(&error));
+        let result = self
+            .file
+            .write_all_at(data, offset)
+            .map_err(|error| write_error(&error));
         self.stats.writes += 1;
         self.stats.bytes_written += data.len() as u64;
         self.write_pending = true;

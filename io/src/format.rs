@@ -18,7 +18,9 @@ const ZERO_CHUNK: usize = 1 << 20;
 /// the zeros are durable, so that a format interrupted by a crash leaves a file that refuses to
 /// open (no valid superblock) rather than one that opens over garbage.
 pub fn format(path: &Path, config: &Config, cluster: u64, force: bool) -> io::Result<()> {
-    config.validate().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    config
+        .validate()
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
     let layout = Layout::new(config);
     let file = allocate(path, layout.total_size(), force)?;
     let context = |error: io::Error| annotate(error, &format!("formatting {}", path.display()));

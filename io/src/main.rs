@@ -10,7 +10,11 @@ use ziggy_io::bench::{self, BenchOptions, Progress};
 use ziggy_io::format::format;
 
 #[derive(Parser)]
-#[command(name = "ziggy", version, about = "ZiggyDB: a deterministic, durable database")]
+#[command(
+    name = "ziggy",
+    version,
+    about = "ZiggyDB: a deterministic, durable database"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,10 +73,26 @@ impl Preset {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Format { path, preset, force } => run_format(&path, preset, force),
-        Command::BenchWal { path, seconds, writers, value_size } => {
-            let path = path.unwrap_or_else(|| PathBuf::from(format!("ziggy-bench-wal-{}.data", std::process::id())));
-            let options = BenchOptions { path, duration: Duration::from_secs(seconds), writers, value_size };
+        Command::Format {
+            path,
+            preset,
+            force,
+        } => run_format(&path, preset, force),
+        Command::BenchWal {
+            path,
+            seconds,
+            writers,
+            value_size,
+        } => {
+            let path = path.unwrap_or_else(|| {
+                PathBuf::from(format!("ziggy-bench-wal-{}.data", std::process::id()))
+            });
+            let options = BenchOptions {
+                path,
+                duration: Duration::from_secs(seconds),
+                writers,
+                value_size,
+            };
             run_bench(&options)
         }
     };
@@ -85,7 +105,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_format(path: &std::path::Path, preset: Preset, force: bool) -> Result<(), Box<dyn std::error::Error>> {
+fn run_format(
+    path: &std::path::Path,
+    preset: Preset,
+    force: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     let config = preset.config();
     format(path, &config, 0, force)?;
     let size = ziggy_core::Layout::new(&config).total_size();

@@ -20,7 +20,9 @@ fn key(i: u32) -> Vec<u8> {
 
 /// Each key's value differs in length and content, so a value read under the wrong key shows.
 fn value(i: u32) -> Vec<u8> {
-    format!("value-{i}-").repeat(1 + i as usize % 9).into_bytes()
+    format!("value-{i}-")
+        .repeat(1 + i as usize % 9)
+        .into_bytes()
 }
 
 fn deleted(i: u32) -> bool {
@@ -57,11 +59,18 @@ fn writes_survive_reopen_across_ring_wraps_and_checkpoints() {
         }
         assert!(!driver.delete(b"never-written").unwrap());
         assert_contents(&mut driver, keys);
-        assert!(driver.checkpoints() >= 5, "only {} checkpoints", driver.checkpoints());
+        assert!(
+            driver.checkpoints() >= 5,
+            "only {} checkpoints",
+            driver.checkpoints()
+        );
         assert!(driver.replica().applied() > config.wal_slot_count as u64 * 6);
     }
     let mut driver = Driver::open(&path, &config).unwrap();
-    assert!(driver.replica().checkpoint_index() > 0, "recovery started from a checkpoint");
+    assert!(
+        driver.replica().checkpoint_index() > 0,
+        "recovery started from a checkpoint"
+    );
     assert_contents(&mut driver, keys);
 
     // The reopened replica keeps accepting writes, and they survive a second reopen.
@@ -88,8 +97,14 @@ fn a_file_of_garbage_is_not_a_data_file() {
         .collect();
     std::fs::write(&path, garbage).unwrap();
     let error = open_error(&path, &config);
-    assert!(matches!(error, DriverError::Halted(Error::NoValidSuperblock)), "{error:?}");
-    assert!(error.to_string().contains("not a ZiggyDB data file"), "{error}");
+    assert!(
+        matches!(error, DriverError::Halted(Error::NoValidSuperblock)),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("not a ZiggyDB data file"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -99,19 +114,37 @@ fn a_file_formatted_with_another_layout_is_refused() {
     let path = formatted(dir.path(), &formatted_with);
     // One layout smaller than the file (the replica reads the superblock and refuses) and one
     // larger (refused before the replica could read past the end).
-    let smaller = Config { clients_max: 4, ..Config::test() };
-    let larger = Config { wal_slot_count: 64, ..Config::test() };
+    let smaller = Config {
+        clients_max: 4,
+        ..Config::test()
+    };
+    let larger = Config {
+        wal_slot_count: 64,
+        ..Config::test()
+    };
     for config in [smaller, larger] {
         let error = open_error(&path, &config);
         let expected = Error::LayoutMismatch {
             file: formatted_with.layout_fingerprint(),
             config: config.layout_fingerprint(),
         };
-        assert!(matches!(&error, DriverError::Halted(e) if *e == expected), "{error:?}");
-        assert!(error.to_string().contains("does not match the configuration's layout"));
+        assert!(
+            matches!(&error, DriverError::Halted(e) if *e == expected),
+            "{error:?}"
+        );
+        assert!(error
+            .to_string()
+            .contains("does not match the configuration's layout"));
     }
     // Settings outside the layout do not matter.
-    Driver::open(&path, &Config { batch_max: 2, ..Config::test() }).unwrap();
+    Driver::open(
+        &path,
+        &Config {
+            batch_max: 2,
+            ..Config::test()
+        },
+    )
+    .unwrap();
 }
 
 #[test]
@@ -122,13 +155,21 @@ fn one_damaged_superblock_copy_is_survived_all_of_them_are_not() {
     let layout = Layout::new(&config);
     let file = OpenOptions::new().write(true).open(&path).unwrap();
     let sector = vec![0xAB; layout.sector_size as usize];
-    file.write_all_at(&sector, layout.superblock_copy_offset(0)).unwrap();
-    Driver::open(&path, &config).unwrap().put(b"k", b"v").unwrap();
+    file.write_all_at(&sector, layout.superblock_copy_offset(0))
+        .unwrap();
+    Driver::open(&path, &config)
+        .unwrap()
+        .put(b"k", b"v")
+        .unwrap();
     for copy in 0..layout.superblock_copies {
-        file.write_all_at(&sector, layout.superblock_copy_offset(copy)).unwrap();
+        file.write_all_at(&sector, layout.superblock_copy_offset(copy))
+            .unwrap();
     }
     let error = open_error(&path, &config);
-    assert!(matches!(error, DriverError::Halted(Error::NoValidSuperblock)), "{error:?}");
+    assert!(
+        matches!(error, DriverError::Halted(Error::NoValidSuperblock)),
+        "{error:?}"
+    );
 }
 
 #[test]
@@ -138,7 +179,12 @@ fn a_truncated_file_is_refused_before_it_is_read() {
     let path = formatted(dir.path(), &config);
     let layout = Layout::new(&config);
     let len = layout.zone_start(Zone::Grid);
-    OpenOptions::new().write(true).open(&path).unwrap().set_len(len).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
     let error = open_error(&path, &config);
     assert!(
         matches!(error, DriverError::Truncated { len: l, expected, .. } if l == len && expected == layout.total_size()),
@@ -153,16 +199,25 @@ fn format_allocates_every_block_and_refuses_to_overwrite() {
     let path = formatted(dir.path(), &config);
     let metadata = std::fs::metadata(&path).unwrap();
     assert_eq!(metadata.len(), Layout::new(&config).total_size());
-    assert!(metadata.blocks() * 512 >= metadata.len(), "the file is sparse");
+    assert!(
+        metadata.blocks() * 512 >= metadata.len(),
+        "the file is sparse"
+    );
 
     let error = format(&path, &config, 7, false).unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists);
     assert!(error.to_string().contains("--force"), "{error}");
 
     // With force, the old contents are gone.
-    Driver::open(&path, &config).unwrap().put(b"old", b"data").unwrap();
+    Driver::open(&path, &config)
+        .unwrap()
+        .put(b"old", b"data")
+        .unwrap();
     format(&path, &config, 7, true).unwrap();
-    assert_eq!(Driver::open(&path, &config).unwrap().get(b"old").unwrap(), None);
+    assert_eq!(
+        Driver::open(&path, &config).unwrap().get(b"old").unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -172,5 +227,8 @@ fn a_data_file_is_driven_by_one_driver_at_a_time() {
     let path = formatted(dir.path(), &config);
     let _first = Driver::open(&path, &config).unwrap();
     let error = open_error(&path, &config);
-    assert!(error.to_string().contains("in use by another process"), "{error}");
+    assert!(
+        error.to_string().contains("in use by another process"),
+        "{error}"
+    );
 }

@@ -39,7 +39,11 @@ fn completions_wait_for_the_flush_and_share_one_fdatasync() {
     assert!(storage.has_pending(), "no completion before the flush");
     let syncs = storage.stats().syncs;
     let done = storage.flush();
-    assert_eq!(storage.stats().syncs, syncs + 1, "ten writes, one fdatasync");
+    assert_eq!(
+        storage.stats().syncs,
+        syncs + 1,
+        "ten writes, one fdatasync"
+    );
     let ids: Vec<IoId> = done
         .iter()
         .map(|c| match c {
@@ -47,12 +51,19 @@ fn completions_wait_for_the_flush_and_share_one_fdatasync() {
             other => panic!("unexpected {other:?}"),
         })
         .collect();
-    assert_eq!(ids, (0..10).map(IoId).collect::<Vec<_>>(), "in submission order");
+    assert_eq!(
+        ids,
+        (0..10).map(IoId).collect::<Vec<_>>(),
+        "in submission order"
+    );
     assert!(!storage.has_pending());
 
     // The bytes are in the file, as any other reader sees it.
     let mut sector = [0u8; SECTOR as usize];
-    File::open(dir.path().join("data")).unwrap().read_exact_at(&mut sector, 3 * SECTOR).unwrap();
+    File::open(dir.path().join("data"))
+        .unwrap()
+        .read_exact_at(&mut sector, 3 * SECTOR)
+        .unwrap();
     assert!(sector.iter().all(|&b| b == 4));
 }
 
@@ -64,7 +75,10 @@ fn a_flush_of_reads_alone_does_not_sync() {
     storage.submit_read(IoId(2), SECTOR, SECTOR as usize);
     assert_eq!(storage.flush().len(), 2);
     assert_eq!(storage.stats().syncs, 0);
-    assert!(storage.flush().is_empty(), "nothing pending: nothing delivered, no sync");
+    assert!(
+        storage.flush().is_empty(),
+        "nothing pending: nothing delivered, no sync"
+    );
     assert_eq!(storage.stats().syncs, 0);
 }
 
@@ -77,7 +91,13 @@ fn a_failed_write_completes_with_an_error_instead_of_panicking() {
     let mut storage = FileStorage::from_file(read_only, SECTOR).unwrap();
     storage.submit_write(IoId(7), 0, &[1; SECTOR as usize]);
     let done = storage.flush();
-    assert_eq!(done, vec![Completion::Write { id: IoId(7), result: Err(WriteError::Io) }]);
+    assert_eq!(
+        done,
+        vec![Completion::Write {
+            id: IoId(7),
+            result: Err(WriteError::Io)
+        }]
+    );
 }
 
 #[test]
@@ -85,9 +105,20 @@ fn a_failed_read_completes_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut storage = zeroed_storage(dir.path(), SECTOR);
     // Another process shrinks the file under the storage: the read comes back short.
-    OpenOptions::new().write(true).open(dir.path().join("data")).unwrap().set_len(SECTOR).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("data"))
+        .unwrap()
+        .set_len(SECTOR)
+        .unwrap();
     storage.submit_read(IoId(9), 2 * SECTOR, SECTOR as usize);
-    assert_eq!(storage.flush(), vec![Completion::Read { id: IoId(9), result: Err(ReadError::Io) }]);
+    assert_eq!(
+        storage.flush(),
+        vec![Completion::Read {
+            id: IoId(9),
+            result: Err(ReadError::Io)
+        }]
+    );
 }
 
 #[test]
