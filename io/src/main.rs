@@ -46,7 +46,7 @@ enum Command {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         seconds: u64,
         /// The writer counts to measure; each writer keeps one put outstanding.
-        #[arg(long, value_delimiter = ',', default_value = "1,8,64", required = true)]
+        #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
         writers: Vec<usize>,
         /// The size of each value, in bytes.
         #[arg(long, default_value_t = 100)]

@@ -5,5 +5,6 @@
 //! - [`recovery`]: the decision table that classifies every slot after a crash.
 
 pub mod header;
+pub mod image;
 pub mod journal;
 pub mod recovery;
