@@ -1,0 +1,59 @@
+//! Replays every regression seed under `seeds/`, forever.
+
+use std::path::Path;
+use ziggy_core::PlantedBug;
+use ziggy_sim::{run_seed, Options, Verdict};
+
+struct SeedFile {
+    name: String,
+    seed: u64,
+    bug: Option<PlantedBug>,
+}
+
+fn parse(path: &Path) -> SeedFile {
+    let text = std::fs::read_to_string(path).unwrap();
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    let mut seed = None;
+    let mut bug = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("{name}: bad line {line:?}"));
+        match key.trim() {
+            "seed" => seed = Some(value.trim().parse().unwrap_or_else(|_| panic!("{name}: bad seed"))),
+            "plant_bug" => {
+                bug = Some(PlantedBug::parse(value.trim()).unwrap_or_else(|| panic!("{name}: unknown bug")))
+            }
+            "found" => {}
+            other => panic!("{name}: unknown key {other:?}"),
+        }
+    }
+    let seed = seed.unwrap_or_else(|| panic!("{name}: no seed"));
+    SeedFile { name, seed, bug }
+}
+
+#[test]
+fn every_regression_seed_passes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../seeds");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seed"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "the seed corpus is missing");
+    for path in files {
+        let file = parse(&path);
+        let mut options = Options::from_seed(file.seed);
+        options.planted_bug = file.bug;
+        let outcome = run_seed(options).unwrap_or_else(|panic| panic!("{}: crashed: {panic}", file.name));
+        if file.bug.is_some() {
+            assert!(
+                matches!(outcome.verdict, Verdict::Correctness(_)),
+                "{}: the planted bug went unnoticed: {:?}",
+                file.name,
+                outcome.verdict
+            );
+        } else {
+            assert!(outcome.verdict.passed(), "{}: {:?}", file.name, outcome.verdict);
+        }
+    }
+}
