@@ -26,6 +26,7 @@ use hdrhistogram::Histogram;
 use ziggy_core::{Config, KvStateMachine, Layout, RequestError};
 
 use crate::driver::{Driver, DriverError};
+use crate::file_storage::StorageStats;
 use crate::format::format;
 
 /// The size of the block the raw `fdatasync` baseline overwrites.
@@ -55,10 +56,7 @@ pub struct RunResult {
     pub elapsed: Duration,
     /// Per-operation latency, in microseconds.
     pub latency: Histogram<u64>,
-    /// `fdatasync` calls made.
-    pub syncs: u64,
-    /// Bytes written (entries, redundant headers, replies and checkpoints).
-    pub bytes_written: u64,
+    pub io: IoSummary,
     pub checkpoints: u64,
     /// Requests refused as `Busy` (the ring full until a checkpoint lands) and retried.
     pub busy_retries: u64,
@@ -71,11 +69,42 @@ impl RunResult {
     }
 
     pub fn syncs_per_second(&self) -> f64 {
-        self.syncs as f64 / self.elapsed.as_secs_f64()
+        self.io.syncs as f64 / self.elapsed.as_secs_f64()
     }
 
     pub fn operations_per_sync(&self) -> f64 {
-        self.operations as f64 / self.syncs.max(1) as f64
+        self.operations as f64 / self.io.syncs.max(1) as f64
+    }
+
+    /// The share of the run's wall time a thread spent in `what`.
+    fn share(&self, what: Duration) -> f64 {
+        100.0 * what.as_secs_f64() / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The IO behind a run, as the thread that did it saw it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IoSummary {
+    /// `fdatasync` calls.
+    pub syncs: u64,
+    /// Writes submitted (entries, redundant headers, replies, checkpoint blocks, superblocks).
+    pub writes: u64,
+    pub bytes_written: u64,
+    /// Time spent in `fdatasync`.
+    pub sync_time: Duration,
+    /// Time the core thread waited for requests with no IO pending (zero for the baseline).
+    pub idle_time: Duration,
+}
+
+impl IoSummary {
+    fn between(before: StorageStats, after: StorageStats, idle_time: Duration) -> IoSummary {
+        IoSummary {
+            syncs: after.syncs - before.syncs,
+            writes: after.writes - before.writes,
+            bytes_written: after.bytes_written - before.bytes_written,
+            sync_time: Duration::from_nanos(after.sync_nanos - before.sync_nanos),
+            idle_time,
+        }
     }
 }
 
@@ -207,12 +236,15 @@ fn raw_fdatasync(
     let start = Instant::now();
     let mut next_report = start;
     let mut syncs = 0u64;
+    let mut sync_time = Duration::ZERO;
     while start.elapsed() < duration {
         syncs += 1;
         block[..8].copy_from_slice(&syncs.to_le_bytes());
         let begin = Instant::now();
         file.write_all_at(&block, offset)?;
+        let sync_begin = Instant::now();
         file.sync_data()?;
+        sync_time += sync_begin.elapsed();
         latency.saturating_record(micros(begin.elapsed()));
         if begin >= next_report {
             progress.update(&format!(
@@ -228,8 +260,13 @@ fn raw_fdatasync(
         operations: syncs,
         elapsed: start.elapsed(),
         latency,
-        syncs,
-        bytes_written: syncs * RAW_BLOCK_SIZE as u64,
+        io: IoSummary {
+            syncs,
+            writes: syncs,
+            bytes_written: syncs * RAW_BLOCK_SIZE as u64,
+            sync_time,
+            idle_time: Duration::ZERO,
+        },
         checkpoints: 0,
         busy_retries: 0,
     })
@@ -246,8 +283,7 @@ type ReplyResult = Result<(), RequestError>;
 
 /// What the core thread saw.
 struct CoreSummary {
-    syncs: u64,
-    bytes_written: u64,
+    io: IoSummary,
     checkpoints: u64,
 }
 
@@ -358,8 +394,7 @@ fn merge(
         operations: summaries.iter().map(|s| s.appends).sum(),
         elapsed: finished - start,
         latency,
-        syncs: core.syncs,
-        bytes_written: core.bytes_written,
+        io: core.io,
         checkpoints: core.checkpoints,
         busy_retries: summaries.iter().map(|s| s.busy_retries).sum(),
     }
@@ -422,11 +457,15 @@ fn serve(
     replies: Vec<Sender<ReplyResult>>,
 ) -> Result<CoreSummary, DriverError> {
     let before = driver.storage_stats();
+    let mut idle_time = Duration::ZERO;
     let mut ready = Vec::new();
     loop {
         if !driver.has_pending_io() {
             // Idle: wait for work, or stop once every writer has hung up.
-            let Ok(request) = requests.recv() else { break };
+            let idle_since = Instant::now();
+            let received = requests.recv();
+            idle_time += idle_since.elapsed();
+            let Ok(request) = received else { break };
             driver.submit(
                 request.client,
                 request.request,
@@ -452,10 +491,8 @@ fn serve(
             let _ = replies[reply.client as usize - 1].send(reply.result.map(drop));
         }
     }
-    let after = driver.storage_stats();
     Ok(CoreSummary {
-        syncs: after.syncs - before.syncs,
-        bytes_written: after.bytes_written - before.bytes_written,
+        io: IoSummary::between(before, driver.storage_stats(), idle_time),
         checkpoints: driver.checkpoints(),
     })
 }
@@ -470,25 +507,10 @@ impl fmt::Display for BenchReport {
             o.duration.as_secs_f64(),
             o.path.display()
         )?;
-        writeln!(
-            f,
-            "{:<14} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>6} {:>6} {:>7}",
-            "run",
-            "ops/s",
-            "p50 µs",
-            "p95 µs",
-            "p99 µs",
-            "max µs",
-            "syncs/s",
-            "ops/sync",
-            "KiB/op",
-            "ckpts",
-            "busy",
-            "x raw"
-        )?;
-        for run in std::iter::once(&self.raw).chain(&self.runs) {
-            self.write_row(f, run)?;
-        }
+        writeln!(f)?;
+        self.write_rates(f)?;
+        writeln!(f)?;
+        self.write_costs(f)?;
         if let Some(run) = self.run(64) {
             let ratio = self.ratio(run);
             let verdict = if ratio >= 20.0 {
@@ -496,6 +518,7 @@ impl fmt::Display for BenchReport {
             } else {
                 "falls short of"
             };
+            writeln!(f)?;
             writeln!(
                 f,
                 "W=64 / raw fdatasync = {ratio:.1}x ({verdict} the target of >= 20x)"
@@ -506,27 +529,76 @@ impl fmt::Display for BenchReport {
 }
 
 impl BenchReport {
-    fn write_row(&self, f: &mut fmt::Formatter<'_>, run: &RunResult) -> fmt::Result {
-        let name = match run.writers {
-            None => "raw fdatasync".to_string(),
-            Some(w) => format!("WAL W={w}"),
-        };
-        let h = &run.latency;
+    fn all_runs(&self) -> impl Iterator<Item = &RunResult> {
+        std::iter::once(&self.raw).chain(&self.runs)
+    }
+
+    /// Durable operations per second and their latency, as the writers saw it.
+    fn write_rates(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<14} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>9.0} {:>9.1} {:>9.1} {:>6} {:>6} {:>6.1}x",
-            name,
-            run.rate(),
-            h.value_at_quantile(0.50),
-            h.value_at_quantile(0.95),
-            h.value_at_quantile(0.99),
-            h.max(),
-            run.syncs_per_second(),
-            run.operations_per_sync(),
-            run.bytes_written as f64 / run.operations.max(1) as f64 / 1024.0,
-            run.checkpoints,
-            run.busy_retries,
-            self.ratio(run),
-        )
+            "{:<14} {:>10} {:>7} {:>8} {:>8} {:>8} {:>8}",
+            "durable ops", "ops/s", "x raw", "p50 µs", "p95 µs", "p99 µs", "max µs"
+        )?;
+        for run in self.all_runs() {
+            let h = &run.latency;
+            writeln!(
+                f,
+                "{:<14} {:>10.0} {:>6.1}x {:>8} {:>8} {:>8} {:>8}",
+                run_name(run),
+                run.rate(),
+                self.ratio(run),
+                h.value_at_quantile(0.50),
+                h.value_at_quantile(0.95),
+                h.value_at_quantile(0.99),
+                h.max(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Where the time goes: how many `fdatasync`s, how much each carried and cost, and how the
+    /// syncing thread spent the run.
+    fn write_costs(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<14} {:>8} {:>9} {:>11} {:>8} {:>10} {:>8} {:>7} {:>6} {:>6}",
+            "io",
+            "syncs/s",
+            "ops/sync",
+            "writes/sync",
+            "KiB/op",
+            "µs/sync",
+            "sync %",
+            "idle %",
+            "ckpts",
+            "busy"
+        )?;
+        for run in self.all_runs() {
+            let io = &run.io;
+            let syncs = io.syncs.max(1) as f64;
+            writeln!(
+                f,
+                "{:<14} {:>8.0} {:>9.1} {:>11.1} {:>8.1} {:>10.0} {:>7.0}% {:>6.0}% {:>6} {:>6}",
+                run_name(run),
+                run.syncs_per_second(),
+                run.operations_per_sync(),
+                io.writes as f64 / syncs,
+                io.bytes_written as f64 / run.operations.max(1) as f64 / 1024.0,
+                io.sync_time.as_secs_f64() * 1e6 / syncs,
+                run.share(io.sync_time),
+                run.share(io.idle_time),
+                run.checkpoints,
+                run.busy_retries,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn run_name(run: &RunResult) -> String {
+    match run.writers {
+        None => "raw fdatasync".to_string(),
+        Some(w) => format!("WAL W={w}"),
     }
 }

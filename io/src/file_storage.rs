@@ -14,6 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::Instant;
 
 use ziggy_core::storage_contract::{Completion, ContractStorage};
 use ziggy_core::{IoId, ReadError, Storage, WriteError};
@@ -23,6 +24,8 @@ use ziggy_core::{IoId, ReadError, Storage, WriteError};
 pub struct StorageStats {
     /// `fdatasync` calls made by [`FileStorage::flush`].
     pub syncs: u64,
+    /// Time spent in `fdatasync`, in nanoseconds.
+    pub sync_nanos: u64,
     pub writes: u64,
     pub bytes_written: u64,
     pub reads: u64,
@@ -88,7 +91,10 @@ impl FileStorage {
         if self.write_pending {
             self.write_pending = false;
             self.stats.syncs += 1;
-            if let Err(error) = self.file.sync_data() {
+            let start = Instant::now();
+            let result = self.file.sync_data();
+            self.stats.sync_nanos += start.elapsed().as_nanos() as u64;
+            if let Err(error) = result {
                 self.fail_pending_writes(write_error(&error));
             }
         }
