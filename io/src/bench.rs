@@ -466,22 +466,15 @@ fn serve(
             let received = requests.recv();
             idle_time += idle_since.elapsed();
             let Ok(request) = received else { break };
-            driver.submit(
-                request.client,
-                request.request,
-                KvStateMachine::PUT,
-                &request.body,
-            );
+            submit(&mut driver, request);
         }
+        let completions = driver.flush();
+        // Requests that arrived during the fdatasync are appended before the completions are
+        // delivered, so that they join the WAL batch the completions release.
         while let Ok(request) = requests.try_recv() {
-            driver.submit(
-                request.client,
-                request.request,
-                KvStateMachine::PUT,
-                &request.body,
-            );
+            submit(&mut driver, request);
         }
-        driver.step();
+        driver.complete(completions);
         if let Some(error) = driver.halted() {
             return Err(DriverError::Halted(error.clone()));
         }
@@ -495,6 +488,15 @@ fn serve(
         io: IoSummary::between(before, driver.storage_stats(), idle_time),
         checkpoints: driver.checkpoints(),
     })
+}
+
+fn submit(driver: &mut Driver, request: Request) {
+    driver.submit(
+        request.client,
+        request.request,
+        KvStateMachine::PUT,
+        &request.body,
+    );
 }
 
 impl fmt::Display for BenchReport {
