@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Fails if ziggy-core reaches for the OS or for nondeterminism: files, sockets, wall clocks,
+# threads, environment, processes, OS randomness, or hash-ordered collections.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+banned='std::fs|std::net|std::time|std::thread|std::env|std::process|std::os|Instant|SystemTime|HashMap|HashSet|RandomState|getrandom|rand::|thread_rng|tokio|libc'
+# Code lines only: skip comment lines (doc comments may name what the core avoids).
+hits=$(grep -rnE "$banned" core/src | grep -vE '^[^:]+:[0-9]+:\s*//' || true)
+if [ -n "$hits" ]; then
+  echo "ziggy-core must not use OS access or nondeterminism:"
+  echo "$hits"
+  exit 1
+fi
+
+# The core's only runtime dependency is crc32c.
+deps=$(cargo metadata --format-version 1 --no-deps \
+  | python3 -c 'import json,sys; m=json.load(sys.stdin); p=[p for p in m["packages"] if p["name"]=="ziggy-core"][0]; print(" ".join(sorted(d["name"] for d in p["dependencies"] if d["kind"] is None)))')
+if [ "$deps" != "crc32c" ]; then
+  echo "ziggy-core has unexpected runtime dependencies: $deps"
+  exit 1
+fi
+echo "core purity: ok (no OS access, no hash-ordered collections; deps: $deps)"
