@@ -30,7 +30,14 @@ pub fn blocks_for(layout: &Layout, size: u64) -> u64 {
 }
 
 /// Encodes block `n` of `blob` (for address `address`) into `block`.
-pub fn encode_block(layout: &Layout, blob: &[u8], n: u64, address: u64, sequence: u64, block: &mut [u8]) {
+pub fn encode_block(
+    layout: &Layout,
+    blob: &[u8],
+    n: u64,
+    address: u64,
+    sequence: u64,
+    block: &mut [u8],
+) {
     let payload = (layout.grid_block_size as usize) - BLOCK_HEADER_SIZE;
     let start = n as usize * payload;
     let end = (start + payload).min(blob.len());
@@ -77,10 +84,19 @@ mod tests {
             let mut block = vec![0u8; layout.grid_block_size as usize];
             encode_block(&layout, &blob, n, first + n, 9, &mut block);
             back.extend_from_slice(decode_block(&block, first + n, 9).unwrap());
-            assert!(decode_block(&block, first + n + 1, 9).is_none(), "misplaced block accepted");
-            assert!(decode_block(&block, first + n, 8).is_none(), "stale block accepted");
+            assert!(
+                decode_block(&block, first + n + 1, 9).is_none(),
+                "misplaced block accepted"
+            );
+            assert!(
+                decode_block(&block, first + n, 8).is_none(),
+                "stale block accepted"
+            );
             block[100] ^= 4;
-            assert!(decode_block(&block, first + n, 9).is_none(), "bit flip accepted");
+            assert!(
+                decode_block(&block, first + n, 9).is_none(),
+                "bit flip accepted"
+            );
         }
         assert_eq!(back, blob);
     }

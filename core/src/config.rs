@@ -117,13 +117,13 @@ impl Config {
         if self.wal_slot_count < 4 * self.batch_max {
             return fail("wal_slot_count must be >= 4 * batch_max");
         }
-        if self.wal_entry_size_max % self.sector_size != 0 {
+        if !self.wal_entry_size_max.is_multiple_of(self.sector_size) {
             return fail("wal_entry_size_max must be a multiple of sector_size");
         }
-        if self.grid_block_size % self.sector_size != 0 {
+        if !self.grid_block_size.is_multiple_of(self.sector_size) {
             return fail("grid_block_size must be a multiple of sector_size");
         }
-        if self.grid_block_count < 4 || self.grid_block_count % 2 != 0 {
+        if self.grid_block_count < 4 || !self.grid_block_count.is_multiple_of(2) {
             return fail("grid_block_count must be even and >= 4");
         }
         if self.clients_max == 0 {
@@ -270,7 +270,8 @@ impl Layout {
     pub fn zone_of(&self, offset: u64) -> Option<(Zone, u64)> {
         Zone::ALL.iter().find_map(|&zone| {
             let start = self.zone_start(zone);
-            (offset >= start && offset < start + self.zone_size(zone)).then(|| (zone, offset - start))
+            (offset >= start && offset < start + self.zone_size(zone))
+                .then(|| (zone, offset - start))
         })
     }
 
@@ -354,7 +355,11 @@ mod tests {
         assert!(config.validate().unwrap_err().0.contains("sector_size"));
         let mut config = Config::test();
         config.value_size_max = 1 << 20;
-        assert!(config.validate().unwrap_err().0.contains("wal_entry_size_max"));
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("wal_entry_size_max"));
         let mut config = Config::test();
         config.wal_slot_count = 8;
         assert!(config.validate().is_err());

@@ -36,24 +36,40 @@ pub enum Error {
     /// The data file was formatted with a different layout configuration.
     LayoutMismatch { file: u64, config: u64 },
     /// A durable structure failed its checksum and no redundant copy exists.
-    Corrupt { zone: Zone, offset: u64, len: u64, what: String },
+    Corrupt {
+        zone: Zone,
+        offset: u64,
+        len: u64,
+        what: String,
+    },
     /// The state does not fit in half of the grid (the LSM engine lifts this limit).
     StateTooLarge { size: u64, capacity: u64 },
     /// A write failed; after a failed flush the file's state is unknown, so the replica stops.
-    WriteFailed { offset_kind: IoKind, error: WriteError },
+    WriteFailed {
+        offset_kind: IoKind,
+        error: WriteError,
+    },
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::NoValidSuperblock => {
-                write!(f, "no valid superblock copy: not a ZiggyDB data file, or all copies are corrupt")
+                write!(
+                    f,
+                    "no valid superblock copy: not a ZiggyDB data file, or all copies are corrupt"
+                )
             }
             Error::LayoutMismatch { file, config } => write!(
                 f,
                 "data file layout {file:#x} does not match the configuration's layout {config:#x}"
             ),
-            Error::Corrupt { zone, offset, len, what } => write!(
+            Error::Corrupt {
+                zone,
+                offset,
+                len,
+                what,
+            } => write!(
                 f,
                 "unrecoverable corruption in zone {} at offset {offset} (+{len} bytes): {what}; \
                  a single replica has no peer to repair it from",
@@ -99,7 +115,10 @@ impl std::fmt::Display for RequestError {
             RequestError::Invalid(why) => write!(f, "invalid request: {why}"),
             RequestError::ZeroRequestNumber => write!(f, "request numbers start at 1"),
             RequestError::StaleRequest { latest } => {
-                write!(f, "stale request: request {latest} of this client was already applied")
+                write!(
+                    f,
+                    "stale request: request {latest} of this client was already applied"
+                )
             }
         }
     }
@@ -119,9 +138,18 @@ pub struct Reply {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Recovery finished: the log was `checkpoint + 1 ..= head`, replayed.
-    Opened { checkpoint: u64, head: u64, truncated: u64 },
+    Opened {
+        checkpoint: u64,
+        head: u64,
+        truncated: u64,
+    },
     /// An entry was applied to the state machine (during replay too).
-    Applied { index: u64, checksum: Checksum, client: u64, request: u64 },
+    Applied {
+        index: u64,
+        checksum: Checksum,
+        client: u64,
+        request: u64,
+    },
     /// A checkpoint became durable; the ring may wrap past it.
     Checkpointed { index: u64, sequence: u64 },
     /// The replica stopped.
@@ -148,8 +176,13 @@ enum Buffer {
 }
 
 impl Buffer {
-    const ALL: [Buffer; 5] =
-        [Buffer::Superblock, Buffer::State, Buffer::Replies, Buffer::Headers, Buffer::Entries];
+    const ALL: [Buffer; 5] = [
+        Buffer::Superblock,
+        Buffer::State,
+        Buffer::Replies,
+        Buffer::Headers,
+        Buffer::Entries,
+    ];
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -352,11 +385,20 @@ impl<S: StateMachine> Replica<S> {
         target.resize(len as usize, 0);
         self.recovery_pending += 1;
         // n: buffer (8 bits) | 0 (a whole read) or sector + 1 (a retry, sector by sector).
-        storage.submit_read(IoId::new(IoKind::RecoveryRead, (buffer as u64) << 48), offset, len as usize);
+        storage.submit_read(
+            IoId::new(IoKind::RecoveryRead, (buffer as u64) << 48),
+            offset,
+            len as usize,
+        );
     }
 
     /// Delivers the completion of a read.
-    pub fn on_read_complete<T: Storage>(&mut self, storage: &mut T, id: IoId, result: Result<&[u8], ReadError>) {
+    pub fn on_read_complete<T: Storage>(
+        &mut self,
+        storage: &mut T,
+        id: IoId,
+        result: Result<&[u8], ReadError>,
+    ) {
         assert_eq!(id.kind(), Some(IoKind::RecoveryRead), "only recovery reads");
         if self.status != Status::Opening {
             return;
@@ -458,7 +500,12 @@ impl<S: StateMachine> Replica<S> {
         }
         let (first, _) = checkpoint::area_blocks(&self.layout, sb.state_area);
         let offset = self.layout.grid_block_offset(first);
-        self.read_into(storage, Buffer::State, offset, blocks * self.layout.grid_block_size);
+        self.read_into(
+            storage,
+            Buffer::State,
+            offset,
+            blocks * self.layout.grid_block_size,
+        );
     }
 
     fn on_state_read<T: Storage>(&mut self, storage: &mut T) {
@@ -526,7 +573,10 @@ impl<S: StateMachine> Replica<S> {
                 zone: Zone::WalEntries,
                 offset: self.layout.entry_offset(slot),
                 len: self.layout.wal_slot_size,
-                what: format!("WAL entries {:?} were durable but are unreadable", result.faulty),
+                what: format!(
+                    "WAL entries {:?} were durable but are unreadable",
+                    result.faulty
+                ),
             });
         }
         // Rewrite the headers ring so every entry of the recovered log is provably durable
@@ -620,7 +670,12 @@ impl<S: StateMachine> Replica<S> {
         operation: Operation,
         body: &[u8],
     ) {
-        let refuse = |error: RequestError| Reply { client, request, index: 0, result: Err(error) };
+        let refuse = |error: RequestError| Reply {
+            client,
+            request,
+            index: 0,
+            result: Err(error),
+        };
         match self.status {
             Status::Ready => {}
             Status::Halted => return self.replies.push(refuse(RequestError::Halted)),
@@ -635,7 +690,9 @@ impl<S: StateMachine> Replica<S> {
         if let Some((_, session)) = self.sessions.find(client) {
             if request < session.request {
                 let latest = session.request;
-                return self.replies.push(refuse(RequestError::StaleRequest { latest }));
+                return self
+                    .replies
+                    .push(refuse(RequestError::StaleRequest { latest }));
             }
             if request == session.request {
                 let reply = Reply {
@@ -651,23 +708,41 @@ impl<S: StateMachine> Replica<S> {
             return; // a retry of a request on its way: its reply comes when it commits
         }
         self.timestamp = (self.ticks * self.config.tick_ns).max(self.timestamp + 1);
-        match self.journal.append(operation, self.term, self.timestamp, client, request, &[body]) {
+        match self.journal.append(
+            operation,
+            self.term,
+            self.timestamp,
+            client,
+            request,
+            &[body],
+        ) {
             Ok(_) => self.journal.flush(storage),
             Err(AppendError::PipelineFull | AppendError::RingFull) => {
                 self.replies.push(refuse(RequestError::Busy))
             }
-            Err(AppendError::TooLarge) => self.replies.push(refuse(RequestError::Invalid(
-                InvalidRequest::Malformed("entry exceeds wal_entry_size_max"),
-            ))),
+            Err(AppendError::TooLarge) => {
+                self.replies
+                    .push(refuse(RequestError::Invalid(InvalidRequest::Malformed(
+                        "entry exceeds wal_entry_size_max",
+                    ))))
+            }
         }
         self.apply_committed(storage);
     }
 
     /// Delivers the completion of a write.
-    pub fn on_write_complete<T: Storage>(&mut self, storage: &mut T, id: IoId, result: Result<(), WriteError>) {
+    pub fn on_write_complete<T: Storage>(
+        &mut self,
+        storage: &mut T,
+        id: IoId,
+        result: Result<(), WriteError>,
+    ) {
         let kind = id.kind().expect("the core's own tag");
         if let Err(error) = result {
-            return self.halt(Error::WriteFailed { offset_kind: kind, error });
+            return self.halt(Error::WriteFailed {
+                offset_kind: kind,
+                error,
+            });
         }
         if self.status == Status::Halted {
             return;
@@ -706,8 +781,18 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    fn apply<T: Storage>(&mut self, storage: &mut T, header: &EntryHeader, body: &[u8], reply: bool) {
-        assert_eq!(header.index, self.applied + 1, "entries are applied in order, once");
+    fn apply<T: Storage>(
+        &mut self,
+        storage: &mut T,
+        header: &EntryHeader,
+        body: &[u8],
+        reply: bool,
+    ) {
+        assert_eq!(
+            header.index,
+            self.applied + 1,
+            "entries are applied in order, once"
+        );
         let mut out = std::mem::take(&mut self.reply_scratch);
         self.state.apply(header, body, &mut out);
         self.applied = header.index;
@@ -718,7 +803,9 @@ impl<S: StateMachine> Replica<S> {
             request: header.request,
         });
         if header.client != 0 {
-            let slot = self.sessions.record(header.client, header.request, header.index, &out);
+            let slot = self
+                .sessions
+                .record(header.client, header.request, header.index, &out);
             self.write_reply(storage, slot);
             if reply {
                 self.replies.push(Reply {
@@ -743,7 +830,11 @@ impl<S: StateMachine> Replica<S> {
         state.dirty = false;
         self.sessions.encode_reply(slot, &mut self.sector_scratch);
         let offset = self.layout.reply_offset(slot as u64);
-        storage.submit_write(IoId::new(IoKind::Reply, slot as u64), offset, &self.sector_scratch);
+        storage.submit_write(
+            IoId::new(IoKind::Reply, slot as u64),
+            offset,
+            &self.sector_scratch,
+        );
     }
 
     fn on_reply_written<T: Storage>(&mut self, storage: &mut T, slot: usize) {
@@ -785,14 +876,29 @@ impl<S: StateMachine> Replica<S> {
         next.state_area = 1 - self.superblock.state_area;
         next.state_size = self.blob.len() as u64;
         next.state_checksum = checksum(&self.blob);
-        let replies_needed = self.sessions.iter().map(|(slot, s)| (slot, s.index)).collect();
+        let replies_needed = self
+            .sessions
+            .iter()
+            .map(|(slot, s)| (slot, s.index))
+            .collect();
         let (first, _) = checkpoint::area_blocks(&self.layout, next.state_area);
         let blocks = checkpoint::blocks_for(&self.layout, self.blob.len() as u64);
         for n in 0..blocks {
             let address = first + n;
-            checkpoint::encode_block(&self.layout, &self.blob, n, address, next.sequence, &mut self.block_scratch);
+            checkpoint::encode_block(
+                &self.layout,
+                &self.blob,
+                n,
+                address,
+                next.sequence,
+                &mut self.block_scratch,
+            );
             let offset = self.layout.grid_block_offset(address);
-            storage.submit_write(IoId::new(IoKind::GridBlock, address), offset, &self.block_scratch);
+            storage.submit_write(
+                IoId::new(IoKind::GridBlock, address),
+                offset,
+                &self.block_scratch,
+            );
         }
         self.checkpoint = Some(CheckpointProgress {
             superblock: next,
@@ -819,7 +925,8 @@ impl<S: StateMachine> Replica<S> {
         }
         let done = self.checkpoint.take().unwrap();
         self.superblock = done.superblock;
-        self.journal.set_checkpoint(done.superblock.checkpoint_index);
+        self.journal
+            .set_checkpoint(done.superblock.checkpoint_index);
         self.events.push(Event::Checkpointed {
             index: done.superblock.checkpoint_index,
             sequence: done.superblock.sequence,
@@ -828,7 +935,9 @@ impl<S: StateMachine> Replica<S> {
 
     /// Moves to the superblock switch once the blocks and the needed replies are durable.
     fn advance_checkpoint<T: Storage>(&mut self, storage: &mut T) {
-        let Some(progress) = &mut self.checkpoint else { return };
+        let Some(progress) = &mut self.checkpoint else {
+            return;
+        };
         if progress.copy.is_some() || progress.blocks_pending > 0 {
             return;
         }
@@ -847,6 +956,10 @@ impl<S: StateMachine> Replica<S> {
         let copy = progress.copy.expect("copy chosen");
         progress.superblock.encode(copy, &mut self.sector_scratch);
         let offset = self.layout.superblock_copy_offset(copy as u64);
-        storage.submit_write(IoId::new(IoKind::Superblock, copy as u64), offset, &self.sector_scratch);
+        storage.submit_write(
+            IoId::new(IoKind::Superblock, copy as u64),
+            offset,
+            &self.sector_scratch,
+        );
     }
 }

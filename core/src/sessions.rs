@@ -66,10 +66,16 @@ impl Sessions {
 
     /// Records the reply of an applied request; returns the slot written.
     pub fn record(&mut self, client: u64, request: u64, index: u64, reply: &[u8]) -> usize {
-        assert!(reply.len() <= self.reply_max, "reply exceeds the reply slot");
+        assert!(
+            reply.len() <= self.reply_max,
+            "reply exceeds the reply slot"
+        );
         let slot = match self.find(client) {
             Some((slot, session)) => {
-                assert!(session.request < request, "request applied twice: client {client}");
+                assert!(
+                    session.request < request,
+                    "request applied twice: client {client}"
+                );
                 slot
             }
             None => self.free_or_evict(),
@@ -103,7 +109,9 @@ impl Sessions {
     /// Encodes slot `slot`'s reply sector into `sector`.
     pub fn encode_reply(&self, slot: usize, sector: &mut [u8]) {
         sector.fill(0);
-        let Some(session) = &self.slots[slot] else { return };
+        let Some(session) = &self.slots[slot] else {
+            return;
+        };
         let size = session.reply.len();
         sector[4..6].copy_from_slice(&(size as u16).to_le_bytes());
         sector[8..16].copy_from_slice(&session.client.to_le_bytes());
@@ -147,11 +155,7 @@ impl Sessions {
 
     /// Decodes a table written by [`Sessions::encode`]; replies start empty and are filled in from
     /// the client-replies zone. Returns the table and the bytes after it.
-    pub fn decode<'a>(
-        clients_max: usize,
-        reply_max: usize,
-        bytes: &'a [u8],
-    ) -> Option<(Sessions, &'a [u8])> {
+    pub fn decode(clients_max: usize, reply_max: usize, bytes: &[u8]) -> Option<(Sessions, &[u8])> {
         let mut r = Reader(bytes);
         let count = r.u32()? as usize;
         let mut sessions = Sessions::new(clients_max, reply_max);
@@ -182,7 +186,12 @@ impl Sessions {
 
     pub fn digest(&self, digest: &mut crate::digest::Digest) {
         for (slot, s) in self.iter() {
-            digest.u64(slot as u64).u64(s.client).u64(s.request).u64(s.index).field(&s.reply);
+            digest
+                .u64(slot as u64)
+                .u64(s.client)
+                .u64(s.request)
+                .u64(s.index)
+                .field(&s.reply);
         }
     }
 }
@@ -223,7 +232,11 @@ mod tests {
         for at in [0, 5, 9, 17, 25, 34, 40] {
             let mut copy = sector.clone();
             copy[at] ^= 1;
-            assert_eq!(Sessions::decode_reply(&copy), None, "flip at {at} went unnoticed");
+            assert_eq!(
+                Sessions::decode_reply(&copy),
+                None,
+                "flip at {at} went unnoticed"
+            );
         }
         assert_eq!(Sessions::decode_reply(&[0u8; 512]), None);
 

@@ -174,7 +174,9 @@ impl StateMachine for KvStateMachine {
             let key_len = reader.u16().ok_or(DecodeError("truncated key length"))? as usize;
             let key = reader.take(key_len).ok_or(DecodeError("truncated key"))?;
             let value_len = reader.u32().ok_or(DecodeError("truncated value length"))? as usize;
-            let value = reader.take(value_len).ok_or(DecodeError("truncated value"))?;
+            let value = reader
+                .take(value_len)
+                .ok_or(DecodeError("truncated value"))?;
             if machine.map.insert(key.to_vec(), value.to_vec()).is_some() {
                 return Err(DecodeError("duplicate key"));
             }
@@ -233,13 +235,29 @@ mod tests {
         let config = Config::test();
         let mut kv = KvStateMachine::new(&config);
         let mut reply = Vec::new();
-        kv.apply(&header(KvStateMachine::PUT, 1), &KvStateMachine::put_body(b"a", b"1"), &mut reply);
+        kv.apply(
+            &header(KvStateMachine::PUT, 1),
+            &KvStateMachine::put_body(b"a", b"1"),
+            &mut reply,
+        );
         assert_eq!(reply, [KvStateMachine::REPLY_OK]);
-        kv.apply(&header(KvStateMachine::PUT, 2), &KvStateMachine::put_body(b"b", b"2"), &mut reply);
+        kv.apply(
+            &header(KvStateMachine::PUT, 2),
+            &KvStateMachine::put_body(b"b", b"2"),
+            &mut reply,
+        );
         assert_eq!(kv.get(b"a"), Some(&b"1"[..]));
-        kv.apply(&header(KvStateMachine::DELETE, 3), &KvStateMachine::delete_body(b"a"), &mut reply);
+        kv.apply(
+            &header(KvStateMachine::DELETE, 3),
+            &KvStateMachine::delete_body(b"a"),
+            &mut reply,
+        );
         assert_eq!(reply, [1]);
-        kv.apply(&header(KvStateMachine::DELETE, 4), &KvStateMachine::delete_body(b"a"), &mut reply);
+        kv.apply(
+            &header(KvStateMachine::DELETE, 4),
+            &KvStateMachine::delete_body(b"a"),
+            &mut reply,
+        );
         assert_eq!(reply, [0]);
         assert_eq!(kv.get(b"a"), None);
         let mut snapshot = Vec::new();
@@ -259,15 +277,30 @@ mod tests {
         let long_key = vec![b'k'; config.key_size_max as usize + 1];
         let long_value = vec![b'v'; config.value_size_max as usize + 1];
         assert!(matches!(
-            kv.validate(KvStateMachine::PUT, &KvStateMachine::put_body(&long_key, b"v")),
+            kv.validate(
+                KvStateMachine::PUT,
+                &KvStateMachine::put_body(&long_key, b"v")
+            ),
             Err(InvalidRequest::KeyTooLarge { .. })
         ));
         assert!(matches!(
-            kv.validate(KvStateMachine::PUT, &KvStateMachine::put_body(b"k", &long_value)),
+            kv.validate(
+                KvStateMachine::PUT,
+                &KvStateMachine::put_body(b"k", &long_value)
+            ),
             Err(InvalidRequest::ValueTooLarge { .. })
         ));
-        assert_eq!(kv.validate(KvStateMachine::PUT, &[9]), Err(InvalidRequest::Malformed("key length past the end")));
-        assert_eq!(kv.validate(Operation(99), &KvStateMachine::delete_body(b"k")), Err(InvalidRequest::UnknownOperation(99)));
-        assert_eq!(kv.validate(KvStateMachine::PUT, &KvStateMachine::put_body(b"", b"v")), Err(InvalidRequest::EmptyKey));
+        assert_eq!(
+            kv.validate(KvStateMachine::PUT, &[9]),
+            Err(InvalidRequest::Malformed("key length past the end"))
+        );
+        assert_eq!(
+            kv.validate(Operation(99), &KvStateMachine::delete_body(b"k")),
+            Err(InvalidRequest::UnknownOperation(99))
+        );
+        assert_eq!(
+            kv.validate(KvStateMachine::PUT, &KvStateMachine::put_body(b"", b"v")),
+            Err(InvalidRequest::EmptyKey)
+        );
     }
 }

@@ -6,8 +6,14 @@ use crate::io::{IoId, ReadError, Storage, WriteError};
 /// A completion, as a driver delivers it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Completion {
-    Read { id: IoId, result: Result<Vec<u8>, ReadError> },
-    Write { id: IoId, result: Result<(), WriteError> },
+    Read {
+        id: IoId,
+        result: Result<Vec<u8>, ReadError>,
+    },
+    Write {
+        id: IoId,
+        result: Result<(), WriteError>,
+    },
 }
 
 /// A storage whose pending IO can be completed on demand (by a test).
@@ -17,7 +23,9 @@ pub trait ContractStorage: Storage {
 }
 
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) % 251) as u8).collect()
+    (0..len)
+        .map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) % 251) as u8)
+        .collect()
 }
 
 fn read_back<S: ContractStorage>(storage: &mut S, id: u64, offset: u64, len: usize) -> Vec<u8> {
@@ -25,9 +33,16 @@ fn read_back<S: ContractStorage>(storage: &mut S, id: u64, offset: u64, len: usi
     let completions = storage.complete_all();
     assert_eq!(completions.len(), 1, "one read, one completion");
     match &completions[0] {
-        Completion::Read { id: got, result: Ok(data) } => {
+        Completion::Read {
+            id: got,
+            result: Ok(data),
+        } => {
             assert_eq!(*got, IoId(id), "the completion carries the submitted id");
-            assert_eq!(data.len(), len, "a read returns exactly the length asked for");
+            assert_eq!(
+                data.len(),
+                len,
+                "a read returns exactly the length asked for"
+            );
             data.clone()
         }
         other => panic!("expected a successful read, got {other:?}"),
@@ -40,13 +55,22 @@ pub fn check<S: ContractStorage>(storage: &mut S, size: u64, sector: u64) {
     let s = sector as usize;
 
     // Never-written sectors read as zeros.
-    assert!(read_back(storage, 1, 0, 4 * s).iter().all(|&b| b == 0), "fresh storage reads zero");
+    assert!(
+        read_back(storage, 1, 0, 4 * s).iter().all(|&b| b == 0),
+        "fresh storage reads zero"
+    );
 
     // A completed write is read back exactly; its neighbours are untouched.
     let data = pattern(1, 2 * s);
     storage.submit_write(IoId(2), sector, &data);
     let done = storage.complete_all();
-    assert_eq!(done, vec![Completion::Write { id: IoId(2), result: Ok(()) }]);
+    assert_eq!(
+        done,
+        vec![Completion::Write {
+            id: IoId(2),
+            result: Ok(())
+        }]
+    );
     let back = read_back(storage, 3, 0, 4 * s);
     assert!(back[..s].iter().all(|&b| b == 0));
     assert_eq!(&back[s..3 * s], &data[..]);
@@ -77,7 +101,10 @@ pub fn check<S: ContractStorage>(storage: &mut S, size: u64, sector: u64) {
     completed.sort();
     assert_eq!(completed, ids, "every write completes exactly once");
     for i in 0..6u64 {
-        assert_eq!(read_back(storage, 200 + i, (9 + i) * sector, s), pattern(10 + i, s));
+        assert_eq!(
+            read_back(storage, 200 + i, (9 + i) * sector, s),
+            pattern(10 + i, s)
+        );
     }
 
     // Overwrites replace; the last sector of the storage is addressable.
@@ -88,5 +115,8 @@ pub fn check<S: ContractStorage>(storage: &mut S, size: u64, sector: u64) {
     assert_eq!(read_back(storage, 303, size - sector, s), pattern(98, s));
 
     // Nothing completes twice.
-    assert!(storage.complete_all().is_empty(), "no completion is delivered twice");
+    assert!(
+        storage.complete_all().is_empty(),
+        "no completion is delivered twice"
+    );
 }

@@ -204,7 +204,10 @@ mod tests {
         let mut sector = vec![0u8; 512];
         sb.encode(2, &mut sector);
         assert_eq!(Superblock::decode(2, &sector), Ok(sb));
-        assert_eq!(Superblock::decode(1, &sector), Err(SuperblockError::WrongCopy));
+        assert_eq!(
+            Superblock::decode(1, &sector),
+            Err(SuperblockError::WrongCopy)
+        );
     }
 
     #[test]

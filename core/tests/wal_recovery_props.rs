@@ -11,11 +11,18 @@ use ziggy_core::{Config, Layout, Zone};
 
 fn damage_strategy() -> impl Strategy<Value = Damage> {
     prop_oneof![
-        (any::<u16>(), any::<u16>(), any::<u8>(), any::<u8>())
-            .prop_map(|(entry, sector, mode, fill)| Damage::TearInFlight { entry, sector, mode, fill }),
+        (any::<u16>(), any::<u16>(), any::<u8>(), any::<u8>()).prop_map(
+            |(entry, sector, mode, fill)| Damage::TearInFlight {
+                entry,
+                sector,
+                mode,
+                fill
+            }
+        ),
         (any::<u16>(), any::<u16>(), any::<u8>())
             .prop_map(|(entry, byte, bit)| Damage::FlipAcknowledged { entry, byte, bit }),
-        (any::<u16>(), any::<u8>()).prop_map(|(sector, fill)| Damage::SmashHeaderSector { sector, fill }),
+        (any::<u16>(), any::<u8>())
+            .prop_map(|(sector, fill)| Damage::SmashHeaderSector { sector, fill }),
     ]
 }
 
@@ -28,14 +35,18 @@ fn scenario_strategy() -> impl Strategy<Value = Scenario> {
         any::<bool>(),
         proptest::collection::vec(damage_strategy(), 0..12),
     )
-        .prop_map(|(checkpoint_index, acknowledged, in_flight, body_sizes, damage_headers, damage)| Scenario {
-            checkpoint_index,
-            acknowledged,
-            in_flight,
-            body_sizes,
-            damage_headers,
-            damage,
-        })
+        .prop_map(
+            |(checkpoint_index, acknowledged, in_flight, body_sizes, damage_headers, damage)| {
+                Scenario {
+                    checkpoint_index,
+                    acknowledged,
+                    in_flight,
+                    body_sizes,
+                    damage_headers,
+                    damage,
+                }
+            },
+        )
 }
 
 proptest! {

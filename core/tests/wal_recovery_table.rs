@@ -73,7 +73,17 @@ fn row_3_fix_header_when_the_entry_was_replaced_in_a_newer_term() {
 fn row_4_faulty_when_header_and_entry_disagree_and_the_header_is_not_older() {
     let mut image = ring(3);
     let current = image.appended[2];
-    let forged = EntryHeader::new(current.operation, 42, 3, 2, 0, 7, 3, current.parent, b"other");
+    let forged = EntryHeader::new(
+        current.operation,
+        42,
+        3,
+        2,
+        0,
+        7,
+        3,
+        current.parent,
+        b"other",
+    );
     image.write_header(&forged); // the header claims a term-2 entry; the slot holds term 1
     assert_eq!(decision(&image, 3), Decision::Faulty);
     assert_eq!(image.recover().faulty, vec![3]);
@@ -88,7 +98,11 @@ fn row_5_faulty_when_the_header_proves_a_durable_entry_that_is_gone() {
     // Blank (a lost write).
     let mut image = ring(4);
     image.entry_bytes_mut(4).fill(0);
-    assert_eq!(decision(&image, 4), Decision::Faulty, "the last acknowledged entry is never truncated");
+    assert_eq!(
+        decision(&image, 4),
+        Decision::Faulty,
+        "the last acknowledged entry is never truncated"
+    );
     let recovery = image.recover();
     assert_eq!((recovery.head, recovery.faulty.clone()), (4, vec![4]));
 }
@@ -101,7 +115,10 @@ fn row_6_faulty_when_a_later_header_proves_durability() {
     assert_eq!(decision(&image, 2), Decision::Faulty);
     let recovery = image.recover();
     assert_eq!(recovery.faulty, vec![2]);
-    assert_eq!(recovery.head, 5, "never truncated past a corrupt durable entry");
+    assert_eq!(
+        recovery.head, 5,
+        "never truncated past a corrupt durable entry"
+    );
 }
 
 #[test]
@@ -172,7 +189,10 @@ fn foreign_cluster_entries_are_not_ours() {
     let mut image = ring(3);
     image.cluster = 43;
     let recovery = image.recover();
-    assert_eq!(recovery.head, 0, "another cluster's entries are never taken as this log");
+    assert_eq!(
+        recovery.head, 0,
+        "another cluster's entries are never taken as this log"
+    );
 }
 
 #[test]

@@ -14,7 +14,9 @@ pub use simulation::{Options, Outcome, Simulation, Verdict};
 
 /// Runs one seed, catching a panic of the core as a crash verdict.
 pub fn run_seed(options: Options) -> Result<Outcome, String> {
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Simulation::new(options).run()));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Simulation::new(options).run()
+    }));
     result.map_err(|panic| {
         panic
             .downcast_ref::<String>()

@@ -52,7 +52,11 @@ fn run_one(seed: u64, bug: Option<PlantedBug>) -> SeedResult {
                 Verdict::Pass => ("pass", 0, None),
                 Verdict::PassHalted(why) => ("pass", 0, Some(format!("halted as expected: {why}"))),
                 Verdict::Liveness(why) => ("fail", EXIT_LIVENESS, Some(format!("liveness: {why}"))),
-                Verdict::Correctness(why) => ("fail", EXIT_CORRECTNESS, Some(format!("correctness: {why}"))),
+                Verdict::Correctness(why) => (
+                    "fail",
+                    EXIT_CORRECTNESS,
+                    Some(format!("correctness: {why}")),
+                ),
             };
             SeedResult {
                 seed,
@@ -74,7 +78,10 @@ fn run_one(seed: u64, bug: Option<PlantedBug>) -> SeedResult {
 }
 
 fn replay_command(seed: u64, bug: &Option<String>) -> String {
-    let bug = bug.as_ref().map(|b| format!(" --plant-bug {b}")).unwrap_or_default();
+    let bug = bug
+        .as_ref()
+        .map(|b| format!(" --plant-bug {b}"))
+        .unwrap_or_default();
     format!("cargo run -p ziggy-sim --release -- --seed {seed}{bug} --log debug")
 }
 
@@ -125,7 +132,8 @@ fn main() -> ExitCode {
                 }
                 // Each seed runs on a fresh thread, so no thread-local state leaks between runs.
                 let seed = first.wrapping_add(k);
-                let result = std::thread::scope(|s| s.spawn(move || run_one(seed, bug)).join().unwrap());
+                let result =
+                    std::thread::scope(|s| s.spawn(move || run_one(seed, bug)).join().unwrap());
                 if tx.send(result).is_err() {
                     break;
                 }
@@ -140,19 +148,34 @@ fn main() -> ExitCode {
             if let Some(detail) = &result.detail {
                 if result.exit != 0 {
                     println!("vopr: seed={} {detail}", result.seed);
-                    println!("vopr: replay: {}", replay_command(result.seed, &args.plant_bug));
+                    println!(
+                        "vopr: replay: {}",
+                        replay_command(result.seed, &args.plant_bug)
+                    );
                 }
             }
             results.push(result);
             if args.count > 1 && results.len() % 500 == 0 {
-                eprintln!("vopr: {} / {} seeds, {:.1}s", results.len(), args.count, started.elapsed().as_secs_f64());
+                eprintln!(
+                    "vopr: {} / {} seeds, {:.1}s",
+                    results.len(),
+                    args.count,
+                    started.elapsed().as_secs_f64()
+                );
             }
         }
     });
     let worst = results.iter().map(|r| r.exit).max().unwrap_or(0);
     if args.count > 1 {
-        let failed: Vec<u64> = results.iter().filter(|r| r.exit != 0).map(|r| r.seed).collect();
-        let halted = results.iter().filter(|r| r.exit == 0 && r.detail.is_some()).count();
+        let failed: Vec<u64> = results
+            .iter()
+            .filter(|r| r.exit != 0)
+            .map(|r| r.seed)
+            .collect();
+        let halted = results
+            .iter()
+            .filter(|r| r.exit == 0 && r.detail.is_some())
+            .count();
         println!(
             "vopr: seeds={}..={} passed={} failed={} halted_as_expected={halted} failing={failed:?}",
             first,

@@ -98,7 +98,13 @@ impl Model {
     }
 
     /// The replica applied an entry.
-    pub fn applied(&mut self, index: u64, checksum: u32, client: u64, request: u64) -> Result<(), Violation> {
+    pub fn applied(
+        &mut self,
+        index: u64,
+        checksum: u32,
+        client: u64,
+        request: u64,
+    ) -> Result<(), Violation> {
         self.checks += 1;
         if self.replica_applied != 0 && index != self.replica_applied + 1 {
             return violation!("applied index {index} after {}", self.replica_applied);
@@ -109,19 +115,28 @@ impl Model {
                 return violation!(
                     "committed entry {index} changed: was client {} request {} checksum {:#x}, \
                      now client {client} request {request} checksum {checksum:#x}",
-                    entry.client, entry.request, entry.checksum
+                    entry.client,
+                    entry.request,
+                    entry.checksum
                 );
             }
             return Ok(());
         }
         if index != self.committed() + 1 {
-            return violation!("entry {index} applied, but the log ends at {}", self.committed());
+            return violation!(
+                "entry {index} applied, but the log ends at {}",
+                self.committed()
+            );
         }
         let Some(op) = self.requests.get(&(client, request)).cloned() else {
-            return violation!("entry {index} (client {client} request {request}) was never submitted");
+            return violation!(
+                "entry {index} (client {client} request {request}) was never submitted"
+            );
         };
         if let Some(previous) = self.applied_at.insert((client, request), index) {
-            return violation!("client {client} request {request} applied twice: at {previous} and {index}");
+            return violation!(
+                "client {client} request {request} applied twice: at {previous} and {index}"
+            );
         }
         let reply = match &op {
             Op::Put { key, value } => {
@@ -131,17 +146,33 @@ impl Model {
             Op::Delete { key } => vec![self.kv.remove(key).is_some() as u8],
         };
         let digest = self.kv_digest();
-        self.log.push(AppliedEntry { checksum, client, request, reply, digest });
+        self.log.push(AppliedEntry {
+            checksum,
+            client,
+            request,
+            reply,
+            digest,
+        });
         Ok(())
     }
 
     /// A client got a successful reply.
-    pub fn replied(&mut self, client: u64, request: u64, index: u64, reply: &[u8]) -> Result<(), Violation> {
+    pub fn replied(
+        &mut self,
+        client: u64,
+        request: u64,
+        index: u64,
+        reply: &[u8],
+    ) -> Result<(), Violation> {
         self.checks += 1;
         match self.applied_at.get(&(client, request)) {
-            None => violation!("client {client} request {request} acknowledged at {index} but never applied"),
+            None => violation!(
+                "client {client} request {request} acknowledged at {index} but never applied"
+            ),
             Some(&at) if at != index => {
-                violation!("client {client} request {request} acknowledged at {index} but applied at {at}")
+                violation!(
+                    "client {client} request {request} acknowledged at {index} but applied at {at}"
+                )
             }
             Some(_) => {
                 let expected = &self.log[index as usize - 1].reply;
@@ -160,11 +191,17 @@ impl Model {
     pub fn read(&mut self, key: &[u8], value: Option<&[u8]>, index: u64) -> Result<(), Violation> {
         self.checks += 1;
         if index != self.committed() {
-            return violation!("read at index {index}, but the log is committed to {}", self.committed());
+            return violation!(
+                "read at index {index}, but the log is committed to {}",
+                self.committed()
+            );
         }
         let expected = self.kv.get(key).map(|v| v.as_slice());
         if expected != value {
-            return violation!("read of {:?} at {index} saw {value:?}, expected {expected:?}", String::from_utf8_lossy(key));
+            return violation!(
+                "read of {:?} at {index} saw {value:?}, expected {expected:?}",
+                String::from_utf8_lossy(key)
+            );
         }
         Ok(())
     }
@@ -180,9 +217,15 @@ impl Model {
                 self.max_acked
             );
         }
-        let expected = if applied == 0 { Model::new().kv_digest() } else { self.log[applied as usize - 1].digest };
+        let expected = if applied == 0 {
+            Model::new().kv_digest()
+        } else {
+            self.log[applied as usize - 1].digest
+        };
         if expected != digest {
-            return violation!("recovered state at {applied} has digest {digest:#x}, expected {expected:#x}");
+            return violation!(
+                "recovered state at {applied} has digest {digest:#x}, expected {expected:#x}"
+            );
         }
         Ok(())
     }

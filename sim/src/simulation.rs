@@ -176,7 +176,7 @@ pub struct Simulation {
 
 impl Simulation {
     pub fn new(options: Options) -> Simulation {
-        let mut prng = Prng::new(options.seed ^ 0x5eed_0f_a11);
+        let mut prng = Prng::new(options.seed ^ 0x0005_eed0_fa11);
         let mut config = Config::test();
         config.planted_bug = options.planted_bug;
         let layout = Layout::new(&config);
@@ -226,9 +226,7 @@ impl Simulation {
             verdict,
             ops: self.ops,
             crashes: self.crashes,
-            faults: self.faults
-                + self.storage.stats.misdirected
-                + self.storage.stats.torn_sectors,
+            faults: self.faults + self.storage.stats.misdirected + self.storage.stats.torn_sectors,
             ticks: self.tick,
             checkpoints: self.checkpoints,
             checks: self.model.checks,
@@ -251,7 +249,9 @@ impl Simulation {
         }
         self.settle();
         let deadline = self.tick + SETTLE_TICKS;
-        while self.clients.iter().any(|c| c.pending.is_some()) || self.replica.status() != Status::Ready {
+        while self.clients.iter().any(|c| c.pending.is_some())
+            || self.replica.status() != Status::Ready
+        {
             if self.tick > deadline {
                 return Ok(Verdict::Liveness(format!(
                     "settle phase: requests still outstanding after {SETTLE_TICKS} ticks without faults"
@@ -287,16 +287,22 @@ impl Simulation {
     }
 
     fn halt_verdict(&mut self) -> Result<Option<Verdict>, Violation> {
-        let Some(error) = self.halted.clone() else { return Ok(None) };
+        let Some(error) = self.halted.clone() else {
+            return Ok(None);
+        };
         match &error {
             Error::Corrupt { offset, len, .. } if self.options.fatal.is_some() => {
                 if self.storage.damaged_within(*offset, *len) {
                     Ok(Some(Verdict::PassHalted(error.to_string())))
                 } else {
-                    Err(Violation(format!("halted on corruption that was never injected: {error}")))
+                    Err(Violation(format!(
+                        "halted on corruption that was never injected: {error}"
+                    )))
                 }
             }
-            _ => Err(Violation(format!("replica halted within the fault model: {error}"))),
+            _ => Err(Violation(format!(
+                "replica halted within the fault model: {error}"
+            ))),
         }
     }
 
@@ -342,7 +348,11 @@ impl Simulation {
     fn deliver(&mut self, completion: Completion) {
         match completion {
             Completion::Read { id, result } => {
-                self.trace.u64(id.0).u64(result.as_ref().map_or(1, |d| ziggy_core::checksum::checksum(d) as u64));
+                self.trace.u64(id.0).u64(
+                    result
+                        .as_ref()
+                        .map_or(1, |d| ziggy_core::checksum::checksum(d) as u64),
+                );
                 tracing::trace!(tick = self.tick, ?id, ok = result.is_ok(), "read complete");
                 let result = result.as_deref().map_err(|e| *e);
                 self.replica.on_read_complete(&mut self.storage, id, result);
@@ -350,7 +360,8 @@ impl Simulation {
             Completion::Write { id, result } => {
                 self.trace.u64(id.0);
                 tracing::trace!(tick = self.tick, ?id, "write complete");
-                self.replica.on_write_complete(&mut self.storage, id, result);
+                self.replica
+                    .on_write_complete(&mut self.storage, id, result);
             }
         }
     }
@@ -405,13 +416,19 @@ impl Simulation {
             Op::Delete { key } => (KvStateMachine::DELETE, KvStateMachine::delete_body(key)),
         };
         self.trace.u64(0x5e4d).u64(client).u64(request);
-        self.replica.submit(&mut self.storage, client, request, operation, &body);
+        self.replica
+            .submit(&mut self.storage, client, request, operation, &body);
     }
 
     fn read(&mut self, key: &[u8]) -> Result<(), Violation> {
-        let Ok((state, index)) = self.replica.state() else { return Ok(()) };
+        let Ok((state, index)) = self.replica.state() else {
+            return Ok(());
+        };
         let value = state.get(key).map(|v| v.to_vec());
-        self.trace.u64(0x4ead).u64(index).field(value.as_deref().unwrap_or(b"-"));
+        self.trace
+            .u64(0x4ead)
+            .u64(index)
+            .field(value.as_deref().unwrap_or(b"-"));
         self.ops += 1;
         self.model.read(key, value.as_deref(), index)
     }
@@ -421,12 +438,21 @@ impl Simulation {
         let mut opened = false;
         for event in events {
             match event {
-                Event::Applied { index, checksum, client, request } => {
+                Event::Applied {
+                    index,
+                    checksum,
+                    client,
+                    request,
+                } => {
                     self.trace.u64(index).u64(checksum as u64);
                     tracing::debug!(tick = self.tick, index, client, request, "applied");
                     self.model.applied(index, checksum, client, request)?;
                 }
-                Event::Opened { checkpoint, head, truncated } => {
+                Event::Opened {
+                    checkpoint,
+                    head,
+                    truncated,
+                } => {
                     tracing::debug!(tick = self.tick, checkpoint, head, truncated, "opened");
                     opened = true;
                 }
@@ -446,15 +472,26 @@ impl Simulation {
         }
         let replies: Vec<_> = self.replica.drain_replies().collect();
         for reply in replies {
-            self.trace.u64(reply.client).u64(reply.request).u64(reply.index);
+            self.trace
+                .u64(reply.client)
+                .u64(reply.request)
+                .u64(reply.index);
             let Some(c) = self.clients.iter().position(|c| c.id == reply.client) else {
-                return Err(Violation(format!("reply to unknown client {}", reply.client)));
+                return Err(Violation(format!(
+                    "reply to unknown client {}",
+                    reply.client
+                )));
             };
             match reply.result {
                 Ok(bytes) => {
-                    self.model.replied(reply.client, reply.request, reply.index, &bytes)?;
+                    self.model
+                        .replied(reply.client, reply.request, reply.index, &bytes)?;
                     let client = &mut self.clients[c];
-                    if client.pending.as_ref().is_some_and(|p| p.request == reply.request) {
+                    if client
+                        .pending
+                        .as_ref()
+                        .is_some_and(|p| p.request == reply.request)
+                    {
                         client.pending = None;
                         self.ops += 1;
                     }
@@ -462,7 +499,11 @@ impl Simulation {
                 Err(RequestError::Busy | RequestError::NotReady | RequestError::Halted) => {
                     // Retried on the client's timer (backing off briefly).
                     let tick = self.tick;
-                    if let Some(p) = self.clients[c].pending.as_mut().filter(|p| p.request == reply.request) {
+                    if let Some(p) = self.clients[c]
+                        .pending
+                        .as_mut()
+                        .filter(|p| p.request == reply.request)
+                    {
                         p.resend_at = p.resend_at.min(tick + 5);
                     }
                 }

@@ -69,8 +69,16 @@ impl StorageFaults {
 
 #[derive(Clone, Debug)]
 enum Pending {
-    Read { id: IoId, offset: u64, len: usize },
-    Write { id: IoId, target: u64, data: Vec<u8> },
+    Read {
+        id: IoId,
+        offset: u64,
+        len: usize,
+    },
+    Write {
+        id: IoId,
+        target: u64,
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -162,7 +170,10 @@ impl SimStorage {
         assert_eq!(offset % sector, 0, "unaligned IO offset {offset}");
         assert_eq!(len % sector, 0, "unaligned IO length {len}");
         assert!(len > 0, "empty IO");
-        assert!(offset + len <= self.layout.total_size(), "IO past the end of the data file");
+        assert!(
+            offset + len <= self.layout.total_size(),
+            "IO past the end of the data file"
+        );
     }
 
     fn latency(&mut self) -> u64 {
@@ -188,7 +199,9 @@ impl SimStorage {
 
     fn complete(&mut self, io: Pending) -> Completion {
         match io {
-            Pending::Write { id, target, data, .. } => {
+            Pending::Write {
+                id, target, data, ..
+            } => {
                 self.land(target, &data);
                 Completion::Write { id, result: Ok(()) }
             }
@@ -218,7 +231,7 @@ impl SimStorage {
             self.stats.latent_hits += 1;
             // Whether the fault reads as an error or as flipped bits is fixed per sector, and
             // the flipped bit is derived from the sector number: retries see the same damage.
-            let mut local = Prng::new(s ^ 0x1a7e_47);
+            let mut local = Prng::new(s ^ 0x001a_7e47);
             if local.chance(self.faults.latent_error) {
                 return Err(ReadError::Io);
             }
@@ -234,7 +247,9 @@ impl SimStorage {
         let in_flight = std::mem::take(&mut self.in_flight);
         let sector = self.layout.sector_size as usize;
         for io in in_flight {
-            let Pending::Write { target, data, .. } = io.io else { continue };
+            let Pending::Write { target, data, .. } = io.io else {
+                continue;
+            };
             let zone = self.layout.zone_of(target).expect("inside the file").0;
             let may_tear = self.faults.atlas.tear.contains(&zone);
             let whole = self.prng.bool();
@@ -284,7 +299,8 @@ impl SimStorage {
 
     fn misdirect_target(&mut self, offset: u64, len: u64) -> u64 {
         let zone = self.layout.zone_of(offset).expect("inside the file").0;
-        if !self.faults.atlas.misdirect.contains(&zone) || !self.prng.chance(self.faults.misdirect) {
+        if !self.faults.atlas.misdirect.contains(&zone) || !self.prng.chance(self.faults.misdirect)
+        {
             return offset;
         }
         let sector = self.layout.sector_size;
@@ -375,7 +391,11 @@ mod tests {
         s.complete_all();
         s.submit_write(IoId(2), offset + 512, &[9u8; 512 * 8]);
         s.crash();
-        assert_eq!(s.read_durable(offset, 512), &[7u8; 512][..], "completed write survives");
+        assert_eq!(
+            s.read_durable(offset, 512),
+            &[7u8; 512][..],
+            "completed write survives"
+        );
         assert_eq!(s.pending(), 0);
         assert_eq!(s.stats.torn_sectors, 8);
     }
@@ -390,7 +410,9 @@ mod tests {
         for id in 0..2 {
             s.submit_read(IoId(id), offset, 512);
             match &s.complete_all()[0] {
-                Completion::Read { result: Ok(data), .. } => {
+                Completion::Read {
+                    result: Ok(data), ..
+                } => {
                     assert_eq!(data.iter().map(|b| b.count_ones()).sum::<u32>(), 1)
                 }
                 other => panic!("{other:?}"),
@@ -401,7 +423,10 @@ mod tests {
         s.submit_read(IoId(6), offset, 512);
         assert_eq!(
             s.complete_all()[0],
-            Completion::Read { id: IoId(6), result: Ok(vec![0u8; 512]) }
+            Completion::Read {
+                id: IoId(6),
+                result: Ok(vec![0u8; 512])
+            }
         );
         assert!(s.damaged_within(offset, 512));
     }

@@ -22,6 +22,8 @@ fn different_seeds_differ() {
 #[test]
 fn same_seed_on_another_thread_same_trace_hash() {
     let here = run_seed(Options::from_seed(99)).unwrap();
-    let there = std::thread::spawn(|| run_seed(Options::from_seed(99)).unwrap()).join().unwrap();
+    let there = std::thread::spawn(|| run_seed(Options::from_seed(99)).unwrap())
+        .join()
+        .unwrap();
     assert_eq!(here.trace_hash, there.trace_hash);
 }

@@ -15,12 +15,28 @@ fn parse(path: &Path) -> SeedFile {
     let name = path.file_name().unwrap().to_string_lossy().to_string();
     let mut seed = None;
     let mut bug = None;
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("{name}: bad line {line:?}"));
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{name}: bad line {line:?}"));
         match key.trim() {
-            "seed" => seed = Some(value.trim().parse().unwrap_or_else(|_| panic!("{name}: bad seed"))),
+            "seed" => {
+                seed = Some(
+                    value
+                        .trim()
+                        .parse()
+                        .unwrap_or_else(|_| panic!("{name}: bad seed")),
+                )
+            }
             "plant_bug" => {
-                bug = Some(PlantedBug::parse(value.trim()).unwrap_or_else(|| panic!("{name}: unknown bug")))
+                bug = Some(
+                    PlantedBug::parse(value.trim())
+                        .unwrap_or_else(|| panic!("{name}: unknown bug")),
+                )
             }
             "found" => {}
             other => panic!("{name}: unknown key {other:?}"),
@@ -44,7 +60,8 @@ fn every_regression_seed_passes() {
         let file = parse(&path);
         let mut options = Options::from_seed(file.seed);
         options.planted_bug = file.bug;
-        let outcome = run_seed(options).unwrap_or_else(|panic| panic!("{}: crashed: {panic}", file.name));
+        let outcome =
+            run_seed(options).unwrap_or_else(|panic| panic!("{}: crashed: {panic}", file.name));
         if file.bug.is_some() {
             assert!(
                 matches!(outcome.verdict, Verdict::Correctness(_)),
@@ -53,7 +70,12 @@ fn every_regression_seed_passes() {
                 outcome.verdict
             );
         } else {
-            assert!(outcome.verdict.passed(), "{}: {:?}", file.name, outcome.verdict);
+            assert!(
+                outcome.verdict.passed(),
+                "{}: {:?}",
+                file.name,
+                outcome.verdict
+            );
         }
     }
 }

@@ -25,7 +25,12 @@ use crate::wal::recovery::{Decision, Recovery};
 pub enum Damage {
     /// Tear sector `sector` of in-flight entry `entry`: 0 zeros, 1 garbage from `fill`, 2 the
     /// whole rest of the entry zeroed (a truncated write).
-    TearInFlight { entry: u16, sector: u16, mode: u8, fill: u8 },
+    TearInFlight {
+        entry: u16,
+        sector: u16,
+        mode: u8,
+        fill: u8,
+    },
     /// Flip bit `bit` of byte `byte` of acknowledged entry `entry` (or of its redundant header,
     /// if the scenario damages headers).
     FlipAcknowledged { entry: u16, byte: u16, bit: u8 },
@@ -54,7 +59,11 @@ pub fn run(scenario: &Scenario) -> Result<Recovery, String> {
     let cp = scenario.checkpoint_index % 1_000_000;
     let mut image = RingImage::new(&config, 0xC1, cp, (cp as u32).wrapping_mul(2_654_435_761));
     let body_max = config.entry_body_max();
-    let sizes = if scenario.body_sizes.is_empty() { vec![8] } else { scenario.body_sizes.clone() };
+    let sizes = if scenario.body_sizes.is_empty() {
+        vec![8]
+    } else {
+        scenario.body_sizes.clone()
+    };
     let mut bodies = Vec::new();
     for k in 0..acknowledged + in_flight {
         let size = sizes[k as usize % sizes.len()] as usize % (body_max + 1);
@@ -68,10 +77,23 @@ pub fn run(scenario: &Scenario) -> Result<Recovery, String> {
     }
     let mut damaged_acknowledged = std::collections::BTreeSet::new();
     for damage in &scenario.damage {
-        apply(&mut image, scenario.damage_headers, acknowledged, in_flight, *damage, &mut damaged_acknowledged);
+        apply(
+            &mut image,
+            scenario.damage_headers,
+            acknowledged,
+            in_flight,
+            *damage,
+            &mut damaged_acknowledged,
+        );
     }
     let recovery = image.recover();
-    check(&image, &recovery, acknowledged, scenario.damage_headers, &damaged_acknowledged)?;
+    check(
+        &image,
+        &recovery,
+        acknowledged,
+        scenario.damage_headers,
+        &damaged_acknowledged,
+    )?;
     Ok(recovery)
 }
 
@@ -86,14 +108,22 @@ fn apply(
     let sector = image.layout.sector_size as usize;
     let first = image.checkpoint_index + 1;
     match damage {
-        Damage::TearInFlight { entry, sector: s, mode, fill } if in_flight > 0 => {
+        Damage::TearInFlight {
+            entry,
+            sector: s,
+            mode,
+            fill,
+        } if in_flight > 0 => {
             let index = first + acknowledged + entry as u64 % in_flight;
             let bytes = image.entry_bytes_mut(index);
             let s = s as usize % (bytes.len() / sector);
             let range = s * sector..(s + 1) * sector;
             match mode % 3 {
                 0 => bytes[range].fill(0),
-                1 => bytes[range].iter_mut().enumerate().for_each(|(i, b)| *b = fill ^ i as u8),
+                1 => bytes[range]
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, b)| *b = fill ^ i as u8),
                 _ => bytes[s * sector..].fill(0),
             }
         }
@@ -133,7 +163,10 @@ fn check(
     let cp = image.checkpoint_index;
     let last_acknowledged = cp + acknowledged;
     if recovery.head < last_acknowledged {
-        return Err(format!("head {} dropped acknowledged entries up to {last_acknowledged}", recovery.head));
+        return Err(format!(
+            "head {} dropped acknowledged entries up to {last_acknowledged}",
+            recovery.head
+        ));
     }
     for index in cp + 1..=recovery.head {
         let decision = recovery.decision(cp, index);
@@ -142,9 +175,12 @@ fn check(
             Decision::Clean | Decision::FixHeader => {
                 let slot = image.layout.slot_of(index);
                 let bytes = &image.entries[image.entry_range(slot)];
-                let kept = EntryHeader::decode(bytes).map_err(|e| format!("kept entry {index} does not decode: {e:?}"))?;
+                let kept = EntryHeader::decode(bytes)
+                    .map_err(|e| format!("kept entry {index} does not decode: {e:?}"))?;
                 if written.map(|w| w.checksum) != Some(kept.checksum) {
-                    return Err(format!("recovery kept entry {index}, which was never written"));
+                    return Err(format!(
+                        "recovery kept entry {index}, which was never written"
+                    ));
                 }
             }
             Decision::Faulty => {
@@ -152,7 +188,9 @@ fn check(
                     return Err(format!("unacknowledged entry {index} reported faulty"));
                 }
                 if damage_headers || !damaged.contains(&index) {
-                    return Err(format!("entry {index} reported faulty, but its own copy is intact"));
+                    return Err(format!(
+                        "entry {index} reported faulty, but its own copy is intact"
+                    ));
                 }
             }
             other => return Err(format!("index {index} inside the log decided {other:?}")),

@@ -172,13 +172,19 @@ mod tests {
 
     #[test]
     fn blank_and_flipped_bits_are_told_apart() {
-        assert_eq!(EntryHeader::decode(&[0u8; HEADER_SIZE]), Err(HeaderError::Blank));
+        assert_eq!(
+            EntryHeader::decode(&[0u8; HEADER_SIZE]),
+            Err(HeaderError::Blank)
+        );
         let mut bytes = [0u8; HEADER_SIZE];
         sample().encode(&mut bytes);
         for bit in 0..HEADER_SIZE * 8 {
             let mut copy = bytes;
             copy[bit / 8] ^= 1 << (bit % 8);
-            assert!(EntryHeader::decode(&copy).is_err(), "bit {bit} flip went unnoticed");
+            assert!(
+                EntryHeader::decode(&copy).is_err(),
+                "bit {bit} flip went unnoticed"
+            );
         }
     }
 

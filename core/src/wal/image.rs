@@ -18,7 +18,12 @@ pub struct RingImage {
 }
 
 impl RingImage {
-    pub fn new(config: &Config, cluster: u64, checkpoint_index: u64, checkpoint_checksum: Checksum) -> RingImage {
+    pub fn new(
+        config: &Config,
+        cluster: u64,
+        checkpoint_index: u64,
+        checkpoint_checksum: Checksum,
+    ) -> RingImage {
         let layout = Layout::new(config);
         RingImage {
             layout,
@@ -38,9 +43,22 @@ impl RingImage {
 
     /// Builds the next entry of the chain without writing it anywhere.
     pub fn make(&self, term: u64, body: &[u8]) -> EntryHeader {
-        let parent = self.appended.last().map_or(self.checkpoint_checksum, |h| h.checksum);
+        let parent = self
+            .appended
+            .last()
+            .map_or(self.checkpoint_checksum, |h| h.checksum);
         let index = self.next_index();
-        EntryHeader::new(Operation(20), self.cluster, index, term, index * 10, 7, index, parent, body)
+        EntryHeader::new(
+            Operation(20),
+            self.cluster,
+            index,
+            term,
+            index * 10,
+            7,
+            index,
+            parent,
+            body,
+        )
     }
 
     /// Appends an entry whose write and redundant header write both completed (acknowledged).

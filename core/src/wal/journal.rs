@@ -91,7 +91,10 @@ impl Journal {
     /// Sets the ring's state after recovery: the log is `checkpoint + 1 ..= recovery.head`, all of
     /// it durable, and `headers` is the rebuilt headers ring (see [`Journal::rebuild_headers`]).
     pub fn restore(&mut self, checkpoint: u64, recovery: &Recovery, headers: &[u8]) {
-        assert!(recovery.faulty.is_empty(), "a faulty log is repaired before it is restored");
+        assert!(
+            recovery.faulty.is_empty(),
+            "a faulty log is repaired before it is restored"
+        );
         let head_checksum = recovery.head_checksum.expect("intact log has a known head");
         self.checkpoint = checkpoint;
         self.head = recovery.head;
@@ -222,7 +225,10 @@ impl Journal {
         let buffer = &self.buffers[(index % self.buffers.len() as u64) as usize];
         let header = EntryHeader::decode(buffer).expect("pipeline entries are valid");
         assert_eq!(header.index, index);
-        (header, &buffer[HEADER_SIZE..HEADER_SIZE + header.size as usize])
+        (
+            header,
+            &buffer[HEADER_SIZE..HEADER_SIZE + header.size as usize],
+        )
     }
 
     /// Whether an entry from `client` with `request` is appended but not yet committed.

@@ -76,7 +76,10 @@ pub enum Decision {
 impl Decision {
     /// Whether the index belongs to the recovered log (intact or to be repaired).
     pub fn in_log(self) -> bool {
-        matches!(self, Decision::Clean | Decision::FixHeader | Decision::Faulty)
+        matches!(
+            self,
+            Decision::Clean | Decision::FixHeader | Decision::Faulty
+        )
     }
 }
 
@@ -189,8 +192,14 @@ pub fn header_view(input: &RecoveryInput, expected: u64) -> SlotView {
 /// Runs the decision table over the whole ring. Never panics, whatever the bytes.
 pub fn recover(input: &RecoveryInput) -> Recovery {
     let layout = input.layout;
-    assert_eq!(input.headers.len() as u64, layout.zone_size(crate::Zone::WalHeaders));
-    assert_eq!(input.entries.len() as u64, layout.zone_size(crate::Zone::WalEntries));
+    assert_eq!(
+        input.headers.len() as u64,
+        layout.zone_size(crate::Zone::WalHeaders)
+    );
+    assert_eq!(
+        input.entries.len() as u64,
+        layout.zone_size(crate::Zone::WalEntries)
+    );
 
     let views: Vec<(SlotView, SlotView)> = expected_indices(layout, input.checkpoint_index)
         .map(|i| (header_view(input, i), entry_view(input, i)))
@@ -229,7 +238,9 @@ pub fn recover(input: &RecoveryInput) -> Recovery {
         };
         match decision {
             Decision::Clean | Decision::FixHeader => {
-                let SlotView::Current(entry) = e else { unreachable!() };
+                let SlotView::Current(entry) = e else {
+                    unreachable!()
+                };
                 chain = Some(entry.checksum);
                 head = index;
                 head_checksum = chain;
