@@ -236,6 +236,7 @@ pub struct Replica<S: StateMachine> {
     replies: Vec<Reply>,
     events: Vec<Event>,
     reply_scratch: Vec<u8>,
+    apply_scratch: Vec<u8>,
     sector_scratch: Vec<u8>,
     block_scratch: Vec<u8>,
     blob: Vec<u8>,
@@ -267,6 +268,7 @@ impl<S: StateMachine> Replica<S> {
             replies: Vec::with_capacity(config.batch_max as usize * 4),
             events: Vec::with_capacity(config.batch_max as usize * 4),
             reply_scratch: Vec::with_capacity(reply_max),
+            apply_scratch: Vec::with_capacity(config.wal_entry_size_max as usize),
             sector_scratch: vec![0; layout.sector_size as usize],
             block_scratch: vec![0; layout.grid_block_size as usize],
             blob: Vec::new(),
@@ -773,12 +775,16 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn apply_committed<T: Storage>(&mut self, storage: &mut T) {
+        // The body is copied into a buffer sized at start, so applying does not allocate.
+        let mut body = std::mem::take(&mut self.apply_scratch);
         while self.applied < self.journal.committed() {
             let index = self.applied + 1;
-            let (header, body) = self.journal.entry(index);
-            let body = body.to_vec();
+            let (header, bytes) = self.journal.entry(index);
+            body.clear();
+            body.extend_from_slice(bytes);
             self.apply(storage, &header, &body, true);
         }
+        self.apply_scratch = body;
     }
 
     fn apply<T: Storage>(
