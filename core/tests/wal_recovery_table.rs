@@ -105,6 +105,12 @@ fn row_5_faulty_when_the_header_proves_a_durable_entry_that_is_gone() {
     );
     let recovery = image.recover();
     assert_eq!((recovery.head, recovery.faulty.clone()), (4, vec![4]));
+    // Misdirected: entry 1's write landed in entry 3's slot (a valid entry, wrong place).
+    let mut image = ring(4);
+    let misplaced = image.entry_bytes_mut(1).to_vec();
+    image.entry_bytes_mut(3).copy_from_slice(&misplaced);
+    assert_eq!(decision(&image, 3), Decision::Faulty);
+    assert_eq!(decision(&image, 1), Decision::Clean);
 }
 
 #[test]
