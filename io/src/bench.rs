@@ -92,6 +92,8 @@ pub struct IoSummary {
     pub bytes_written: u64,
     /// Time spent in `fdatasync`.
     pub sync_time: Duration,
+    /// Time spent in `pwrite`.
+    pub write_time: Duration,
     /// Time the core thread waited for requests with no IO pending (zero for the baseline).
     pub idle_time: Duration,
 }
@@ -103,27 +105,65 @@ impl IoSummary {
             writes: after.writes - before.writes,
             bytes_written: after.bytes_written - before.bytes_written,
             sync_time: Duration::from_nanos(after.sync_nanos - before.sync_nanos),
+            write_time: Duration::from_nanos(after.write_nanos - before.write_nanos),
             idle_time,
         }
+    }
+
+    fn add(&mut self, other: &IoSummary) {
+        self.syncs += other.syncs;
+        self.writes += other.writes;
+        self.bytes_written += other.bytes_written;
+        self.sync_time += other.sync_time;
+        self.write_time += other.write_time;
+        self.idle_time += other.idle_time;
+    }
+}
+
+/// A group-commit run and the raw `fdatasync` run measured just before it. The disk's speed
+/// drifts with whatever else the machine does, so each run is compared with its neighbour.
+pub struct Pair {
+    pub raw: RunResult,
+    pub wal: RunResult,
+}
+
+impl Pair {
+    /// How many times the raw `fdatasync` rate the group-commit run achieved.
+    pub fn ratio(&self) -> f64 {
+        self.wal.rate() / self.raw.rate()
     }
 }
 
 /// Every run of one benchmark.
 pub struct BenchReport {
     pub options: BenchOptions,
-    pub raw: RunResult,
-    pub runs: Vec<RunResult>,
+    pub pairs: Vec<Pair>,
 }
 
 impl BenchReport {
-    /// The run with this many writers, if measured.
-    pub fn run(&self, writers: usize) -> Option<&RunResult> {
-        self.runs.iter().find(|r| r.writers == Some(writers))
+    /// The measurement with this many writers, if made.
+    pub fn pair(&self, writers: usize) -> Option<&Pair> {
+        self.pairs.iter().find(|p| p.wal.writers == Some(writers))
     }
 
-    /// How many times the raw `fdatasync` rate a run achieved.
-    pub fn ratio(&self, run: &RunResult) -> f64 {
-        run.rate() / self.raw.rate()
+    /// All raw `fdatasync` runs as one.
+    pub fn raw(&self) -> RunResult {
+        let mut all = RunResult {
+            writers: None,
+            operations: 0,
+            elapsed: Duration::ZERO,
+            latency: latency_histogram(),
+            io: IoSummary::default(),
+            checkpoints: 0,
+            busy_retries: 0,
+        };
+        for raw in self.pairs.iter().map(|p| &p.raw) {
+            all.operations += raw.operations;
+            all.elapsed += raw.elapsed;
+            all.latency.add(&raw.latency).expect("equal bounds");
+            all.io.add(&raw.io);
+        }
+        all
     }
 }
 
@@ -193,24 +233,25 @@ pub fn run(
     progress.update(&format!("formatting {}", path.display()));
     format(path, &config, CLUSTER, false)?;
     let _remove = DataFile(path);
-    let raw = raw_fdatasync(path, &Layout::new(&config), options.duration, progress)?;
-    progress.done(&format!("raw fdatasync: {:.0}/s", raw.rate()));
-    let mut runs = Vec::new();
-    for &writers in &options.writers {
-        progress.update(&format!("W={writers}: formatting a fresh data file"));
-        format(path, &config, CLUSTER, true)?;
-        let run = group_commit(path, &config, writers, options, progress)?;
+    let mut pairs = Vec::new();
+    for (n, &writers) in options.writers.iter().enumerate() {
+        if n > 0 {
+            progress.update(&format!("W={writers}: formatting a fresh data file"));
+            format(path, &config, CLUSTER, true)?;
+        }
+        let raw = raw_fdatasync(path, &Layout::new(&config), options.duration, progress)?;
+        progress.done(&format!("raw fdatasync: {:.0}/s", raw.rate()));
+        let wal = group_commit(path, &config, writers, options, progress)?;
         progress.done(&format!(
             "W={writers}: {:.0} durable appends/s ({:.1} per fdatasync)",
-            run.rate(),
-            run.operations_per_sync()
+            wal.rate(),
+            wal.operations_per_sync()
         ));
-        runs.push(run);
+        pairs.push(Pair { raw, wal });
     }
     Ok(BenchReport {
         options: options.clone(),
-        raw,
-        runs,
+        pairs,
     })
 }
 
@@ -235,17 +276,18 @@ fn raw_fdatasync(
     let mut latency = latency_histogram();
     let start = Instant::now();
     let mut next_report = start;
-    let mut syncs = 0u64;
-    let mut sync_time = Duration::ZERO;
+    let mut io = IoSummary::default();
     while start.elapsed() < duration {
-        syncs += 1;
-        block[..8].copy_from_slice(&syncs.to_le_bytes());
+        io.syncs += 1;
+        block[..8].copy_from_slice(&io.syncs.to_le_bytes());
         let begin = Instant::now();
         file.write_all_at(&block, offset)?;
-        let sync_begin = Instant::now();
+        let written = Instant::now();
         file.sync_data()?;
-        sync_time += sync_begin.elapsed();
-        latency.saturating_record(micros(begin.elapsed()));
+        let synced = Instant::now();
+        io.write_time += written - begin;
+        io.sync_time += synced - written;
+        latency.saturating_record(micros(synced - begin));
         if begin >= next_report {
             progress.update(&format!(
                 "raw fdatasync: {}/{} s",
@@ -255,18 +297,14 @@ fn raw_fdatasync(
             next_report += Duration::from_secs(1);
         }
     }
+    io.writes = io.syncs;
+    io.bytes_written = io.syncs * RAW_BLOCK_SIZE as u64;
     Ok(RunResult {
         writers: None,
-        operations: syncs,
+        operations: io.syncs,
         elapsed: start.elapsed(),
         latency,
-        io: IoSummary {
-            syncs,
-            writes: syncs,
-            bytes_written: syncs * RAW_BLOCK_SIZE as u64,
-            sync_time,
-            idle_time: Duration::ZERO,
-        },
+        io,
         checkpoints: 0,
         busy_retries: 0,
     })
@@ -513,8 +551,8 @@ impl fmt::Display for BenchReport {
         self.write_rates(f)?;
         writeln!(f)?;
         self.write_costs(f)?;
-        if let Some(run) = self.run(64) {
-            let ratio = self.ratio(run);
+        if let Some(pair) = self.pair(64) {
+            let ratio = pair.ratio();
             let verdict = if ratio >= 20.0 {
                 "meets"
             } else {
@@ -531,40 +569,29 @@ impl fmt::Display for BenchReport {
 }
 
 impl BenchReport {
-    fn all_runs(&self) -> impl Iterator<Item = &RunResult> {
-        std::iter::once(&self.raw).chain(&self.runs)
-    }
-
-    /// Durable operations per second and their latency, as the writers saw it.
+    /// Durable operations per second and their latency, as the writers saw it. Each WAL run is
+    /// compared with the raw `fdatasync` run just before it.
     fn write_rates(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<14} {:>10} {:>7} {:>8} {:>8} {:>8} {:>8}",
-            "durable ops", "ops/s", "x raw", "p50 µs", "p95 µs", "p99 µs", "max µs"
+            "{:<14} {:>9} {:>8} {:>8} {:>8} {:>8} {:>11} {:>7}",
+            "durable ops", "ops/s", "p50 µs", "p95 µs", "p99 µs", "max µs", "raw ops/s", "x raw"
         )?;
-        for run in self.all_runs() {
-            let h = &run.latency;
-            writeln!(
-                f,
-                "{:<14} {:>10.0} {:>6.1}x {:>8} {:>8} {:>8} {:>8}",
-                run_name(run),
-                run.rate(),
-                self.ratio(run),
-                h.value_at_quantile(0.50),
-                h.value_at_quantile(0.95),
-                h.value_at_quantile(0.99),
-                h.max(),
-            )?;
+        let raw = self.raw();
+        write_rate(f, &raw, raw.rate())?;
+        for pair in &self.pairs {
+            write_rate(f, &pair.wal, pair.raw.rate())?;
         }
         Ok(())
     }
 
-    /// Where the time goes: how many `fdatasync`s, how much each carried and cost, and how the
-    /// syncing thread spent the run.
+    /// Where the time goes: how many `fdatasync`s, what each carried and cost, and how the
+    /// thread that drives the IO spent the run (in `fdatasync`, in `pwrite`, waiting for
+    /// requests; the rest is CPU: the core, the channels, scheduling).
     fn write_costs(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<14} {:>8} {:>9} {:>11} {:>8} {:>10} {:>8} {:>7} {:>6} {:>6}",
+            "{:<14} {:>8} {:>9} {:>11} {:>7} {:>8} {:>7} {:>8} {:>7} {:>6} {:>5}",
             "io",
             "syncs/s",
             "ops/sync",
@@ -572,27 +599,14 @@ impl BenchReport {
             "KiB/op",
             "µs/sync",
             "sync %",
+            "pwrite %",
             "idle %",
             "ckpts",
             "busy"
         )?;
-        for run in self.all_runs() {
-            let io = &run.io;
-            let syncs = io.syncs.max(1) as f64;
-            writeln!(
-                f,
-                "{:<14} {:>8.0} {:>9.1} {:>11.1} {:>8.1} {:>10.0} {:>7.0}% {:>6.0}% {:>6} {:>6}",
-                run_name(run),
-                run.syncs_per_second(),
-                run.operations_per_sync(),
-                io.writes as f64 / syncs,
-                io.bytes_written as f64 / run.operations.max(1) as f64 / 1024.0,
-                io.sync_time.as_secs_f64() * 1e6 / syncs,
-                run.share(io.sync_time),
-                run.share(io.idle_time),
-                run.checkpoints,
-                run.busy_retries,
-            )?;
+        write_cost(f, &self.raw())?;
+        for pair in &self.pairs {
+            write_cost(f, &pair.wal)?;
         }
         Ok(())
     }
@@ -603,4 +617,40 @@ fn run_name(run: &RunResult) -> String {
         None => "raw fdatasync".to_string(),
         Some(w) => format!("WAL W={w}"),
     }
+}
+
+fn write_rate(f: &mut fmt::Formatter<'_>, run: &RunResult, raw_rate: f64) -> fmt::Result {
+    let h = &run.latency;
+    writeln!(
+        f,
+        "{:<14} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>11.0} {:>6.1}x",
+        run_name(run),
+        run.rate(),
+        h.value_at_quantile(0.50),
+        h.value_at_quantile(0.95),
+        h.value_at_quantile(0.99),
+        h.max(),
+        raw_rate,
+        run.rate() / raw_rate,
+    )
+}
+
+fn write_cost(f: &mut fmt::Formatter<'_>, run: &RunResult) -> fmt::Result {
+    let io = &run.io;
+    let syncs = io.syncs.max(1) as f64;
+    writeln!(
+        f,
+        "{:<14} {:>8.0} {:>9.1} {:>11.1} {:>7.1} {:>8.0} {:>6.0}% {:>7.0}% {:>6.0}% {:>6} {:>5}",
+        run_name(run),
+        run.syncs_per_second(),
+        run.operations_per_sync(),
+        io.writes as f64 / syncs,
+        io.bytes_written as f64 / run.operations.max(1) as f64 / 1024.0,
+        io.sync_time.as_secs_f64() * 1e6 / syncs,
+        run.share(io.sync_time),
+        run.share(io.write_time),
+        run.share(io.idle_time),
+        run.checkpoints,
+        run.busy_retries,
+    )
 }

@@ -26,6 +26,8 @@ pub struct StorageStats {
     pub syncs: u64,
     /// Time spent in `fdatasync`, in nanoseconds.
     pub sync_nanos: u64,
+    /// Time spent in `pwrite` (copying into the page cache), in nanoseconds.
+    pub write_nanos: u64,
     pub writes: u64,
     pub bytes_written: u64,
     pub reads: u64,
@@ -152,10 +154,12 @@ impl Storage for FileStorage {
 
     fn submit_write(&mut self, id: IoId, offset: u64, data: &[u8]) {
         self.check_range(offset, data.len());
+        let start = Instant::now();
         let result = self
             .file
             .write_all_at(data, offset)
             .map_err(|error| write_error(&error));
+        self.stats.write_nanos += start.elapsed().as_nanos() as u64;
         self.stats.writes += 1;
         self.stats.bytes_written += data.len() as u64;
         self.write_pending = true;
