@@ -5,6 +5,7 @@
 //! simulated clients, and checked at every step by [`model::Model`]. One seed determines the whole
 //! run; `vopr --seed N` replays it exactly.
 
+pub mod linearizability;
 pub mod model;
 pub mod prng;
 pub mod simulation;
