@@ -7,6 +7,7 @@
 
 pub mod linearizability;
 pub mod model;
+pub mod network;
 pub mod prng;
 pub mod simulation;
 pub mod storage;
