@@ -45,6 +45,8 @@ pub struct BenchOptions {
     pub writers: Vec<usize>,
     /// The size of each put's value, in bytes.
     pub value_size: usize,
+    /// The replica's configuration (`ziggy bench-wal` uses the production preset).
+    pub config: Config,
 }
 
 /// One measured run: either the raw `fdatasync` loop or group commit with `writers` writers.
@@ -169,19 +171,29 @@ impl BenchReport {
 
 /// Progress on stderr: updated in place on a terminal, one line per phase otherwise.
 pub struct Progress {
+    enabled: bool,
     terminal: bool,
 }
 
 impl Progress {
     pub fn stderr() -> Progress {
         Progress {
+            enabled: true,
             terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// No progress at all (for tests).
+    pub fn silent() -> Progress {
+        Progress {
+            enabled: false,
+            terminal: false,
         }
     }
 
     /// A transient status line (shown only on a terminal).
     fn update(&self, line: &str) {
-        if self.terminal {
+        if self.enabled && self.terminal {
             eprint!("\r\x1b[2K{line}");
             let _ = std::io::stderr().flush();
         }
@@ -189,6 +201,9 @@ impl Progress {
 
     /// A line that stays.
     fn done(&self, line: &str) {
+        if !self.enabled {
+            return;
+        }
         if self.terminal {
             eprint!("\r\x1b[2K");
         }
@@ -210,10 +225,10 @@ pub fn run(
     options: &BenchOptions,
     progress: &Progress,
 ) -> Result<BenchReport, Box<dyn std::error::Error>> {
-    let config = Config::production();
+    let config = &options.config;
     if options.value_size > config.value_size_max as usize {
         return Err(format!(
-            "--value-size exceeds the production limit of {} bytes",
+            "--value-size exceeds the configuration's limit of {} bytes",
             config.value_size_max
         )
         .into());
@@ -231,17 +246,17 @@ pub fn run(
     }
     let path = options.path.as_path();
     progress.update(&format!("formatting {}", path.display()));
-    format(path, &config, CLUSTER, false)?;
+    format(path, config, CLUSTER, false)?;
     let _remove = DataFile(path);
     let mut pairs = Vec::new();
     for (n, &writers) in options.writers.iter().enumerate() {
         if n > 0 {
             progress.update(&format!("W={writers}: formatting a fresh data file"));
-            format(path, &config, CLUSTER, true)?;
+            format(path, config, CLUSTER, true)?;
         }
-        let raw = raw_fdatasync(path, &Layout::new(&config), options.duration, progress)?;
+        let raw = raw_fdatasync(path, &Layout::new(config), options.duration, progress)?;
         progress.done(&format!("raw fdatasync: {:.0}/s", raw.rate()));
-        let wal = group_commit(path, &config, writers, options, progress)?;
+        let wal = group_commit(path, config, writers, options, progress)?;
         progress.done(&format!(
             "W={writers}: {:.0} durable appends/s ({:.1} per fdatasync)",
             wal.rate(),
@@ -271,7 +286,8 @@ fn raw_fdatasync(
     progress: &Progress,
 ) -> std::io::Result<RunResult> {
     let file = OpenOptions::new().write(true).open(path)?;
-    let offset = layout.grid_block_offset(layout.grid_block_count - 1);
+    // The end of the grid: a block the WAL runs do not touch (and each is on a fresh file).
+    let offset = layout.total_size() - RAW_BLOCK_SIZE as u64;
     let mut block = vec![0u8; RAW_BLOCK_SIZE];
     let mut latency = latency_histogram();
     let start = Instant::now();
@@ -542,9 +558,13 @@ impl fmt::Display for BenchReport {
         let o = &self.options;
         writeln!(
             f,
-            "ziggy bench-wal: production preset, {}-byte values, {:.0} s per run, data file {}",
+            "ziggy bench-wal: {}-byte values, {} s per run, WAL ring of {} slots of {} KiB, \
+             batches of up to {}, data file {}",
             o.value_size,
             o.duration.as_secs_f64(),
+            o.config.wal_slot_count,
+            o.config.wal_entry_size_max / 1024,
+            o.config.batch_max,
             o.path.display()
         )?;
         writeln!(f)?;

@@ -92,6 +92,7 @@ fn main() -> ExitCode {
                 duration: Duration::from_secs(seconds),
                 writers,
                 value_size,
+                config: Config::production(),
             };
             run_bench(&options)
         }
