@@ -122,18 +122,11 @@ impl IoSummary {
     }
 }
 
-/// A group-commit run and the raw `fdatasync` run measured just before it. The disk's speed
-/// drifts with whatever else the machine does, so each run is compared with its neighbour.
+/// A group-commit run and the raw `fdatasync` run measured just before it, so that a report
+/// shows the disk's speed next to each run: it drifts with whatever else the machine does.
 pub struct Pair {
     pub raw: RunResult,
     pub wal: RunResult,
-}
-
-impl Pair {
-    /// How many times the raw `fdatasync` rate the group-commit run achieved.
-    pub fn ratio(&self) -> f64 {
-        self.wal.rate() / self.raw.rate()
-    }
 }
 
 /// Every run of one benchmark.
@@ -146,6 +139,28 @@ impl BenchReport {
     /// The measurement with this many writers, if made.
     pub fn pair(&self, writers: usize) -> Option<&Pair> {
         self.pairs.iter().find(|p| p.wal.writers == Some(writers))
+    }
+
+    /// The raw `fdatasync` rate every run is compared with: the fastest raw run. A slow phase of
+    /// the disk during one raw run would otherwise flatter the ratio of the run after it.
+    pub fn baseline_rate(&self) -> f64 {
+        self.pairs.iter().map(|p| p.raw.rate()).fold(0.0, f64::max)
+    }
+
+    /// How many times the baseline rate a run achieved.
+    pub fn ratio(&self, run: &RunResult) -> f64 {
+        run.rate() / self.baseline_rate()
+    }
+
+    /// The slowest raw run's rate over the fastest's: far below 1 means the disk's speed drifted
+    /// during the benchmark and its figures are noisy.
+    pub fn baseline_stability(&self) -> f64 {
+        let slowest = self
+            .pairs
+            .iter()
+            .map(|p| p.raw.rate())
+            .fold(f64::INFINITY, f64::min);
+        slowest / self.baseline_rate()
     }
 
     /// All raw `fdatasync` runs as one.
@@ -571,14 +586,28 @@ impl fmt::Display for BenchReport {
         self.write_rates(f)?;
         writeln!(f)?;
         self.write_costs(f)?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "x raw: durable ops/s over the fastest raw fdatasync run ({:.0}/s)",
+            self.baseline_rate()
+        )?;
+        if self.baseline_stability() < 0.67 {
+            writeln!(
+                f,
+                "warning: the raw fdatasync rate varied from {:.0}/s to {:.0}/s between runs: \
+                 other IO on this machine makes these figures noisy; rerun when it is quiet",
+                self.baseline_rate() * self.baseline_stability(),
+                self.baseline_rate()
+            )?;
+        }
         if let Some(pair) = self.pair(64) {
-            let ratio = pair.ratio();
+            let ratio = self.ratio(&pair.wal);
             let verdict = if ratio >= 20.0 {
                 "meets"
             } else {
                 "falls short of"
             };
-            writeln!(f)?;
             writeln!(
                 f,
                 "W=64 / raw fdatasync = {ratio:.1}x ({verdict} the target of >= 20x)"
@@ -589,20 +618,42 @@ impl fmt::Display for BenchReport {
 }
 
 impl BenchReport {
-    /// Durable operations per second and their latency, as the writers saw it. Each WAL run is
-    /// compared with the raw `fdatasync` run just before it.
+    /// Durable operations per second and their latency, as the writers saw it, with the raw
+    /// `fdatasync` rate measured just before each run.
     fn write_rates(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<14} {:>9} {:>8} {:>8} {:>8} {:>8} {:>11} {:>7}",
-            "durable ops", "ops/s", "p50 µs", "p95 µs", "p99 µs", "max µs", "raw ops/s", "x raw"
+            "{:<14} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>12}",
+            "durable ops", "ops/s", "x raw", "p50 µs", "p95 µs", "p99 µs", "max µs", "raw before"
         )?;
         let raw = self.raw();
-        write_rate(f, &raw, raw.rate())?;
+        self.write_rate(f, &raw, None)?;
         for pair in &self.pairs {
-            write_rate(f, &pair.wal, pair.raw.rate())?;
+            self.write_rate(f, &pair.wal, Some(pair.raw.rate()))?;
         }
         Ok(())
+    }
+
+    fn write_rate(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        run: &RunResult,
+        raw: Option<f64>,
+    ) -> fmt::Result {
+        let h = &run.latency;
+        let raw = raw.map_or(String::new(), |rate| format!("{rate:.0}/s"));
+        writeln!(
+            f,
+            "{:<14} {:>9.0} {:>6.1}x {:>8} {:>8} {:>8} {:>8} {:>12}",
+            run_name(run),
+            run.rate(),
+            self.ratio(run),
+            h.value_at_quantile(0.50),
+            h.value_at_quantile(0.95),
+            h.value_at_quantile(0.99),
+            h.max(),
+            raw,
+        )
     }
 
     /// Where the time goes: how many `fdatasync`s, what each carried and cost, and how the
@@ -637,22 +688,6 @@ fn run_name(run: &RunResult) -> String {
         None => "raw fdatasync".to_string(),
         Some(w) => format!("WAL W={w}"),
     }
-}
-
-fn write_rate(f: &mut fmt::Formatter<'_>, run: &RunResult, raw_rate: f64) -> fmt::Result {
-    let h = &run.latency;
-    writeln!(
-        f,
-        "{:<14} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>11.0} {:>6.1}x",
-        run_name(run),
-        run.rate(),
-        h.value_at_quantile(0.50),
-        h.value_at_quantile(0.95),
-        h.value_at_quantile(0.99),
-        h.max(),
-        raw_rate,
-        run.rate() / raw_rate,
-    )
 }
 
 fn write_cost(f: &mut fmt::Formatter<'_>, run: &RunResult) -> fmt::Result {

@@ -43,7 +43,7 @@ enum Command {
         #[arg(long)]
         path: Option<PathBuf>,
         /// How long each run lasts.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         seconds: u64,
         /// The writer counts to measure; each writer keeps one put outstanding.
         #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
