@@ -12,6 +12,7 @@ pub mod checksum;
 pub mod config;
 pub mod digest;
 pub mod io;
+pub mod message;
 pub mod replica;
 pub mod sessions;
 pub mod state_machine;
