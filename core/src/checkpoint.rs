@@ -6,7 +6,7 @@
 //! LSM's incremental checkpoint.)
 //!
 //! Grid block layout: checksum (u32, crc32c of bytes 4 .. 32 + size), size (u32), address (u64),
-//! superblock sequence (u64), reserved (u64), then `size` bytes of the blob.
+//! the checkpoint's index (u64, so a block left by an older checkpoint is told apart), reserved (u64), then `size` bytes of the blob.
 
 use crate::checksum::checksum;
 use crate::config::Layout;
@@ -35,7 +35,7 @@ pub fn encode_block(
     blob: &[u8],
     n: u64,
     address: u64,
-    sequence: u64,
+    tag: u64,
     block: &mut [u8],
 ) {
     let payload = (layout.grid_block_size as usize) - BLOCK_HEADER_SIZE;
@@ -45,14 +45,14 @@ pub fn encode_block(
     block.fill(0);
     block[4..8].copy_from_slice(&(size as u32).to_le_bytes());
     block[8..16].copy_from_slice(&address.to_le_bytes());
-    block[16..24].copy_from_slice(&sequence.to_le_bytes());
+    block[16..24].copy_from_slice(&tag.to_le_bytes());
     block[BLOCK_HEADER_SIZE..BLOCK_HEADER_SIZE + size].copy_from_slice(&blob[start..end]);
     let sum = checksum(&block[4..BLOCK_HEADER_SIZE + size]);
     block[0..4].copy_from_slice(&sum.to_le_bytes());
 }
 
 /// Verifies a block and returns its payload; None names a corrupt or misplaced block.
-pub fn decode_block(block: &[u8], address: u64, sequence: u64) -> Option<&[u8]> {
+pub fn decode_block(block: &[u8], address: u64, tag: u64) -> Option<&[u8]> {
     if block.len() < BLOCK_HEADER_SIZE {
         return None;
     }
@@ -64,7 +64,7 @@ pub fn decode_block(block: &[u8], address: u64, sequence: u64) -> Option<&[u8]> 
     let sum = u32::from_le_bytes(block[0..4].try_into().unwrap());
     let at = u64::from_le_bytes(block[8..16].try_into().unwrap());
     let seq = u64::from_le_bytes(block[16..24].try_into().unwrap());
-    (sum == checksum(&block[4..end]) && at == address && seq == sequence)
+    (sum == checksum(&block[4..end]) && at == address && seq == tag)
         .then(|| &block[BLOCK_HEADER_SIZE..end])
 }
 

@@ -30,6 +30,13 @@ pub struct Config {
     pub key_size_max: u32,
     /// The longest value, in bytes.
     pub value_size_max: u32,
+    /// The base election timeout in ticks (each timeout is drawn from `[t, 2t)`); also the
+    /// leader's lease: followers ignore campaigns while they heard from a leader this recently.
+    pub election_ticks: u64,
+    /// How often a leader sends heartbeats (and retransmits), in ticks.
+    pub heartbeat_ticks: u64,
+    /// The most entries one Append message carries.
+    pub append_max: u32,
     /// Ticks per second of the clock that drives the replica (timestamps are derived from ticks).
     pub tick_ns: u64,
     /// A bug planted on purpose, to prove that the simulator's checkers can fail. Never set it
@@ -40,14 +47,34 @@ pub struct Config {
 /// Bugs that can be switched on to show that the simulator catches them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlantedBug {
-    /// Acknowledge (and apply) a write as soon as it is submitted, before it is durable.
+    /// Acknowledge a write as durable as soon as it is submitted, before it is.
     AckBeforeDurable,
+    /// Commit an entry once the leader alone holds it, without a quorum.
+    CommitWithoutQuorum,
+    /// Vote (and campaign) despite a faulty entry in the log, as if the log were whole.
+    VoteDespiteFaulty,
+    /// Skip the duplicate checks of client sessions: a retried request may be applied twice.
+    ApplyTwice,
+    /// Answer reads from the local state without the log: a deposed leader serves stale reads.
+    LocalReads,
 }
 
 impl PlantedBug {
+    pub const NAMES: [&'static str; 5] = [
+        "ack-before-durable",
+        "commit-without-quorum",
+        "vote-despite-faulty",
+        "apply-twice",
+        "local-reads",
+    ];
+
     pub fn parse(name: &str) -> Option<PlantedBug> {
         match name {
             "ack-before-durable" => Some(PlantedBug::AckBeforeDurable),
+            "commit-without-quorum" => Some(PlantedBug::CommitWithoutQuorum),
+            "vote-despite-faulty" => Some(PlantedBug::VoteDespiteFaulty),
+            "apply-twice" => Some(PlantedBug::ApplyTwice),
+            "local-reads" => Some(PlantedBug::LocalReads),
             _ => None,
         }
     }
@@ -79,6 +106,9 @@ impl Config {
             batch_max: 4,
             key_size_max: 64,
             value_size_max: 256,
+            election_ticks: 100,
+            heartbeat_ticks: 10,
+            append_max: 8,
             tick_ns: 10_000_000,
             planted_bug: None,
         }
@@ -97,6 +127,9 @@ impl Config {
             batch_max: 128,
             key_size_max: 1024,
             value_size_max: 60 * 1024,
+            election_ticks: 100,
+            heartbeat_ticks: 10,
+            append_max: 64,
             tick_ns: 10_000_000,
             planted_bug: None,
         }
@@ -135,6 +168,12 @@ impl Config {
         let body_max = self.key_size_max as u64 + self.value_size_max as u64 + 8;
         if HEADER_SIZE as u64 + body_max > self.wal_entry_size_max as u64 {
             return fail("wal_entry_size_max must hold a header plus the largest key and value");
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks < 2 * self.heartbeat_ticks {
+            return fail("election_ticks must be >= 2 * heartbeat_ticks > 0");
+        }
+        if self.append_max == 0 {
+            return fail("append_max must be > 0");
         }
         if self.tick_ns == 0 {
             return fail("tick_ns must be > 0");

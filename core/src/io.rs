@@ -54,6 +54,8 @@ pub enum IoKind {
     GridBlock = 4,
     Reply = 5,
     RecoveryRead = 6,
+    /// A faulty WAL entry rewritten from the leader's copy.
+    WalRepair = 7,
 }
 
 impl IoId {
@@ -70,6 +72,7 @@ impl IoId {
             4 => IoKind::GridBlock,
             5 => IoKind::Reply,
             6 => IoKind::RecoveryRead,
+            7 => IoKind::WalRepair,
             _ => return None,
         })
     }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod digest;
 pub mod io;
 pub mod message;
+pub mod prng;
 pub mod replica;
 pub mod sessions;
 pub mod state_machine;

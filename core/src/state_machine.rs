@@ -44,6 +44,11 @@ pub trait StateMachine: Sized {
     fn new(config: &Config) -> Self;
     /// Checks a request before it is appended to the log.
     fn validate(&self, operation: Operation, body: &[u8]) -> Result<(), InvalidRequest>;
+    /// Whether an operation only reads. Reads still go through the log (that is what makes them
+    /// linearizable), but they do not occupy the client's session.
+    fn is_read_only(operation: Operation) -> bool;
+    /// Evaluates a read-only operation against the current state.
+    fn query(&self, operation: Operation, body: &[u8], reply: &mut Vec<u8>);
     /// Applies a committed entry, writing the reply into `reply` (at most `reply_max` bytes).
     /// Must be deterministic: a function of the state, the header and the body only.
     fn apply(&mut self, header: &EntryHeader, body: &[u8], reply: &mut Vec<u8>);
@@ -66,6 +71,11 @@ pub struct KvStateMachine {
 impl KvStateMachine {
     pub const PUT: Operation = Operation(16);
     pub const DELETE: Operation = Operation(17);
+    /// Body: key length, key. Reply: found (0/1), then the value.
+    pub const GET: Operation = Operation(18);
+    /// Body: key length, key, has-expected (0/1), expected length (u32), expected, new value.
+    /// Reply: swapped (0/1).
+    pub const CAS: Operation = Operation(19);
 
     /// Reply to a put.
     pub const REPLY_OK: u8 = 1;
@@ -82,6 +92,36 @@ impl KvStateMachine {
     /// The body of a delete: key length (u16 LE), key.
     pub fn delete_body(key: &[u8]) -> Vec<u8> {
         Self::put_body(key, &[])
+    }
+
+    /// The body of a get.
+    pub fn get_body(key: &[u8]) -> Vec<u8> {
+        Self::put_body(key, &[])
+    }
+
+    /// The body of a compare-and-set: set `key` to `new` if its value is `expected` (None:
+    /// absent).
+    pub fn cas_body(key: &[u8], expected: Option<&[u8]>, new: &[u8]) -> Vec<u8> {
+        let mut body = Self::put_body(key, &[]);
+        body.push(expected.is_some() as u8);
+        let expected = expected.unwrap_or(&[]);
+        body.extend_from_slice(&(expected.len() as u32).to_le_bytes());
+        body.extend_from_slice(expected);
+        body.extend_from_slice(new);
+        body
+    }
+
+    /// Splits the rest of a compare-and-set body into expected and new value.
+    pub fn split_cas(rest: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
+        let mut r = Reader(rest);
+        let has = r.take(1)?[0];
+        let len = r.u32()? as usize;
+        let expected = r.take(len)?;
+        match has {
+            0 if expected.is_empty() => Some((None, r.0)),
+            1 => Some((Some(expected), r.0)),
+            _ => None,
+        }
     }
 
     /// Splits a body into key and the rest.
@@ -131,8 +171,20 @@ impl StateMachine for KvStateMachine {
                 max: self.value_size_max,
             }),
             Self::PUT => Ok(()),
-            Self::DELETE if rest.is_empty() => Ok(()),
-            Self::DELETE => Err(InvalidRequest::Malformed("delete carries a value")),
+            Self::DELETE | Self::GET if rest.is_empty() => Ok(()),
+            Self::DELETE | Self::GET => Err(InvalidRequest::Malformed("carries a value")),
+            Self::CAS => {
+                let (expected, new) = Self::split_cas(rest)
+                    .ok_or(InvalidRequest::Malformed("bad compare-and-set"))?;
+                let longest = expected.map_or(0, |e| e.len()).max(new.len());
+                if longest > self.value_size_max {
+                    return Err(InvalidRequest::ValueTooLarge {
+                        size: longest,
+                        max: self.value_size_max,
+                    });
+                }
+                Ok(())
+            }
             other => Err(InvalidRequest::UnknownOperation(other.0)),
         }
     }
@@ -152,7 +204,34 @@ impl StateMachine for KvStateMachine {
                 let existed = self.map.remove(key).is_some();
                 reply.push(existed as u8);
             }
+            Self::GET => self.query(header.operation, body, reply),
+            Self::CAS => {
+                let (expected, new) =
+                    Self::split_cas(value).expect("validated before it was logged");
+                let swapped = self.map.get(key).map(|v| v.as_slice()) == expected;
+                if swapped {
+                    self.map.insert(key.to_vec(), new.to_vec());
+                }
+                reply.push(swapped as u8);
+            }
             other => panic!("unvalidated operation {other:?} in the log"),
+        }
+    }
+
+    fn is_read_only(operation: Operation) -> bool {
+        operation == Self::GET
+    }
+
+    fn query(&self, operation: Operation, body: &[u8], reply: &mut Vec<u8>) {
+        assert_eq!(operation, Self::GET, "only gets are read-only");
+        reply.clear();
+        let (key, _) = Self::split_body(body).expect("validated");
+        match self.map.get(key) {
+            Some(value) => {
+                reply.push(1);
+                reply.extend_from_slice(value);
+            }
+            None => reply.push(0),
         }
     }
 

@@ -15,6 +15,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"ZIGGYDB\x01");
 pub const VERSION: u16 = 1;
 /// Bytes of a copy that carry data; the rest of the sector is zero.
 pub const ENCODED_SIZE: usize = 128;
+/// `voted_for` when no vote was cast in the current term.
+pub const NO_VOTE: u8 = 0xFF;
 
 /// One version of the superblock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +27,12 @@ pub struct Superblock {
     pub parent: Checksum,
     /// Chosen at format time; every entry carries it, so a foreign data file is detected.
     pub cluster: u64,
+    /// This replica's index in the cluster, and the cluster's size.
     pub replica: u8,
+    pub replica_count: u8,
+    /// Raft's durable state: the current term and the vote cast in it (`NO_VOTE` for none).
+    pub term: u64,
+    pub voted_for: u8,
     /// The layout fingerprint of the configuration that formatted the file.
     pub layout: u64,
     /// The WAL index the checkpoint covers (0: none yet).
@@ -54,12 +61,16 @@ pub enum SuperblockError {
 
 impl Superblock {
     /// The first version, written by `format`.
-    pub fn genesis(config: &Config, cluster: u64, replica: u8) -> Superblock {
+    pub fn genesis(config: &Config, cluster: u64, replica: u8, replica_count: u8) -> Superblock {
+        assert!(replica < replica_count, "replica index within the cluster");
         Superblock {
             sequence: 1,
             parent: 0,
             cluster,
             replica,
+            replica_count,
+            term: 0,
+            voted_for: NO_VOTE,
             layout: config.layout_fingerprint(),
             checkpoint_index: 0,
             checkpoint_checksum: 0,
@@ -103,6 +114,9 @@ impl Superblock {
         out[72..80].copy_from_slice(&self.checkpoint_timestamp.to_le_bytes());
         out[80..88].copy_from_slice(&self.state_size.to_le_bytes());
         out[88..92].copy_from_slice(&self.state_checksum.to_le_bytes());
+        out[92] = self.replica_count;
+        out[93] = self.voted_for;
+        out[96..104].copy_from_slice(&self.term.to_le_bytes());
     }
 
     /// Encodes copy number `copy` into a whole sector.
@@ -138,8 +152,14 @@ impl Superblock {
         if u16_at(18) != copy {
             return Err(SuperblockError::WrongCopy);
         }
+        if sector[92] == 0 || sector[20] >= sector[92] {
+            return Err(SuperblockError::Checksum);
+        }
         Ok(Superblock {
             replica: sector[20],
+            replica_count: sector[92],
+            voted_for: sector[93],
+            term: u64_at(96),
             state_area: sector[21] & 1,
             sequence: u64_at(24),
             parent: u32_at(32),
@@ -200,7 +220,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let config = Config::test();
-        let sb = Superblock::genesis(&config, 77, 0).successor();
+        let sb = Superblock::genesis(&config, 77, 0, 1).successor();
         let mut sector = vec![0u8; 512];
         sb.encode(2, &mut sector);
         assert_eq!(Superblock::decode(2, &sector), Ok(sb));
@@ -214,7 +234,7 @@ mod tests {
     fn newest_valid_copy_wins_and_a_torn_copy_loses_nothing() {
         let config = Config::test();
         let layout = Layout::new(&config);
-        let old = Superblock::genesis(&config, 1, 0);
+        let old = Superblock::genesis(&config, 1, 0, 1);
         let new = old.successor();
         // Copy 0 written, copy 1 torn mid-write, copies 2 and 3 still old.
         let mut zone = zone_with(&layout, &[Some(new), Some(new), Some(old), Some(old)]);
@@ -239,7 +259,7 @@ mod tests {
     fn misdirected_copy_is_rejected() {
         let config = Config::test();
         let layout = Layout::new(&config);
-        let old = Superblock::genesis(&config, 1, 0);
+        let old = Superblock::genesis(&config, 1, 0, 1);
         let new = old.successor();
         let mut zone = zone_with(&layout, &[Some(old), Some(old), Some(old), Some(old)]);
         // Copy 0 of the new version lands in copy 3's sector.

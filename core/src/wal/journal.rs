@@ -1,12 +1,12 @@
-//! The journal: the WAL's write path and the state of the ring.
+//! The journal: the WAL's write path, and the replicated log it holds.
 //!
-//! Entries move through a pipeline, tracked by five indices (each <= the one before):
+//! Entries move through a pipeline, tracked by indices (each <= the one before):
 //!
 //! ```text
-//! head        last entry appended (encoded into a pipeline buffer)
+//! head        last entry appended (by this replica as leader, or received from the leader)
 //! submitted   last entry whose write was submitted
 //! written     last entry whose write is durable
-//! committed   last entry whose redundant header is durable: acknowledged and applied
+//! durable     last entry whose redundant header is durable too: safe to acknowledge
 //! checkpoint  last entry covered by the durable checkpoint; slots up to it may be reused
 //! ```
 //!
@@ -17,13 +17,19 @@
 //! one batch overlaps the entry write of the next, so in steady state each batch costs one device
 //! flush.
 //!
+//! The whole ring is mirrored in memory (`checkpoint + 1 ..= head`), so a leader can send any entry
+//! a follower lacks without reading the disk. A follower's uncommitted suffix can be truncated when
+//! it conflicts with the leader's log. Entries that recovery found *faulty* (durable once, now
+//! unreadable) stay in the log as holes until the leader's copy replaces them.
+//!
 //! All buffers are allocated in [`Journal::new`]; appending and writing do not allocate.
 
 use crate::checksum::Checksum;
 use crate::config::{Config, Layout, PlantedBug, Zone};
 use crate::io::{IoId, IoKind, Storage};
-use crate::wal::header::{EntryHeader, Operation, HEADER_SIZE};
+use crate::wal::header::{EntryHeader, HeaderError, Operation, HEADER_SIZE};
 use crate::wal::recovery::{Decision, Recovery};
+use std::collections::BTreeSet;
 
 /// Why an entry could not be appended now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,28 +40,42 @@ pub enum AppendError {
     RingFull,
     /// The body exceeds the largest entry.
     TooLarge,
+    /// A received entry does not verify, or does not follow the head.
+    Invalid(HeaderError),
+    /// A received entry is not chained to the head (its parent differs, or the head is faulty).
+    OutOfChain,
 }
+
+/// A truncation must wait: a write to a slot it would reuse is still in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WritesInFlight;
 
 pub struct Journal {
     layout: Layout,
     cluster: u64,
     batch_max: u64,
+    pipeline_max: u64,
     bug: Option<PlantedBug>,
-    /// Encoded entries `committed + 1 ..= head` live at `buffers[index % buffers.len()]`.
-    buffers: Vec<Box<[u8]>>,
+    /// Encoded entries `checkpoint + 1 ..= head` live at `ring[index % slot_count]`.
+    ring: Vec<Box<[u8]>>,
     /// The headers ring as it is (or is being made) durable on disk.
     headers: Box<[u8]>,
+    /// Indices in the log whose content is unknown (faulty on recovery, awaiting repair).
+    faulty: BTreeSet<u64>,
+    /// Holes filled from the leader's copy whose write is not yet submitted, or in flight.
+    repairs_unsubmitted: BTreeSet<u64>,
+    repairs_in_flight: BTreeSet<u64>,
     checkpoint: u64,
+    checkpoint_checksum: Checksum,
+    checkpoint_term: u64,
     head: u64,
-    head_checksum: Checksum,
     submitted: u64,
     written: u64,
     headers_submitted: u64,
-    committed: u64,
-    committed_checksum: Checksum,
+    durable: u64,
     entry_writes_in_flight: u32,
     header_writes_in_flight: u32,
-    /// The `written` index the header writes in flight will make committed.
+    /// The `written` index the header writes in flight will make durable.
     header_target: u64,
     header_write_seq: u64,
 }
@@ -63,24 +83,27 @@ pub struct Journal {
 impl Journal {
     pub fn new(config: &Config, cluster: u64) -> Journal {
         let layout = Layout::new(config);
-        let pipeline = 3 * config.batch_max as usize;
         Journal {
             layout,
             cluster,
             batch_max: config.batch_max as u64,
+            pipeline_max: 3 * config.batch_max as u64,
             bug: config.planted_bug,
-            buffers: (0..pipeline)
+            ring: (0..layout.wal_slot_count)
                 .map(|_| vec![0u8; layout.wal_slot_size as usize].into_boxed_slice())
                 .collect(),
             headers: vec![0u8; layout.zone_size(Zone::WalHeaders) as usize].into_boxed_slice(),
+            faulty: BTreeSet::new(),
+            repairs_unsubmitted: BTreeSet::new(),
+            repairs_in_flight: BTreeSet::new(),
             checkpoint: 0,
+            checkpoint_checksum: 0,
+            checkpoint_term: 0,
             head: 0,
-            head_checksum: 0,
             submitted: 0,
             written: 0,
             headers_submitted: 0,
-            committed: 0,
-            committed_checksum: 0,
+            durable: 0,
             entry_writes_in_flight: 0,
             header_writes_in_flight: 0,
             header_target: 0,
@@ -88,42 +111,65 @@ impl Journal {
         }
     }
 
-    /// Sets the ring's state after recovery: the log is `checkpoint + 1 ..= recovery.head`, all of
-    /// it durable, and `headers` is the rebuilt headers ring (see [`Journal::rebuild_headers`]).
-    pub fn restore(&mut self, checkpoint: u64, recovery: &Recovery, headers: &[u8]) {
-        assert!(
-            recovery.faulty.is_empty(),
-            "a faulty log is repaired before it is restored"
-        );
-        let head_checksum = recovery.head_checksum.expect("intact log has a known head");
-        self.checkpoint = checkpoint;
+    /// Sets the log after recovery: `checkpoint + 1 ..= recovery.head`, all of it durable, from
+    /// the entries ring as read; faulty entries become holes. `headers` is the rebuilt headers ring
+    /// (see [`Journal::rebuild_headers`]).
+    pub fn restore(
+        &mut self,
+        checkpoint: (u64, Checksum, u64),
+        recovery: &Recovery,
+        entries: &[u8],
+        headers: &[u8],
+    ) {
+        self.set_anchor(checkpoint);
+        for index in checkpoint.0 + 1..=recovery.head {
+            let slot = self.layout.slot_of(index);
+            let source = super::recovery::slot_bytes(&self.layout, entries, slot);
+            self.ring[slot as usize].copy_from_slice(source);
+        }
+        self.faulty = recovery.faulty.iter().copied().collect();
         self.head = recovery.head;
         self.submitted = recovery.head;
         self.written = recovery.head;
         self.headers_submitted = recovery.head;
-        self.committed = recovery.head;
-        self.head_checksum = head_checksum;
-        self.committed_checksum = head_checksum;
+        self.durable = recovery.head;
         self.headers.copy_from_slice(headers);
     }
 
-    /// The headers ring to write after recovery: the header of every entry in the log (so that
-    /// recovered entries become provably durable before they are applied), zeros elsewhere.
+    fn set_anchor(&mut self, (index, checksum, term): (u64, Checksum, u64)) {
+        self.checkpoint = index;
+        self.checkpoint_checksum = checksum;
+        self.checkpoint_term = term;
+    }
+
+    /// The headers ring to write after recovery: the header of every intact entry of the log (so
+    /// that recovered entries become provably durable before they are acknowledged), the surviving
+    /// redundant header of a faulty one, zeros elsewhere.
     pub fn rebuild_headers(
         layout: &Layout,
         checkpoint: u64,
         recovery: &Recovery,
         entries: &[u8],
+        read_headers: &[u8],
         out: &mut [u8],
     ) {
         out.fill(0);
         for index in checkpoint + 1..=recovery.head {
-            let decision = recovery.decision(checkpoint, index);
-            assert!(matches!(decision, Decision::Clean | Decision::FixHeader));
             let slot = layout.slot_of(index);
-            let entry = super::recovery::slot_bytes(layout, entries, slot);
             let target = Self::header_range(layout, slot);
-            out[target].copy_from_slice(&entry[..HEADER_SIZE]);
+            match recovery.decision(checkpoint, index) {
+                Decision::Clean | Decision::FixHeader => {
+                    let entry = super::recovery::slot_bytes(layout, entries, slot);
+                    out[target].copy_from_slice(&entry[..HEADER_SIZE]);
+                }
+                Decision::Faulty => {
+                    let header = &read_headers[target.clone()];
+                    if matches!(EntryHeader::decode(header), Ok(h) if h.index == index) {
+                        out[target].copy_from_slice(header);
+                    }
+                }
+                other => unreachable!("{other:?} inside the log"),
+            }
         }
     }
 
@@ -141,23 +187,34 @@ impl Journal {
         self.head
     }
 
-    pub fn committed(&self) -> u64 {
-        self.committed
-    }
-
-    pub fn committed_checksum(&self) -> Checksum {
-        self.committed_checksum
+    /// The last entry durable on this replica (entry and redundant header).
+    pub fn durable(&self) -> u64 {
+        self.durable
     }
 
     pub fn checkpoint(&self) -> u64 {
         self.checkpoint
     }
 
-    /// Whether every appended entry is committed and no write is in flight.
+    /// The first faulty index, if any entry awaits repair.
+    pub fn first_faulty(&self) -> Option<u64> {
+        self.faulty.first().copied()
+    }
+
+    pub fn is_faulty(&self, index: u64) -> bool {
+        self.faulty.contains(&index)
+    }
+
+    /// Whether every appended entry is durable and no write is in flight.
     pub fn is_idle(&self) -> bool {
-        self.head == self.committed
-            && self.entry_writes_in_flight == 0
-            && self.header_writes_in_flight == 0
+        self.head == self.durable && !self.writes_in_flight()
+    }
+
+    pub fn writes_in_flight(&self) -> bool {
+        self.entry_writes_in_flight > 0
+            || self.header_writes_in_flight > 0
+            || !self.repairs_in_flight.is_empty()
+            || !self.repairs_unsubmitted.is_empty()
     }
 
     /// How many more entries fit in the ring before a checkpoint must free slots.
@@ -166,14 +223,88 @@ impl Journal {
     }
 
     /// Records a durable checkpoint: slots up to `index` may be overwritten.
-    pub fn set_checkpoint(&mut self, index: u64) {
-        assert!(index >= self.checkpoint && index <= self.committed);
-        self.checkpoint = index;
+    pub fn set_checkpoint(&mut self, index: u64, checksum: Checksum, term: u64) {
+        assert!(index >= self.checkpoint && index <= self.durable);
+        assert!(
+            self.faulty.range(..=index).next().is_none(),
+            "checkpoint past a hole"
+        );
+        self.set_anchor((index, checksum, term));
     }
 
-    /// Encodes a new entry at `head + 1` into the pipeline. The body is the concatenation of
-    /// `body_parts`. Nothing is written until [`Journal::flush`].
-    #[allow(clippy::too_many_arguments)]
+    /// Empties the log and anchors it at a checkpoint received from a peer (state transfer).
+    pub fn reset(&mut self, checkpoint: (u64, Checksum, u64)) -> Result<(), WritesInFlight> {
+        if self.writes_in_flight() {
+            return Err(WritesInFlight);
+        }
+        self.set_anchor(checkpoint);
+        self.faulty.clear();
+        self.head = checkpoint.0;
+        self.submitted = checkpoint.0;
+        self.written = checkpoint.0;
+        self.headers_submitted = checkpoint.0;
+        self.durable = checkpoint.0;
+        Ok(())
+    }
+
+    /// The header checksum of entry `index` (the checkpoint's for the anchor); None when the
+    /// index is outside the log or faulty.
+    pub fn checksum_at(&self, index: u64) -> Option<Checksum> {
+        self.header_at(index)
+            .map(|h| h.checksum)
+            .or_else(|| (index == self.checkpoint).then_some(self.checkpoint_checksum))
+    }
+
+    /// The term of entry `index` (the checkpoint's for the anchor).
+    pub fn term_at(&self, index: u64) -> Option<u64> {
+        self.header_at(index)
+            .map(|h| h.term)
+            .or_else(|| (index == self.checkpoint).then_some(self.checkpoint_term))
+    }
+
+    fn header_at(&self, index: u64) -> Option<EntryHeader> {
+        self.entry_bytes(index)
+            .map(|bytes| EntryHeader::decode(bytes).expect("log entries are valid"))
+    }
+
+    /// The whole encoded entry (header and body) at `index`, if it is in the log and intact.
+    pub fn entry_bytes(&self, index: u64) -> Option<&[u8]> {
+        if index <= self.checkpoint || index > self.head || self.faulty.contains(&index) {
+            return None;
+        }
+        let bytes = &self.ring[self.layout.slot_of(index) as usize];
+        let size = u32::from_le_bytes(bytes[64..68].try_into().unwrap()) as usize;
+        Some(&bytes[..HEADER_SIZE + size])
+    }
+
+    /// An intact entry of the log: its header and body.
+    pub fn entry(&self, index: u64) -> Option<(EntryHeader, &[u8])> {
+        let bytes = self.entry_bytes(index)?;
+        let header = EntryHeader::decode(bytes).expect("log entries are valid");
+        debug_assert_eq!(header.index, index);
+        Some((header, &bytes[HEADER_SIZE..]))
+    }
+
+    /// Whether an entry from `client` with `request` is in the log after `after`.
+    pub fn contains_request(&self, after: u64, client: u64, request: u64) -> bool {
+        (after.max(self.checkpoint) + 1..=self.head).any(|index| {
+            self.entry(index)
+                .is_some_and(|(h, _)| h.client == client && h.request == request)
+        })
+    }
+
+    fn has_room(&self) -> Result<(), AppendError> {
+        if self.head - self.durable >= self.pipeline_max {
+            return Err(AppendError::PipelineFull);
+        }
+        if self.ring_free() == 0 {
+            return Err(AppendError::RingFull);
+        }
+        Ok(())
+    }
+
+    /// Encodes a new entry at `head + 1`. The body is the concatenation of `body_parts`.
+    /// Nothing is written until [`Journal::flush`].
     pub fn append(
         &mut self,
         operation: Operation,
@@ -187,21 +318,16 @@ impl Journal {
         if HEADER_SIZE + size > self.layout.wal_slot_size as usize {
             return Err(AppendError::TooLarge);
         }
-        if self.head - self.committed >= self.buffers.len() as u64 {
-            return Err(AppendError::PipelineFull);
-        }
-        if self.ring_free() == 0 {
-            return Err(AppendError::RingFull);
-        }
+        self.has_room()?;
+        let parent = self.checksum_at(self.head).ok_or(AppendError::OutOfChain)?;
         let index = self.head + 1;
-        let buffer_count = self.buffers.len() as u64;
-        let buffer = &mut self.buffers[(index % buffer_count) as usize];
+        let slot = self.layout.slot_of(index) as usize;
+        let buffer = &mut self.ring[slot];
         let mut at = HEADER_SIZE;
         for part in body_parts {
             buffer[at..at + part.len()].copy_from_slice(part);
             at += part.len();
         }
-        let body = &buffer[HEADER_SIZE..at];
         let header = EntryHeader::new(
             operation,
             self.cluster,
@@ -210,33 +336,132 @@ impl Journal {
             timestamp,
             client,
             request,
-            self.head_checksum,
-            body,
+            parent,
+            &buffer[HEADER_SIZE..at],
         );
         header.encode(&mut buffer[..HEADER_SIZE]);
         self.head = index;
-        self.head_checksum = header.checksum;
         Ok(index)
     }
 
-    /// An entry in the pipeline (appended, not yet overwritten by a later one).
-    pub fn entry(&self, index: u64) -> (EntryHeader, &[u8]) {
-        assert!(index <= self.head && self.head - index < self.buffers.len() as u64);
-        let buffer = &self.buffers[(index % self.buffers.len() as u64) as usize];
-        let header = EntryHeader::decode(buffer).expect("pipeline entries are valid");
-        assert_eq!(header.index, index);
-        (
-            header,
-            &buffer[HEADER_SIZE..HEADER_SIZE + header.size as usize],
-        )
+    /// Appends an entry received whole from the leader, after verifying it and its place in the
+    /// chain. The bytes are stored as they are: replicas' WALs are byte-identical.
+    pub fn append_entry(&mut self, bytes: &[u8]) -> Result<u64, AppendError> {
+        let header = EntryHeader::decode(bytes).map_err(AppendError::Invalid)?;
+        let end = HEADER_SIZE + header.size as usize;
+        if end > bytes.len() || end > self.layout.wal_slot_size as usize {
+            return Err(AppendError::Invalid(HeaderError::Checksum));
+        }
+        if crate::checksum::checksum(&bytes[HEADER_SIZE..end]) != header.body_checksum {
+            return Err(AppendError::Invalid(HeaderError::Checksum));
+        }
+        if header.cluster != self.cluster || header.index != self.head + 1 {
+            return Err(AppendError::OutOfChain);
+        }
+        if self.checksum_at(self.head) != Some(header.parent) {
+            return Err(AppendError::OutOfChain);
+        }
+        self.has_room()?;
+        let slot = self.layout.slot_of(header.index) as usize;
+        self.ring[slot][..end].copy_from_slice(&bytes[..end]);
+        self.head = header.index;
+        Ok(header.index)
     }
 
-    /// Whether an entry from `client` with `request` is appended but not yet committed.
-    pub fn in_pipeline(&self, client: u64, request: u64) -> bool {
-        (self.committed + 1..=self.head).any(|index| {
-            let (header, _) = self.entry(index);
-            header.client == client && header.request == request
-        })
+    /// Discards the entries after `after` (an uncommitted suffix that conflicts with the
+    /// leader's log, or holes awaiting the leader's copies).
+    pub fn truncate(&mut self, after: u64) -> Result<(), WritesInFlight> {
+        assert!(
+            after >= self.checkpoint,
+            "never truncate into the checkpoint"
+        );
+        if after >= self.head {
+            return Ok(());
+        }
+        if self.writes_in_flight() {
+            return Err(WritesInFlight);
+        }
+        // Forget the redundant headers of the discarded entries, so a later header sector write
+        // cannot vouch for an entry that is no longer in the log.
+        for index in after + 1..=self.head {
+            let range = Self::header_range(&self.layout, self.layout.slot_of(index));
+            self.headers[range].fill(0);
+        }
+        self.faulty.retain(|&index| index <= after);
+        self.repairs_unsubmitted.retain(|&index| index <= after);
+        self.head = after;
+        self.submitted = self.submitted.min(after);
+        self.written = self.written.min(after);
+        self.headers_submitted = self.headers_submitted.min(after);
+        self.durable = self.durable.min(after);
+        Ok(())
+    }
+
+    /// Fills a hole with the leader's copy of the entry, verified against its neighbours in the
+    /// hash chain. Its write is submitted separately ([`Journal::next_repair_write`]).
+    pub fn repair(&mut self, bytes: &[u8]) -> Result<u64, AppendError> {
+        let header = EntryHeader::decode(bytes).map_err(AppendError::Invalid)?;
+        let index = header.index;
+        let end = HEADER_SIZE + header.size as usize;
+        if end > bytes.len()
+            || end > self.layout.wal_slot_size as usize
+            || crate::checksum::checksum(&bytes[HEADER_SIZE..end]) != header.body_checksum
+        {
+            return Err(AppendError::Invalid(HeaderError::Checksum));
+        }
+        if header.cluster != self.cluster || !self.faulty.contains(&index) {
+            return Err(AppendError::OutOfChain);
+        }
+        if self
+            .checksum_at(index - 1)
+            .is_some_and(|parent| parent != header.parent)
+        {
+            return Err(AppendError::OutOfChain);
+        }
+        if self
+            .entry(index + 1)
+            .is_some_and(|(child, _)| child.parent != header.checksum)
+        {
+            return Err(AppendError::OutOfChain);
+        }
+        let slot = self.layout.slot_of(index) as usize;
+        self.ring[slot][..end].copy_from_slice(&bytes[..end]);
+        self.faulty.remove(&index);
+        self.repairs_unsubmitted.insert(index);
+        Ok(index)
+    }
+
+    /// The next repaired entry to write: its index and the sector-rounded length to write from
+    /// its slot buffer ([`Journal::slot_buffer`]).
+    pub fn next_repair_write(&mut self) -> Option<(u64, usize)> {
+        let index = self.repairs_unsubmitted.pop_first()?;
+        self.repairs_in_flight.insert(index);
+        let len = self
+            .entry_bytes(index)
+            .expect("a repaired entry is intact")
+            .len();
+        Some((index, self.layout.sectors_for(len as u64) as usize))
+    }
+
+    pub fn slot_buffer(&self, slot: u64, len: usize) -> &[u8] {
+        &self.ring[slot as usize][..len]
+    }
+
+    pub fn on_repair_written(&mut self, index: u64) {
+        assert!(
+            self.repairs_in_flight.remove(&index),
+            "repair {index} was in flight"
+        );
+    }
+
+    /// The lowest repaired entry not yet durable.
+    pub fn first_repair_pending(&self) -> Option<u64> {
+        let a = self.repairs_unsubmitted.first().copied();
+        let b = self.repairs_in_flight.first().copied();
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Submits whatever can be written now: the next batch of entries, and the redundant headers
@@ -245,16 +470,22 @@ impl Journal {
         if self.entry_writes_in_flight == 0 && self.head > self.submitted {
             let end = self.head.min(self.submitted + self.batch_max);
             for index in self.submitted + 1..=end {
-                let buffer = &self.buffers[(index % self.buffers.len() as u64) as usize];
-                let size = u32::from_le_bytes(buffer[64..68].try_into().unwrap()) as u64;
-                let len = self.layout.sectors_for(HEADER_SIZE as u64 + size) as usize;
-                let offset = self.layout.entry_offset(self.layout.slot_of(index));
-                storage.submit_write(IoId::new(IoKind::WalEntry, index), offset, &buffer[..len]);
+                let bytes = self
+                    .entry_bytes(index)
+                    .expect("unwritten entries are intact");
+                let len = self.layout.sectors_for(bytes.len() as u64) as usize;
+                let slot = self.layout.slot_of(index);
+                let buffer = &self.ring[slot as usize][..len];
+                storage.submit_write(
+                    IoId::new(IoKind::WalEntry, index),
+                    self.layout.entry_offset(slot),
+                    buffer,
+                );
             }
             self.entry_writes_in_flight = (end - self.submitted) as u32;
             self.submitted = end;
             if self.bug == Some(PlantedBug::AckBeforeDurable) {
-                self.mark_committed(end);
+                self.durable = self.durable.max(end);
             }
         }
         if self.header_writes_in_flight == 0 && self.written > self.headers_submitted {
@@ -266,9 +497,13 @@ impl Journal {
         let first = self.headers_submitted + 1;
         let last = self.written;
         for index in first..=last {
-            let (header, _) = self.entry(index);
-            let range = Self::header_range(&self.layout, self.layout.slot_of(index));
-            header.encode(&mut self.headers[range]);
+            let slot = self.layout.slot_of(index);
+            let range = Self::header_range(&self.layout, slot);
+            let (head, rest) = (
+                &self.ring[slot as usize][..HEADER_SIZE],
+                &mut self.headers[range],
+            );
+            rest.copy_from_slice(head);
         }
         // The slots of first..=last form one or two contiguous runs (the ring may wrap).
         let slot_first = self.layout.slot_of(first);
@@ -306,24 +541,16 @@ impl Journal {
         }
     }
 
-    /// A header write completed. Returns the new committed index when the batch is complete.
+    /// A header write completed. Returns the new durable index when the batch is complete.
     pub fn on_headers_written(&mut self) -> Option<u64> {
         assert!(self.header_writes_in_flight > 0);
         self.header_writes_in_flight -= 1;
         if self.header_writes_in_flight > 0 {
             return None;
         }
-        let target = self.header_target;
-        if target > self.committed {
-            self.mark_committed(target);
-        }
-        Some(self.committed)
-    }
-
-    fn mark_committed(&mut self, index: u64) {
-        assert!(index <= self.head && index > self.committed);
-        let (header, _) = self.entry(index);
-        self.committed_checksum = header.checksum;
-        self.committed = index;
+        // A truncation may have cut below the target while the write was in flight; it cannot,
+        // since truncation waits for writes, but stay within the log regardless.
+        self.durable = self.durable.max(self.header_target.min(self.head));
+        Some(self.durable)
     }
 }

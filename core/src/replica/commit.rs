@@ -1,0 +1,638 @@
+//! Applying committed entries, client sessions and their replies, checkpoints, superblock writes,
+//! repairs of faulty entries, and state transfer.
+//!
+//! **Apply**: entries are applied in index order, up to the commit index but never past what this
+//! replica holds durably (so an applied entry is always in its recovered log after a crash). A
+//! request already applied for its client (a retry that reached the log twice) is skipped on every
+//! replica alike. The leader replies to clients; followers apply silently.
+//!
+//! **Superblock writes** are serialized: one version in flight at a time, written in two halves
+//! (copies `0..n/2`, then `n/2..n`), each durable before the next, so a torn write leaves at least
+//! half the copies holding a whole version. A version carries Raft's term and vote and, when one is
+//! ready, a checkpoint.
+//!
+//! **Checkpoints**: when the ring is nearly full, the applied state and client table are encoded,
+//! written to the idle half of the grid, and made current by the next superblock version once the
+//! blocks and the replies they refer to are durable.
+//!
+//! **State transfer**: a follower behind the leader's checkpoint receives it in chunks (the blob,
+//! plus the replies of its client table), installs it, and writes it as its own checkpoint before
+//! taking entries again.
+
+use super::{Error, Event, Replica, Role, Status};
+use crate::checkpoint;
+use crate::checksum::{checksum, Checksum};
+use crate::io::{IoId, IoKind, Storage};
+use crate::message::{Command, Header};
+use crate::sessions::Sessions;
+use crate::state_machine::{Reader, StateMachine};
+use crate::superblock::{Superblock, NO_VOTE};
+use crate::wal::header::{EntryHeader, Operation};
+
+/// A superblock version being written.
+pub(crate) struct SuperblockWrite {
+    pub target: Superblock,
+    /// The copies of the half in flight.
+    pub pending: u32,
+    pub second_half: bool,
+}
+
+/// Per client slot: the reply zone write state.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ReplyWrite {
+    pub in_flight: Option<u64>,
+    pub dirty: bool,
+    pub durable_index: u64,
+}
+
+/// The state of an in-progress checkpoint.
+pub(crate) struct CheckpointProgress {
+    pub index: u64,
+    pub checksum: Checksum,
+    pub term: u64,
+    pub timestamp: u64,
+    pub area: u8,
+    pub size: u64,
+    pub blob_checksum: Checksum,
+    /// Sessions (slot, index) whose reply must be durable before the superblock switch.
+    pub replies_needed: Vec<(usize, u64)>,
+    pub blocks_pending: u32,
+    /// Whether the blocks and replies are durable: the next superblock version carries it.
+    pub ready: bool,
+    /// Whether this checkpoint came from a peer (state transfer).
+    pub installed: bool,
+}
+
+/// A checkpoint arriving from the leader in chunks.
+pub(crate) struct Transfer {
+    pub index: u64,
+    pub checksum: Checksum,
+    pub term: u64,
+    pub payload_checksum: Checksum,
+    pub total: u64,
+    pub received: u64,
+    pub payload: Vec<u8>,
+    /// Installed and being written as this replica's own checkpoint.
+    pub installing: bool,
+}
+
+/// The bytes of a state-transfer chunk's body before the payload: payload checksum (4) and the
+/// checkpoint's timestamp (8).
+const CHUNK_PREFIX: usize = 12;
+
+impl<S: StateMachine> Replica<S> {
+    // ---------------------------------------------------------------------------------------
+    // Apply
+
+    pub(crate) fn apply_committed<T: Storage>(&mut self, storage: &mut T) {
+        let mut limit = self.commit.min(self.journal.durable());
+        if let Some(pending) = self.journal.first_repair_pending() {
+            limit = limit.min(pending - 1);
+        }
+        if let Some(hole) = self.journal.first_faulty() {
+            limit = limit.min(hole - 1);
+        }
+        // The body is copied into a buffer sized at start, so applying does not allocate.
+        let mut body = std::mem::take(&mut self.apply_scratch);
+        while self.applied < limit {
+            let index = self.applied + 1;
+            let (header, bytes) = self
+                .journal
+                .entry(index)
+                .expect("committed entries are in the log");
+            body.clear();
+            body.extend_from_slice(bytes);
+            self.apply(storage, &header, &body);
+        }
+        self.apply_scratch = body;
+    }
+
+    fn apply<T: Storage>(&mut self, storage: &mut T, header: &EntryHeader, body: &[u8]) {
+        assert_eq!(
+            header.index,
+            self.applied + 1,
+            "entries are applied in order, once"
+        );
+        self.applied = header.index;
+        self.timestamp = self.timestamp.max(header.timestamp);
+        self.events.push(Event::Applied {
+            index: header.index,
+            checksum: header.checksum,
+            client: header.client,
+            request: header.request,
+        });
+        if header.operation == Operation::NOOP || header.client == 0 {
+            return;
+        }
+        let mut out = std::mem::take(&mut self.reply_scratch);
+        let read_only = S::is_read_only(header.operation);
+        let duplicate = !read_only
+            && self.config.planted_bug != Some(crate::config::PlantedBug::ApplyTwice)
+            && self
+                .sessions
+                .find(header.client)
+                .is_some_and(|(_, s)| s.request >= header.request);
+        let index = if duplicate {
+            // The same request reached the log twice (retried across a leader change): every
+            // replica skips it alike, and the client gets the first application's reply.
+            let (_, session) = self.sessions.find(header.client).unwrap();
+            out.clear();
+            out.extend_from_slice(&session.reply);
+            session.index
+        } else {
+            self.state.apply(header, body, &mut out);
+            if !read_only {
+                let slot = self
+                    .sessions
+                    .record(header.client, header.request, header.index, &out);
+                self.write_reply(storage, slot);
+            }
+            header.index
+        };
+        if self.raft.role == Role::Leader {
+            self.replies.push(crate::replica::Reply {
+                client: header.client,
+                request: header.request,
+                index,
+                result: Ok(out.clone()),
+            });
+        }
+        self.reply_scratch = out;
+    }
+
+    pub(crate) fn write_reply<T: Storage>(&mut self, storage: &mut T, slot: usize) {
+        let state = &mut self.reply_writes[slot];
+        if state.in_flight.is_some() {
+            state.dirty = true; // one write per sector at a time: resubmit when it lands
+            return;
+        }
+        let index = self.sessions.get(slot).map_or(0, |s| s.index);
+        state.in_flight = Some(index);
+        state.dirty = false;
+        self.sessions.encode_reply(slot, &mut self.sector_scratch);
+        let offset = self.layout.reply_offset(slot as u64);
+        storage.submit_write(
+            IoId::new(IoKind::Reply, slot as u64),
+            offset,
+            &self.sector_scratch,
+        );
+    }
+
+    pub(crate) fn on_reply_written<T: Storage>(&mut self, storage: &mut T, slot: usize) {
+        let state = &mut self.reply_writes[slot];
+        state.durable_index = state.in_flight.take().expect("a reply write was in flight");
+        if state.dirty {
+            self.write_reply(storage, slot);
+        }
+        self.check_checkpoint_ready();
+    }
+
+    /// The journal made more entries durable: the follower owes an acknowledgement.
+    pub(crate) fn on_durable_advanced(&mut self) {
+        self.raft.append_reply_due = true;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Repairs
+
+    pub(crate) fn flush_repairs<T: Storage>(&mut self, storage: &mut T) {
+        while let Some((index, len)) = self.journal.next_repair_write() {
+            let slot = self.layout.slot_of(index);
+            let offset = self.layout.entry_offset(slot);
+            let buffer = self.journal.slot_buffer(slot, len);
+            storage.submit_write(IoId::new(IoKind::WalRepair, index), offset, buffer);
+            self.repairs_in_flight += 1;
+        }
+    }
+
+    pub(crate) fn on_repair_written(&mut self, index: u64) {
+        self.repairs_in_flight -= 1;
+        self.journal.on_repair_written(index);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Checkpoints
+
+    /// Starts a checkpoint when the ring is nearly full.
+    pub(crate) fn maybe_checkpoint<T: Storage>(&mut self, storage: &mut T) {
+        if self.status != Status::Ready || self.checkpoint.is_some() || self.transfer.is_some() {
+            return;
+        }
+        let used = self.applied - self.journal.checkpoint();
+        let threshold = self.layout.wal_slot_count - 2 * self.config.batch_max as u64;
+        if used < threshold {
+            return;
+        }
+        let mut blob = Vec::new();
+        self.sessions.encode(&mut blob);
+        self.state.encode_snapshot(&mut blob);
+        let index = self.applied;
+        let header = self
+            .journal
+            .entry(index)
+            .map(|(h, _)| h)
+            .expect("applied entries are in the log");
+        let progress = self.checkpoint_progress(
+            index,
+            header.checksum,
+            header.term,
+            self.timestamp,
+            &blob,
+            false,
+        );
+        self.start_checkpoint(storage, progress, blob);
+    }
+
+    fn checkpoint_progress(
+        &self,
+        index: u64,
+        checksum: Checksum,
+        term: u64,
+        timestamp: u64,
+        blob: &[u8],
+        installed: bool,
+    ) -> CheckpointProgress {
+        CheckpointProgress {
+            index,
+            checksum,
+            term,
+            timestamp,
+            area: 1 - self.superblock.state_area,
+            size: blob.len() as u64,
+            blob_checksum: crate::checksum::checksum(blob),
+            replies_needed: self
+                .sessions
+                .iter()
+                .map(|(slot, s)| (slot, s.index))
+                .collect(),
+            blocks_pending: 0,
+            ready: false,
+            installed,
+        }
+    }
+
+    fn start_checkpoint<T: Storage>(
+        &mut self,
+        storage: &mut T,
+        mut progress: CheckpointProgress,
+        blob: Vec<u8>,
+    ) {
+        let capacity = checkpoint::area_capacity(&self.layout);
+        if blob.len() as u64 > capacity {
+            return self.halt(Error::StateTooLarge {
+                size: blob.len() as u64,
+                capacity,
+            });
+        }
+        let (first, _) = checkpoint::area_blocks(&self.layout, progress.area);
+        let blocks = checkpoint::blocks_for(&self.layout, blob.len() as u64);
+        for n in 0..blocks {
+            let address = first + n;
+            checkpoint::encode_block(
+                &self.layout,
+                &blob,
+                n,
+                address,
+                progress.index,
+                &mut self.block_scratch,
+            );
+            let offset = self.layout.grid_block_offset(address);
+            storage.submit_write(
+                IoId::new(IoKind::GridBlock, address),
+                offset,
+                &self.block_scratch,
+            );
+        }
+        progress.blocks_pending = blocks as u32;
+        self.checkpoint = Some(progress);
+        self.pending_blob = blob;
+        self.check_checkpoint_ready();
+    }
+
+    pub(crate) fn on_checkpoint_block_written<T: Storage>(&mut self, _storage: &mut T) {
+        let progress = self.checkpoint.as_mut().expect("checkpoint in progress");
+        progress.blocks_pending -= 1;
+        self.check_checkpoint_ready();
+    }
+
+    fn check_checkpoint_ready(&mut self) {
+        let Some(progress) = &mut self.checkpoint else {
+            return;
+        };
+        if progress.ready || progress.blocks_pending > 0 {
+            return;
+        }
+        progress.ready = progress
+            .replies_needed
+            .iter()
+            .all(|&(slot, index)| self.reply_writes[slot].durable_index >= index);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Superblock writes
+
+    /// Starts writing a new superblock version if Raft's state or a ready checkpoint is not yet
+    /// durable and no version is in flight.
+    pub(crate) fn maybe_write_superblock<T: Storage>(&mut self, storage: &mut T) {
+        if self.superblock_write.is_some() || self.status != Status::Ready {
+            return;
+        }
+        let vote = self.raft.voted_for.unwrap_or(NO_VOTE);
+        let raft_dirty =
+            self.superblock.term != self.raft.term || self.superblock.voted_for != vote;
+        let checkpoint_ready = self.checkpoint.as_ref().is_some_and(|c| c.ready);
+        if !raft_dirty && !checkpoint_ready {
+            return;
+        }
+        let mut target = self.superblock.successor();
+        target.term = self.raft.term;
+        target.voted_for = vote;
+        if let Some(c) = self.checkpoint.as_ref().filter(|c| c.ready) {
+            target.checkpoint_index = c.index;
+            target.checkpoint_checksum = c.checksum;
+            target.checkpoint_term = c.term;
+            target.checkpoint_timestamp = c.timestamp;
+            target.state_area = c.area;
+            target.state_size = c.size;
+            target.state_checksum = c.blob_checksum;
+        }
+        self.superblock_write = Some(SuperblockWrite {
+            target,
+            pending: 0,
+            second_half: false,
+        });
+        self.write_superblock_half(storage);
+    }
+
+    fn write_superblock_half<T: Storage>(&mut self, storage: &mut T) {
+        let copies = self.layout.superblock_copies as u16;
+        let write = self.superblock_write.as_mut().expect("a write in progress");
+        let range = if write.second_half {
+            copies / 2..copies
+        } else {
+            0..copies / 2
+        };
+        write.pending = range.len() as u32;
+        let target = write.target;
+        for copy in range {
+            target.encode(copy, &mut self.sector_scratch);
+            let offset = self.layout.superblock_copy_offset(copy as u64);
+            storage.submit_write(
+                IoId::new(IoKind::Superblock, copy as u64),
+                offset,
+                &self.sector_scratch,
+            );
+        }
+    }
+
+    pub(crate) fn on_superblock_written<T: Storage>(&mut self, storage: &mut T) {
+        let write = self
+            .superblock_write
+            .as_mut()
+            .expect("a superblock write in flight");
+        write.pending -= 1;
+        if write.pending > 0 {
+            return;
+        }
+        if !write.second_half {
+            write.second_half = true;
+            return self.write_superblock_half(storage);
+        }
+        let done = self.superblock_write.take().unwrap();
+        let previous = self.superblock;
+        self.superblock = done.target;
+        if done.target.checkpoint_index != previous.checkpoint_index
+            || done.target.state_area != previous.state_area
+        {
+            self.finish_checkpoint();
+        }
+        self.on_superblock_durable();
+    }
+
+    fn finish_checkpoint(&mut self) {
+        let progress = self
+            .checkpoint
+            .take()
+            .expect("a checkpoint was being written");
+        let sb = self.superblock;
+        self.journal.set_checkpoint(
+            sb.checkpoint_index,
+            sb.checkpoint_checksum,
+            sb.checkpoint_term,
+        );
+        self.checkpoint_blob = std::mem::take(&mut self.pending_blob);
+        self.transfer_payload = None;
+        if progress.installed {
+            self.transfer = None;
+            self.events.push(Event::Installed {
+                index: sb.checkpoint_index,
+            });
+            self.raft.append_reply_due = true;
+        }
+        self.events.push(Event::Checkpointed {
+            index: sb.checkpoint_index,
+            sequence: sb.sequence,
+        });
+    }
+
+    /// A new superblock version is durable: speak in the durable term.
+    fn on_superblock_durable(&mut self) {
+        self.send_pending_vote();
+        self.request_votes();
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // State transfer
+
+    /// Leader: sends a lagging peer the latest checkpoint, in chunks.
+    pub(crate) fn send_state(&mut self, peer: u8) {
+        let sb = self.superblock;
+        if self.transfer_payload.is_none() {
+            // Payload: blob length (u64), blob, then the replies of its client table.
+            let mut payload = (self.checkpoint_blob.len() as u64).to_le_bytes().to_vec();
+            payload.extend_from_slice(&self.checkpoint_blob);
+            self.encode_transfer_replies(&mut payload);
+            self.transfer_payload = Some(payload);
+        }
+        let payload = self.transfer_payload.take().expect("built above");
+        let chunk_max = self.config.wal_entry_size_max as usize;
+        let payload_checksum = checksum(&payload);
+        let mut body = std::mem::take(&mut self.body_scratch);
+        for offset in (0..payload.len().max(1)).step_by(chunk_max) {
+            let end = (offset + chunk_max).min(payload.len());
+            body.clear();
+            body.extend_from_slice(&payload_checksum.to_le_bytes());
+            body.extend_from_slice(&sb.checkpoint_timestamp.to_le_bytes());
+            body.extend_from_slice(&payload[offset..end]);
+            let mut header = Header::new(
+                self.cluster,
+                self.raft.term,
+                Command::StateChunk,
+                self.id,
+                peer,
+            );
+            header.a = sb.checkpoint_index;
+            header.b = offset as u64;
+            header.c = payload.len() as u64;
+            header.d = sb.checkpoint_checksum as u64 | (sb.checkpoint_term << 32);
+            self.send(header, &body);
+        }
+        self.body_scratch = body;
+        self.transfer_payload = Some(payload);
+        self.stats.state_transfers += 1;
+    }
+
+    /// Appends the replies of the checkpoint's client table that this leader still holds (a
+    /// session whose request changed since will be superseded by applying the log).
+    fn encode_transfer_replies(&self, payload: &mut Vec<u8>) {
+        let Some((table, _)) = Sessions::decode(
+            self.config.clients_max as usize,
+            self.reply_max(),
+            &self.checkpoint_blob,
+        ) else {
+            payload.extend_from_slice(&0u32.to_le_bytes());
+            return;
+        };
+        let held: Vec<(usize, Vec<u8>)> = table
+            .iter()
+            .filter_map(|(slot, s)| {
+                let (_, now) = self.sessions.find(s.client)?;
+                (now.request == s.request).then(|| (slot, now.reply.clone()))
+            })
+            .collect();
+        payload.extend_from_slice(&(held.len() as u32).to_le_bytes());
+        for (slot, reply) in held {
+            payload.extend_from_slice(&(slot as u32).to_le_bytes());
+            payload.extend_from_slice(&(reply.len() as u16).to_le_bytes());
+            payload.extend_from_slice(&reply);
+        }
+    }
+
+    pub(crate) fn on_state_request(&mut self, header: &crate::message::Header) {
+        if self.raft.role == Role::Leader && header.a < self.superblock.checkpoint_index {
+            self.send_state(header.from);
+        }
+    }
+
+    pub(crate) fn on_state_chunk(&mut self, header: &Header, body: &[u8]) {
+        self.raft.leader_contact = Some(self.ticks);
+        let index = header.a;
+        if index <= self.applied.max(self.journal.checkpoint()) || body.len() < CHUNK_PREFIX {
+            self.raft.append_reply_due = true;
+            return;
+        }
+        let payload_checksum = u32::from_le_bytes(body[0..4].try_into().unwrap());
+        let timestamp = u64::from_le_bytes(body[4..12].try_into().unwrap());
+        let (offset, total) = (header.b, header.c);
+        let chunk = &body[CHUNK_PREFIX..];
+        let limit = checkpoint::area_capacity(&self.layout) * 2;
+        if total > limit || offset + chunk.len() as u64 > total {
+            return;
+        }
+        let fresh = !self
+            .transfer
+            .as_ref()
+            .is_some_and(|t| t.index == index && t.payload_checksum == payload_checksum);
+        if fresh {
+            if self.transfer.as_ref().is_some_and(|t| t.installing) {
+                return; // finish installing the checkpoint we have first
+            }
+            self.transfer = Some(Transfer {
+                index,
+                checksum: header.d as u32,
+                term: header.d >> 32,
+                payload_checksum,
+                total,
+                received: 0,
+                payload: vec![0; total as usize],
+                installing: false,
+            });
+            self.transfer_timestamp = timestamp;
+        }
+        let transfer = self.transfer.as_mut().expect("set above");
+        if transfer.installing {
+            return;
+        }
+        let at = offset as usize;
+        transfer.payload[at..at + chunk.len()].copy_from_slice(chunk);
+        // Chunks come in order from one send; duplicates and reordering are caught by the
+        // checksum, which must match before anything is installed.
+        transfer.received = transfer.received.max(offset + chunk.len() as u64);
+    }
+
+    /// Installs a fully received checkpoint once the journal has no writes in flight.
+    pub(crate) fn maybe_install<T: Storage>(&mut self, storage: &mut T) {
+        let Some(transfer) = &self.transfer else {
+            return;
+        };
+        if transfer.installing || transfer.received < transfer.total || self.checkpoint.is_some() {
+            return;
+        }
+        if checksum(&transfer.payload) != transfer.payload_checksum {
+            self.transfer = None; // a mix of chunks from different sends: wait for a clean one
+            return;
+        }
+        if self.journal.writes_in_flight() || self.repairs_in_flight > 0 {
+            return;
+        }
+        let transfer = self.transfer.take().unwrap();
+        let Some((blob, replies)) = split_transfer_payload(&transfer.payload, self.reply_max())
+        else {
+            return;
+        };
+        let blob = blob.to_vec();
+        if self.load_blob(&blob).is_err() {
+            return;
+        }
+        for (slot, reply) in replies {
+            if self.sessions.get(slot).is_some() {
+                self.sessions.set_reply(slot, &reply);
+            }
+        }
+        let anchor = (transfer.index, transfer.checksum, transfer.term);
+        self.journal.reset(anchor).expect("no writes in flight");
+        self.applied = transfer.index;
+        self.commit = self.commit.max(transfer.index);
+        self.raft.match_bound = transfer.index;
+        for slot in 0..self.config.clients_max as usize {
+            if self.sessions.get(slot).is_some() {
+                self.write_reply(storage, slot);
+            }
+        }
+        let progress = self.checkpoint_progress(
+            transfer.index,
+            transfer.checksum,
+            transfer.term,
+            self.transfer_timestamp,
+            &blob,
+            true,
+        );
+        self.transfer = Some(Transfer {
+            installing: true,
+            payload: Vec::new(),
+            ..transfer
+        });
+        self.start_checkpoint(storage, progress, blob);
+    }
+}
+
+/// Splits a transfer payload into the checkpoint blob and the replies after it. Never panics.
+fn split_transfer_payload(
+    payload: &[u8],
+    reply_max: usize,
+) -> Option<(&[u8], Vec<(usize, Vec<u8>)>)> {
+    let mut r = Reader(payload);
+    let blob_len = r.u64()? as usize;
+    let blob = r.take(blob_len)?;
+    let count = r.u32()?;
+    let mut replies = Vec::new();
+    for _ in 0..count {
+        let slot = r.u32()? as usize;
+        let size = r.u16()? as usize;
+        if size > reply_max {
+            return None;
+        }
+        replies.push((slot, r.take(size)?.to_vec()));
+    }
+    r.0.is_empty().then_some((blob, replies))
+}

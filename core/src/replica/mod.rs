@@ -1,0 +1,655 @@
+//! The replica: one node of a Raft cluster, a deterministic, single-threaded state machine over
+//! one data file. A single node is a cluster of one and runs through exactly the same code.
+//!
+//! ```text
+//! Opening: read superblock -> repair stale copies -> read checkpoint -> read client replies and
+//!          both WAL rings -> decide the log (wal::recovery) -> rewrite the headers ring -> Ready
+//! Ready:   follower / pre-candidate / candidate / leader (see raft.rs)
+//!          leader: request -> WAL append -> replicate -> durable on a quorum -> commit -> apply
+//!          -> reply; ring nearly full -> checkpoint (grid blocks, then superblock) -> ring wraps
+//! Halted:  an unrecoverable error, named with the corrupt region; nothing more is done
+//! ```
+//!
+//! The replica never blocks. Its driver delivers storage completions, peer messages, client
+//! requests and ticks; replies, events and outgoing messages come out of [`Replica::drain_replies`],
+//! [`Replica::drain_events`] and [`Replica::drain_messages`].
+//!
+//! - [`open`]: recovery.
+//! - [`raft`]: elections (PreVote, CheckQuorum), replication, commit, log repair.
+//! - [`commit`]: applying, client sessions and replies, checkpoints, superblock writes, state
+//!   transfer.
+
+mod commit;
+mod open;
+mod raft;
+
+use crate::checksum::Checksum;
+use crate::config::{Config, ConfigError, Layout, Zone};
+use crate::digest::Digest;
+use crate::io::{IoId, IoKind, ReadError, Storage, WriteError};
+use crate::message::Header;
+use crate::sessions::{Sessions, REPLY_HEADER_SIZE};
+use crate::state_machine::{InvalidRequest, StateMachine};
+use crate::superblock::Superblock;
+use crate::wal::header::Operation;
+use crate::wal::journal::{AppendError, Journal};
+use crate::wal::recovery::Recovery;
+
+pub use raft::Role;
+
+/// Why the replica stopped. Corruption names the region, so that an operator (or the simulator)
+/// can tell exactly what was lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// No superblock copy is valid: not a ZiggyDB data file, or every copy is damaged.
+    NoValidSuperblock,
+    /// The data file was formatted with a different layout configuration.
+    LayoutMismatch { file: u64, config: u64 },
+    /// A durable structure failed its checksum and no redundant copy exists.
+    Corrupt {
+        zone: Zone,
+        offset: u64,
+        len: u64,
+        what: String,
+    },
+    /// The state does not fit in half of the grid (the LSM engine lifts this limit).
+    StateTooLarge { size: u64, capacity: u64 },
+    /// A write failed; after a failed flush the file's state is unknown, so the replica stops.
+    WriteFailed { kind: IoKind, error: WriteError },
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::NoValidSuperblock => write!(
+                f,
+                "no valid superblock copy: not a ZiggyDB data file, or all copies are corrupt"
+            ),
+            Error::LayoutMismatch { file, config } => write!(
+                f,
+                "data file layout {file:#x} does not match the configuration's layout {config:#x}"
+            ),
+            Error::Corrupt {
+                zone,
+                offset,
+                len,
+                what,
+            } => write!(
+                f,
+                "unrecoverable corruption in zone {} at offset {offset} (+{len} bytes): {what}; \
+                 no peer holds a copy to repair it from",
+                zone.name()
+            ),
+            Error::StateTooLarge { size, capacity } => write!(
+                f,
+                "state of {size} bytes exceeds the checkpoint capacity of {capacity} bytes"
+            ),
+            Error::WriteFailed { kind, error } => write!(f, "a {kind:?} write failed: {error:?}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Why a request was refused. A refused request was not applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// The replica is still opening: retry later.
+    NotReady,
+    /// The replica stopped on an unrecoverable error.
+    Halted,
+    /// Not the leader: retry at the leader, if one is known.
+    NotLeader { leader: Option<u8> },
+    /// The pipeline or the ring is full: retry later.
+    Busy,
+    /// The request is malformed or exceeds a limit.
+    Invalid(InvalidRequest),
+    /// Request numbers start at 1.
+    ZeroRequestNumber,
+    /// A newer request from this client was already applied; this one's reply is gone.
+    StaleRequest { latest: u64 },
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::NotReady => write!(f, "replica is opening; retry"),
+            RequestError::Halted => write!(f, "replica halted on an unrecoverable error"),
+            RequestError::NotLeader { leader: Some(l) } => {
+                write!(f, "not the leader; try replica {l}")
+            }
+            RequestError::NotLeader { leader: None } => {
+                write!(f, "not the leader; no leader known")
+            }
+            RequestError::Busy => write!(f, "replica is busy; retry"),
+            RequestError::Invalid(why) => write!(f, "invalid request: {why}"),
+            RequestError::ZeroRequestNumber => write!(f, "request numbers start at 1"),
+            RequestError::StaleRequest { latest } => {
+                write!(
+                    f,
+                    "stale request: request {latest} of this client was already applied"
+                )
+            }
+        }
+    }
+}
+
+/// The answer to one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub client: u64,
+    pub request: u64,
+    /// The log index at which the request was applied (0 when refused).
+    pub index: u64,
+    pub result: Result<Vec<u8>, RequestError>,
+}
+
+/// Things the replica did, for drivers, tracing and the simulator's checkers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Recovery finished: the log was `checkpoint + 1 ..= head`; `faulty` entries await repair.
+    Opened {
+        checkpoint: u64,
+        head: u64,
+        truncated: u64,
+        faulty: u64,
+    },
+    /// An entry was applied to the state machine.
+    Applied {
+        index: u64,
+        checksum: Checksum,
+        client: u64,
+        request: u64,
+    },
+    /// A checkpoint became durable; the ring may wrap past it.
+    Checkpointed { index: u64, sequence: u64 },
+    /// A checkpoint received from a peer was installed (state transfer).
+    Installed { index: u64 },
+    /// The replica's role or term changed.
+    Role {
+        role: Role,
+        term: u64,
+        leader: Option<u8>,
+    },
+    /// A faulty WAL entry was repaired from the leader's copy.
+    Repaired { index: u64 },
+    /// The replica stopped.
+    Halted(Error),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Created, `open` not called yet.
+    Closed,
+    Opening,
+    Ready,
+    Halted,
+}
+
+/// A message for a peer, encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub to: u8,
+    pub bytes: Vec<u8>,
+}
+
+/// Counters for operators and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub messages_received: u64,
+    pub messages_dropped: u64,
+    pub messages_sent: u64,
+    pub elections: u64,
+    pub truncated: u64,
+    pub repaired: u64,
+    pub state_transfers: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    ReadSuperblock,
+    /// Rewriting copies that do not hold the chosen version before anything else: otherwise a
+    /// torn write of the next version could leave an older version newest, whose grid area and
+    /// WAL slots may already have been reused.
+    RepairSuperblock,
+    ReadState,
+    ReadRings,
+    WriteHeaders,
+    Done,
+}
+
+pub struct Replica<S: StateMachine> {
+    pub(crate) config: Config,
+    pub(crate) layout: Layout,
+    pub(crate) status: Status,
+    pub(crate) phase: Phase,
+    pub(crate) id: u8,
+    pub(crate) count: u8,
+    pub(crate) cluster: u64,
+    /// The durable superblock.
+    pub(crate) superblock: Superblock,
+    pub(crate) superblock_write: Option<commit::SuperblockWrite>,
+    pub(crate) journal: Journal,
+    pub(crate) state: S,
+    pub(crate) sessions: Sessions,
+    pub(crate) applied: u64,
+    pub(crate) commit: u64,
+    pub(crate) ticks: u64,
+    pub(crate) timestamp: u64,
+    pub(crate) raft: raft::Raft,
+    pub(crate) prng: crate::prng::Prng,
+    pub(crate) replies: Vec<Reply>,
+    pub(crate) events: Vec<Event>,
+    pub(crate) outbox: Vec<Outgoing>,
+    pub(crate) pool: Vec<Vec<u8>>,
+    pub(crate) body_scratch: Vec<u8>,
+    pub(crate) reply_scratch: Vec<u8>,
+    pub(crate) apply_scratch: Vec<u8>,
+    pub(crate) sector_scratch: Vec<u8>,
+    pub(crate) block_scratch: Vec<u8>,
+    pub(crate) reply_writes: Vec<commit::ReplyWrite>,
+    pub(crate) checkpoint: Option<commit::CheckpointProgress>,
+    /// The latest durable checkpoint's blob, kept to send to lagging peers.
+    pub(crate) checkpoint_blob: Vec<u8>,
+    /// The blob of the checkpoint being written.
+    pub(crate) pending_blob: Vec<u8>,
+    /// The state-transfer payload built from `checkpoint_blob` (rebuilt after each checkpoint).
+    pub(crate) transfer_payload: Option<Vec<u8>>,
+    pub(crate) transfer_timestamp: u64,
+    pub(crate) transfer: Option<commit::Transfer>,
+    pub(crate) recovery_buffers: [Vec<u8>; 5],
+    pub(crate) recovery_pending: u32,
+    pub(crate) recovery: Option<Recovery>,
+    pub(crate) superblock_repairs: Vec<u16>,
+    pub(crate) repairs_in_flight: u32,
+    pub stats: Stats,
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// Allocates every buffer the replica will use. `seed` drives its randomized timeouts. Call
+    /// [`Replica::open`] next.
+    pub fn new(config: Config, seed: u64) -> Result<Replica<S>, ConfigError> {
+        config.validate()?;
+        let layout = Layout::new(&config);
+        let reply_max = layout.reply_slot_size as usize - REPLY_HEADER_SIZE;
+        let message_max = crate::message::MESSAGE_HEADER_SIZE
+            + config.append_max as usize * config.wal_entry_size_max as usize;
+        Ok(Replica {
+            journal: Journal::new(&config, 0),
+            state: S::new(&config),
+            sessions: Sessions::new(config.clients_max as usize, reply_max),
+            superblock: Superblock::genesis(&config, 0, 0, 1),
+            superblock_write: None,
+            status: Status::Closed,
+            phase: Phase::ReadSuperblock,
+            id: 0,
+            count: 1,
+            cluster: 0,
+            applied: 0,
+            commit: 0,
+            ticks: 0,
+            timestamp: 0,
+            raft: raft::Raft::new(1),
+            prng: crate::prng::Prng::new(seed),
+            replies: Vec::with_capacity(config.batch_max as usize * 4),
+            events: Vec::with_capacity(config.batch_max as usize * 4),
+            outbox: Vec::with_capacity(64),
+            pool: (0..16).map(|_| Vec::with_capacity(message_max)).collect(),
+            body_scratch: Vec::with_capacity(message_max),
+            reply_scratch: Vec::with_capacity(reply_max.max(config.value_size_max as usize + 8)),
+            apply_scratch: Vec::with_capacity(config.wal_entry_size_max as usize),
+            sector_scratch: vec![0; layout.sector_size as usize],
+            block_scratch: vec![0; layout.grid_block_size as usize],
+            reply_writes: vec![commit::ReplyWrite::default(); config.clients_max as usize],
+            checkpoint: None,
+            checkpoint_blob: Vec::new(),
+            pending_blob: Vec::new(),
+            transfer_payload: None,
+            transfer_timestamp: 0,
+            transfer: None,
+            recovery_buffers: Default::default(),
+            recovery_pending: 0,
+            recovery: None,
+            superblock_repairs: Vec::new(),
+            repairs_in_flight: 0,
+            stats: Stats::default(),
+            layout,
+            config,
+        })
+    }
+
+    /// The initial contents of replica `replica`'s data file in a cluster of `replica_count`:
+    /// every copy of the genesis superblock, as `(offset, bytes)` writes. Everything else in the
+    /// file must read as zeros.
+    pub fn format(
+        config: &Config,
+        cluster: u64,
+        replica: u8,
+        replica_count: u8,
+    ) -> Vec<(u64, Vec<u8>)> {
+        let layout = Layout::new(config);
+        let genesis = Superblock::genesis(config, cluster, replica, replica_count);
+        (0..layout.superblock_copies)
+            .map(|copy| {
+                let mut sector = vec![0u8; layout.sector_size as usize];
+                genesis.encode(copy as u16, &mut sector);
+                (layout.superblock_copy_offset(copy), sector)
+            })
+            .collect()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// This replica's index, and the cluster's size (known once opened).
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    pub fn replica_count(&self) -> u8 {
+        self.count
+    }
+
+    pub fn role(&self) -> Role {
+        self.raft.role
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raft.term
+    }
+
+    pub fn leader(&self) -> Option<u8> {
+        self.raft.leader
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.commit
+    }
+
+    pub fn log_head(&self) -> u64 {
+        self.journal.head()
+    }
+
+    pub fn checkpoint_index(&self) -> u64 {
+        self.superblock.checkpoint_index
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.superblock
+    }
+
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
+    /// The applied state. Reads of it are linearizable only through the log (submit a read
+    /// operation); this accessor is for tests, tools and a single embedded node.
+    pub fn state(&self) -> Result<(&S, u64), RequestError> {
+        match self.status {
+            Status::Ready => Ok((&self.state, self.applied)),
+            Status::Halted => Err(RequestError::Halted),
+            _ => Err(RequestError::NotReady),
+        }
+    }
+
+    /// A digest of the applied state and the client sessions: equal on replicas that applied
+    /// the same log.
+    pub fn digest(&self) -> u64 {
+        let mut digest = Digest::new();
+        digest.u64(self.applied).u64(self.state.digest());
+        self.sessions.digest(&mut digest);
+        digest.finish()
+    }
+
+    pub fn drain_replies(&mut self) -> std::vec::Drain<'_, Reply> {
+        self.replies.drain(..)
+    }
+
+    pub fn drain_events(&mut self) -> std::vec::Drain<'_, Event> {
+        self.events.drain(..)
+    }
+
+    /// Hands each outgoing peer message to `send`, then returns its buffer to the pool.
+    pub fn drain_messages(&mut self, mut send: impl FnMut(u8, &[u8])) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        for message in outbox.drain(..) {
+            send(message.to, &message.bytes);
+            self.pool.push(message.bytes);
+        }
+        self.outbox = outbox;
+    }
+
+    pub(crate) fn halt(&mut self, error: Error) {
+        if self.status != Status::Halted {
+            self.status = Status::Halted;
+            self.events.push(Event::Halted(error));
+        }
+    }
+
+    /// Encodes a message to a peer into a pooled buffer.
+    pub(crate) fn send(&mut self, header: Header, body: &[u8]) {
+        debug_assert!(header.to < self.count && header.to != self.id);
+        let mut bytes = self.pool.pop().unwrap_or_default();
+        header.encode(body, &mut bytes);
+        self.stats.messages_sent += 1;
+        self.outbox.push(Outgoing {
+            to: header.to,
+            bytes,
+        });
+    }
+
+    /// Advances the replica's clock by one tick: elections, heartbeats, CheckQuorum.
+    pub fn tick<T: Storage>(&mut self, storage: &mut T) {
+        self.ticks += 1;
+        if self.status == Status::Ready {
+            self.raft_tick(storage);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Client requests
+
+    /// Submits a client request. The reply arrives in [`Replica::drain_replies`] once the request
+    /// is committed and applied — or at once, if refused, or a retry of an applied request.
+    pub fn submit<T: Storage>(
+        &mut self,
+        storage: &mut T,
+        client: u64,
+        request: u64,
+        operation: Operation,
+        body: &[u8],
+    ) {
+        if let Err(error) = self.admit(client, request, operation, body) {
+            return self.replies.push(Reply {
+                client,
+                request,
+                index: 0,
+                result: Err(error),
+            });
+        }
+        let read_only = S::is_read_only(operation);
+        if !read_only {
+            if let Some((_, session)) = self.sessions.find(client) {
+                if request < session.request {
+                    let latest = session.request;
+                    let result = Err(RequestError::StaleRequest { latest });
+                    return self.replies.push(Reply {
+                        client,
+                        request,
+                        index: 0,
+                        result,
+                    });
+                }
+                if request == session.request {
+                    let reply = Reply {
+                        client,
+                        request,
+                        index: session.index,
+                        result: Ok(session.reply.clone()),
+                    };
+                    return self.replies.push(reply);
+                }
+            }
+            let duplicate_check =
+                self.config.planted_bug != Some(crate::config::PlantedBug::ApplyTwice);
+            if duplicate_check && self.journal.contains_request(self.applied, client, request) {
+                return; // a retry of a request in the log: its reply comes when it applies
+            }
+        }
+        if read_only && self.config.planted_bug == Some(crate::config::PlantedBug::LocalReads) {
+            // Planted bug: answer reads from local state, without the log or a lease.
+            return self.answer_locally(client, request, operation, body);
+        }
+        self.timestamp = (self.ticks * self.config.tick_ns).max(self.timestamp + 1);
+        let term = self.raft.term;
+        match self
+            .journal
+            .append(operation, term, self.timestamp, client, request, &[body])
+        {
+            Ok(_) => {
+                self.journal.flush(storage);
+                self.replicate_all(false);
+            }
+            Err(AppendError::TooLarge) => self.replies.push(Reply {
+                client,
+                request,
+                index: 0,
+                result: Err(RequestError::Invalid(InvalidRequest::Malformed(
+                    "entry exceeds wal_entry_size_max",
+                ))),
+            }),
+            Err(_) => self.replies.push(Reply {
+                client,
+                request,
+                index: 0,
+                result: Err(RequestError::Busy),
+            }),
+        }
+        self.advance(storage);
+    }
+
+    fn admit(
+        &self,
+        _client: u64,
+        request: u64,
+        operation: Operation,
+        body: &[u8],
+    ) -> Result<(), RequestError> {
+        match self.status {
+            Status::Ready => {}
+            Status::Halted => return Err(RequestError::Halted),
+            _ => return Err(RequestError::NotReady),
+        }
+        if self.raft.role != Role::Leader || self.transfer.is_some() {
+            return Err(RequestError::NotLeader {
+                leader: self.raft.leader.filter(|&l| l != self.id),
+            });
+        }
+        if !self.raft.leader_ready {
+            return Err(RequestError::Busy); // not yet committed an entry of its own term
+        }
+        if request == 0 {
+            return Err(RequestError::ZeroRequestNumber);
+        }
+        self.state
+            .validate(operation, body)
+            .map_err(RequestError::Invalid)
+    }
+
+    fn answer_locally(&mut self, client: u64, request: u64, operation: Operation, body: &[u8]) {
+        let mut out = std::mem::take(&mut self.reply_scratch);
+        self.state.query(operation, body, &mut out);
+        self.replies.push(Reply {
+            client,
+            request,
+            index: self.applied,
+            result: Ok(out.clone()),
+        });
+        self.reply_scratch = out;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Completions
+
+    /// Delivers the completion of a read.
+    pub fn on_read_complete<T: Storage>(
+        &mut self,
+        storage: &mut T,
+        id: IoId,
+        result: Result<&[u8], ReadError>,
+    ) {
+        assert_eq!(id.kind(), Some(IoKind::RecoveryRead), "only recovery reads");
+        if self.status != Status::Opening {
+            return;
+        }
+        self.on_recovery_read(storage, id, result);
+    }
+
+    /// Delivers the completion of a write.
+    pub fn on_write_complete<T: Storage>(
+        &mut self,
+        storage: &mut T,
+        id: IoId,
+        result: Result<(), WriteError>,
+    ) {
+        let kind = id.kind().expect("the core's own tag");
+        if let Err(error) = result {
+            return self.halt(Error::WriteFailed { kind, error });
+        }
+        if self.status == Status::Halted {
+            return;
+        }
+        match kind {
+            IoKind::WalEntry => {
+                self.journal.on_entry_written();
+                self.journal.flush(storage);
+            }
+            IoKind::WalHeaders if self.phase == Phase::WriteHeaders => {
+                self.phase = Phase::Done;
+                self.on_recovery_headers_written(storage);
+            }
+            IoKind::WalHeaders => {
+                self.journal.on_headers_written();
+                self.journal.flush(storage);
+                self.on_durable_advanced();
+            }
+            IoKind::WalRepair => self.on_repair_written(id.n()),
+            IoKind::Reply => self.on_reply_written(storage, id.n() as usize),
+            IoKind::GridBlock => self.on_checkpoint_block_written(storage),
+            IoKind::Superblock if self.phase == Phase::RepairSuperblock => {
+                self.repair_superblock(storage)
+            }
+            IoKind::Superblock => self.on_superblock_written(storage),
+            IoKind::RecoveryRead => unreachable!("reads complete through on_read_complete"),
+        }
+        self.advance(storage);
+    }
+
+    /// After any event: commit what a quorum holds, apply, checkpoint, persist.
+    pub(crate) fn advance<T: Storage>(&mut self, storage: &mut T) {
+        if self.status != Status::Ready {
+            return;
+        }
+        self.advance_commit();
+        self.apply_committed(storage);
+        self.maybe_install(storage);
+        self.send_append_reply();
+        self.maybe_checkpoint(storage);
+        self.maybe_write_superblock(storage);
+        self.journal.flush(storage);
+        self.flush_repairs(storage);
+    }
+}

@@ -1,0 +1,641 @@
+//! Raft: elections with PreVote and CheckQuorum, pipelined replication, commit on quorum, log
+//! repair through the hash chain — and the storage-fault rules beyond textbook Raft.
+//!
+//! - **Timers are ticks.** Election timeouts are drawn from `[t, 2t)` with the replica's seeded
+//!   PRNG. A leader heartbeats every `heartbeat_ticks`, retransmitting whatever a follower has not
+//!   acknowledged.
+//! - **PreVote**: a follower whose timer fires first asks for pre-votes for `term + 1` without
+//!   changing its term; only with a quorum does it campaign for real. A replica that heard from a
+//!   leader within an election timeout (the leader's lease) refuses both pre-votes and votes, so a
+//!   partitioned or flapping replica cannot depose a healthy leader.
+//! - **CheckQuorum**: a leader that has not heard from a quorum within an election timeout steps
+//!   down.
+//! - **Durability before speech**: a vote is sent only once the superblock holds it; a follower
+//!   acknowledges entries only once they are durable and its term is durable.
+//! - **Log matching by hash chain**: an Append names the previous entry by index and checksum;
+//!   each entry's parent checksum chains it to the one before, so a match at one index proves the
+//!   whole prefix equal.
+//! - **Faulty entries** (see `wal::recovery`): a replica whose log holds a hole neither votes nor
+//!   campaigns — its log is not whole, and a vote from it could elect a leader that lacks a
+//!   committed entry. It never truncates the hole away by itself; the leader's copy fills it.
+//!   A single replica cannot be repaired and halts on open instead.
+//! - **Catch-up**: a follower behind the leader's checkpoint (the ring has wrapped past what it
+//!   needs) receives the checkpoint itself (state transfer, see `commit.rs`).
+
+use super::{Event, Replica, Status};
+use crate::config::PlantedBug;
+use crate::io::Storage;
+use crate::message::{Command, Header};
+use crate::state_machine::StateMachine;
+use crate::wal::header::{EntryHeader, Operation, HEADER_SIZE};
+use crate::wal::journal::AppendError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Progress {
+    /// The next index to send.
+    pub next: u64,
+    /// The highest index known durable on the peer and equal to ours.
+    pub matched: u64,
+    /// The tick of the peer's latest reply (CheckQuorum).
+    pub heard: u64,
+}
+
+pub(crate) struct Raft {
+    pub role: Role,
+    pub term: u64,
+    pub voted_for: Option<u8>,
+    pub leader: Option<u8>,
+    /// Pre-votes or votes granted (bit per replica).
+    pub votes: u64,
+    pub election_deadline: u64,
+    pub heartbeat_due: u64,
+    pub quorum_check_due: u64,
+    /// The tick this follower last heard from the leader of its term.
+    pub leader_contact: Option<u64>,
+    pub progress: Vec<Progress>,
+    /// A granted vote to send once it is durable.
+    pub vote_reply_pending: Option<u8>,
+    /// Whether this candidate has sent its vote requests (it waits for its durable vote).
+    pub votes_requested: bool,
+    /// Follower: the highest index known to equal the current leader's log.
+    pub match_bound: u64,
+    /// Follower: owes the leader an acknowledgement.
+    pub append_reply_due: bool,
+    /// Leader: has committed an entry of its own term (and so knows the commit index).
+    pub leader_ready: bool,
+}
+
+impl Raft {
+    pub fn new(count: u8) -> Raft {
+        Raft {
+            role: Role::Follower,
+            term: 0,
+            voted_for: None,
+            leader: None,
+            votes: 0,
+            election_deadline: 0,
+            heartbeat_due: 0,
+            quorum_check_due: 0,
+            leader_contact: None,
+            progress: vec![Progress::default(); count as usize],
+            vote_reply_pending: None,
+            votes_requested: false,
+            match_bound: 0,
+            append_reply_due: false,
+            leader_ready: false,
+        }
+    }
+}
+
+fn bit(replica: u8) -> u64 {
+    1 << replica
+}
+
+impl<S: StateMachine> Replica<S> {
+    pub(crate) fn quorum(&self) -> u32 {
+        self.count as u32 / 2 + 1
+    }
+
+    fn election_timeout(&mut self) -> u64 {
+        let base = self.config.election_ticks;
+        base + self.prng.below(base)
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.raft.election_deadline = self.ticks + self.election_timeout();
+    }
+
+    /// Whether this replica may vote and campaign: its log is whole and it is not installing a
+    /// checkpoint.
+    fn healthy(&self) -> bool {
+        if self.config.planted_bug == Some(PlantedBug::VoteDespiteFaulty) {
+            return self.transfer.is_none();
+        }
+        self.journal.first_faulty().is_none() && self.transfer.is_none()
+    }
+
+    fn lease_active(&self) -> bool {
+        self.raft.role == Role::Leader
+            || self
+                .raft
+                .leader_contact
+                .is_some_and(|t| self.ticks < t + self.config.election_ticks)
+    }
+
+    /// The (index, term) of the last entry, for the up-to-date comparison.
+    fn last_log(&self) -> (u64, u64) {
+        let head = self.journal.head();
+        (head, self.journal.term_at(head).unwrap_or(0))
+    }
+
+    fn up_to_date(&self, last_index: u64, last_term: u64) -> bool {
+        let (index, term) = self.last_log();
+        (last_term, last_index) >= (term, index)
+    }
+
+    fn header(&self, command: Command, to: u8) -> Header {
+        Header::new(self.cluster, self.raft.term, command, self.id, to)
+    }
+
+    fn peers(&self) -> impl Iterator<Item = u8> + 'static {
+        let (id, count) = (self.id, self.count);
+        (0..count).filter(move |&r| r != id)
+    }
+
+    fn role_event(&mut self) {
+        self.events.push(Event::Role {
+            role: self.raft.role,
+            term: self.raft.term,
+            leader: self.raft.leader,
+        });
+    }
+
+    /// Called once the replica is open.
+    pub(crate) fn raft_start(&mut self) {
+        self.raft.match_bound = self.commit;
+        self.reset_election_timer();
+        if self.count == 1 {
+            self.start_pre_vote();
+        }
+    }
+
+    pub(crate) fn raft_tick<T: Storage>(&mut self, storage: &mut T) {
+        if self.raft.role == Role::Leader {
+            if self.ticks >= self.raft.heartbeat_due {
+                self.raft.heartbeat_due = self.ticks + self.config.heartbeat_ticks;
+                self.replicate_all(true);
+            }
+            if self.ticks >= self.raft.quorum_check_due {
+                self.raft.quorum_check_due = self.ticks + self.config.election_ticks;
+                if !self.quorum_active() {
+                    let term = self.raft.term;
+                    self.become_follower(term, None);
+                }
+            }
+        } else if self.ticks >= self.raft.election_deadline {
+            self.start_pre_vote();
+        }
+        self.advance(storage);
+    }
+
+    /// CheckQuorum: whether a quorum (this leader included) was heard within an election timeout.
+    fn quorum_active(&self) -> bool {
+        let window = self.config.election_ticks;
+        let heard = self
+            .peers()
+            .filter(|&p| self.raft.progress[p as usize].heard + window > self.ticks)
+            .count();
+        heard as u32 + 1 >= self.quorum()
+    }
+
+    fn start_pre_vote(&mut self) {
+        self.reset_election_timer();
+        if !self.healthy() {
+            return; // a replica with holes in its log waits for the leader to fill them
+        }
+        self.raft.role = Role::PreCandidate;
+        self.raft.votes = bit(self.id);
+        let (last_index, last_term) = self.last_log();
+        for peer in self.peers() {
+            let mut header = self.header(Command::PreVote, peer);
+            header.term = self.raft.term + 1;
+            header.a = last_index;
+            header.b = last_term;
+            self.send(header, &[]);
+        }
+        self.check_pre_votes();
+    }
+
+    fn check_pre_votes(&mut self) {
+        if self.raft.role == Role::PreCandidate && self.raft.votes.count_ones() >= self.quorum() {
+            self.become_candidate();
+        }
+    }
+
+    fn become_candidate(&mut self) {
+        self.raft.term += 1;
+        self.raft.voted_for = Some(self.id);
+        self.raft.role = Role::Candidate;
+        self.raft.leader = None;
+        self.raft.leader_contact = None;
+        self.raft.votes = bit(self.id);
+        self.raft.votes_requested = false;
+        self.stats.elections += 1;
+        self.reset_election_timer();
+        self.role_event();
+        // Vote requests go out once the term and the self-vote are durable (on_superblock_durable).
+    }
+
+    /// Sends the vote requests of a candidate whose vote for itself is durable.
+    pub(crate) fn request_votes(&mut self) {
+        if self.raft.role != Role::Candidate || self.raft.votes_requested {
+            return;
+        }
+        if self.superblock.term != self.raft.term || self.superblock.voted_for != self.id {
+            return;
+        }
+        self.raft.votes_requested = true;
+        let (last_index, last_term) = self.last_log();
+        for peer in self.peers() {
+            let mut header = self.header(Command::Vote, peer);
+            header.a = last_index;
+            header.b = last_term;
+            self.send(header, &[]);
+        }
+        self.check_votes();
+    }
+
+    fn check_votes(&mut self) {
+        if self.raft.role == Role::Candidate
+            && self.raft.votes_requested
+            && self.raft.votes.count_ones() >= self.quorum()
+        {
+            self.become_leader();
+        }
+    }
+
+    fn become_leader(&mut self) {
+        self.raft.role = Role::Leader;
+        self.raft.leader = Some(self.id);
+        self.raft.leader_ready = false;
+        let next = self.journal.head() + 1;
+        for progress in &mut self.raft.progress {
+            *progress = Progress {
+                next,
+                matched: 0,
+                heard: self.ticks,
+            };
+        }
+        self.raft.heartbeat_due = self.ticks;
+        self.raft.quorum_check_due = self.ticks + self.config.election_ticks;
+        self.role_event();
+        // A no-op of the new term: committing it commits every earlier entry (Raft §5.4.2).
+        self.timestamp = (self.ticks * self.config.tick_ns).max(self.timestamp + 1);
+        let term = self.raft.term;
+        if self
+            .journal
+            .append(Operation::NOOP, term, self.timestamp, 0, 0, &[])
+            .is_err()
+        {
+            // The ring is full up to the checkpoint: the checkpoint frees it, then we retry.
+            let term = self.raft.term;
+            self.become_follower(term, None);
+            return;
+        }
+        self.replicate_all(true);
+    }
+
+    pub(crate) fn become_follower(&mut self, term: u64, leader: Option<u8>) {
+        let changed = term != self.raft.term
+            || self.raft.role != Role::Follower
+            || leader != self.raft.leader;
+        if term > self.raft.term {
+            self.raft.term = term;
+            self.raft.voted_for = None;
+            self.raft.match_bound = self.commit;
+            self.raft.leader_contact = None;
+        }
+        self.raft.role = Role::Follower;
+        self.raft.leader = leader;
+        self.raft.votes = 0;
+        self.raft.leader_ready = false;
+        self.raft.votes_requested = false;
+        self.reset_election_timer();
+        if changed {
+            self.role_event();
+        }
+    }
+
+    /// Delivers a message from a peer. Damaged, misrouted or foreign messages are dropped and
+    /// counted in `stats.messages_dropped`.
+    pub fn on_message<T: Storage>(&mut self, storage: &mut T, bytes: &[u8]) {
+        self.stats.messages_received += 1;
+        let Ok((header, body)) = Header::decode(bytes, self.cluster, self.id) else {
+            self.stats.messages_dropped += 1;
+            return;
+        };
+        if self.status != Status::Ready || header.from >= self.count || header.from == self.id {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        if self.accept_term(&header) {
+            match header.command {
+                Command::PreVote => self.on_pre_vote(&header),
+                Command::PreVoteReply => self.on_pre_vote_reply(&header),
+                Command::Vote => self.on_vote(&header),
+                Command::VoteReply => self.on_vote_reply(&header),
+                Command::Append => self.on_append(&header, body),
+                Command::AppendReply => self.on_append_reply(&header),
+                Command::StateChunk => self.on_state_chunk(&header, body),
+                Command::StateRequest => self.on_state_request(&header),
+                Command::Request | Command::Reply => self.stats.messages_dropped += 1,
+            }
+        }
+        self.advance(storage);
+    }
+
+    /// Applies Raft's term rules; returns whether the message should be processed further.
+    fn accept_term(&mut self, header: &Header) -> bool {
+        match header.command {
+            Command::PreVote | Command::PreVoteReply => return true,
+            Command::Vote if header.term > self.raft.term && self.lease_active() => return false,
+            _ => {}
+        }
+        if header.term > self.raft.term {
+            let leader = matches!(header.command, Command::Append | Command::StateChunk)
+                .then_some(header.from);
+            self.become_follower(header.term, leader);
+        }
+        if header.term < self.raft.term {
+            if matches!(header.command, Command::Append | Command::StateChunk) {
+                // Tell a deposed leader about the newer term.
+                let mut reply = self.header(Command::AppendReply, header.from);
+                reply.a = 0;
+                reply.b = self.journal.head() + 1;
+                self.send(reply, &[]);
+            }
+            return false;
+        }
+        true
+    }
+
+    fn on_pre_vote(&mut self, header: &Header) {
+        let granted = header.term > self.raft.term
+            && !self.lease_active()
+            && self.up_to_date(header.a, header.b)
+            && self.healthy();
+        let mut reply = self.header(Command::PreVoteReply, header.from);
+        reply.term = header.term;
+        reply.a = granted as u64;
+        self.send(reply, &[]);
+    }
+
+    fn on_pre_vote_reply(&mut self, header: &Header) {
+        if self.raft.role == Role::PreCandidate
+            && header.term == self.raft.term + 1
+            && header.a == 1
+        {
+            self.raft.votes |= bit(header.from);
+            self.check_pre_votes();
+        }
+    }
+
+    fn on_vote(&mut self, header: &Header) {
+        let free = self.raft.voted_for.is_none_or(|v| v == header.from);
+        if free
+            && self.raft.role == Role::Follower
+            && self.up_to_date(header.a, header.b)
+            && self.healthy()
+        {
+            self.raft.voted_for = Some(header.from);
+            self.raft.vote_reply_pending = Some(header.from);
+            self.reset_election_timer();
+            self.send_pending_vote(); // at once if already durable, else when it is
+        } else {
+            let mut reply = self.header(Command::VoteReply, header.from);
+            reply.a = 0;
+            self.send(reply, &[]);
+        }
+    }
+
+    /// Sends a granted vote once the superblock holds it.
+    pub(crate) fn send_pending_vote(&mut self) {
+        let Some(candidate) = self.raft.vote_reply_pending else {
+            return;
+        };
+        if self.raft.voted_for != Some(candidate) {
+            self.raft.vote_reply_pending = None;
+            return;
+        }
+        if self.superblock.term == self.raft.term && self.superblock.voted_for == candidate {
+            self.raft.vote_reply_pending = None;
+            let mut reply = self.header(Command::VoteReply, candidate);
+            reply.a = 1;
+            self.send(reply, &[]);
+        }
+    }
+
+    fn on_vote_reply(&mut self, header: &Header) {
+        if self.raft.role == Role::Candidate && header.a == 1 {
+            self.raft.votes |= bit(header.from);
+            self.check_votes();
+        }
+    }
+
+    fn on_append(&mut self, header: &Header, body: &[u8]) {
+        if self.raft.role != Role::Follower || self.raft.leader != Some(header.from) {
+            let term = self.raft.term;
+            self.become_follower(term, Some(header.from));
+        }
+        self.raft.leader_contact = Some(self.ticks);
+        self.reset_election_timer();
+        if self.transfer.is_some() {
+            return; // installing a checkpoint: entries wait until it is durable
+        }
+        let (prev, prev_checksum, leader_commit) = (header.a, header.b as u32, header.c);
+        let checkpoint = self.journal.checkpoint();
+        if prev >= checkpoint && self.journal.checksum_at(prev) != Some(prev_checksum) {
+            return self.reject_append(header.from, prev);
+        }
+        let last = self.append_entries(prev.max(checkpoint), body);
+        self.raft.match_bound = self.raft.match_bound.max(last);
+        let mut commit = leader_commit.min(self.raft.match_bound);
+        if let Some(hole) = self.journal.first_faulty() {
+            commit = commit.min(hole - 1);
+        }
+        self.commit = self.commit.max(commit);
+        self.raft.append_reply_due = true;
+    }
+
+    /// Tells the leader where to resend from after a mismatch at `prev`.
+    fn reject_append(&mut self, leader: u8, prev: u64) {
+        let head = self.journal.head();
+        let mut hint = if prev > head { head + 1 } else { prev };
+        if let Some(hole) = self.journal.first_faulty() {
+            hint = hint.min(hole);
+        }
+        let mut reply = self.header(Command::AppendReply, leader);
+        reply.a = 0;
+        reply.b = hint.max(self.journal.checkpoint() + 1);
+        self.send(reply, &[]);
+    }
+
+    /// Appends (or repairs, or skips as already held) the entries of an Append whose previous
+    /// entry matched. Returns the last index now known to equal the leader's log.
+    fn append_entries(&mut self, matched: u64, body: &[u8]) -> u64 {
+        let mut last = matched;
+        let mut rest = body;
+        while rest.len() >= HEADER_SIZE {
+            let Ok(entry) = EntryHeader::decode(rest) else {
+                break;
+            };
+            let len = HEADER_SIZE + entry.size as usize;
+            if len > rest.len() {
+                break;
+            }
+            let (bytes, tail) = rest.split_at(len);
+            rest = tail;
+            let index = entry.index;
+            if index <= last {
+                continue; // at or before the checkpoint, or before the match: already equal
+            }
+            if index != last + 1 {
+                break;
+            }
+            if index <= self.journal.head() {
+                if self.journal.is_faulty(index) {
+                    if self.journal.repair(bytes).is_err() {
+                        break;
+                    }
+                    self.stats.repaired += 1;
+                    self.events.push(Event::Repaired { index });
+                    last = index;
+                    continue;
+                }
+                if self.journal.checksum_at(index) == Some(entry.checksum) {
+                    last = index;
+                    continue;
+                }
+                assert!(
+                    index > self.commit,
+                    "the leader's log conflicts with committed entry {index}"
+                );
+                if self.journal.truncate(index - 1).is_err() {
+                    break; // writes in flight: the leader resends
+                }
+                self.stats.truncated += 1;
+            }
+            match self.journal.append_entry(bytes) {
+                Ok(_) => last = index,
+                Err(AppendError::PipelineFull | AppendError::RingFull) => break,
+                Err(_) => break,
+            }
+        }
+        last
+    }
+
+    /// Acknowledges the leader: what is durable here and equal to its log.
+    pub(crate) fn send_append_reply(&mut self) {
+        if !self.raft.append_reply_due
+            || self.raft.role != Role::Follower
+            || self.transfer.is_some()
+        {
+            return;
+        }
+        let Some(leader) = self.raft.leader else {
+            return;
+        };
+        if self.superblock.term != self.raft.term {
+            return; // the term must be durable before this replica speaks in it
+        }
+        self.raft.append_reply_due = false;
+        let mut matched = self.journal.durable().min(self.raft.match_bound);
+        if let Some(pending) = self.journal.first_repair_pending() {
+            matched = matched.min(pending - 1);
+        }
+        let mut reply = self.header(Command::AppendReply, leader);
+        reply.a = 1;
+        reply.b = matched.max(self.journal.checkpoint());
+        self.send(reply, &[]);
+    }
+
+    fn on_append_reply(&mut self, header: &Header) {
+        if self.raft.role != Role::Leader {
+            return;
+        }
+        let peer = header.from as usize;
+        let head = self.journal.head();
+        let progress = &mut self.raft.progress[peer];
+        progress.heard = self.ticks;
+        if header.a == 1 {
+            progress.matched = progress.matched.max(header.b.min(head));
+            progress.next = progress.next.max(progress.matched + 1);
+        } else {
+            progress.next = header.b.min(progress.next).max(progress.matched + 1);
+            self.replicate(header.from, true);
+        }
+    }
+
+    /// Leader: the highest index durable on a quorum, if it is of this term, becomes committed.
+    pub(crate) fn advance_commit(&mut self) {
+        if self.raft.role != Role::Leader {
+            return;
+        }
+        let mut matched: Vec<u64> = self
+            .peers()
+            .map(|p| self.raft.progress[p as usize].matched)
+            .chain(std::iter::once(self.journal.durable()))
+            .collect();
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let mut candidate = matched[self.quorum() as usize - 1];
+        if self.config.planted_bug == Some(PlantedBug::CommitWithoutQuorum) {
+            candidate = self.journal.durable();
+        }
+        if candidate > self.commit && self.journal.term_at(candidate) == Some(self.raft.term) {
+            self.commit = candidate;
+        }
+        if self.journal.term_at(self.commit) == Some(self.raft.term) {
+            self.raft.leader_ready = true;
+        }
+    }
+
+    pub(crate) fn replicate_all(&mut self, heartbeat: bool) {
+        if self.raft.role != Role::Leader {
+            return;
+        }
+        for peer in self.peers() {
+            self.replicate(peer, heartbeat);
+        }
+    }
+
+    /// Sends a peer the entries it lacks (or, on a heartbeat, re-sends everything it has not
+    /// acknowledged — covering lost messages).
+    fn replicate(&mut self, peer: u8, heartbeat: bool) {
+        let head = self.journal.head();
+        let progress = &mut self.raft.progress[peer as usize];
+        if heartbeat {
+            progress.next = progress.matched + 1;
+        }
+        let next = progress.next;
+        if next <= self.journal.checkpoint() {
+            if heartbeat {
+                self.send_state(peer);
+            }
+            return;
+        }
+        if !heartbeat && next > head {
+            return;
+        }
+        let prev = next - 1;
+        let prev_checksum = self
+            .journal
+            .checksum_at(prev)
+            .expect("a leader's log is whole");
+        let last = head.min(prev + self.config.append_max as u64);
+        let mut body = std::mem::take(&mut self.body_scratch);
+        body.clear();
+        for index in prev + 1..=last {
+            body.extend_from_slice(
+                self.journal
+                    .entry_bytes(index)
+                    .expect("a leader's log is whole"),
+            );
+        }
+        let mut header = self.header(Command::Append, peer);
+        header.a = prev;
+        header.b = prev_checksum as u64;
+        header.c = self.commit;
+        header.d = last - prev;
+        self.send(header, &body);
+        self.body_scratch = body;
+        self.raft.progress[peer as usize].next = last + 1;
+    }
+}
