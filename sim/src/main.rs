@@ -27,9 +27,17 @@ struct Args {
     /// Trace level: error, warn, info, debug, trace.
     #[arg(long)]
     log: Option<String>,
-    /// Plants a known bug, to show that the checkers catch it (ack-before-durable).
+    /// Plants a known bug, to show that the checkers catch it: ack-before-durable,
+    /// commit-without-quorum, vote-despite-faulty, apply-twice, local-reads.
     #[arg(long)]
     plant_bug: Option<String>,
+    /// Liveness mode: heal every fault at a random point, then require new requests to commit
+    /// within a bound.
+    #[arg(long)]
+    liveness: bool,
+    /// Fix the cluster size (1-5) instead of drawing it from the seed.
+    #[arg(long)]
+    replicas: Option<u8>,
 }
 
 const EXIT_CRASH: u8 = 127;
@@ -43,9 +51,13 @@ struct SeedResult {
     detail: Option<String>,
 }
 
-fn run_one(seed: u64, bug: Option<PlantedBug>) -> SeedResult {
-    let mut options = Options::from_seed(seed);
+fn run_one(seed: u64, bug: Option<PlantedBug>, liveness: bool, replicas: Option<u8>) -> SeedResult {
+    let mut options = match replicas {
+        Some(n) => Options::with_replicas(seed, n),
+        None => Options::from_seed(seed),
+    };
     options.planted_bug = bug;
+    options.liveness = liveness;
     match run_seed(options) {
         Ok(outcome) => {
             let (result, exit, detail) = match &outcome.verdict {
@@ -61,8 +73,8 @@ fn run_one(seed: u64, bug: Option<PlantedBug>) -> SeedResult {
             SeedResult {
                 seed,
                 line: format!(
-                    "vopr: seed={seed} result={result} ops={} crashes={} faults={} trace_hash={:016x}",
-                    outcome.ops, outcome.crashes, outcome.faults, outcome.trace_hash
+                    "vopr: seed={seed} result={result} ops={} crashes={} faults={} replicas={} trace_hash={:016x}",
+                    outcome.ops, outcome.crashes, outcome.faults, outcome.replicas, outcome.trace_hash
                 ),
                 exit,
                 detail,
@@ -70,19 +82,25 @@ fn run_one(seed: u64, bug: Option<PlantedBug>) -> SeedResult {
         }
         Err(panic) => SeedResult {
             seed,
-            line: format!("vopr: seed={seed} result=fail ops=0 crashes=0 faults=0 trace_hash=0"),
+            line: format!("vopr: seed={seed} result=fail ops=0 crashes=0 faults=0 replicas=0 trace_hash=0"),
             exit: EXIT_CRASH,
             detail: Some(format!("crash: {panic}")),
         },
     }
 }
 
-fn replay_command(seed: u64, bug: &Option<String>) -> String {
-    let bug = bug
-        .as_ref()
-        .map(|b| format!(" --plant-bug {b}"))
-        .unwrap_or_default();
-    format!("cargo run -p ziggy-sim --release -- --seed {seed}{bug} --log debug")
+fn replay_command(seed: u64, args: &Args) -> String {
+    let mut extra = String::new();
+    if let Some(bug) = &args.plant_bug {
+        extra.push_str(&format!(" --plant-bug {bug}"));
+    }
+    if args.liveness {
+        extra.push_str(" --liveness");
+    }
+    if let Some(n) = args.replicas {
+        extra.push_str(&format!(" --replicas {n}"));
+    }
+    format!("cargo run -p ziggy-sim --release -- --seed {seed}{extra} --log debug")
 }
 
 fn random_seed() -> u64 {
@@ -108,7 +126,7 @@ fn main() -> ExitCode {
         Some(name) => match PlantedBug::parse(name) {
             Some(bug) => Some(bug),
             None => {
-                eprintln!("vopr: unknown planted bug {name:?} (known: ack-before-durable)");
+                eprintln!("vopr: unknown planted bug {name:?} (known: {})", PlantedBug::NAMES.join(", "));
                 return ExitCode::from(2);
             }
         },
@@ -132,8 +150,10 @@ fn main() -> ExitCode {
                 }
                 // Each seed runs on a fresh thread, so no thread-local state leaks between runs.
                 let seed = first.wrapping_add(k);
-                let result =
-                    std::thread::scope(|s| s.spawn(move || run_one(seed, bug)).join().unwrap());
+                let (liveness, replicas) = (args.liveness, args.replicas);
+                let result = std::thread::scope(|s| {
+                    s.spawn(move || run_one(seed, bug, liveness, replicas)).join().unwrap()
+                });
                 if tx.send(result).is_err() {
                     break;
                 }
@@ -150,7 +170,7 @@ fn main() -> ExitCode {
                     println!("vopr: seed={} {detail}", result.seed);
                     println!(
                         "vopr: replay: {}",
-                        replay_command(result.seed, &args.plant_bug)
+                        replay_command(result.seed, &args)
                     );
                 }
             }

@@ -1,16 +1,25 @@
-//! One simulation run: a replica over simulated storage, simulated clients, faults, and the
-//! checkers of [`crate::model`], all driven by one seed.
+//! One simulation run: a cluster of 1–5 replicas over simulated disks and a simulated network,
+//! simulated clients, faults, and the checkers, all driven by one seed.
 //!
-//! A run has two phases. In the **fault phase** clients issue requests while the storage tears,
-//! rots and misdirects and the replica crashes (also during recovery). Once enough requests have
-//! completed, the **settle phase** stops injecting faults and requires every outstanding request to
-//! be answered within a tick bound; a final crash and recovery must then reproduce the model's
-//! state exactly.
+//! Phases:
+//! 1. **Faults**: clients issue requests while replicas crash and restart (also mid-recovery),
+//!    disks tear, rot and misdirect, the network drops, delays, duplicates, reorders and
+//!    partitions, and replica clocks drift.
+//! 2. **Settle**: every fault stops, the network heals and every replica restarts; all
+//!    outstanding requests must be answered, and all replicas must converge on the same state,
+//!    within tick bounds.
+//! 3. **Liveness** (`--liveness`): the heal comes at a random point; afterwards every client's
+//!    next request must commit within [`LIVENESS_TICKS`].
+//!
+//! At the end the clients' history must be linearizable.
 
+use crate::linearizability::{self, Budget, Input, Output};
 use crate::model::{Model, Op, Violation};
+use crate::network::{NetworkOptions, SimNetwork};
 use crate::prng::{Ppm, Prng};
 use crate::storage::{FaultAtlas, SimStorage, StorageFaults};
 use ziggy_core::digest::Digest;
+use ziggy_core::message::{Command, Header, ReplyStatus, CLIENT};
 use ziggy_core::storage_contract::Completion;
 use ziggy_core::{
     Config, Error, Event, KvStateMachine, Layout, PlantedBug, Replica, RequestError, StateMachine,
@@ -21,90 +30,136 @@ use ziggy_core::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     pub seed: u64,
-    pub clients: u64,
+    pub replicas: u8,
+    pub clients: u8,
     pub key_space: u64,
     /// Client operations to complete before the settle phase.
     pub requests: u64,
-    /// Per tick: the chance that the replica crashes.
+    /// Per tick, per replica: the chance that it crashes; while it recovers; that a crashed
+    /// replica restarts.
     pub crash: Ppm,
-    /// Per tick while the replica is recovering: the chance that it crashes again.
     pub crash_recovering: Ppm,
-    /// Per tick: the chance that a latent sector fault is injected.
+    pub restart: Ppm,
+    /// Per tick: the chance that a latent sector fault is injected into some replica.
     pub latent: Ppm,
-    /// Of client operations: the share that are reads, and deletes.
+    /// Of client operations: the shares of reads, deletes and compare-and-sets.
     pub reads: Ppm,
     pub deletes: Ppm,
-    /// Ticks a client waits for a reply before retrying.
+    pub cas: Ppm,
+    /// Ticks a client waits for a reply before retrying (at another replica).
     pub request_timeout: u64,
-    /// Ticks between a client's operations, at most.
     pub think_max: u64,
-    pub storage: StorageFaults,
-    /// A zone where faults beyond the fault model strike: the replica may halt, and must then
-    /// name a region that really was damaged.
+    /// Per replica, the storage faults it may suffer.
+    pub storage: Vec<StorageFaults>,
+    pub network: NetworkOptions,
+    /// Per replica: the chance per tick that its clock misses a tick (drift).
+    pub drift: Vec<Ppm>,
+    /// Single replica only: a zone where damage beyond the fault model strikes; the replica may
+    /// halt, and must then name a region that really was damaged.
     pub fatal: Option<Zone>,
+    pub liveness: bool,
     pub planted_bug: Option<PlantedBug>,
 }
 
 impl Options {
     pub fn from_seed(seed: u64) -> Options {
         let mut prng = Prng::new(seed);
+        let replicas = [1, 1, 2, 3, 3, 3, 4, 5, 5][prng.index(9)];
+        Options::for_cluster(seed, replicas, &mut prng)
+    }
+
+    /// A seed's options with the cluster size fixed (the rest still drawn from the seed).
+    pub fn with_replicas(seed: u64, replicas: u8) -> Options {
+        let mut prng = Prng::new(seed);
+        let _ = prng.index(9);
+        Options::for_cluster(seed, replicas, &mut prng)
+    }
+
+    fn for_cluster(seed: u64, replicas: u8, prng: &mut Prng) -> Options {
         let config = Config::test();
-        let clients = prng.range(1, config.clients_max as u64);
-        let fatal = if prng.chance(Ppm::percent(10)) {
-            Some([Zone::WalEntries, Zone::Grid, Zone::ClientReplies][prng.index(3)])
-        } else {
-            None
-        };
-        let mut atlas = FaultAtlas::none();
-        for zone in Zone::ALL {
-            if prng.chance(Ppm::percent(80)) {
-                atlas.tear.insert(zone);
-            }
-        }
-        if prng.chance(Ppm::percent(60)) {
-            atlas.latent.insert(Zone::WalHeaders);
-        }
-        if prng.chance(Ppm::percent(40)) {
-            atlas.latent.insert(Zone::Superblock);
-        }
-        if prng.chance(Ppm::percent(40)) {
-            atlas.misdirect.insert(Zone::WalHeaders);
-        }
-        if let Some(zone) = fatal {
-            atlas.latent.insert(zone);
-            atlas.misdirect.insert(zone);
-            if zone == Zone::WalEntries {
-                // The redundant headers must stay whole for entry damage to be detectable on a
-                // single replica (a torn header sector and a rotten entry together are two faults
-                // that no single copy can tell from a torn write).
-                atlas.tear.remove(&Zone::WalHeaders);
-                atlas.latent.remove(&Zone::WalHeaders);
-                atlas.misdirect.remove(&Zone::WalHeaders);
-            }
-        }
-        let storage = StorageFaults {
-            atlas,
-            tear: Ppm(prng.range(0, 1_000_000) as u32),
-            misdirect: Ppm(prng.range(0, 20_000) as u32),
-            latent_error: Ppm(prng.range(0, 1_000_000) as u32),
-            latency_max: prng.range(1, 12),
+        let fatal = (replicas == 1 && prng.chance(Ppm::percent(10)))
+            .then(|| [Zone::WalEntries, Zone::Grid, Zone::ClientReplies][prng.index(3)]);
+        // At most a minority of replicas may rot (so a quorum keeps every committed entry).
+        let faulty_max = (replicas as u64 - 1) / 2;
+        let faulty = prng.range(0, faulty_max);
+        let storage = (0..replicas)
+            .map(|r| storage_faults(prng, fatal, replicas > 1 && (r as u64) < faulty))
+            .collect();
+        let network = NetworkOptions {
+            drop: Ppm(prng.range(0, 100_000) as u32),
+            duplicate: Ppm(prng.range(0, 50_000) as u32),
+            delay_min: 1,
+            delay_mean: prng.range(1, 10),
+            queue_max: 256,
+            partition: Ppm(prng.range(0, 5_000) as u32),
+            heal: Ppm(prng.range(2_000, 50_000) as u32),
+            one_way: Ppm(prng.range(0, 500_000) as u32),
         };
         Options {
             seed,
-            clients,
+            replicas,
+            clients: prng.range(1, config.clients_max as u64 - 1) as u8,
             key_space: prng.range(1, 24),
-            requests: prng.range(50, 2_000),
-            crash: Ppm(prng.range(0, 10_000) as u32),
-            crash_recovering: Ppm(prng.range(0, 150_000) as u32),
+            requests: prng.range(50, 1_500),
+            crash: Ppm(prng.range(0, 600) as u32),
+            crash_recovering: Ppm(prng.range(0, 100_000) as u32),
+            restart: Ppm(prng.range(2_000, 100_000) as u32),
             latent: Ppm(prng.range(0, 3_000) as u32),
-            reads: Ppm(prng.range(0, 500_000) as u32),
-            deletes: Ppm(prng.range(0, 300_000) as u32),
-            request_timeout: prng.range(20, 200),
+            reads: Ppm(prng.range(0, 400_000) as u32),
+            deletes: Ppm(prng.range(0, 200_000) as u32),
+            cas: Ppm(prng.range(0, 300_000) as u32),
+            request_timeout: prng.range(100, 400),
             think_max: prng.range(0, 20),
             storage,
+            network,
+            drift: (0..replicas).map(|_| Ppm(prng.range(0, 100_000) as u32)).collect(),
             fatal,
+            liveness: false,
             planted_bug: None,
         }
+    }
+}
+
+/// The storage faults of one replica. A `faulty` replica may rot in its WAL entries, grid and
+/// client replies (keeping its redundant headers whole); the others only tear, and rot only in
+/// redundant structures.
+fn storage_faults(prng: &mut Prng, fatal: Option<Zone>, faulty: bool) -> StorageFaults {
+    let mut atlas = FaultAtlas::none();
+    for zone in Zone::ALL {
+        if prng.chance(Ppm::percent(80)) {
+            atlas.tear.insert(zone);
+        }
+    }
+    if prng.chance(Ppm::percent(60)) {
+        atlas.latent.insert(Zone::WalHeaders);
+    }
+    if prng.chance(Ppm::percent(40)) {
+        atlas.latent.insert(Zone::Superblock);
+    }
+    if prng.chance(Ppm::percent(40)) {
+        atlas.misdirect.insert(Zone::WalHeaders);
+    }
+    let rotting: Vec<Zone> = match (fatal, faulty) {
+        (Some(zone), _) => vec![zone],
+        (None, true) => vec![Zone::WalEntries],
+        (None, false) => vec![],
+    };
+    for zone in rotting {
+        atlas.latent.insert(zone);
+        atlas.misdirect.insert(zone);
+        if zone == Zone::WalEntries {
+            // The redundant headers must stay whole for entry damage to be told from a torn write.
+            atlas.tear.remove(&Zone::WalHeaders);
+            atlas.latent.remove(&Zone::WalHeaders);
+            atlas.misdirect.remove(&Zone::WalHeaders);
+        }
+    }
+    StorageFaults {
+        atlas,
+        tear: Ppm(prng.range(0, 1_000_000) as u32),
+        misdirect: Ppm(prng.range(0, 20_000) as u32),
+        latent_error: Ppm(prng.range(0, 1_000_000) as u32),
+        latency_max: prng.range(1, 12),
     }
 }
 
@@ -112,11 +167,11 @@ impl Options {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Pass,
-    /// The replica halted on damage the run injected beyond the fault model, and named it.
+    /// A replica halted on damage the run injected beyond the fault model, and named it.
     PassHalted(String),
     /// A checker found a violated invariant.
     Correctness(String),
-    /// The settle phase did not finish within its bound.
+    /// A bound on progress was exceeded after the faults stopped.
     Liveness(String),
 }
 
@@ -129,40 +184,61 @@ impl Verdict {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub verdict: Verdict,
+    pub replicas: u8,
     pub ops: u64,
     pub crashes: u64,
     pub faults: u64,
     pub ticks: u64,
     pub checkpoints: u64,
+    pub elections: u64,
     pub checks: u64,
+    /// Liveness mode: the most ticks a post-heal request took to commit.
+    pub liveness_ticks: u64,
     pub trace_hash: u64,
 }
 
-struct PendingRequest {
+struct Pending {
     request: u64,
     op: Op,
+    /// The index of this operation in the history.
+    history: usize,
     resend_at: u64,
+    /// The next resend follows a redirect (or a busy reply): keep the target.
+    redirected: bool,
 }
 
 struct Client {
     id: u64,
+    node: u8,
     next_request: u64,
-    pending: Option<PendingRequest>,
+    /// The replica this client believes leads.
+    target: u8,
+    pending: Option<Pending>,
     next_action_at: u64,
 }
 
-/// Ticks the settle phase may take to answer every outstanding request.
-const SETTLE_TICKS: u64 = 20_000;
-/// Ticks the fault phase may take, at most (a liveness bound on the fault phase itself).
-const FAULT_PHASE_TICKS: u64 = 200_000;
+struct Node {
+    storage: SimStorage,
+    replica: Replica<KvStateMachine>,
+    up: bool,
+    halted: Option<Error>,
+}
+
+/// Ticks the settle phase may take to answer every outstanding request and converge.
+pub const SETTLE_TICKS: u64 = 30_000;
+/// Liveness mode: ticks a request issued after the heal may take to commit.
+pub const LIVENESS_TICKS: u64 = 3_000;
+/// Ticks the fault phase may take, at most.
+const FAULT_PHASE_TICKS: u64 = 300_000;
 
 pub struct Simulation {
     options: Options,
     config: Config,
     prng: Prng,
-    storage: SimStorage,
-    replica: Replica<KvStateMachine>,
+    nodes: Vec<Node>,
+    network: SimNetwork,
     clients: Vec<Client>,
+    history: Vec<linearizability::Operation>,
     model: Model,
     trace: Digest,
     tick: u64,
@@ -170,8 +246,9 @@ pub struct Simulation {
     crashes: u64,
     faults: u64,
     checkpoints: u64,
+    incarnations: u64,
     settling: bool,
-    halted: Option<Error>,
+    scratch: Vec<u8>,
 }
 
 impl Simulation {
@@ -180,27 +257,36 @@ impl Simulation {
         let mut config = Config::test();
         config.planted_bug = options.planted_bug;
         let layout = Layout::new(&config);
-        let mut storage = SimStorage::new(layout, options.storage.clone(), prng.fork());
         let cluster = prng.next_u64();
-        for (offset, bytes) in Replica::<KvStateMachine>::format(&config, cluster, 0) {
-            storage.write_durable(offset, &bytes);
-        }
+        let nodes = (0..options.replicas)
+            .map(|r| {
+                let mut storage = SimStorage::new(layout, options.storage[r as usize].clone(), prng.fork());
+                for (offset, bytes) in Replica::<KvStateMachine>::format(&config, cluster, r, options.replicas) {
+                    storage.write_durable(offset, &bytes);
+                }
+                let replica = Replica::new(config.clone(), prng.next_u64()).expect("test config is valid");
+                Node { storage, replica, up: true, halted: None }
+            })
+            .collect();
         let clients = (0..options.clients)
-            .map(|_| Client {
+            .map(|c| Client {
                 id: prng.next_u64() | 1,
+                node: options.replicas + c,
                 next_request: 1,
+                target: prng.range(0, options.replicas as u64 - 1) as u8,
                 pending: None,
                 next_action_at: 0,
             })
             .collect();
-        let replica = Replica::new(config.clone()).expect("test config is valid");
+        let network = SimNetwork::new(options.replicas, options.clients, options.network.clone(), prng.fork());
         Simulation {
             options,
             config,
             prng,
-            storage,
-            replica,
+            nodes,
+            network,
             clients,
+            history: Vec::new(),
             model: Model::new(),
             trace: Digest::new(),
             tick: 0,
@@ -208,38 +294,68 @@ impl Simulation {
             crashes: 0,
             faults: 0,
             checkpoints: 0,
+            incarnations: 0,
             settling: false,
-            halted: None,
+            scratch: Vec::new(),
         }
     }
 
     /// Runs to the end and returns the outcome. Panics (a crash of the core) propagate.
     pub fn run(mut self) -> Outcome {
         tracing::info!(options = ?self.options, "start");
-        self.replica.open(&mut self.storage);
-        let verdict = match self.run_phases() {
+        for node in &mut self.nodes {
+            node.replica.open(&mut node.storage);
+        }
+        let mut liveness_ticks = 0;
+        let verdict = match self.run_phases(&mut liveness_ticks) {
             Ok(verdict) => verdict,
             Err(violation) => Verdict::Correctness(violation.0),
         };
-        tracing::info!(?verdict, ops = self.ops, crashes = self.crashes, faults = self.faults, checkpoints = self.checkpoints, ticks = self.tick, checks = self.model.checks, storage = ?self.storage.stats, "end");
+        let elections = self.nodes.iter().map(|n| n.replica.stats.elections).sum();
+        tracing::info!(
+            ?verdict,
+            ops = self.ops,
+            crashes = self.crashes,
+            faults = self.faults,
+            checkpoints = self.checkpoints,
+            elections,
+            ticks = self.tick,
+            checks = self.model.checks,
+            network = ?self.network.stats,
+            "end"
+        );
+        let storage_faults: u64 = self
+            .nodes
+            .iter()
+            .map(|n| n.storage.stats.misdirected + n.storage.stats.torn_sectors)
+            .sum();
         Outcome {
             verdict,
+            replicas: self.options.replicas,
             ops: self.ops,
             crashes: self.crashes,
-            faults: self.faults + self.storage.stats.misdirected + self.storage.stats.torn_sectors,
+            faults: self.faults + storage_faults + self.network.stats.dropped + self.network.stats.partitions,
             ticks: self.tick,
             checkpoints: self.checkpoints,
+            elections,
             checks: self.model.checks,
+            liveness_ticks,
             trace_hash: self.trace.finish(),
         }
     }
 
-    fn run_phases(&mut self) -> Result<Verdict, Violation> {
-        while self.ops < self.options.requests {
+    fn run_phases(&mut self, liveness_ticks: &mut u64) -> Result<Verdict, Violation> {
+        // With --liveness, the heal comes at a random point of the run.
+        let heal_after = if self.options.liveness {
+            self.prng.range(0, self.options.requests)
+        } else {
+            self.options.requests
+        };
+        while self.ops < heal_after {
             if self.tick > FAULT_PHASE_TICKS {
                 return Ok(Verdict::Liveness(format!(
-                    "fault phase: only {} of {} operations completed in {} ticks",
-                    self.ops, self.options.requests, FAULT_PHASE_TICKS
+                    "fault phase: only {} of {} operations completed in {FAULT_PHASE_TICKS} ticks",
+                    self.ops, heal_after
                 )));
             }
             self.step()?;
@@ -248,273 +364,496 @@ impl Simulation {
             }
         }
         self.settle();
-        let deadline = self.tick + SETTLE_TICKS;
-        while self.clients.iter().any(|c| c.pending.is_some())
-            || self.replica.status() != Status::Ready
-        {
-            if self.tick > deadline {
-                return Ok(Verdict::Liveness(format!(
-                    "settle phase: requests still outstanding after {SETTLE_TICKS} ticks without faults"
-                )));
-            }
-            self.step()?;
-            if let Some(verdict) = self.halt_verdict()? {
+        if let Some(verdict) = self.run_until("settle: outstanding requests", SETTLE_TICKS, |s| {
+            s.clients.iter().all(|c| c.pending.is_none())
+        })? {
+            return Ok(verdict);
+        }
+        if self.options.liveness {
+            let started = self.tick;
+            self.issue_round();
+            if let Some(verdict) = self.run_until("liveness: requests after the heal", LIVENESS_TICKS, |s| {
+                s.clients.iter().all(|c| c.pending.is_none())
+            })? {
                 return Ok(verdict);
             }
+            *liveness_ticks = self.tick - started;
         }
-        // A final crash and recovery must reproduce the model's state exactly.
-        self.crash();
-        let deadline = self.tick + SETTLE_TICKS;
-        while self.replica.status() != Status::Ready {
-            if self.tick > deadline {
-                return Ok(Verdict::Liveness("final recovery did not finish".into()));
-            }
-            self.step()?;
-            if let Some(verdict) = self.halt_verdict()? {
-                return Ok(verdict);
-            }
+        if let Some(verdict) = self.run_until("settle: replicas converge", SETTLE_TICKS, Self::converged)? {
+            return Ok(verdict);
         }
-        Ok(Verdict::Pass)
+        self.check_convergence()?;
+        self.check_linearizable()?;
+        Ok(self.halted_note().map_or(Verdict::Pass, Verdict::PassHalted))
     }
 
-    /// Turns faults off (damage already done stays).
+    /// Steps until `done`, or reports a liveness failure after `bound` ticks.
+    fn run_until(&mut self, what: &str, bound: u64, done: fn(&Simulation) -> bool) -> Result<Option<Verdict>, Violation> {
+        let deadline = self.tick + bound;
+        while !done(self) {
+            if self.tick > deadline {
+                let state: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        format!(
+                            "{}:{:?}/{:?} t{} applied {} commit {} head {}",
+                            n.replica.id(),
+                            n.replica.status(),
+                            n.replica.role(),
+                            n.replica.term(),
+                            n.replica.applied(),
+                            n.replica.commit_index(),
+                            n.replica.log_head()
+                        )
+                    })
+                    .collect();
+                let stuck: Vec<String> = self
+                    .clients
+                    .iter()
+                    .filter_map(|c| c.pending.as_ref().map(|p| format!("client {:x} request {} {:?} -> {}", c.id, p.request, p.op, c.target)))
+                    .collect();
+                return Ok(Some(Verdict::Liveness(format!(
+                    "{what}: not done within {bound} ticks [{}] stuck: [{}]",
+                    state.join("; "),
+                    stuck.join("; ")
+                ))));
+            }
+            self.step()?;
+            if let Some(verdict) = self.halt_verdict()? {
+                return Ok(Some(verdict));
+            }
+        }
+        Ok(None)
+    }
+
+    fn live_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.halted.is_none())
+    }
+
+    fn converged(&self) -> bool {
+        let target = self.model.committed();
+        self.live_nodes().all(|n| n.replica.status() == Status::Ready && n.replica.applied() == target)
+    }
+
+    fn check_convergence(&mut self) -> Result<(), Violation> {
+        for r in 0..self.nodes.len() {
+            if self.nodes[r].halted.is_some() {
+                continue;
+            }
+            let (state, applied) = self.nodes[r].replica.state().expect("ready");
+            let digest = state.digest();
+            self.model.state_matches(r as u8, applied, digest)?;
+        }
+        Ok(())
+    }
+
+    fn check_linearizable(&mut self) -> Result<(), Violation> {
+        match linearizability::check(&self.history, Budget::default()) {
+            linearizability::Verdict::NotLinearizable { explanation, .. } => {
+                Err(Violation(format!("history not linearizable: {explanation}")))
+            }
+            linearizability::Verdict::Unknown { reason, .. } => {
+                tracing::warn!(%reason, "linearizability unknown");
+                Ok(())
+            }
+            linearizability::Verdict::Linearizable => Ok(()),
+        }
+    }
+
+    fn halted_note(&self) -> Option<String> {
+        self.nodes.iter().find_map(|n| n.halted.as_ref().map(|e| format!("replica {}: {e}", n.replica.id())))
+    }
+
+    /// Stops every fault: heal the network, no more crashes or rot, restart every replica.
     fn settle(&mut self) {
         tracing::info!(tick = self.tick, "settle: faults off");
         self.settling = true;
-        let mut faults = StorageFaults::none();
-        faults.latency_max = self.options.storage.latency_max;
-        self.storage.set_faults(faults);
+        self.network.heal();
+        for r in 0..self.nodes.len() {
+            let mut faults = StorageFaults::none();
+            faults.latency_max = self.options.storage[r].latency_max;
+            self.nodes[r].storage.set_faults(faults);
+            if !self.nodes[r].up && self.nodes[r].halted.is_none() {
+                self.restart(r);
+            }
+        }
     }
 
+    /// A halt is acceptable only beyond the fault model, naming damage that was injected.
     fn halt_verdict(&mut self) -> Result<Option<Verdict>, Violation> {
-        let Some(error) = self.halted.clone() else {
-            return Ok(None);
-        };
-        match &error {
-            Error::Corrupt { offset, len, .. } if self.options.fatal.is_some() => {
-                if self.storage.damaged_within(*offset, *len) {
-                    Ok(Some(Verdict::PassHalted(error.to_string())))
-                } else {
-                    Err(Violation(format!(
-                        "halted on corruption that was never injected: {error}"
-                    )))
-                }
+        for node in &self.nodes {
+            let Some(error) = &node.halted else { continue };
+            let explained = match error {
+                Error::Corrupt { offset, len, .. } => node.storage.damaged_within(*offset, *len),
+                _ => false,
+            };
+            let allowed = self.options.fatal.is_some() || self.options.storage[node.replica.id() as usize].atlas.latent.contains(&Zone::WalEntries);
+            if !explained || !allowed {
+                return Err(Violation(format!("replica {} halted within the fault model: {error}", node.replica.id())));
             }
-            _ => Err(Violation(format!(
-                "replica halted within the fault model: {error}"
-            ))),
+            if self.options.replicas == 1 {
+                return Ok(Some(Verdict::PassHalted(error.to_string())));
+            }
         }
+        Ok(None)
     }
 
     fn step(&mut self) -> Result<(), Violation> {
         self.tick += 1;
         if !self.settling {
-            let crash = match self.replica.status() {
-                Status::Opening => self.options.crash_recovering,
-                _ => self.options.crash,
-            };
-            if self.prng.chance(crash) {
-                self.crash();
-            }
-            if self.prng.chance(self.options.latent) {
-                if let Some(sector) = self.storage.inject_latent() {
-                    self.faults += 1;
-                    self.trace.u64(0xfa).u64(sector);
-                    tracing::debug!(tick = self.tick, sector, "fault: latent sector");
-                }
-            }
+            self.inject_faults();
         }
         for c in 0..self.clients.len() {
             self.client_step(c)?;
         }
-        for completion in self.storage.advance(self.tick) {
-            self.deliver(completion);
-            self.drain()?;
+        for r in 0..self.nodes.len() {
+            if !self.nodes[r].up {
+                continue;
+            }
+            let completions = self.nodes[r].storage.advance(self.tick);
+            for completion in completions {
+                self.deliver_io(r, completion);
+                self.drain(r)?;
+            }
         }
-        self.replica.tick();
-        self.drain()
+        self.network.tick();
+        for packet in self.network.deliver(self.tick) {
+            self.trace.u64(packet.from as u64).u64(packet.to as u64).u64(packet.data.len() as u64);
+            if packet.to < self.options.replicas {
+                let r = packet.to as usize;
+                if self.nodes[r].up {
+                    self.deliver_packet(r, packet.from, &packet.data);
+                    self.drain(r)?;
+                }
+            } else {
+                self.client_receive(packet.to, &packet.data)?;
+            }
+        }
+        for r in 0..self.nodes.len() {
+            if !self.nodes[r].up {
+                continue;
+            }
+            let drift = self.options.drift[r];
+            if self.settling || !self.prng.chance(drift) {
+                let node = &mut self.nodes[r];
+                node.replica.tick(&mut node.storage);
+                self.drain(r)?;
+            }
+        }
+        Ok(())
     }
 
-    fn crash(&mut self) {
+    fn inject_faults(&mut self) {
+        for r in 0..self.nodes.len() {
+            if self.nodes[r].halted.is_some() {
+                continue;
+            }
+            if self.nodes[r].up {
+                let crash = match self.nodes[r].replica.status() {
+                    Status::Opening => self.options.crash_recovering,
+                    _ => self.options.crash,
+                };
+                if self.prng.chance(crash) {
+                    self.crash(r);
+                }
+            } else if self.prng.chance(self.options.restart) {
+                self.restart(r);
+            }
+        }
+        if self.prng.chance(self.options.latent) {
+            let r = self.prng.index(self.nodes.len());
+            if let Some(sector) = self.nodes[r].storage.inject_latent() {
+                self.faults += 1;
+                self.trace.u64(0xfa).u64(r as u64).u64(sector);
+                tracing::debug!(tick = self.tick, replica = r, sector, "fault: latent sector");
+            }
+        }
+    }
+
+    fn crash(&mut self, r: usize) {
         self.crashes += 1;
-        self.trace.u64(0xc4a5).u64(self.tick);
-        tracing::debug!(tick = self.tick, status = ?self.replica.status(), pending = self.storage.pending(), "crash");
-        self.storage.crash();
-        self.model.restarted();
-        self.replica = Replica::new(self.config.clone()).expect("valid config");
-        self.replica.open(&mut self.storage);
+        self.trace.u64(0xc4a5).u64(r as u64).u64(self.tick);
+        let node = &mut self.nodes[r];
+        tracing::debug!(tick = self.tick, replica = r, status = ?node.replica.status(), pending = node.storage.pending(), "crash");
+        node.storage.crash();
+        node.up = false;
+        self.network.forget(r as u8);
+        // A single replica restarts at once; a cluster member may stay down a while.
+        if self.options.replicas == 1 {
+            self.restart(r);
+        }
     }
 
-    fn deliver(&mut self, completion: Completion) {
+    fn restart(&mut self, r: usize) {
+        self.incarnations += 1;
+        let seed = self.prng.next_u64();
+        let node = &mut self.nodes[r];
+        tracing::debug!(tick = self.tick, replica = r, "restart");
+        node.replica = Replica::new(self.config.clone(), seed).expect("valid config");
+        node.up = true;
+        node.replica.open(&mut node.storage);
+    }
+
+    fn deliver_io(&mut self, r: usize, completion: Completion) {
+        let node = &mut self.nodes[r];
         match completion {
             Completion::Read { id, result } => {
-                self.trace.u64(id.0).u64(
-                    result
-                        .as_ref()
-                        .map_or(1, |d| ziggy_core::checksum::checksum(d) as u64),
-                );
-                tracing::trace!(tick = self.tick, ?id, ok = result.is_ok(), "read complete");
+                self.trace.u64(id.0).u64(result.as_ref().map_or(1, |d| ziggy_core::checksum::checksum(d) as u64));
                 let result = result.as_deref().map_err(|e| *e);
-                self.replica.on_read_complete(&mut self.storage, id, result);
+                node.replica.on_read_complete(&mut node.storage, id, result);
             }
             Completion::Write { id, result } => {
                 self.trace.u64(id.0);
-                tracing::trace!(tick = self.tick, ?id, "write complete");
-                self.replica
-                    .on_write_complete(&mut self.storage, id, result);
+                node.replica.on_write_complete(&mut node.storage, id, result);
             }
         }
+    }
+
+    fn deliver_packet(&mut self, r: usize, from: u8, data: &[u8]) {
+        if from < self.options.replicas {
+            let node = &mut self.nodes[r];
+            node.replica.on_message(&mut node.storage, data);
+            return;
+        }
+        // A client request.
+        let Ok((header, body)) = Header::decode(data, 0, r as u8) else { return };
+        if header.command != Command::Request {
+            return;
+        }
+        tracing::trace!(tick = self.tick, replica = r, client = header.a, request = header.b, "request");
+        let node = &mut self.nodes[r];
+        let operation = ziggy_core::wal::header::Operation(header.c as u8);
+        node.replica.submit(&mut node.storage, header.a, header.b, operation, body);
+    }
+
+    /// Collects what replica `r` produced: events (checked), peer messages (sent), replies
+    /// (sent to clients).
+    fn drain(&mut self, r: usize) -> Result<(), Violation> {
+        let events: Vec<Event> = self.nodes[r].replica.drain_events().collect();
+        for event in events {
+            self.on_event(r, event)?;
+        }
+        let tick = self.tick;
+        let network = &mut self.network;
+        self.nodes[r].replica.drain_messages(|to, bytes| network.send(tick, r as u8, to, bytes));
+        let replies: Vec<_> = self.nodes[r].replica.drain_replies().collect();
+        for reply in replies {
+            let Some(client) = self.clients.iter().find(|c| c.id == reply.client) else {
+                return Err(Violation(format!("reply to unknown client {}", reply.client)));
+            };
+            let mut header = Header::new(0, 0, Command::Reply, r as u8, client.node);
+            header.a = reply.client;
+            header.b = reply.request;
+            header.c = reply.index;
+            let body: &[u8] = match &reply.result {
+                Ok(bytes) => bytes,
+                Err(_) => &[],
+            };
+            let (status, hint) = match &reply.result {
+                Ok(_) => (ReplyStatus::Ok, 0),
+                Err(RequestError::NotLeader { leader }) => (ReplyStatus::NotLeader, leader.map_or(0, |l| l as u64 + 1)),
+                Err(RequestError::Busy) => (ReplyStatus::Busy, 0),
+                Err(RequestError::NotReady) => (ReplyStatus::NotReady, 0),
+                Err(RequestError::Halted) => (ReplyStatus::Halted, 0),
+                Err(RequestError::StaleRequest { .. }) => (ReplyStatus::Stale, 0),
+                Err(_) => (ReplyStatus::Invalid, 0),
+            };
+            header.d = status as u64 | (hint << 8);
+            header.encode(body, &mut self.scratch);
+            self.network.send(self.tick, r as u8, client.node, &self.scratch);
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, r: usize, event: Event) -> Result<(), Violation> {
+        let replica = r as u8;
+        match event {
+            Event::Applied { index, checksum, client, request } => {
+                self.trace.u64(index).u64(checksum as u64);
+                tracing::trace!(tick = self.tick, replica, index, client, request, "applied");
+                self.model.applied(replica, index, checksum, client, request)?;
+            }
+            Event::Opened { checkpoint, head, truncated, faulty } => {
+                tracing::debug!(tick = self.tick, replica, checkpoint, head, truncated, faulty, "opened");
+                let (state, applied) = self.nodes[r].replica.state().expect("opened means ready");
+                let digest = state.digest();
+                self.model.opened(replica, applied, digest)?;
+            }
+            Event::Installed { index } => {
+                tracing::debug!(tick = self.tick, replica, index, "installed checkpoint from the leader");
+                let (state, applied) = self.nodes[r].replica.state().expect("ready");
+                let digest = state.digest();
+                self.model.opened(replica, applied, digest)?;
+            }
+            Event::Checkpointed { index, sequence } => {
+                self.checkpoints += 1;
+                tracing::debug!(tick = self.tick, replica, index, sequence, "checkpoint");
+            }
+            Event::Role { role, term, leader } => {
+                self.trace.u64(0x401e).u64(term);
+                tracing::debug!(tick = self.tick, replica, ?role, term, ?leader, "role");
+            }
+            Event::Repaired { index } => tracing::debug!(tick = self.tick, replica, index, "repaired"),
+            Event::Halted(error) => {
+                tracing::debug!(tick = self.tick, replica, %error, "halted");
+                self.nodes[r].halted = Some(error);
+            }
+        }
+        Ok(())
     }
 
     fn client_step(&mut self, c: usize) -> Result<(), Violation> {
         let tick = self.tick;
-        let client = &mut self.clients[c];
-        if let Some(pending) = &mut client.pending {
+        if let Some(pending) = &mut self.clients[c].pending {
             if tick >= pending.resend_at {
                 pending.resend_at = tick + self.options.request_timeout;
-                let (id, request, op) = (client.id, pending.request, pending.op.clone());
-                tracing::debug!(tick, client = id, request, "retry");
-                self.send(id, request, &op);
-                return self.drain();
+                let redirected = std::mem::take(&mut pending.redirected);
+                let client = &mut self.clients[c];
+                if !redirected {
+                    // Timed out: try another replica.
+                    client.target = (client.target + 1) % self.options.replicas;
+                }
+                self.send_pending(c);
             }
             return Ok(());
         }
-        if tick < client.next_action_at || self.ops >= self.options.requests && !self.settling {
+        if self.settling || tick < self.clients[c].next_action_at || self.ops >= self.options.requests {
             return Ok(());
         }
-        if self.settling {
-            return Ok(()); // no new requests while settling
+        self.issue(c);
+        Ok(())
+    }
+
+    /// Liveness mode: every client issues one more request after the heal.
+    fn issue_round(&mut self) {
+        for c in 0..self.clients.len() {
+            if self.clients[c].pending.is_none() {
+                self.issue(c);
+            }
         }
-        client.next_action_at = tick + self.prng.range(0, self.options.think_max);
+    }
+
+    fn issue(&mut self, c: usize) {
         let key = format!("k{}", self.prng.range(0, self.options.key_space - 1)).into_bytes();
-        if self.prng.chance(self.options.reads) {
-            return self.read(&key);
-        }
         let client = &mut self.clients[c];
+        client.next_action_at = self.tick + self.prng.range(0, self.options.think_max);
         let request = client.next_request;
         client.next_request += 1;
-        let op = if self.prng.chance(self.options.deletes) {
+        let value = format!("c{:x}-r{}", client.id, request).into_bytes();
+        let op = if self.prng.chance(self.options.reads) {
+            Op::Get { key }
+        } else if self.prng.chance(self.options.deletes) {
             Op::Delete { key }
+        } else if self.prng.chance(self.options.cas) {
+            // Expect the value some earlier request of this client may have written, or absence.
+            let expected = (request > 1 && self.prng.bool())
+                .then(|| format!("c{:x}-r{}", self.clients[c].id, self.prng.range(1, request - 1)).into_bytes());
+            Op::Cas { key, expected, new: value }
         } else {
-            let value = format!("c{:x}-r{}", client.id, request).into_bytes();
             Op::Put { key, value }
         };
-        let id = client.id;
-        client.pending = Some(PendingRequest {
+        let client = &mut self.clients[c];
+        self.history.push(linearizability::Operation {
+            client: client.id,
+            input: input_of(&op),
+            call: self.tick,
+            ret: None,
+            output: None,
+        });
+        client.pending = Some(Pending {
             request,
             op: op.clone(),
-            resend_at: tick + self.options.request_timeout,
+            history: self.history.len() - 1,
+            resend_at: self.tick + self.options.request_timeout,
+            redirected: false,
         });
-        self.model.submitted(id, request, op.clone());
-        self.send(id, request, &op);
-        self.drain()
+        self.model.submitted(client.id, request, op);
+        self.send_pending(c);
     }
 
-    fn send(&mut self, client: u64, request: u64, op: &Op) {
-        let (operation, body) = match op {
+    fn send_pending(&mut self, c: usize) {
+        let client = &self.clients[c];
+        let pending = client.pending.as_ref().expect("a pending request");
+        let (operation, body) = match &pending.op {
             Op::Put { key, value } => (KvStateMachine::PUT, KvStateMachine::put_body(key, value)),
             Op::Delete { key } => (KvStateMachine::DELETE, KvStateMachine::delete_body(key)),
+            Op::Get { key } => (KvStateMachine::GET, KvStateMachine::get_body(key)),
+            Op::Cas { key, expected, new } => (KvStateMachine::CAS, KvStateMachine::cas_body(key, expected.as_deref(), new)),
         };
-        self.trace.u64(0x5e4d).u64(client).u64(request);
-        self.replica
-            .submit(&mut self.storage, client, request, operation, &body);
+        let mut header = Header::new(0, 0, Command::Request, CLIENT, client.target);
+        header.a = client.id;
+        header.b = pending.request;
+        header.c = operation.0 as u64;
+        header.encode(&body, &mut self.scratch);
+        self.trace.u64(0x5e4d).u64(client.id).u64(pending.request);
+        self.network.send(self.tick, client.node, client.target, &self.scratch);
     }
 
-    fn read(&mut self, key: &[u8]) -> Result<(), Violation> {
-        let Ok((state, index)) = self.replica.state() else {
-            return Ok(());
-        };
-        let value = state.get(key).map(|v| v.to_vec());
-        self.trace
-            .u64(0x4ead)
-            .u64(index)
-            .field(value.as_deref().unwrap_or(b"-"));
-        self.ops += 1;
-        self.model.read(key, value.as_deref(), index)
-    }
-
-    fn drain(&mut self) -> Result<(), Violation> {
-        let events: Vec<Event> = self.replica.drain_events().collect();
-        let mut opened = false;
-        for event in events {
-            match event {
-                Event::Applied {
-                    index,
-                    checksum,
-                    client,
-                    request,
-                } => {
-                    self.trace.u64(index).u64(checksum as u64);
-                    tracing::debug!(tick = self.tick, index, client, request, "applied");
-                    self.model.applied(index, checksum, client, request)?;
-                }
-                Event::Opened {
-                    checkpoint,
-                    head,
-                    truncated,
-                } => {
-                    tracing::debug!(tick = self.tick, checkpoint, head, truncated, "opened");
-                    opened = true;
-                }
-                Event::Checkpointed { index, sequence } => {
-                    self.checkpoints += 1;
-                    tracing::debug!(tick = self.tick, index, sequence, "checkpoint");
-                }
-                Event::Halted(error) => {
-                    tracing::debug!(tick = self.tick, %error, "halted");
-                    self.halted = Some(error);
+    fn client_receive(&mut self, node: u8, data: &[u8]) -> Result<(), Violation> {
+        let Ok((header, body)) = Header::decode(data, 0, node) else { return Ok(()) };
+        let c = self.clients.iter().position(|c| c.node == node).expect("a client node");
+        let (client, request, index) = (header.a, header.b, header.c);
+        let status = ReplyStatus::from_u64(header.d & 0xFF);
+        tracing::trace!(tick = self.tick, client, request, index, ?status, from = header.from, "reply");
+        match status {
+            Some(ReplyStatus::Ok) => {
+                self.model.replied(client, request, index, body)?;
+                let tick = self.tick;
+                let target = header.from;
+                let this = &mut self.clients[c];
+                if let Some(pending) = this.pending.take_if(|p| p.request == request) {
+                    let op = &mut self.history[pending.history];
+                    op.ret = Some(tick);
+                    op.output = Some(output_of(&pending.op, body));
+                    this.target = target;
+                    self.ops += 1;
                 }
             }
-        }
-        if opened {
-            let (state, applied) = self.replica.state().expect("opened means ready");
-            self.model.recovered(applied, state.digest())?;
-        }
-        let replies: Vec<_> = self.replica.drain_replies().collect();
-        for reply in replies {
-            self.trace
-                .u64(reply.client)
-                .u64(reply.request)
-                .u64(reply.index);
-            let Some(c) = self.clients.iter().position(|c| c.id == reply.client) else {
-                return Err(Violation(format!(
-                    "reply to unknown client {}",
-                    reply.client
-                )));
-            };
-            match reply.result {
-                Ok(bytes) => {
-                    self.model
-                        .replied(reply.client, reply.request, reply.index, &bytes)?;
-                    let client = &mut self.clients[c];
-                    if client
-                        .pending
-                        .as_ref()
-                        .is_some_and(|p| p.request == reply.request)
-                    {
-                        client.pending = None;
-                        self.ops += 1;
-                    }
+            Some(ReplyStatus::NotLeader) => {
+                let hint = header.d >> 8;
+                let tick = self.tick;
+                let this = &mut self.clients[c];
+                if let Some(pending) = this.pending.as_mut().filter(|p| p.request == request) {
+                    this.target = if hint > 0 { (hint - 1) as u8 } else { (this.target + 1) % self.options.replicas };
+                    pending.resend_at = tick + if hint > 0 { 1 } else { 10 };
+                    pending.redirected = true;
                 }
-                Err(RequestError::Busy | RequestError::NotReady | RequestError::Halted) => {
-                    // Retried on the client's timer (backing off briefly).
-                    let tick = self.tick;
-                    if let Some(p) = self.clients[c]
-                        .pending
-                        .as_mut()
-                        .filter(|p| p.request == reply.request)
-                    {
-                        p.resend_at = p.resend_at.min(tick + 5);
-                    }
+            }
+            Some(ReplyStatus::Busy | ReplyStatus::NotReady | ReplyStatus::Halted) => {
+                let tick = self.tick;
+                if let Some(pending) = self.clients[c].pending.as_mut().filter(|p| p.request == request) {
+                    pending.resend_at = pending.resend_at.min(tick + 10);
+                    pending.redirected = true;
                 }
-                Err(error) => {
-                    return Err(Violation(format!(
-                        "client {} request {} refused: {error}",
-                        reply.client, reply.request
-                    )))
+            }
+            other => {
+                // A delayed duplicate of a request completed long ago may be refused as stale;
+                // the request the client is waiting for must never be.
+                let waiting = self.clients[c].pending.as_ref().is_some_and(|p| p.request == request);
+                if waiting {
+                    return Err(Violation(format!("client {client} request {request} refused: {other:?}")));
                 }
             }
         }
         Ok(())
+    }
+}
+
+fn input_of(op: &Op) -> Input {
+    match op.clone() {
+        Op::Put { key, value } => Input::Put { key, value },
+        Op::Delete { key } => Input::Delete { key },
+        Op::Get { key } => Input::Get { key },
+        Op::Cas { key, expected, new } => Input::Cas { key, expected, new },
+    }
+}
+
+fn output_of(op: &Op, reply: &[u8]) -> Output {
+    match op {
+        Op::Put { .. } => Output::Put,
+        Op::Delete { .. } => Output::Delete { existed: reply.first() == Some(&1) },
+        Op::Get { .. } => Output::Get((reply.first() == Some(&1)).then(|| reply[1..].to_vec())),
+        Op::Cas { .. } => Output::Cas { swapped: reply.first() == Some(&1) },
     }
 }

@@ -517,7 +517,8 @@ impl<S: StateMachine> Replica<S> {
     pub(crate) fn on_state_chunk(&mut self, header: &Header, body: &[u8]) {
         self.raft.leader_contact = Some(self.ticks);
         let index = header.a;
-        if index <= self.applied.max(self.journal.checkpoint()) || body.len() < CHUNK_PREFIX {
+        let holds = self.journal.checksum_at(index) == Some(header.d as u32);
+        if index <= self.applied.max(self.journal.checkpoint()) || holds || body.len() < CHUNK_PREFIX {
             self.raft.append_reply_due = true;
             return;
         }
@@ -589,8 +590,11 @@ impl<S: StateMachine> Replica<S> {
                 self.sessions.set_reply(slot, &reply);
             }
         }
+        // Entries this replica holds beyond the checkpoint may count toward a commit quorum:
+        // keep them if they continue the checkpoint's chain (only a divergent suffix, which
+        // cannot be committed, is dropped).
         let anchor = (transfer.index, transfer.checksum, transfer.term);
-        self.journal.reset(anchor).expect("no writes in flight");
+        self.journal.rebase(anchor).expect("no writes in flight");
         self.applied = transfer.index;
         self.commit = self.commit.max(transfer.index);
         self.raft.match_bound = transfer.index;

@@ -46,6 +46,8 @@ pub(crate) struct Progress {
     pub matched: u64,
     /// The tick of the peer's latest reply (CheckQuorum).
     pub heard: u64,
+    /// Whether the peer acknowledged anything in this term (until then `matched` is unknown).
+    pub acked: bool,
 }
 
 pub(crate) struct Raft {
@@ -272,6 +274,7 @@ impl<S: StateMachine> Replica<S> {
                 next,
                 matched: 0,
                 heard: self.ticks,
+                acked: false,
             };
         }
         self.raft.heartbeat_due = self.ticks;
@@ -334,7 +337,10 @@ impl<S: StateMachine> Replica<S> {
                 Command::VoteReply => self.on_vote_reply(&header),
                 Command::Append => self.on_append(&header, body),
                 Command::AppendReply => self.on_append_reply(&header),
-                Command::StateChunk => self.on_state_chunk(&header, body),
+                Command::StateChunk => {
+                    self.follow(header.from);
+                    self.on_state_chunk(&header, body)
+                }
                 Command::StateRequest => self.on_state_request(&header),
                 Command::Request | Command::Reply => self.stats.messages_dropped += 1,
             }
@@ -430,13 +436,18 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    fn on_append(&mut self, header: &Header, body: &[u8]) {
-        if self.raft.role != Role::Follower || self.raft.leader != Some(header.from) {
+    /// A message from the leader of the current term: follow it, and reset the election timer.
+    fn follow(&mut self, leader: u8) {
+        if self.raft.role != Role::Follower || self.raft.leader != Some(leader) {
             let term = self.raft.term;
-            self.become_follower(term, Some(header.from));
+            self.become_follower(term, Some(leader));
         }
         self.raft.leader_contact = Some(self.ticks);
         self.reset_election_timer();
+    }
+
+    fn on_append(&mut self, header: &Header, body: &[u8]) {
+        self.follow(header.from);
         if self.transfer.is_some() {
             return; // installing a checkpoint: entries wait until it is durable
         }
@@ -556,6 +567,7 @@ impl<S: StateMachine> Replica<S> {
         let progress = &mut self.raft.progress[peer];
         progress.heard = self.ticks;
         if header.a == 1 {
+            progress.acked = true;
             progress.matched = progress.matched.max(header.b.min(head));
             progress.next = progress.next.max(progress.matched + 1);
         } else {
@@ -601,8 +613,8 @@ impl<S: StateMachine> Replica<S> {
     fn replicate(&mut self, peer: u8, heartbeat: bool) {
         let head = self.journal.head();
         let progress = &mut self.raft.progress[peer as usize];
-        if heartbeat {
-            progress.next = progress.matched + 1;
+        if heartbeat && progress.acked {
+            progress.next = progress.matched + 1; // resend whatever was not acknowledged
         }
         let next = progress.next;
         if next <= self.journal.checkpoint() {

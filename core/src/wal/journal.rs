@@ -247,6 +247,26 @@ impl Journal {
         Ok(())
     }
 
+    /// Anchors the log at a checkpoint received from a peer. Entries after it are kept when they
+    /// continue its chain; otherwise (a divergent or missing suffix) the log is emptied.
+    pub fn rebase(&mut self, checkpoint: (u64, Checksum, u64)) -> Result<(), WritesInFlight> {
+        if self.writes_in_flight() {
+            return Err(WritesInFlight);
+        }
+        let (index, checksum, _) = checkpoint;
+        let continues = index < self.head
+            && self.entry(index + 1).is_some_and(|(next, _)| next.parent == checksum)
+            && self.faulty.range(..=index).next().is_none();
+        if !continues {
+            return self.reset(checkpoint);
+        }
+        assert!(index > self.checkpoint, "a transferred checkpoint is newer");
+        self.set_anchor(checkpoint);
+        self.faulty.retain(|&i| i > index);
+        self.durable = self.durable.max(index);
+        Ok(())
+    }
+
     /// The header checksum of entry `index` (the checkpoint's for the anchor); None when the
     /// index is outside the log or faulty.
     pub fn checksum_at(&self, index: u64) -> Option<Checksum> {
