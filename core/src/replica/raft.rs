@@ -453,7 +453,8 @@ impl<S: StateMachine> Replica<S> {
         }
         let (prev, prev_checksum, leader_commit) = (header.a, header.b as u32, header.c);
         let checkpoint = self.journal.checkpoint();
-        if prev >= checkpoint && self.journal.checksum_at(prev) != Some(prev_checksum) {
+        let hole_before = self.journal.first_faulty().is_some_and(|hole| hole <= prev);
+        if hole_before || (prev >= checkpoint && self.journal.checksum_at(prev) != Some(prev_checksum)) {
             return self.reject_append(header.from, prev);
         }
         let last = self.append_entries(prev.max(checkpoint), body);
@@ -552,6 +553,9 @@ impl<S: StateMachine> Replica<S> {
         if let Some(pending) = self.journal.first_repair_pending() {
             matched = matched.min(pending - 1);
         }
+        if let Some(hole) = self.journal.first_faulty() {
+            matched = matched.min(hole - 1); // so the leader resends the hole
+        }
         let mut reply = self.header(Command::AppendReply, leader);
         reply.a = 1;
         reply.b = matched.max(self.journal.checkpoint());
@@ -571,8 +575,13 @@ impl<S: StateMachine> Replica<S> {
             progress.matched = progress.matched.max(header.b.min(head));
             progress.next = progress.next.max(progress.matched + 1);
         } else {
-            progress.next = header.b.min(progress.next).max(progress.matched + 1);
-            self.replicate(header.from, true);
+            // The peer lacks entry `hint` — possibly one it held before (a faulty entry found
+            // on restart), so what it matched may shrink. Commit never goes back: the entry
+            // stays on the quorum that committed it, and this peer gets it again.
+            let hint = header.b.max(1);
+            progress.matched = progress.matched.min(hint - 1);
+            progress.next = hint.min(progress.next).max(progress.matched + 1);
+            self.replicate(header.from, false);
         }
     }
 
