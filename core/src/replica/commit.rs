@@ -517,8 +517,14 @@ impl<S: StateMachine> Replica<S> {
     pub(crate) fn on_state_chunk(&mut self, header: &Header, body: &[u8]) {
         self.raft.leader_contact = Some(self.ticks);
         let index = header.a;
-        let holds = self.journal.checksum_at(index) == Some(header.d as u32);
-        if index <= self.applied.max(self.journal.checkpoint()) || holds || body.len() < CHUNK_PREFIX {
+        if self.journal.checksum_at(index) == Some(header.d as u32) {
+            // This replica holds the checkpoint's entry itself: by the hash chain its log equals
+            // the leader's up to there. Say so, and the leader resumes sending entries.
+            self.raft.match_bound = self.raft.match_bound.max(index);
+            self.raft.append_reply_due = true;
+            return;
+        }
+        if index <= self.applied.max(self.journal.checkpoint()) || body.len() < CHUNK_PREFIX {
             self.raft.append_reply_due = true;
             return;
         }
