@@ -517,7 +517,8 @@ impl<S: StateMachine> Replica<S> {
     pub(crate) fn on_state_chunk(&mut self, header: &Header, body: &[u8]) {
         self.raft.leader_contact = Some(self.ticks);
         let index = header.a;
-        if self.journal.checksum_at(index) == Some(header.d as u32) {
+        let hole_before = self.journal.first_faulty().is_some_and(|hole| hole <= index);
+        if !hole_before && self.journal.checksum_at(index) == Some(header.d as u32) {
             // This replica holds the checkpoint's entry itself: by the hash chain its log equals
             // the leader's up to there. Say so, and the leader resumes sending entries.
             self.raft.match_bound = self.raft.match_bound.max(index);

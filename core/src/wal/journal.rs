@@ -254,14 +254,14 @@ impl Journal {
             return Err(WritesInFlight);
         }
         let (index, checksum, _) = checkpoint;
-        let continues = index < self.head
-            && self.entry(index + 1).is_some_and(|(next, _)| next.parent == checksum)
-            && self.faulty.range(..=index).next().is_none();
+        // Holes at or before the checkpoint are covered by it.
+        let continues = index < self.head && self.entry(index + 1).is_some_and(|(next, _)| next.parent == checksum);
         if !continues {
             return self.reset(checkpoint);
         }
         assert!(index > self.checkpoint, "a transferred checkpoint is newer");
         self.set_anchor(checkpoint);
+        self.repairs_unsubmitted.retain(|&i| i > index);
         self.faulty.retain(|&i| i > index);
         self.durable = self.durable.max(index);
         Ok(())
