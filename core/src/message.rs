@@ -28,7 +28,7 @@ pub const CLIENT: u8 = 0xFF;
 pub enum Command {
     /// a = last index, b = last term. `term` is the term the sender would campaign in.
     PreVote = 1,
-    /// a = granted (0/1).
+    /// a = granted (0/1), b = the responder's current term. `term` echoes the request's.
     PreVoteReply = 2,
     /// a = last index, b = last term.
     Vote = 3,

@@ -381,10 +381,15 @@ impl<S: StateMachine> Replica<S> {
         let mut reply = self.header(Command::PreVoteReply, header.from);
         reply.term = header.term;
         reply.a = granted as u64;
+        reply.b = self.raft.term; // a candidate behind in term learns it, and catches up
         self.send(reply, &[]);
     }
 
     fn on_pre_vote_reply(&mut self, header: &Header) {
+        if header.a == 0 && header.b > self.raft.term {
+            self.become_follower(header.b, None);
+            return;
+        }
         if self.raft.role == Role::PreCandidate
             && header.term == self.raft.term + 1
             && header.a == 1
