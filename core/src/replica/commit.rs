@@ -580,7 +580,8 @@ impl<S: StateMachine> Replica<S> {
             self.transfer = None; // a mix of chunks from different sends: wait for a clean one
             return;
         }
-        if self.journal.writes_in_flight() || self.repairs_in_flight > 0 {
+        let replies_in_flight = self.reply_writes.iter().any(|w| w.in_flight.is_some());
+        if self.journal.writes_in_flight() || self.repairs_in_flight > 0 || replies_in_flight {
             return;
         }
         let transfer = self.transfer.take().unwrap();
@@ -605,7 +606,10 @@ impl<S: StateMachine> Replica<S> {
         self.applied = transfer.index;
         self.commit = self.commit.max(transfer.index);
         self.raft.match_bound = transfer.index;
+        // The reply slots held this replica's own sessions; what they hold now proves nothing
+        // about the installed table's: rewrite them all before the checkpoint switches.
         for slot in 0..self.config.clients_max as usize {
+            self.reply_writes[slot] = ReplyWrite::default();
             if self.sessions.get(slot).is_some() {
                 self.write_reply(storage, slot);
             }
