@@ -190,6 +190,7 @@ impl Config {
     /// that a data file is never opened with a configuration that would misread it.
     pub fn layout_fingerprint(&self) -> u64 {
         let fields = [
+            2, // the client-replies zone holds two halves
             self.sector_size as u64,
             self.superblock_copies as u64,
             self.wal_slot_count as u64,
@@ -198,7 +199,7 @@ impl Config {
             self.grid_block_size as u64,
             self.grid_block_count as u64,
         ];
-        let mut bytes = [0u8; 56];
+        let mut bytes = [0u8; 64];
         for (i, f) in fields.iter().enumerate() {
             bytes[i * 8..i * 8 + 8].copy_from_slice(&f.to_le_bytes());
         }
@@ -267,7 +268,8 @@ impl Layout {
             superblock_copy_size * config.superblock_copies as u64,
             round(wal_slot_count.div_ceil(headers_per_sector) * sector),
             wal_slot_count * config.wal_entry_size_max as u64,
-            reply_slot_size * config.clients_max as u64,
+            // Two halves, paired with the grid's: a checkpoint's replies live beside its state.
+            2 * reply_slot_size * config.clients_max as u64,
             config.grid_block_size as u64 * config.grid_block_count as u64,
         ];
         let mut starts = [0u64; 5];
@@ -343,9 +345,20 @@ impl Layout {
         self.zone_size(Zone::WalHeaders) / self.sector_size
     }
 
-    pub fn reply_offset(&self, client_slot: u64) -> u64 {
-        assert!(client_slot < self.clients_max);
-        self.zone_start(Zone::ClientReplies) + client_slot * self.reply_slot_size
+    /// The reply sector of client slot `client_slot` in half `area` of the client-replies zone.
+    pub fn reply_offset(&self, area: u8, client_slot: u64) -> u64 {
+        assert!(client_slot < self.clients_max && area < 2);
+        self.reply_area_offset(area) + client_slot * self.reply_slot_size
+    }
+
+    /// The start of half `area` of the client-replies zone.
+    pub fn reply_area_offset(&self, area: u8) -> u64 {
+        self.zone_start(Zone::ClientReplies) + area as u64 * self.clients_max * self.reply_slot_size
+    }
+
+    /// The size of one half of the client-replies zone.
+    pub fn reply_area_size(&self) -> u64 {
+        self.clients_max * self.reply_slot_size
     }
 
     pub fn grid_block_offset(&self, address: u64) -> u64 {

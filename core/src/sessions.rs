@@ -5,9 +5,11 @@
 //! instead of applying it again. The table has `clients_max` slots; when full, the session used
 //! least recently (lowest index) is evicted, deterministically.
 //!
-//! Each slot's last reply is also written to its sector of the client-replies zone, so that a retry
-//! can be answered after a crash even once the WAL entry that produced the reply has been
-//! checkpointed away. Reply sector layout:
+//! The table (without replies) is part of each checkpoint's blob; the replies are written with the
+//! checkpoint, one sector per slot, into the half of the client-replies zone paired with the
+//! checkpoint's half of the grid — so a retry is answered after a crash even once the WAL entry
+//! that produced the reply has been checkpointed away, and a checkpoint's replies are as atomic as
+//! its state. Reply sector layout:
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -120,6 +122,15 @@ impl Sessions {
         sector[32..32 + size].copy_from_slice(&session.reply);
         let sum = checksum(&sector[4..32 + size]);
         sector[0..4].copy_from_slice(&sum.to_le_bytes());
+    }
+
+    /// Encodes every slot's reply sector into `out` (one sector per slot; empty slots zero).
+    pub fn encode_replies(&self, sector_size: usize, out: &mut Vec<u8>) {
+        out.clear();
+        out.resize(self.slots.len() * sector_size, 0);
+        for (slot, sector) in out.chunks_mut(sector_size).enumerate() {
+            self.encode_reply(slot, sector);
+        }
     }
 
     /// Decodes a reply sector; None when blank or corrupt. Never panics.

@@ -228,8 +228,8 @@ struct Node {
 pub const SETTLE_TICKS: u64 = 30_000;
 /// Liveness mode: ticks a request issued after the heal may take to commit.
 pub const LIVENESS_TICKS: u64 = 3_000;
-/// Ticks the fault phase may take, at most.
-const FAULT_PHASE_TICKS: u64 = 300_000;
+/// Ticks the fault phase may take, at most (then the faults stop regardless).
+const FAULT_PHASE_TICKS: u64 = 200_000;
 
 pub struct Simulation {
     options: Options,
@@ -351,13 +351,9 @@ impl Simulation {
         } else {
             self.options.requests
         };
-        while self.ops < heal_after {
-            if self.tick > FAULT_PHASE_TICKS {
-                return Ok(Verdict::Liveness(format!(
-                    "fault phase: only {} of {} operations completed in {FAULT_PHASE_TICKS} ticks",
-                    self.ops, heal_after
-                )));
-            }
+        // Faults may be harsh enough to slow progress to a crawl: that is allowed (a stall counts
+        // as a bug only once the faults stop), so the fault phase is a budget, not a bound.
+        while self.ops < heal_after && self.tick < FAULT_PHASE_TICKS {
             self.step()?;
             if let Some(verdict) = self.halt_verdict()? {
                 return Ok(verdict);

@@ -37,14 +37,6 @@ pub(crate) struct SuperblockWrite {
     pub second_half: bool,
 }
 
-/// Per client slot: the reply zone write state.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct ReplyWrite {
-    pub in_flight: Option<u64>,
-    pub dirty: bool,
-    pub durable_index: u64,
-}
-
 /// The state of an in-progress checkpoint.
 pub(crate) struct CheckpointProgress {
     pub index: u64,
@@ -54,9 +46,9 @@ pub(crate) struct CheckpointProgress {
     pub area: u8,
     pub size: u64,
     pub blob_checksum: Checksum,
-    /// Sessions (slot, index) whose reply must be durable before the superblock switch.
-    pub replies_needed: Vec<(usize, u64)>,
     pub blocks_pending: u32,
+    /// Whether the write of the client replies (one sector per slot) is still in flight.
+    pub replies_pending: bool,
     /// Whether the blocks and replies are durable: the next superblock version carries it.
     pub ready: bool,
     /// Whether this checkpoint came from a peer (state transfer).
@@ -84,7 +76,7 @@ impl<S: StateMachine> Replica<S> {
     // ---------------------------------------------------------------------------------------
     // Apply
 
-    pub(crate) fn apply_committed<T: Storage>(&mut self, storage: &mut T) {
+    pub(crate) fn apply_committed(&mut self) {
         let mut limit = self.commit.min(self.journal.durable());
         if let Some(pending) = self.journal.first_repair_pending() {
             limit = limit.min(pending - 1);
@@ -102,12 +94,12 @@ impl<S: StateMachine> Replica<S> {
                 .expect("committed entries are in the log");
             body.clear();
             body.extend_from_slice(bytes);
-            self.apply(storage, &header, &body);
+            self.apply(&header, &body);
         }
         self.apply_scratch = body;
     }
 
-    fn apply<T: Storage>(&mut self, storage: &mut T, header: &EntryHeader, body: &[u8]) {
+    fn apply(&mut self, header: &EntryHeader, body: &[u8]) {
         assert_eq!(
             header.index,
             self.applied + 1,
@@ -142,10 +134,7 @@ impl<S: StateMachine> Replica<S> {
         } else {
             self.state.apply(header, body, &mut out);
             if !read_only {
-                let slot = self
-                    .sessions
-                    .record(header.client, header.request, header.index, &out);
-                self.write_reply(storage, slot);
+                self.sessions.record(header.client, header.request, header.index, &out);
             }
             header.index
         };
@@ -158,33 +147,6 @@ impl<S: StateMachine> Replica<S> {
             });
         }
         self.reply_scratch = out;
-    }
-
-    pub(crate) fn write_reply<T: Storage>(&mut self, storage: &mut T, slot: usize) {
-        let state = &mut self.reply_writes[slot];
-        if state.in_flight.is_some() {
-            state.dirty = true; // one write per sector at a time: resubmit when it lands
-            return;
-        }
-        let index = self.sessions.get(slot).map_or(0, |s| s.index);
-        state.in_flight = Some(index);
-        state.dirty = false;
-        self.sessions.encode_reply(slot, &mut self.sector_scratch);
-        let offset = self.layout.reply_offset(slot as u64);
-        storage.submit_write(
-            IoId::new(IoKind::Reply, slot as u64),
-            offset,
-            &self.sector_scratch,
-        );
-    }
-
-    pub(crate) fn on_reply_written<T: Storage>(&mut self, storage: &mut T, slot: usize) {
-        let state = &mut self.reply_writes[slot];
-        state.durable_index = state.in_flight.take().expect("a reply write was in flight");
-        if state.dirty {
-            self.write_reply(storage, slot);
-        }
-        self.check_checkpoint_ready();
     }
 
     /// The journal made more entries durable: the follower owes an acknowledgement.
@@ -226,6 +188,8 @@ impl<S: StateMachine> Replica<S> {
         let mut blob = Vec::new();
         self.sessions.encode(&mut blob);
         self.state.encode_snapshot(&mut blob);
+        let mut replies = std::mem::take(&mut self.pending_replies);
+        self.sessions.encode_replies(self.layout.reply_slot_size as usize, &mut replies);
         let index = self.applied;
         let header = self
             .journal
@@ -240,7 +204,7 @@ impl<S: StateMachine> Replica<S> {
             &blob,
             false,
         );
-        self.start_checkpoint(storage, progress, blob);
+        self.start_checkpoint(storage, progress, blob, replies);
     }
 
     fn checkpoint_progress(
@@ -260,12 +224,8 @@ impl<S: StateMachine> Replica<S> {
             area: 1 - self.superblock.state_area,
             size: blob.len() as u64,
             blob_checksum: crate::checksum::checksum(blob),
-            replies_needed: self
-                .sessions
-                .iter()
-                .map(|(slot, s)| (slot, s.index))
-                .collect(),
             blocks_pending: 0,
+            replies_pending: false,
             ready: false,
             installed,
         }
@@ -276,6 +236,7 @@ impl<S: StateMachine> Replica<S> {
         storage: &mut T,
         mut progress: CheckpointProgress,
         blob: Vec<u8>,
+        replies: Vec<u8>,
     ) {
         let capacity = checkpoint::area_capacity(&self.layout);
         if blob.len() as u64 > capacity {
@@ -304,8 +265,19 @@ impl<S: StateMachine> Replica<S> {
             );
         }
         progress.blocks_pending = blocks as u32;
+        assert_eq!(replies.len() as u64, self.layout.reply_area_size());
+        let offset = self.layout.reply_area_offset(progress.area);
+        storage.submit_write(IoId::new(IoKind::Reply, progress.area as u64), offset, &replies);
+        progress.replies_pending = true;
         self.checkpoint = Some(progress);
         self.pending_blob = blob;
+        self.pending_replies = replies;
+        self.check_checkpoint_ready();
+    }
+
+    pub(crate) fn on_checkpoint_replies_written(&mut self) {
+        let progress = self.checkpoint.as_mut().expect("checkpoint in progress");
+        progress.replies_pending = false;
         self.check_checkpoint_ready();
     }
 
@@ -319,13 +291,7 @@ impl<S: StateMachine> Replica<S> {
         let Some(progress) = &mut self.checkpoint else {
             return;
         };
-        if progress.ready || progress.blocks_pending > 0 {
-            return;
-        }
-        progress.ready = progress
-            .replies_needed
-            .iter()
-            .all(|&(slot, index)| self.reply_writes[slot].durable_index >= index);
+        progress.ready = progress.blocks_pending == 0 && !progress.replies_pending;
     }
 
     // ---------------------------------------------------------------------------------------
@@ -421,6 +387,7 @@ impl<S: StateMachine> Replica<S> {
             sb.checkpoint_term,
         );
         self.checkpoint_blob = std::mem::take(&mut self.pending_blob);
+        std::mem::swap(&mut self.checkpoint_replies, &mut self.pending_replies);
         self.transfer_payload = None;
         if progress.installed {
             self.transfer = None;
@@ -448,10 +415,10 @@ impl<S: StateMachine> Replica<S> {
     pub(crate) fn send_state(&mut self, peer: u8) {
         let sb = self.superblock;
         if self.transfer_payload.is_none() {
-            // Payload: blob length (u64), blob, then the replies of its client table.
+            // Payload: blob length (u64), blob, then the checkpoint's client replies.
             let mut payload = (self.checkpoint_blob.len() as u64).to_le_bytes().to_vec();
             payload.extend_from_slice(&self.checkpoint_blob);
-            self.encode_transfer_replies(&mut payload);
+            payload.extend_from_slice(&self.checkpoint_replies);
             self.transfer_payload = Some(payload);
         }
         let payload = self.transfer_payload.take().expect("built above");
@@ -480,32 +447,6 @@ impl<S: StateMachine> Replica<S> {
         self.body_scratch = body;
         self.transfer_payload = Some(payload);
         self.stats.state_transfers += 1;
-    }
-
-    /// Appends the replies of the checkpoint's client table that this leader still holds (a
-    /// session whose request changed since will be superseded by applying the log).
-    fn encode_transfer_replies(&self, payload: &mut Vec<u8>) {
-        let Some((table, _)) = Sessions::decode(
-            self.config.clients_max as usize,
-            self.reply_max(),
-            &self.checkpoint_blob,
-        ) else {
-            payload.extend_from_slice(&0u32.to_le_bytes());
-            return;
-        };
-        let held: Vec<(usize, Vec<u8>)> = table
-            .iter()
-            .filter_map(|(slot, s)| {
-                let (_, now) = self.sessions.find(s.client)?;
-                (now.request == s.request).then(|| (slot, now.reply.clone()))
-            })
-            .collect();
-        payload.extend_from_slice(&(held.len() as u32).to_le_bytes());
-        for (slot, reply) in held {
-            payload.extend_from_slice(&(slot as u32).to_le_bytes());
-            payload.extend_from_slice(&(reply.len() as u16).to_le_bytes());
-            payload.extend_from_slice(&reply);
-        }
     }
 
     pub(crate) fn on_state_request(&mut self, header: &crate::message::Header) {
@@ -580,23 +521,17 @@ impl<S: StateMachine> Replica<S> {
             self.transfer = None; // a mix of chunks from different sends: wait for a clean one
             return;
         }
-        let replies_in_flight = self.reply_writes.iter().any(|w| w.in_flight.is_some());
-        if self.journal.writes_in_flight() || self.repairs_in_flight > 0 || replies_in_flight {
+        if self.journal.writes_in_flight() || self.repairs_in_flight > 0 {
             return;
         }
         let transfer = self.transfer.take().unwrap();
-        let Some((blob, replies)) = split_transfer_payload(&transfer.payload, self.reply_max())
-        else {
+        let area_size = self.layout.reply_area_size() as usize;
+        let Some((blob, replies)) = split_transfer_payload(&transfer.payload, area_size) else {
             return;
         };
-        let blob = blob.to_vec();
-        if self.load_blob(&blob).is_err() {
-            return;
-        }
-        for (slot, reply) in replies {
-            if self.sessions.get(slot).is_some() {
-                self.sessions.set_reply(slot, &reply);
-            }
+        let (blob, replies) = (blob.to_vec(), replies.to_vec());
+        if self.load_blob(&blob).is_err() || self.fill_replies(&replies).is_err() {
+            return; // a damaged transfer: wait for the next one
         }
         // Entries this replica holds beyond the checkpoint may count toward a commit quorum:
         // keep them if they continue the checkpoint's chain (only a divergent suffix, which
@@ -606,14 +541,6 @@ impl<S: StateMachine> Replica<S> {
         self.applied = transfer.index;
         self.commit = self.commit.max(transfer.index);
         self.raft.match_bound = transfer.index;
-        // The reply slots held this replica's own sessions; what they hold now proves nothing
-        // about the installed table's: rewrite them all before the checkpoint switches.
-        for slot in 0..self.config.clients_max as usize {
-            self.reply_writes[slot] = ReplyWrite::default();
-            if self.sessions.get(slot).is_some() {
-                self.write_reply(storage, slot);
-            }
-        }
         let progress = self.checkpoint_progress(
             transfer.index,
             transfer.checksum,
@@ -627,27 +554,32 @@ impl<S: StateMachine> Replica<S> {
             payload: Vec::new(),
             ..transfer
         });
-        self.start_checkpoint(storage, progress, blob);
+        self.start_checkpoint(storage, progress, blob, replies);
+    }
+
+    /// Fills in every session's reply from a checkpoint's reply sectors; `Err(slot)` names a
+    /// sector that does not hold its session's reply.
+    pub(crate) fn fill_replies(&mut self, image: &[u8]) -> Result<(), usize> {
+        let sector = self.layout.reply_slot_size as usize;
+        let table: Vec<(usize, u64, u64, u64)> =
+            self.sessions.iter().map(|(slot, s)| (slot, s.client, s.request, s.index)).collect();
+        for (slot, client, request, index) in table {
+            match image.get(slot * sector..(slot + 1) * sector).and_then(Sessions::decode_reply) {
+                Some(r) if (r.client, r.request, r.index) == (client, request, index) => {
+                    self.sessions.set_reply(slot, &r.reply)
+                }
+                _ => return Err(slot),
+            }
+        }
+        Ok(())
     }
 }
 
-/// Splits a transfer payload into the checkpoint blob and the replies after it. Never panics.
-fn split_transfer_payload(
-    payload: &[u8],
-    reply_max: usize,
-) -> Option<(&[u8], Vec<(usize, Vec<u8>)>)> {
+/// Splits a transfer payload into the checkpoint blob and its reply sectors. Never panics.
+fn split_transfer_payload(payload: &[u8], replies_size: usize) -> Option<(&[u8], &[u8])> {
     let mut r = Reader(payload);
     let blob_len = r.u64()? as usize;
     let blob = r.take(blob_len)?;
-    let count = r.u32()?;
-    let mut replies = Vec::new();
-    for _ in 0..count {
-        let slot = r.u32()? as usize;
-        let size = r.u16()? as usize;
-        if size > reply_max {
-            return None;
-        }
-        replies.push((slot, r.take(size)?.to_vec()));
-    }
+    let replies = r.take(replies_size)?;
     r.0.is_empty().then_some((blob, replies))
 }

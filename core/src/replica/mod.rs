@@ -247,7 +247,10 @@ pub struct Replica<S: StateMachine> {
     pub(crate) apply_scratch: Vec<u8>,
     pub(crate) sector_scratch: Vec<u8>,
     pub(crate) block_scratch: Vec<u8>,
-    pub(crate) reply_writes: Vec<commit::ReplyWrite>,
+    /// The durable checkpoint's client replies, one sector per slot (served in state transfer).
+    pub(crate) checkpoint_replies: Vec<u8>,
+    /// The replies of the checkpoint being written.
+    pub(crate) pending_replies: Vec<u8>,
     pub(crate) checkpoint: Option<commit::CheckpointProgress>,
     /// The latest durable checkpoint's blob, kept to send to lagging peers.
     pub(crate) checkpoint_blob: Vec<u8>,
@@ -300,7 +303,8 @@ impl<S: StateMachine> Replica<S> {
             apply_scratch: Vec::with_capacity(config.wal_entry_size_max as usize),
             sector_scratch: vec![0; layout.sector_size as usize],
             block_scratch: vec![0; layout.grid_block_size as usize],
-            reply_writes: vec![commit::ReplyWrite::default(); config.clients_max as usize],
+            checkpoint_replies: Vec::new(),
+            pending_replies: Vec::new(),
             checkpoint: None,
             checkpoint_blob: Vec::new(),
             pending_blob: Vec::new(),
@@ -627,7 +631,7 @@ impl<S: StateMachine> Replica<S> {
                 self.on_durable_advanced();
             }
             IoKind::WalRepair => self.on_repair_written(id.n()),
-            IoKind::Reply => self.on_reply_written(storage, id.n() as usize),
+            IoKind::Reply => self.on_checkpoint_replies_written(),
             IoKind::GridBlock => self.on_checkpoint_block_written(storage),
             IoKind::Superblock if self.phase == Phase::RepairSuperblock => {
                 self.repair_superblock(storage)
@@ -644,7 +648,7 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         self.advance_commit();
-        self.apply_committed(storage);
+        self.apply_committed();
         self.maybe_install(storage);
         self.send_append_reply();
         self.maybe_checkpoint(storage);

@@ -126,7 +126,7 @@ impl<S: StateMachine> Replica<S> {
                 let (first, _) = checkpoint::area_blocks(&self.layout, self.superblock.state_area);
                 self.layout.grid_block_offset(first)
             }
-            Buffer::Replies => self.layout.zone_start(Zone::ClientReplies),
+            Buffer::Replies => self.layout.reply_area_offset(self.superblock.state_area),
             Buffer::Headers => self.layout.zone_start(Zone::WalHeaders),
             Buffer::Entries => self.layout.zone_start(Zone::WalEntries),
         }
@@ -220,7 +220,8 @@ impl<S: StateMachine> Replica<S> {
         self.commit = sb.checkpoint_index;
         self.timestamp = sb.checkpoint_timestamp;
         self.phase = Phase::ReadRings;
-        self.read_zone(storage, Buffer::Replies, Zone::ClientReplies);
+        let replies = self.layout.reply_area_offset(sb.state_area);
+        self.read_into(storage, Buffer::Replies, replies, self.layout.reply_area_size());
         self.read_zone(storage, Buffer::Headers, Zone::WalHeaders);
         self.read_zone(storage, Buffer::Entries, Zone::WalEntries);
     }
@@ -299,9 +300,16 @@ impl<S: StateMachine> Replica<S> {
             &self.recovery_buffers[Buffer::Entries as usize],
             &headers,
         );
-        if let Err(error) = self.restore_replies() {
-            return self.halt(error);
+        let replies = std::mem::take(&mut self.recovery_buffers[Buffer::Replies as usize]);
+        if let Err(slot) = self.fill_replies(&replies) {
+            return self.halt(Error::Corrupt {
+                zone: Zone::ClientReplies,
+                offset: self.layout.reply_offset(sb.state_area, slot as u64),
+                len: self.layout.reply_slot_size,
+                what: format!("client reply of slot {slot} in the checkpoint at {}", sb.checkpoint_index),
+            });
         }
+        self.checkpoint_replies = replies;
         self.recovery = Some(result);
         self.phase = Phase::WriteHeaders;
         storage.submit_write(
@@ -326,53 +334,5 @@ impl<S: StateMachine> Replica<S> {
         self.status = Status::Ready;
         self.raft_start();
         self.advance(storage);
-    }
-
-    /// Loads the last reply of every session in the checkpoint from the client-replies zone.
-    ///
-    /// A slot may instead hold a newer reply, or a torn one, written after the checkpoint for an
-    /// entry that was applied — and so durable, and so in the recovered log: applying it again
-    /// regenerates the slot, and the checkpoint's older reply is never asked for again (a client
-    /// has one request outstanding). Without such an entry, a bad slot is corruption.
-    fn restore_replies(&mut self) -> Result<(), Error> {
-        let checkpoint_index = self.superblock.checkpoint_index;
-        let sector = self.layout.reply_slot_size as usize;
-        let zone = std::mem::take(&mut self.recovery_buffers[Buffer::Replies as usize]);
-        let needed: Vec<(usize, u64, u64, u64)> = self
-            .sessions
-            .iter()
-            .map(|(slot, s)| (slot, s.client, s.request, s.index))
-            .collect();
-        for (slot, client, request, index) in needed {
-            match Sessions::decode_reply(&zone[slot * sector..(slot + 1) * sector]) {
-                Some(r) if r.client == client && r.request == request && r.index == index => {
-                    self.sessions.set_reply(slot, &r.reply);
-                    self.reply_writes[slot].durable_index = index;
-                }
-                Some(r) if r.index > checkpoint_index => {}
-                _ if self.log_supersedes(client, request) => {}
-                _ => {
-                    return Err(Error::Corrupt {
-                        zone: Zone::ClientReplies,
-                        offset: self.layout.reply_offset(slot as u64),
-                        len: sector as u64,
-                        what: format!("reply of client {client} request {request}"),
-                    })
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether the recovered log holds a later request of `client`, or a request of a client the
-    /// checkpoint does not know (which may have taken over an evicted slot).
-    fn log_supersedes(&self, client: u64, request: u64) -> bool {
-        let from = self.journal.checkpoint() + 1;
-        (from..=self.journal.head()).any(|index| {
-            self.journal.entry(index).is_some_and(|(h, _)| {
-                (h.client == client && h.request > request)
-                    || (h.client != 0 && self.sessions.find(h.client).is_none())
-            })
-        })
     }
 }
