@@ -61,8 +61,8 @@ pub(crate) struct Transfer {
     pub checksum: Checksum,
     pub term: u64,
     pub payload_checksum: Checksum,
-    pub total: u64,
-    pub received: u64,
+    /// Which chunks arrived (chunks may arrive in any order, more than once).
+    pub chunks: Vec<bool>,
     pub payload: Vec<u8>,
     /// Installed and being written as this replica's own checkpoint.
     pub installing: bool,
@@ -491,8 +491,7 @@ impl<S: StateMachine> Replica<S> {
                 checksum: header.d as u32,
                 term: header.d >> 32,
                 payload_checksum,
-                total,
-                received: 0,
+                chunks: vec![false; (total as usize).div_ceil(self.config.wal_entry_size_max as usize).max(1)],
                 payload: vec![0; total as usize],
                 installing: false,
             });
@@ -502,11 +501,13 @@ impl<S: StateMachine> Replica<S> {
         if transfer.installing {
             return;
         }
+        let chunk_max = self.config.wal_entry_size_max as usize;
         let at = offset as usize;
+        if at % chunk_max != 0 || at / chunk_max >= transfer.chunks.len() {
+            return;
+        }
         transfer.payload[at..at + chunk.len()].copy_from_slice(chunk);
-        // Chunks come in order from one send; duplicates and reordering are caught by the
-        // checksum, which must match before anything is installed.
-        transfer.received = transfer.received.max(offset + chunk.len() as u64);
+        transfer.chunks[at / chunk_max] = true;
     }
 
     /// Installs a fully received checkpoint once the journal has no writes in flight.
@@ -514,7 +515,8 @@ impl<S: StateMachine> Replica<S> {
         let Some(transfer) = &self.transfer else {
             return;
         };
-        if transfer.installing || transfer.received < transfer.total || self.checkpoint.is_some() {
+        let complete = transfer.chunks.iter().all(|&c| c);
+        if transfer.installing || !complete || self.checkpoint.is_some() {
             return;
         }
         if checksum(&transfer.payload) != transfer.payload_checksum {
