@@ -177,7 +177,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Starts a checkpoint when the ring is nearly full.
     pub(crate) fn maybe_checkpoint<T: Storage>(&mut self, storage: &mut T) {
-        if self.status != Status::Ready || self.checkpoint.is_some() || self.transfer.is_some() {
+        if self.status != Status::Ready || self.checkpoint.is_some() || self.installing() {
             return;
         }
         let used = self.applied - self.journal.checkpoint();

@@ -557,7 +557,7 @@ impl<S: StateMachine> Replica<S> {
             Status::Halted => return Err(RequestError::Halted),
             _ => return Err(RequestError::NotReady),
         }
-        if self.raft.role != Role::Leader || self.transfer.is_some() {
+        if self.raft.role != Role::Leader || self.installing() {
             return Err(RequestError::NotLeader {
                 leader: self.raft.leader.filter(|&l| l != self.id),
             });

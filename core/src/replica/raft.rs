@@ -115,13 +115,19 @@ impl<S: StateMachine> Replica<S> {
         self.raft.election_deadline = self.ticks + self.election_timeout();
     }
 
+    /// Whether a checkpoint received from the leader is being installed (a transfer still
+    /// collecting chunks blocks nothing: a newer leader may not continue it).
+    pub(crate) fn installing(&self) -> bool {
+        self.transfer.as_ref().is_some_and(|t| t.installing)
+    }
+
     /// Whether this replica may vote and campaign: its log is whole and it is not installing a
     /// checkpoint.
     fn healthy(&self) -> bool {
         if self.config.planted_bug == Some(PlantedBug::VoteDespiteFaulty) {
-            return self.transfer.is_none();
+            return !self.installing();
         }
-        self.journal.first_faulty().is_none() && self.transfer.is_none()
+        self.journal.first_faulty().is_none() && !self.installing()
     }
 
     fn lease_active(&self) -> bool {
@@ -267,6 +273,7 @@ impl<S: StateMachine> Replica<S> {
     fn become_leader(&mut self) {
         self.raft.role = Role::Leader;
         self.raft.leader = Some(self.id);
+        self.transfer = None; // healthy, so not installing: drop a half-received checkpoint
         self.raft.leader_ready = false;
         let next = self.journal.head() + 1;
         for progress in &mut self.raft.progress {
@@ -453,7 +460,7 @@ impl<S: StateMachine> Replica<S> {
 
     fn on_append(&mut self, header: &Header, body: &[u8]) {
         self.follow(header.from);
-        if self.transfer.is_some() {
+        if self.installing() {
             return; // installing a checkpoint: entries wait until it is durable
         }
         let (prev, prev_checksum, leader_commit) = (header.a, header.b as u32, header.c);
@@ -541,10 +548,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Acknowledges the leader: what is durable here and equal to its log.
     pub(crate) fn send_append_reply(&mut self) {
-        if !self.raft.append_reply_due
-            || self.raft.role != Role::Follower
-            || self.transfer.is_some()
-        {
+        if !self.raft.append_reply_due || self.raft.role != Role::Follower || self.installing() {
             return;
         }
         let Some(leader) = self.raft.leader else {
