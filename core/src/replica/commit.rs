@@ -180,9 +180,13 @@ impl<S: StateMachine> Replica<S> {
         if self.status != Status::Ready || self.checkpoint.is_some() || self.installing() {
             return;
         }
-        let used = self.applied - self.journal.checkpoint();
-        let threshold = self.layout.wal_slot_count - 2 * self.config.batch_max as u64;
-        if used < threshold {
+        // Checkpoint when half the ring is applied, or as soon as the ring could not hold a full
+        // uncommitted tail plus a new leader's no-op: a full ring of uncommitted entries could
+        // never commit (Raft commits old entries only through an entry of the current term).
+        let applied_since = self.applied - self.journal.checkpoint();
+        let half = self.layout.wal_slot_count / 2;
+        let tight = self.journal.ring_free() < self.uncommitted_max() + 2;
+        if applied_since == 0 || (applied_since < half && !tight) {
             return;
         }
         let mut blob = Vec::new();
@@ -515,6 +519,10 @@ impl<S: StateMachine> Replica<S> {
         let Some(transfer) = &self.transfer else {
             return;
         };
+        if transfer.index <= self.applied.max(self.journal.checkpoint()) && !transfer.installing {
+            self.transfer = None; // this replica got there by itself meanwhile
+            return;
+        }
         let complete = transfer.chunks.iter().all(|&c| c);
         if transfer.installing || !complete || self.checkpoint.is_some() {
             return;

@@ -562,6 +562,9 @@ impl<S: StateMachine> Replica<S> {
                 leader: self.raft.leader.filter(|&l| l != self.id),
             });
         }
+        if self.journal.head() - self.commit >= self.uncommitted_max() {
+            return Err(RequestError::Busy); // bound the uncommitted tail (see maybe_checkpoint)
+        }
         if !self.raft.leader_ready {
             return Err(RequestError::Busy); // not yet committed an entry of its own term
         }
@@ -571,6 +574,11 @@ impl<S: StateMachine> Replica<S> {
         self.state
             .validate(operation, body)
             .map_err(RequestError::Invalid)
+    }
+
+    /// The most entries a leader keeps beyond the commit index.
+    pub(crate) fn uncommitted_max(&self) -> u64 {
+        2 * self.config.batch_max as u64
     }
 
     fn answer_locally(&mut self, client: u64, request: u64, operation: Operation, body: &[u8]) {
