@@ -55,7 +55,8 @@ pub enum PlantedBug {
     VoteDespiteFaulty,
     /// Skip the duplicate checks of client sessions: a retried request may be applied twice.
     ApplyTwice,
-    /// Answer reads from the local state without the log: a deposed leader serves stale reads.
+    /// Answer reads from the local state without the log, trusting leadership without
+    /// CheckQuorum: a deposed leader serves stale reads.
     LocalReads,
 }
 

@@ -72,7 +72,7 @@ fn appending_and_committing_does_not_allocate() {
         }
         journal.flush(&mut storage);
         completions.clear();
-        completions.extend(storage.ids.drain(..));
+        completions.append(&mut storage.ids);
         for id in completions.drain(..) {
             match id.kind() {
                 Some(IoKind::WalEntry) => journal.on_entry_written(),
@@ -83,7 +83,7 @@ fn appending_and_committing_does_not_allocate() {
             }
         }
         journal.flush(&mut storage); // submits the headers of the batch just written
-        completions.extend(storage.ids.drain(..));
+        completions.append(&mut storage.ids);
         for _ in completions.drain(..) {
             journal.on_headers_written();
         }

@@ -94,7 +94,7 @@ impl Driver {
     ///
     /// The file is locked (`flock`), so that two processes never drive the same data file.
     pub fn open(path: &Path, config: &Config) -> Result<Driver, DriverError> {
-        let replica = Replica::new(config.clone()).map_err(DriverError::Config)?;
+        let replica = Replica::new(config.clone(), seed()).map_err(DriverError::Config)?;
         let io_error = |error| DriverError::Io {
             path: path.to_path_buf(),
             error,
@@ -123,6 +123,14 @@ impl Driver {
             assert!(
                 driver.step() > 0,
                 "the replica is opening but submitted no IO"
+            );
+        }
+        // A single node is a cluster of one: it elects itself and commits a no-op of its term
+        // (its durable term and vote are superblock writes) before it takes requests.
+        while driver.halted.is_none() && !driver.replica.accepting_requests() {
+            assert!(
+                driver.step() > 0,
+                "the replica is electing itself but submitted no IO"
             );
         }
         match driver.halted.take() {
@@ -225,7 +233,7 @@ impl Driver {
             match event {
                 Event::Halted(error) => self.halted = Some(error),
                 Event::Checkpointed { .. } => self.checkpoints += 1,
-                Event::Opened { .. } | Event::Applied { .. } => {}
+                _ => {}
             }
         }
     }
@@ -235,7 +243,7 @@ impl Driver {
         let tick_ns = self.replica.config().tick_ns as u128;
         let due = (self.started.elapsed().as_nanos() / tick_ns) as u64;
         while self.replica.ticks() < due {
-            self.replica.tick();
+            self.replica.tick(&mut self.storage);
         }
     }
 
@@ -380,4 +388,13 @@ fn fresh_client_id() -> u64 {
     let mixed = (nanos ^ ((std::process::id() as u64) << 40) ^ (count << 20))
         .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     mixed.max(1)
+}
+
+/// The seed of the replica's election timeouts. The runtime may use the OS; the core never does.
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ ((std::process::id() as u64) << 40)
 }

@@ -52,11 +52,11 @@ struct SeedResult {
 }
 
 fn run_one(seed: u64, bug: Option<PlantedBug>, liveness: bool, replicas: Option<u8>) -> SeedResult {
-    let mut options = match replicas {
-        Some(n) => Options::with_replicas(seed, n),
-        None => Options::from_seed(seed),
+    let mut options = match (bug, replicas) {
+        (Some(bug), _) => Options::for_bug(seed, bug),
+        (None, Some(n)) => Options::with_replicas(seed, n),
+        (None, None) => Options::from_seed(seed),
     };
-    options.planted_bug = bug;
     options.liveness = liveness;
     match run_seed(options) {
         Ok(outcome) => {
@@ -82,7 +82,9 @@ fn run_one(seed: u64, bug: Option<PlantedBug>, liveness: bool, replicas: Option<
         }
         Err(panic) => SeedResult {
             seed,
-            line: format!("vopr: seed={seed} result=fail ops=0 crashes=0 faults=0 replicas=0 trace_hash=0"),
+            line: format!(
+                "vopr: seed={seed} result=fail ops=0 crashes=0 faults=0 replicas=0 trace_hash=0"
+            ),
             exit: EXIT_CRASH,
             detail: Some(format!("crash: {panic}")),
         },
@@ -126,7 +128,10 @@ fn main() -> ExitCode {
         Some(name) => match PlantedBug::parse(name) {
             Some(bug) => Some(bug),
             None => {
-                eprintln!("vopr: unknown planted bug {name:?} (known: {})", PlantedBug::NAMES.join(", "));
+                eprintln!(
+                    "vopr: unknown planted bug {name:?} (known: {})",
+                    PlantedBug::NAMES.join(", ")
+                );
                 return ExitCode::from(2);
             }
         },
@@ -152,7 +157,9 @@ fn main() -> ExitCode {
                 let seed = first.wrapping_add(k);
                 let (liveness, replicas) = (args.liveness, args.replicas);
                 let result = std::thread::scope(|s| {
-                    s.spawn(move || run_one(seed, bug, liveness, replicas)).join().unwrap()
+                    s.spawn(move || run_one(seed, bug, liveness, replicas))
+                        .join()
+                        .unwrap()
                 });
                 if tx.send(result).is_err() {
                     break;
@@ -168,10 +175,7 @@ fn main() -> ExitCode {
             if let Some(detail) = &result.detail {
                 if result.exit != 0 {
                     println!("vopr: seed={} {detail}", result.seed);
-                    println!(
-                        "vopr: replay: {}",
-                        replay_command(result.seed, &args)
-                    );
+                    println!("vopr: replay: {}", replay_command(result.seed, &args));
                 }
             }
             results.push(result);

@@ -75,6 +75,38 @@ impl Options {
         Options::for_cluster(seed, replicas, &mut prng)
     }
 
+    /// A seed's options for hunting a planted bug: the seed's swarm, steered to where the bug
+    /// lives (a bug that needs rotten WAL entries gets a rotting replica, and so on), so that a
+    /// few hundred seeds show whether the checkers catch it.
+    pub fn for_bug(seed: u64, bug: PlantedBug) -> Options {
+        let mut options = match bug {
+            PlantedBug::VoteDespiteFaulty | PlantedBug::LocalReads => {
+                Options::with_replicas(seed, 3)
+            }
+            _ => Options::from_seed(seed),
+        };
+        options.planted_bug = Some(bug);
+        match bug {
+            PlantedBug::VoteDespiteFaulty => {
+                // Replica 0 rots in its WAL entries, often, and restarts often to notice.
+                let mut prng = Prng::new(seed ^ 0xb06);
+                options.storage[0] = storage_faults(&mut prng, None, true);
+                options.storage[0]
+                    .atlas
+                    .latent
+                    .retain(|z| *z == Zone::WalEntries);
+                options.latent = Ppm(20_000);
+                options.crash = Ppm(2_000);
+            }
+            PlantedBug::LocalReads => {
+                options.network.partition = Ppm(5_000);
+                options.reads = Ppm(500_000);
+            }
+            _ => {}
+        }
+        options
+    }
+
     fn for_cluster(seed: u64, replicas: u8, prng: &mut Prng) -> Options {
         let config = Config::test();
         let fatal = (replicas == 1 && prng.chance(Ppm::percent(10)))
@@ -112,7 +144,9 @@ impl Options {
             think_max: prng.range(0, 20),
             storage,
             network,
-            drift: (0..replicas).map(|_| Ppm(prng.range(0, 100_000) as u32)).collect(),
+            drift: (0..replicas)
+                .map(|_| Ppm(prng.range(0, 100_000) as u32))
+                .collect(),
             fatal,
             liveness: false,
             planted_bug: None,
@@ -260,12 +294,21 @@ impl Simulation {
         let cluster = prng.next_u64();
         let nodes = (0..options.replicas)
             .map(|r| {
-                let mut storage = SimStorage::new(layout, options.storage[r as usize].clone(), prng.fork());
-                for (offset, bytes) in Replica::<KvStateMachine>::format(&config, cluster, r, options.replicas) {
+                let mut storage =
+                    SimStorage::new(layout, options.storage[r as usize].clone(), prng.fork());
+                for (offset, bytes) in
+                    Replica::<KvStateMachine>::format(&config, cluster, r, options.replicas)
+                {
                     storage.write_durable(offset, &bytes);
                 }
-                let replica = Replica::new(config.clone(), prng.next_u64()).expect("test config is valid");
-                Node { storage, replica, up: true, halted: None }
+                let replica =
+                    Replica::new(config.clone(), prng.next_u64()).expect("test config is valid");
+                Node {
+                    storage,
+                    replica,
+                    up: true,
+                    halted: None,
+                }
             })
             .collect();
         let clients = (0..options.clients)
@@ -278,7 +321,12 @@ impl Simulation {
                 next_action_at: 0,
             })
             .collect();
-        let network = SimNetwork::new(options.replicas, options.clients, options.network.clone(), prng.fork());
+        let network = SimNetwork::new(
+            options.replicas,
+            options.clients,
+            options.network.clone(),
+            prng.fork(),
+        );
         Simulation {
             options,
             config,
@@ -334,7 +382,10 @@ impl Simulation {
             replicas: self.options.replicas,
             ops: self.ops,
             crashes: self.crashes,
-            faults: self.faults + storage_faults + self.network.stats.dropped + self.network.stats.partitions,
+            faults: self.faults
+                + storage_faults
+                + self.network.stats.dropped
+                + self.network.stats.partitions,
             ticks: self.tick,
             checkpoints: self.checkpoints,
             elections,
@@ -360,31 +411,44 @@ impl Simulation {
             }
         }
         self.settle();
-        if let Some(verdict) = self.run_until("settle: outstanding requests", SETTLE_TICKS, |s| {
-            s.clients.iter().all(|c| c.pending.is_none())
-        })? {
+        if let Some(verdict) =
+            self.run_until("settle: outstanding requests", SETTLE_TICKS, |s| {
+                s.clients.iter().all(|c| c.pending.is_none())
+            })?
+        {
             return Ok(verdict);
         }
         if self.options.liveness {
             let started = self.tick;
             self.issue_round();
-            if let Some(verdict) = self.run_until("liveness: requests after the heal", LIVENESS_TICKS, |s| {
-                s.clients.iter().all(|c| c.pending.is_none())
-            })? {
+            if let Some(verdict) =
+                self.run_until("liveness: requests after the heal", LIVENESS_TICKS, |s| {
+                    s.clients.iter().all(|c| c.pending.is_none())
+                })?
+            {
                 return Ok(verdict);
             }
             *liveness_ticks = self.tick - started;
         }
-        if let Some(verdict) = self.run_until("settle: replicas converge", SETTLE_TICKS, Self::converged)? {
+        if let Some(verdict) =
+            self.run_until("settle: replicas converge", SETTLE_TICKS, Self::converged)?
+        {
             return Ok(verdict);
         }
         self.check_convergence()?;
         self.check_linearizable()?;
-        Ok(self.halted_note().map_or(Verdict::Pass, Verdict::PassHalted))
+        Ok(self
+            .halted_note()
+            .map_or(Verdict::Pass, Verdict::PassHalted))
     }
 
     /// Steps until `done`, or reports a liveness failure after `bound` ticks.
-    fn run_until(&mut self, what: &str, bound: u64, done: fn(&Simulation) -> bool) -> Result<Option<Verdict>, Violation> {
+    fn run_until(
+        &mut self,
+        what: &str,
+        bound: u64,
+        done: fn(&Simulation) -> bool,
+    ) -> Result<Option<Verdict>, Violation> {
         let deadline = self.tick + bound;
         while !done(self) {
             if self.tick > deadline {
@@ -407,7 +471,14 @@ impl Simulation {
                 let stuck: Vec<String> = self
                     .clients
                     .iter()
-                    .filter_map(|c| c.pending.as_ref().map(|p| format!("client {:x} request {} {:?} -> {}", c.id, p.request, p.op, c.target)))
+                    .filter_map(|c| {
+                        c.pending.as_ref().map(|p| {
+                            format!(
+                                "client {:x} request {} {:?} -> {}",
+                                c.id, p.request, p.op, c.target
+                            )
+                        })
+                    })
                     .collect();
                 return Ok(Some(Verdict::Liveness(format!(
                     "{what}: not done within {bound} ticks [{}] stuck: [{}]",
@@ -429,7 +500,8 @@ impl Simulation {
 
     fn converged(&self) -> bool {
         let target = self.model.committed();
-        self.live_nodes().all(|n| n.replica.status() == Status::Ready && n.replica.applied() == target)
+        self.live_nodes()
+            .all(|n| n.replica.status() == Status::Ready && n.replica.applied() == target)
     }
 
     fn check_convergence(&mut self) -> Result<(), Violation> {
@@ -446,9 +518,9 @@ impl Simulation {
 
     fn check_linearizable(&mut self) -> Result<(), Violation> {
         match linearizability::check(&self.history, Budget::default()) {
-            linearizability::Verdict::NotLinearizable { explanation, .. } => {
-                Err(Violation(format!("history not linearizable: {explanation}")))
-            }
+            linearizability::Verdict::NotLinearizable { explanation, .. } => Err(Violation(
+                format!("history not linearizable: {explanation}"),
+            )),
             linearizability::Verdict::Unknown { reason, .. } => {
                 tracing::warn!(%reason, "linearizability unknown");
                 Ok(())
@@ -458,7 +530,11 @@ impl Simulation {
     }
 
     fn halted_note(&self) -> Option<String> {
-        self.nodes.iter().find_map(|n| n.halted.as_ref().map(|e| format!("replica {}: {e}", n.replica.id())))
+        self.nodes.iter().find_map(|n| {
+            n.halted
+                .as_ref()
+                .map(|e| format!("replica {}: {e}", n.replica.id()))
+        })
     }
 
     /// Stops every fault: heal the network, no more crashes or rot, restart every replica.
@@ -484,9 +560,16 @@ impl Simulation {
                 Error::Corrupt { offset, len, .. } => node.storage.damaged_within(*offset, *len),
                 _ => false,
             };
-            let allowed = self.options.fatal.is_some() || self.options.storage[node.replica.id() as usize].atlas.latent.contains(&Zone::WalEntries);
+            let allowed = self.options.fatal.is_some()
+                || self.options.storage[node.replica.id() as usize]
+                    .atlas
+                    .latent
+                    .contains(&Zone::WalEntries);
             if !explained || !allowed {
-                return Err(Violation(format!("replica {} halted within the fault model: {error}", node.replica.id())));
+                return Err(Violation(format!(
+                    "replica {} halted within the fault model: {error}",
+                    node.replica.id()
+                )));
             }
             if self.options.replicas == 1 {
                 return Ok(Some(Verdict::PassHalted(error.to_string())));
@@ -515,7 +598,10 @@ impl Simulation {
         }
         self.network.tick();
         for packet in self.network.deliver(self.tick) {
-            self.trace.u64(packet.from as u64).u64(packet.to as u64).u64(packet.data.len() as u64);
+            self.trace
+                .u64(packet.from as u64)
+                .u64(packet.to as u64)
+                .u64(packet.data.len() as u64);
             if packet.to < self.options.replicas {
                 let r = packet.to as usize;
                 if self.nodes[r].up {
@@ -558,11 +644,22 @@ impl Simulation {
             }
         }
         if self.prng.chance(self.options.latent) {
-            let r = self.prng.index(self.nodes.len());
+            let rotting: Vec<usize> = (0..self.nodes.len())
+                .filter(|&r| !self.options.storage[r].atlas.latent.is_empty())
+                .collect();
+            if rotting.is_empty() {
+                return;
+            }
+            let r = rotting[self.prng.index(rotting.len())];
             if let Some(sector) = self.nodes[r].storage.inject_latent() {
                 self.faults += 1;
                 self.trace.u64(0xfa).u64(r as u64).u64(sector);
-                tracing::debug!(tick = self.tick, replica = r, sector, "fault: latent sector");
+                tracing::debug!(
+                    tick = self.tick,
+                    replica = r,
+                    sector,
+                    "fault: latent sector"
+                );
             }
         }
     }
@@ -595,13 +692,18 @@ impl Simulation {
         let node = &mut self.nodes[r];
         match completion {
             Completion::Read { id, result } => {
-                self.trace.u64(id.0).u64(result.as_ref().map_or(1, |d| ziggy_core::checksum::checksum(d) as u64));
+                self.trace.u64(id.0).u64(
+                    result
+                        .as_ref()
+                        .map_or(1, |d| ziggy_core::checksum::checksum(d) as u64),
+                );
                 let result = result.as_deref().map_err(|e| *e);
                 node.replica.on_read_complete(&mut node.storage, id, result);
             }
             Completion::Write { id, result } => {
                 self.trace.u64(id.0);
-                node.replica.on_write_complete(&mut node.storage, id, result);
+                node.replica
+                    .on_write_complete(&mut node.storage, id, result);
             }
         }
     }
@@ -613,14 +715,23 @@ impl Simulation {
             return;
         }
         // A client request.
-        let Ok((header, body)) = Header::decode(data, 0, r as u8) else { return };
+        let Ok((header, body)) = Header::decode(data, 0, r as u8) else {
+            return;
+        };
         if header.command != Command::Request {
             return;
         }
-        tracing::trace!(tick = self.tick, replica = r, client = header.a, request = header.b, "request");
+        tracing::trace!(
+            tick = self.tick,
+            replica = r,
+            client = header.a,
+            request = header.b,
+            "request"
+        );
         let node = &mut self.nodes[r];
         let operation = ziggy_core::wal::header::Operation(header.c as u8);
-        node.replica.submit(&mut node.storage, header.a, header.b, operation, body);
+        node.replica
+            .submit(&mut node.storage, header.a, header.b, operation, body);
     }
 
     /// Collects what replica `r` produced: events (checked), peer messages (sent), replies
@@ -632,11 +743,16 @@ impl Simulation {
         }
         let tick = self.tick;
         let network = &mut self.network;
-        self.nodes[r].replica.drain_messages(|to, bytes| network.send(tick, r as u8, to, bytes));
+        self.nodes[r]
+            .replica
+            .drain_messages(|to, bytes| network.send(tick, r as u8, to, bytes));
         let replies: Vec<_> = self.nodes[r].replica.drain_replies().collect();
         for reply in replies {
             let Some(client) = self.clients.iter().find(|c| c.id == reply.client) else {
-                return Err(Violation(format!("reply to unknown client {}", reply.client)));
+                return Err(Violation(format!(
+                    "reply to unknown client {}",
+                    reply.client
+                )));
             };
             let mut header = Header::new(0, 0, Command::Reply, r as u8, client.node);
             header.a = reply.client;
@@ -648,7 +764,9 @@ impl Simulation {
             };
             let (status, hint) = match &reply.result {
                 Ok(_) => (ReplyStatus::Ok, 0),
-                Err(RequestError::NotLeader { leader }) => (ReplyStatus::NotLeader, leader.map_or(0, |l| l as u64 + 1)),
+                Err(RequestError::NotLeader { leader }) => {
+                    (ReplyStatus::NotLeader, leader.map_or(0, |l| l as u64 + 1))
+                }
                 Err(RequestError::Busy) => (ReplyStatus::Busy, 0),
                 Err(RequestError::NotReady) => (ReplyStatus::NotReady, 0),
                 Err(RequestError::Halted) => (ReplyStatus::Halted, 0),
@@ -657,7 +775,8 @@ impl Simulation {
             };
             header.d = status as u64 | (hint << 8);
             header.encode(body, &mut self.scratch);
-            self.network.send(self.tick, r as u8, client.node, &self.scratch);
+            self.network
+                .send(self.tick, r as u8, client.node, &self.scratch);
         }
         Ok(())
     }
@@ -665,19 +784,43 @@ impl Simulation {
     fn on_event(&mut self, r: usize, event: Event) -> Result<(), Violation> {
         let replica = r as u8;
         match event {
-            Event::Applied { index, checksum, client, request } => {
+            Event::Applied {
+                index,
+                checksum,
+                client,
+                request,
+            } => {
                 self.trace.u64(index).u64(checksum as u64);
                 tracing::trace!(tick = self.tick, replica, index, client, request, "applied");
-                self.model.applied(replica, index, checksum, client, request)?;
+                self.model
+                    .applied(replica, index, checksum, client, request)?;
             }
-            Event::Opened { checkpoint, head, truncated, faulty } => {
-                tracing::debug!(tick = self.tick, replica, checkpoint, head, truncated, faulty, "opened");
+            Event::Opened {
+                checkpoint,
+                head,
+                truncated,
+                faulty,
+            } => {
+                tracing::debug!(
+                    tick = self.tick,
+                    replica,
+                    checkpoint,
+                    head,
+                    truncated,
+                    faulty,
+                    "opened"
+                );
                 let (state, applied) = self.nodes[r].replica.state().expect("opened means ready");
                 let digest = state.digest();
                 self.model.opened(replica, applied, digest)?;
             }
             Event::Installed { index } => {
-                tracing::debug!(tick = self.tick, replica, index, "installed checkpoint from the leader");
+                tracing::debug!(
+                    tick = self.tick,
+                    replica,
+                    index,
+                    "installed checkpoint from the leader"
+                );
                 let (state, applied) = self.nodes[r].replica.state().expect("ready");
                 let digest = state.digest();
                 self.model.opened(replica, applied, digest)?;
@@ -690,7 +833,9 @@ impl Simulation {
                 self.trace.u64(0x401e).u64(term);
                 tracing::debug!(tick = self.tick, replica, ?role, term, ?leader, "role");
             }
-            Event::Repaired { index } => tracing::debug!(tick = self.tick, replica, index, "repaired"),
+            Event::Repaired { index } => {
+                tracing::debug!(tick = self.tick, replica, index, "repaired")
+            }
             Event::Halted(error) => {
                 tracing::debug!(tick = self.tick, replica, %error, "halted");
                 self.nodes[r].halted = Some(error);
@@ -714,7 +859,10 @@ impl Simulation {
             }
             return Ok(());
         }
-        if self.settling || tick < self.clients[c].next_action_at || self.ops >= self.options.requests {
+        if self.settling
+            || tick < self.clients[c].next_action_at
+            || self.ops >= self.options.requests
+        {
             return Ok(());
         }
         self.issue(c);
@@ -743,9 +891,19 @@ impl Simulation {
             Op::Delete { key }
         } else if self.prng.chance(self.options.cas) {
             // Expect the value some earlier request of this client may have written, or absence.
-            let expected = (request > 1 && self.prng.bool())
-                .then(|| format!("c{:x}-r{}", self.clients[c].id, self.prng.range(1, request - 1)).into_bytes());
-            Op::Cas { key, expected, new: value }
+            let expected = (request > 1 && self.prng.bool()).then(|| {
+                format!(
+                    "c{:x}-r{}",
+                    self.clients[c].id,
+                    self.prng.range(1, request - 1)
+                )
+                .into_bytes()
+            });
+            Op::Cas {
+                key,
+                expected,
+                new: value,
+            }
         } else {
             Op::Put { key, value }
         };
@@ -775,7 +933,10 @@ impl Simulation {
             Op::Put { key, value } => (KvStateMachine::PUT, KvStateMachine::put_body(key, value)),
             Op::Delete { key } => (KvStateMachine::DELETE, KvStateMachine::delete_body(key)),
             Op::Get { key } => (KvStateMachine::GET, KvStateMachine::get_body(key)),
-            Op::Cas { key, expected, new } => (KvStateMachine::CAS, KvStateMachine::cas_body(key, expected.as_deref(), new)),
+            Op::Cas { key, expected, new } => (
+                KvStateMachine::CAS,
+                KvStateMachine::cas_body(key, expected.as_deref(), new),
+            ),
         };
         let mut header = Header::new(0, 0, Command::Request, CLIENT, client.target);
         header.a = client.id;
@@ -783,15 +944,30 @@ impl Simulation {
         header.c = operation.0 as u64;
         header.encode(&body, &mut self.scratch);
         self.trace.u64(0x5e4d).u64(client.id).u64(pending.request);
-        self.network.send(self.tick, client.node, client.target, &self.scratch);
+        self.network
+            .send(self.tick, client.node, client.target, &self.scratch);
     }
 
     fn client_receive(&mut self, node: u8, data: &[u8]) -> Result<(), Violation> {
-        let Ok((header, body)) = Header::decode(data, 0, node) else { return Ok(()) };
-        let c = self.clients.iter().position(|c| c.node == node).expect("a client node");
+        let Ok((header, body)) = Header::decode(data, 0, node) else {
+            return Ok(());
+        };
+        let c = self
+            .clients
+            .iter()
+            .position(|c| c.node == node)
+            .expect("a client node");
         let (client, request, index) = (header.a, header.b, header.c);
         let status = ReplyStatus::from_u64(header.d & 0xFF);
-        tracing::trace!(tick = self.tick, client, request, index, ?status, from = header.from, "reply");
+        tracing::trace!(
+            tick = self.tick,
+            client,
+            request,
+            index,
+            ?status,
+            from = header.from,
+            "reply"
+        );
         match status {
             Some(ReplyStatus::Ok) => {
                 self.model.replied(client, request, index, body)?;
@@ -811,14 +987,22 @@ impl Simulation {
                 let tick = self.tick;
                 let this = &mut self.clients[c];
                 if let Some(pending) = this.pending.as_mut().filter(|p| p.request == request) {
-                    this.target = if hint > 0 { (hint - 1) as u8 } else { (this.target + 1) % self.options.replicas };
+                    this.target = if hint > 0 {
+                        (hint - 1) as u8
+                    } else {
+                        (this.target + 1) % self.options.replicas
+                    };
                     pending.resend_at = tick + if hint > 0 { 1 } else { 10 };
                     pending.redirected = true;
                 }
             }
             Some(ReplyStatus::Busy | ReplyStatus::NotReady | ReplyStatus::Halted) => {
                 let tick = self.tick;
-                if let Some(pending) = self.clients[c].pending.as_mut().filter(|p| p.request == request) {
+                if let Some(pending) = self.clients[c]
+                    .pending
+                    .as_mut()
+                    .filter(|p| p.request == request)
+                {
                     pending.resend_at = pending.resend_at.min(tick + 10);
                     pending.redirected = true;
                 }
@@ -826,9 +1010,14 @@ impl Simulation {
             other => {
                 // A delayed duplicate of a request completed long ago may be refused as stale;
                 // the request the client is waiting for must never be.
-                let waiting = self.clients[c].pending.as_ref().is_some_and(|p| p.request == request);
+                let waiting = self.clients[c]
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.request == request);
                 if waiting {
-                    return Err(Violation(format!("client {client} request {request} refused: {other:?}")));
+                    return Err(Violation(format!(
+                        "client {client} request {request} refused: {other:?}"
+                    )));
                 }
             }
         }
@@ -848,8 +1037,12 @@ fn input_of(op: &Op) -> Input {
 fn output_of(op: &Op, reply: &[u8]) -> Output {
     match op {
         Op::Put { .. } => Output::Put,
-        Op::Delete { .. } => Output::Delete { existed: reply.first() == Some(&1) },
+        Op::Delete { .. } => Output::Delete {
+            existed: reply.first() == Some(&1),
+        },
         Op::Get { .. } => Output::Get((reply.first() == Some(&1)).then(|| reply[1..].to_vec())),
-        Op::Cas { .. } => Output::Cas { swapped: reply.first() == Some(&1) },
+        Op::Cas { .. } => Output::Cas {
+            swapped: reply.first() == Some(&1),
+        },
     }
 }

@@ -1,4 +1,5 @@
-//! The same seed gives the same run: same trace hash, same outcome.
+//! The same seed gives the same run: same trace hash, same outcome — for single replicas and
+//! clusters alike.
 
 use ziggy_sim::{run_seed, Options};
 
@@ -9,6 +10,17 @@ fn same_seed_same_trace_hash() {
         let b = run_seed(Options::from_seed(seed)).unwrap();
         assert_eq!(a, b, "seed {seed} ran differently twice");
         assert!(a.ops > 0);
+    }
+}
+
+#[test]
+fn cluster_seeds_replay_identically() {
+    for replicas in [1u8, 2, 3, 4, 5] {
+        let seed = 4242 + replicas as u64;
+        let a = run_seed(Options::with_replicas(seed, replicas)).unwrap();
+        let b = run_seed(Options::with_replicas(seed, replicas)).unwrap();
+        assert_eq!(a, b, "cluster of {replicas}, seed {seed}");
+        assert_eq!(a.replicas, replicas);
     }
 }
 
@@ -26,4 +38,22 @@ fn same_seed_on_another_thread_same_trace_hash() {
         .join()
         .unwrap();
     assert_eq!(here.trace_hash, there.trace_hash);
+}
+
+#[test]
+fn liveness_mode_commits_after_the_heal() {
+    for seed in 0..20u64 {
+        let mut options = Options::with_replicas(seed, 3);
+        options.liveness = true;
+        let outcome = run_seed(options).unwrap();
+        assert!(
+            outcome.verdict.passed(),
+            "seed {seed}: {:?}",
+            outcome.verdict
+        );
+        assert!(
+            outcome.liveness_ticks > 0
+                && outcome.liveness_ticks <= ziggy_sim::simulation::LIVENESS_TICKS
+        );
+    }
 }

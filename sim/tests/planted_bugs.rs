@@ -1,31 +1,66 @@
-//! Proof that the checkers can fail: a planted bug is caught within a few hundred seeds.
+//! Proof that the checkers can fail: each planted bug is caught within a few hundred seeds, and
+//! the same seeds (same fault profile) pass without it.
 
 use ziggy_core::PlantedBug;
 use ziggy_sim::{run_seed, Options, Verdict};
 
-#[test]
-fn ack_before_durable_is_caught_within_a_few_hundred_seeds() {
+const SEEDS: u64 = 300;
+
+fn caught(options: Options) -> bool {
+    match run_seed(options) {
+        Ok(outcome) => matches!(outcome.verdict, Verdict::Correctness(_)),
+        Err(_panic) => true, // an assertion in the core caught it
+    }
+}
+
+fn first_catch(bug: PlantedBug) -> Option<u64> {
+    (0..SEEDS).find(|&seed| caught(Options::for_bug(seed, bug)))
+}
+
+fn assert_caught(bug: PlantedBug) {
     std::panic::set_hook(Box::new(|_| {}));
-    let caught = (0..300u64).find(|&seed| {
-        let mut options = Options::from_seed(seed);
-        options.planted_bug = Some(PlantedBug::AckBeforeDurable);
-        matches!(run_seed(options), Ok(outcome) if matches!(outcome.verdict, Verdict::Correctness(_)))
-    });
+    let found = first_catch(bug);
     let _ = std::panic::take_hook();
-    assert!(
-        caught.is_some(),
-        "acknowledging before durability went unnoticed for 300 seeds"
-    );
+    assert!(found.is_some(), "{bug:?} went unnoticed for {SEEDS} seeds");
 }
 
 #[test]
-fn the_same_seeds_pass_without_the_bug() {
-    for seed in 0..50u64 {
-        let outcome = run_seed(Options::from_seed(seed)).unwrap();
-        assert!(
-            outcome.verdict.passed(),
-            "seed {seed}: {:?}",
-            outcome.verdict
-        );
+fn ack_before_durable_is_caught() {
+    assert_caught(PlantedBug::AckBeforeDurable);
+}
+
+#[test]
+fn commit_without_quorum_is_caught() {
+    assert_caught(PlantedBug::CommitWithoutQuorum);
+}
+
+#[test]
+fn vote_despite_faulty_log_is_caught() {
+    assert_caught(PlantedBug::VoteDespiteFaulty);
+}
+
+#[test]
+fn apply_twice_is_caught() {
+    assert_caught(PlantedBug::ApplyTwice);
+}
+
+#[test]
+fn stale_read_from_a_deposed_leader_is_caught() {
+    assert_caught(PlantedBug::LocalReads);
+}
+
+#[test]
+fn the_hunting_profiles_pass_without_the_bugs() {
+    for bug in [PlantedBug::VoteDespiteFaulty, PlantedBug::LocalReads] {
+        for seed in 0..40u64 {
+            let mut options = Options::for_bug(seed, bug);
+            options.planted_bug = None;
+            let outcome = run_seed(options).unwrap_or_else(|p| panic!("{bug:?} seed {seed}: {p}"));
+            assert!(
+                outcome.verdict.passed(),
+                "{bug:?} profile, seed {seed}: {:?}",
+                outcome.verdict
+            );
+        }
     }
 }

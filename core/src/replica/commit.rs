@@ -134,7 +134,8 @@ impl<S: StateMachine> Replica<S> {
         } else {
             self.state.apply(header, body, &mut out);
             if !read_only {
-                self.sessions.record(header.client, header.request, header.index, &out);
+                self.sessions
+                    .record(header.client, header.request, header.index, &out);
             }
             header.index
         };
@@ -193,7 +194,8 @@ impl<S: StateMachine> Replica<S> {
         self.sessions.encode(&mut blob);
         self.state.encode_snapshot(&mut blob);
         let mut replies = std::mem::take(&mut self.pending_replies);
-        self.sessions.encode_replies(self.layout.reply_slot_size as usize, &mut replies);
+        self.sessions
+            .encode_replies(self.layout.reply_slot_size as usize, &mut replies);
         let index = self.applied;
         let header = self
             .journal
@@ -271,7 +273,11 @@ impl<S: StateMachine> Replica<S> {
         progress.blocks_pending = blocks as u32;
         assert_eq!(replies.len() as u64, self.layout.reply_area_size());
         let offset = self.layout.reply_area_offset(progress.area);
-        storage.submit_write(IoId::new(IoKind::Reply, progress.area as u64), offset, &replies);
+        storage.submit_write(
+            IoId::new(IoKind::Reply, progress.area as u64),
+            offset,
+            &replies,
+        );
         progress.replies_pending = true;
         self.checkpoint = Some(progress);
         self.pending_blob = blob;
@@ -462,7 +468,10 @@ impl<S: StateMachine> Replica<S> {
     pub(crate) fn on_state_chunk(&mut self, header: &Header, body: &[u8]) {
         self.raft.leader_contact = Some(self.ticks);
         let index = header.a;
-        let hole_before = self.journal.first_faulty().is_some_and(|hole| hole <= index);
+        let hole_before = self
+            .journal
+            .first_faulty()
+            .is_some_and(|hole| hole <= index);
         if !hole_before && self.journal.checksum_at(index) == Some(header.d as u32) {
             // This replica holds the checkpoint's entry itself: by the hash chain its log equals
             // the leader's up to there. Say so, and the leader resumes sending entries.
@@ -495,7 +504,12 @@ impl<S: StateMachine> Replica<S> {
                 checksum: header.d as u32,
                 term: header.d >> 32,
                 payload_checksum,
-                chunks: vec![false; (total as usize).div_ceil(self.config.wal_entry_size_max as usize).max(1)],
+                chunks: vec![
+                    false;
+                    (total as usize)
+                        .div_ceil(self.config.wal_entry_size_max as usize)
+                        .max(1)
+                ],
                 payload: vec![0; total as usize],
                 installing: false,
             });
@@ -507,7 +521,7 @@ impl<S: StateMachine> Replica<S> {
         }
         let chunk_max = self.config.wal_entry_size_max as usize;
         let at = offset as usize;
-        if at % chunk_max != 0 || at / chunk_max >= transfer.chunks.len() {
+        if !at.is_multiple_of(chunk_max) || at / chunk_max >= transfer.chunks.len() {
             return;
         }
         transfer.payload[at..at + chunk.len()].copy_from_slice(chunk);
@@ -571,10 +585,16 @@ impl<S: StateMachine> Replica<S> {
     /// sector that does not hold its session's reply.
     pub(crate) fn fill_replies(&mut self, image: &[u8]) -> Result<(), usize> {
         let sector = self.layout.reply_slot_size as usize;
-        let table: Vec<(usize, u64, u64, u64)> =
-            self.sessions.iter().map(|(slot, s)| (slot, s.client, s.request, s.index)).collect();
+        let table: Vec<(usize, u64, u64, u64)> = self
+            .sessions
+            .iter()
+            .map(|(slot, s)| (slot, s.client, s.request, s.index))
+            .collect();
         for (slot, client, request, index) in table {
-            match image.get(slot * sector..(slot + 1) * sector).and_then(Sessions::decode_reply) {
+            match image
+                .get(slot * sector..(slot + 1) * sector)
+                .and_then(Sessions::decode_reply)
+            {
                 Some(r) if (r.client, r.request, r.index) == (client, request, index) => {
                     self.sessions.set_reply(slot, &r.reply)
                 }

@@ -14,9 +14,9 @@
 //! requests and ticks; replies, events and outgoing messages come out of [`Replica::drain_replies`],
 //! [`Replica::drain_events`] and [`Replica::drain_messages`].
 //!
-//! - [`open`]: recovery.
-//! - [`raft`]: elections (PreVote, CheckQuorum), replication, commit, log repair.
-//! - [`commit`]: applying, client sessions and replies, checkpoints, superblock writes, state
+//! - `open`: recovery.
+//! - `raft`: elections (PreVote, CheckQuorum), replication, commit, log repair.
+//! - `commit`: applying, client sessions and replies, checkpoints, superblock writes, state
 //!   transfer.
 
 mod commit;
@@ -375,6 +375,12 @@ impl<S: StateMachine> Replica<S> {
         self.raft.leader
     }
 
+    /// Whether requests submitted now are taken: this replica leads, and has committed an entry of
+    /// its term. A single node gets there by itself right after opening.
+    pub fn accepting_requests(&self) -> bool {
+        self.status == Status::Ready && self.raft.role == Role::Leader && self.raft.leader_ready
+    }
+
     pub fn applied(&self) -> u64 {
         self.applied
     }
@@ -587,7 +593,7 @@ impl<S: StateMachine> Replica<S> {
         self.replies.push(Reply {
             client,
             request,
-            index: self.applied,
+            index: 0, // served outside the log
             result: Ok(out.clone()),
         });
         self.reply_scratch = out;

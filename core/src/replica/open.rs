@@ -221,7 +221,12 @@ impl<S: StateMachine> Replica<S> {
         self.timestamp = sb.checkpoint_timestamp;
         self.phase = Phase::ReadRings;
         let replies = self.layout.reply_area_offset(sb.state_area);
-        self.read_into(storage, Buffer::Replies, replies, self.layout.reply_area_size());
+        self.read_into(
+            storage,
+            Buffer::Replies,
+            replies,
+            self.layout.reply_area_size(),
+        );
         self.read_zone(storage, Buffer::Headers, Zone::WalHeaders);
         self.read_zone(storage, Buffer::Entries, Zone::WalEntries);
     }
@@ -306,7 +311,10 @@ impl<S: StateMachine> Replica<S> {
                 zone: Zone::ClientReplies,
                 offset: self.layout.reply_offset(sb.state_area, slot as u64),
                 len: self.layout.reply_slot_size,
-                what: format!("client reply of slot {slot} in the checkpoint at {}", sb.checkpoint_index),
+                what: format!(
+                    "client reply of slot {slot} in the checkpoint at {}",
+                    sb.checkpoint_index
+                ),
             });
         }
         self.checkpoint_replies = replies;

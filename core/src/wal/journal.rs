@@ -255,7 +255,10 @@ impl Journal {
         }
         let (index, checksum, _) = checkpoint;
         // Holes at or before the checkpoint are covered by it.
-        let continues = index < self.head && self.entry(index + 1).is_some_and(|(next, _)| next.parent == checksum);
+        let continues = index < self.head
+            && self
+                .entry(index + 1)
+                .is_some_and(|(next, _)| next.parent == checksum);
         if !continues {
             return self.reset(checkpoint);
         }
