@@ -603,10 +603,10 @@ impl fmt::Display for BenchReport {
         }
         if let Some(pair) = self.pair(64) {
             let ratio = self.ratio(&pair.wal);
-            let verdict = if ratio >= 20.0 {
-                "meets"
-            } else {
-                "falls short of"
+            let verdict = match (ratio >= 20.0, self.baseline_stability() < 0.67) {
+                (_, true) => "unreliable, see the warning; compare with",
+                (true, false) => "meets",
+                (false, false) => "falls short of",
             };
             writeln!(
                 f,
