@@ -152,15 +152,29 @@ impl BenchReport {
         run.rate() / self.baseline_rate()
     }
 
-    /// The slowest raw run's rate over the fastest's: far below 1 means the disk's speed drifted
-    /// during the benchmark and its figures are noisy.
-    pub fn baseline_stability(&self) -> f64 {
-        let slowest = self
+    /// Why the figures cannot be trusted, if they cannot: the raw `fdatasync` rate drifted
+    /// between runs, or its latency was bimodal within one. Both happen when other work on the
+    /// machine delays the syncing thread (on a busy 2-core VM, a woken thread can wait a whole
+    /// 4 ms scheduler tick), and both flatter the ratio.
+    pub fn noise(&self) -> Option<String> {
+        let rates = self.pairs.iter().map(|p| p.raw.rate());
+        let slowest = rates.clone().fold(f64::INFINITY, f64::min);
+        if slowest < 0.67 * self.baseline_rate() {
+            return Some(format!(
+                "the raw fdatasync rate varied from {slowest:.0}/s to {:.0}/s between runs",
+                self.baseline_rate()
+            ));
+        }
+        let bimodal = self
             .pairs
             .iter()
-            .map(|p| p.raw.rate())
-            .fold(f64::INFINITY, f64::min);
-        slowest / self.baseline_rate()
+            .map(|p| &p.raw.latency)
+            .find(|h| h.value_at_quantile(0.99) > 10 * h.value_at_quantile(0.50))?;
+        Some(format!(
+            "the raw fdatasync latency was bimodal in one run (p50 {} µs, p99 {} µs)",
+            bimodal.value_at_quantile(0.50),
+            bimodal.value_at_quantile(0.99)
+        ))
     }
 
     /// All raw `fdatasync` runs as one.
@@ -592,21 +606,20 @@ impl fmt::Display for BenchReport {
             "x raw: durable ops/s over the fastest raw fdatasync run ({:.0}/s)",
             self.baseline_rate()
         )?;
-        if self.baseline_stability() < 0.67 {
+        let noise = self.noise();
+        if let Some(why) = &noise {
             writeln!(
                 f,
-                "warning: the raw fdatasync rate varied from {:.0}/s to {:.0}/s between runs: \
-                 other IO on this machine makes these figures noisy; rerun when it is quiet",
-                self.baseline_rate() * self.baseline_stability(),
-                self.baseline_rate()
+                "warning: {why}: other work on this machine makes these figures noisy; \
+                 rerun when it is quiet"
             )?;
         }
         if let Some(pair) = self.pair(64) {
             let ratio = self.ratio(&pair.wal);
-            let verdict = if ratio >= 20.0 {
-                "meets"
-            } else {
-                "falls short of"
+            let verdict = match (ratio >= 20.0, noise.is_some()) {
+                (_, true) => "unreliable, see the warning; compare with",
+                (true, false) => "meets",
+                (false, false) => "falls short of",
             };
             writeln!(
                 f,
@@ -708,4 +721,70 @@ fn write_cost(f: &mut fmt::Formatter<'_>, run: &RunResult) -> fmt::Result {
         run.checkpoints,
         run.busy_retries,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of `operations` in one second whose latencies are `latencies` (µs).
+    fn run(writers: Option<usize>, operations: u64, latencies: &[u64]) -> RunResult {
+        let mut latency = latency_histogram();
+        for &l in latencies {
+            latency.record(l).unwrap();
+        }
+        RunResult {
+            writers,
+            operations,
+            elapsed: Duration::from_secs(1),
+            latency,
+            io: IoSummary::default(),
+            checkpoints: 0,
+            busy_retries: 0,
+        }
+    }
+
+    fn report(raws: &[(u64, &[u64])]) -> BenchReport {
+        let pairs = raws
+            .iter()
+            .enumerate()
+            .map(|(n, &(rate, latencies))| Pair {
+                raw: run(None, rate, latencies),
+                wal: run(Some(n + 1), 30_000, &[1000]),
+            })
+            .collect();
+        let options = BenchOptions {
+            path: PathBuf::from("x"),
+            duration: Duration::from_secs(1),
+            writers: vec![],
+            value_size: 100,
+            config: Config::test(),
+        };
+        BenchReport { options, pairs }
+    }
+
+    const QUIET: &[u64] = &[80, 80, 90, 100, 150];
+
+    #[test]
+    fn runs_are_compared_with_the_fastest_raw_run() {
+        let report = report(&[(10_000, QUIET), (12_000, QUIET)]);
+        assert_eq!(report.baseline_rate(), 12_000.0);
+        assert_eq!(report.ratio(&report.pairs[0].wal), 2.5);
+        assert_eq!(report.noise(), None);
+    }
+
+    #[test]
+    fn a_drifting_or_bimodal_baseline_is_reported_as_noise() {
+        let drifting = report(&[(12_000, QUIET), (5_000, QUIET)]);
+        assert!(drifting
+            .noise()
+            .unwrap()
+            .contains("varied from 5000/s to 12000/s"));
+        let ticks: Vec<u64> = (0..100)
+            .map(|i| if i % 3 == 0 { 4000 } else { 80 })
+            .collect();
+        let bimodal = report(&[(1_500, &ticks)]);
+        assert!(bimodal.noise().unwrap().contains("bimodal"));
+        assert!(bimodal.to_string().contains("warning"));
+    }
 }

@@ -8,7 +8,6 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +21,7 @@ use ziggy_core::{
     Config, Error, Event, KvStateMachine, Layout, Replica, Reply, RequestError, Status,
 };
 
-use crate::file_storage::{FileStorage, StorageStats};
+use crate::file_storage::{lock_data_file, FileStorage, StorageStats};
 
 /// Why the driver could not open a data file or carry out a request.
 #[derive(Debug)]
@@ -104,7 +103,7 @@ impl Driver {
             .write(true)
             .open(path)
             .map_err(io_error)?;
-        lock_exclusive(&file).map_err(io_error)?;
+        lock_data_file(&file).map_err(io_error)?;
         check_length(path, &file, config, replica.layout())?;
         let storage =
             FileStorage::from_file(file, replica.layout().sector_size).map_err(io_error)?;
@@ -316,23 +315,6 @@ impl Driver {
             (_, error) => DriverError::Request(error),
         }
     }
-}
-
-/// Takes an exclusive, non-blocking `flock` on the data file.
-fn lock_exclusive(file: &File) -> io::Result<()> {
-    // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
-    let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if result == 0 {
-        return Ok(());
-    }
-    let error = io::Error::last_os_error();
-    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Err(io::Error::new(
-            error.kind(),
-            "the data file is in use by another process",
-        ));
-    }
-    Err(error)
 }
 
 /// Refuses a file shorter than the layout before the replica reads past its end, with the error

@@ -12,6 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
@@ -180,6 +181,24 @@ pub fn write_error(error: &io::Error) -> WriteError {
         Some(libc::ENOSPC | libc::EDQUOT) => WriteError::NoSpace,
         _ => WriteError::Io,
     }
+}
+
+/// Takes an exclusive, non-blocking `flock` on a data file, so that two processes never drive
+/// (or format) the same data file. The lock lasts as long as the file stays open.
+pub fn lock_data_file(file: &File) -> io::Result<()> {
+    // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
+    let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if result == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Err(io::Error::new(
+            error.kind(),
+            "the data file is in use by another process",
+        ));
+    }
+    Err(error)
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use std::path::Path;
 
 use ziggy_core::{Config, KvStateMachine, Layout, Replica};
 
+use crate::file_storage::lock_data_file;
+
 /// The size of the zero-filled writes that allocate the file.
 const ZERO_CHUNK: usize = 1 << 20;
 
@@ -41,16 +43,17 @@ pub fn allocate(path: &Path, size: u64, force: bool) -> io::Result<File> {
     Ok(file)
 }
 
-/// Creates (or, with `force`, truncates) the file, with an error that names it.
+/// Creates (or, with `force`, truncates) the file, with an error that names it. A file in use
+/// by a running replica is never truncated: the lock is taken first.
 fn create(path: &Path, force: bool) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.read(true).write(true);
     if force {
-        options.create(true).truncate(true);
+        options.create(true);
     } else {
         options.create_new(true);
     }
-    options.open(path).map_err(|error| match error.kind() {
+    let file = options.open(path).map_err(|error| match error.kind() {
         io::ErrorKind::AlreadyExists => io::Error::new(
             io::ErrorKind::AlreadyExists,
             format!(
@@ -59,7 +62,11 @@ fn create(path: &Path, force: bool) -> io::Result<File> {
             ),
         ),
         _ => annotate(error, &format!("creating {}", path.display())),
-    })
+    })?;
+    let context = |error: io::Error| annotate(error, &format!("formatting {}", path.display()));
+    lock_data_file(&file).map_err(context)?;
+    file.set_len(0).map_err(context)?;
+    Ok(file)
 }
 
 /// Writes `size` zero bytes from the start of the (empty) file.

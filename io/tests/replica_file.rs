@@ -225,10 +225,23 @@ fn a_data_file_is_driven_by_one_driver_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::test();
     let path = formatted(dir.path(), &config);
-    let _first = Driver::open(&path, &config).unwrap();
+    let mut first = Driver::open(&path, &config).unwrap();
+    first.put(b"k", b"v").unwrap();
     let error = open_error(&path, &config);
     assert!(
         error.to_string().contains("in use by another process"),
         "{error}"
+    );
+
+    // Not even a forced format touches a file in use.
+    let error = format(&path, &config, 7, true).unwrap_err();
+    assert!(
+        error.to_string().contains("in use by another process"),
+        "{error}"
+    );
+    drop(first);
+    assert_eq!(
+        Driver::open(&path, &config).unwrap().get(b"k").unwrap(),
+        Some(b"v".to_vec())
     );
 }
