@@ -66,14 +66,21 @@ macro_rules! violation {
     ($($arg:tt)*) => { Err(Violation(format!($($arg)*))) };
 }
 
-struct Committed {
-    checksum: u32,
+struct Request {
     client: u64,
     request: u64,
     reply: Vec<u8>,
-    digest: u64,
-    /// Whether this entry took effect (false: a duplicate of an earlier application).
+    /// Whether this request took effect (false: a duplicate of an earlier application).
     effective: bool,
+}
+
+/// A committed entry: one request, or a batch of them.
+struct Committed {
+    checksum: u32,
+    count: u32,
+    requests: Vec<Request>,
+    /// The state digest after the whole entry.
+    digest: u64,
 }
 
 #[derive(Default)]
@@ -82,13 +89,13 @@ pub struct Model {
     requests: BTreeMap<(u64, u64), Op>,
     /// The committed log, by index (index i at i - 1).
     log: Vec<Committed>,
-    /// Where each write request took effect.
-    effective_at: BTreeMap<(u64, u64), u64>,
+    /// Where each write request took effect: (index, position).
+    effective_at: BTreeMap<(u64, u64), (u64, u32)>,
     /// Where each read request was applied (it may be applied more than once).
-    reads_at: BTreeMap<(u64, u64), BTreeSet<u64>>,
+    reads_at: BTreeMap<(u64, u64), BTreeSet<(u64, u32)>>,
     kv: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Each replica's last applied index in its current incarnation (None: not yet known).
-    replica_applied: BTreeMap<u8, u64>,
+    /// Each replica's last applied request in its current incarnation: (index, position, count).
+    replica_applied: BTreeMap<u8, (u64, u32, u32)>,
     pub max_acked: u64,
     pub checks: u64,
 }
@@ -98,9 +105,12 @@ impl Model {
         Model::default()
     }
 
-    /// The highest index any replica applied.
+    /// The highest index any replica applied completely.
     pub fn committed(&self) -> u64 {
-        self.log.len() as u64
+        match self.log.last() {
+            Some(last) if (last.requests.len() as u32) < last.count => self.log.len() as u64 - 1,
+            _ => self.log.len() as u64,
+        }
     }
 
     pub fn submitted(&mut self, client: u64, request: u64, op: Op) {
@@ -111,7 +121,7 @@ impl Model {
 
     /// Replica `replica` (re)started at `applied` (its checkpoint), with state digest `digest`.
     pub fn opened(&mut self, replica: u8, applied: u64, digest: u64) -> Result<(), Violation> {
-        self.replica_applied.insert(replica, applied);
+        self.replica_applied.insert(replica, (applied, 0, 1));
         self.state_matches(replica, applied, digest)
     }
 
@@ -131,7 +141,9 @@ impl Model {
         }
         let expected = self.digest_at(applied);
         if expected != digest {
-            return violation!("replica {replica}'s state at {applied} has digest {digest:#x}, expected {expected:#x}");
+            return violation!(
+                "replica {replica}'s state at {applied} has digest {digest:#x}, expected {expected:#x}"
+            );
         }
         Ok(())
     }
@@ -151,47 +163,74 @@ impl Model {
         digest.finish()
     }
 
-    /// Replica `replica` applied an entry.
+    /// Replica `replica` applied request `position` of the `count` in entry `index`.
+    #[allow(clippy::too_many_arguments)]
     pub fn applied(
         &mut self,
         replica: u8,
         index: u64,
+        position: u32,
+        count: u32,
         checksum: u32,
         client: u64,
         request: u64,
     ) -> Result<(), Violation> {
         self.checks += 1;
-        if let Some(&last) = self.replica_applied.get(&replica) {
-            if index != last + 1 {
-                return violation!("replica {replica} applied index {index} after {last}");
-            }
-        }
-        self.replica_applied.insert(replica, index);
-        if let Some(entry) = self.log.get(index as usize - 1) {
-            if (entry.checksum, entry.client, entry.request) != (checksum, client, request) {
+        if let Some(&(last, last_position, last_count)) = self.replica_applied.get(&replica) {
+            let expected = if last_position + 1 < last_count {
+                (last, last_position + 1)
+            } else {
+                (last + 1, 0)
+            };
+            if (index, position) != expected {
                 return violation!(
-                    "committed entry {index} changed: was client {} request {} checksum {:#x}, \
-                     replica {replica} applied client {client} request {request} checksum {checksum:#x}",
-                    entry.client,
-                    entry.request,
-                    entry.checksum
+                    "replica {replica} applied {index}.{position} after {last}.{last_position}"
                 );
             }
-            return Ok(());
         }
-        if index != self.committed() + 1 {
+        self.replica_applied
+            .insert(replica, (index, position, count));
+        if let Some(entry) = self.log.get(index as usize - 1) {
+            if let Some(known) = entry.requests.get(position as usize) {
+                if (entry.checksum, entry.count, known.client, known.request)
+                    != (checksum, count, client, request)
+                {
+                    return violation!(
+                        "committed entry {index}.{position} changed: was client {} request {} checksum {:#x}, \
+                         replica {replica} applied client {client} request {request} checksum {checksum:#x}",
+                        known.client,
+                        known.request,
+                        entry.checksum
+                    );
+                }
+                return Ok(());
+            }
+            if position as usize != entry.requests.len()
+                || entry.checksum != checksum
+                || entry.count != count
+            {
+                return violation!("replica {replica} applied {index}.{position} out of order");
+            }
+        } else if index as usize != self.log.len() + 1 || position != 0 {
             return violation!(
-                "replica {replica} applied entry {index}, but the log ends at {}",
-                self.committed()
+                "replica {replica} applied entry {index}.{position}, but the log ends at {}",
+                self.log.len()
             );
+        } else {
+            self.log.push(Committed {
+                checksum,
+                count,
+                requests: Vec::new(),
+                digest: 0,
+            });
         }
-        self.commit_new(index, checksum, client, request)
+        self.commit_new(index, position, client, request)
     }
 
     fn commit_new(
         &mut self,
         index: u64,
-        checksum: u32,
+        position: u32,
         client: u64,
         request: u64,
     ) -> Result<(), Violation> {
@@ -199,32 +238,36 @@ impl Model {
             (Vec::new(), false) // a leader's no-op
         } else {
             let Some(op) = self.requests.get(&(client, request)).cloned() else {
-                return violation!(
-                    "entry {index} (client {client} request {request}) was never submitted"
-                );
+                return violation!("entry {index}.{position} (client {client} request {request}) was never submitted");
             };
             if op.is_read() {
                 self.reads_at
                     .entry((client, request))
                     .or_default()
-                    .insert(index);
+                    .insert((index, position));
                 (self.execute(&op), true)
-            } else if let Some(&first) = self.effective_at.get(&(client, request)) {
-                (self.log[first as usize - 1].reply.clone(), false)
+            } else if let Some(&(first, at)) = self.effective_at.get(&(client, request)) {
+                (
+                    self.log[first as usize - 1].requests[at as usize]
+                        .reply
+                        .clone(),
+                    false,
+                )
             } else {
-                self.effective_at.insert((client, request), index);
+                self.effective_at
+                    .insert((client, request), (index, position));
                 (self.execute(&op), true)
             }
         };
         let digest = self.kv_digest();
-        self.log.push(Committed {
-            checksum,
+        let entry = self.log.last_mut().expect("pushed above");
+        entry.requests.push(Request {
             client,
             request,
             reply,
-            digest,
             effective,
         });
+        entry.digest = digest;
         Ok(())
     }
 
@@ -265,24 +308,35 @@ impl Model {
         if op_is_read && index == 0 {
             return Ok(()); // a read answered outside the log: only linearizability can judge it
         }
-        let known = if op_is_read {
-            self.reads_at
-                .get(&(client, request))
-                .is_some_and(|at| at.contains(&index))
+        let place = if op_is_read {
+            // A retried read may be applied more than once, even twice in one batch entry: any
+            // application with this reply will do (linearizability judges the rest).
+            self.reads_at.get(&(client, request)).and_then(|at| {
+                at.iter()
+                    .find(|(i, p)| {
+                        *i == index
+                            && self.log[*i as usize - 1].requests[*p as usize].reply == reply
+                    })
+                    .or_else(|| at.iter().find(|(i, _)| *i == index))
+                    .copied()
+            })
         } else {
-            self.effective_at.get(&(client, request)) == Some(&index)
+            self.effective_at
+                .get(&(client, request))
+                .copied()
+                .filter(|(i, _)| *i == index)
         };
-        if !known {
+        let Some((index, position)) = place else {
             return violation!(
                 "client {client} request {request} acknowledged at {index}, where it did not take effect ({:?})",
                 self.effective_at.get(&(client, request))
             );
-        }
-        let entry = &self.log[index as usize - 1];
-        if !entry.effective || entry.reply != reply {
+        };
+        let applied = &self.log[index as usize - 1].requests[position as usize];
+        if !applied.effective || applied.reply != reply {
             return violation!(
                 "client {client} request {request} got reply {reply:?} at {index}, expected {:?}",
-                entry.reply
+                applied.reply
             );
         }
         self.max_acked = self.max_acked.max(index);

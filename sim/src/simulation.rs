@@ -786,14 +786,19 @@ impl Simulation {
         match event {
             Event::Applied {
                 index,
+                position,
+                count,
                 checksum,
                 client,
                 request,
             } => {
-                self.trace.u64(index).u64(checksum as u64);
+                self.trace
+                    .u64(index)
+                    .u64(position as u64)
+                    .u64(checksum as u64);
                 tracing::trace!(tick = self.tick, replica, index, client, request, "applied");
                 self.model
-                    .applied(replica, index, checksum, client, request)?;
+                    .applied(replica, index, position, count, checksum, client, request)?;
             }
             Event::Opened {
                 checkpoint,

@@ -27,6 +27,7 @@ use crate::message::{Command, Header};
 use crate::sessions::Sessions;
 use crate::state_machine::{Reader, StateMachine};
 use crate::superblock::{Superblock, NO_VOTE};
+use crate::wal::batch;
 use crate::wal::header::{EntryHeader, Operation};
 
 /// A superblock version being written.
@@ -107,8 +108,32 @@ impl<S: StateMachine> Replica<S> {
         );
         self.applied = header.index;
         self.timestamp = self.timestamp.max(header.timestamp);
+        if header.operation != Operation::BATCH {
+            return self.apply_request(header, 0, 1, body);
+        }
+        debug_assert!(
+            batch::is_well_formed(body),
+            "batch entries are built well-formed"
+        );
+        let count = batch::records(body).count() as u32;
+        for (position, record) in batch::records(body).enumerate() {
+            let request = EntryHeader {
+                operation: record.operation,
+                client: record.client,
+                request: record.request,
+                ..*header
+            };
+            self.apply_request(&request, position as u32, count, record.body);
+        }
+    }
+
+    /// Applies one request (alone in its entry, or one of a batch): exactly once per client
+    /// request, with the leader replying.
+    fn apply_request(&mut self, header: &EntryHeader, position: u32, count: u32, body: &[u8]) {
         self.events.push(Event::Applied {
             index: header.index,
+            position,
+            count,
             checksum: header.checksum,
             client: header.client,
             request: header.request,

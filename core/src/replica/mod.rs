@@ -154,9 +154,12 @@ pub enum Event {
         truncated: u64,
         faulty: u64,
     },
-    /// An entry was applied to the state machine.
+    /// A request was applied to the state machine: request `position` of the `count` in entry
+    /// `index` (a batch entry holds several; a no-op is one request of client 0).
     Applied {
         index: u64,
+        position: u32,
+        count: u32,
         checksum: Checksum,
         client: u64,
         request: u64,
@@ -243,6 +246,9 @@ pub struct Replica<S: StateMachine> {
     pub(crate) outbox: Vec<Outgoing>,
     pub(crate) pool: Vec<Vec<u8>>,
     pub(crate) body_scratch: Vec<u8>,
+    /// Requests gathered while an entry write is in flight, as batch records (see `wal::batch`).
+    pub(crate) queue: Vec<u8>,
+    pub(crate) queue_count: u32,
     pub(crate) reply_scratch: Vec<u8>,
     pub(crate) apply_scratch: Vec<u8>,
     pub(crate) sector_scratch: Vec<u8>,
@@ -299,6 +305,8 @@ impl<S: StateMachine> Replica<S> {
             outbox: Vec::with_capacity(64),
             pool: (0..16).map(|_| Vec::with_capacity(message_max)).collect(),
             body_scratch: Vec::with_capacity(message_max),
+            queue: Vec::with_capacity(config.wal_entry_size_max as usize),
+            queue_count: 0,
             reply_scratch: Vec::with_capacity(reply_max.max(config.value_size_max as usize + 8)),
             apply_scratch: Vec::with_capacity(config.wal_entry_size_max as usize),
             sector_scratch: vec![0; layout.sector_size as usize],
@@ -515,7 +523,9 @@ impl<S: StateMachine> Replica<S> {
             }
             let duplicate_check =
                 self.config.planted_bug != Some(crate::config::PlantedBug::ApplyTwice);
-            if duplicate_check && self.journal.contains_request(self.applied, client, request) {
+            let pending = self.journal.contains_request(self.applied, client, request)
+                || self.queued(client, request);
+            if duplicate_check && pending {
                 return; // a retry of a request in the log: its reply comes when it applies
             }
         }
@@ -523,32 +533,72 @@ impl<S: StateMachine> Replica<S> {
             // Planted bug: answer reads from local state, without the log or a lease.
             return self.answer_locally(client, request, operation, body);
         }
+        self.enqueue(client, request, operation, body);
+        self.advance(storage);
+    }
+
+    /// Appends a request at once when the journal is idle (the lowest latency); otherwise queues
+    /// it, to be written with the others that arrive meanwhile as one batch entry.
+    fn enqueue(&mut self, client: u64, request: u64, operation: Operation, body: &[u8]) {
+        let refuse = |error| Reply {
+            client,
+            request,
+            index: 0,
+            result: Err(error),
+        };
+        let too_large = || {
+            let why = InvalidRequest::Malformed("entry exceeds wal_entry_size_max");
+            refuse(RequestError::Invalid(why))
+        };
+        if self.queue_count == 0 && self.journal.writes_now() {
+            self.timestamp = (self.ticks * self.config.tick_ns).max(self.timestamp + 1);
+            let term = self.raft.term;
+            match self
+                .journal
+                .append(operation, term, self.timestamp, client, request, &[body])
+            {
+                Ok(_) => self.replicate_all(false),
+                Err(AppendError::TooLarge) => self.replies.push(too_large()),
+                Err(_) => self.replies.push(refuse(RequestError::Busy)),
+            }
+            return;
+        }
+        let record = crate::wal::batch::RECORD_HEADER_SIZE + body.len();
+        let body_max = self.config.entry_body_max();
+        if record > body_max {
+            return self.replies.push(too_large());
+        }
+        if self.queue.len() + record > body_max && !self.seal_queue() {
+            return self.replies.push(refuse(RequestError::Busy));
+        }
+        crate::wal::batch::push(&mut self.queue, client, request, operation, body);
+        self.queue_count += 1;
+    }
+
+    /// Appends the queued requests as one batch entry. False when the journal has no room yet.
+    pub(crate) fn seal_queue(&mut self) -> bool {
+        if self.queue_count == 0 {
+            return true;
+        }
         self.timestamp = (self.ticks * self.config.tick_ns).max(self.timestamp + 1);
         let term = self.raft.term;
-        match self
+        let queue = std::mem::take(&mut self.queue);
+        let result = self
             .journal
-            .append(operation, term, self.timestamp, client, request, &[body])
-        {
-            Ok(_) => {
-                self.journal.flush(storage);
-                self.replicate_all(false);
-            }
-            Err(AppendError::TooLarge) => self.replies.push(Reply {
-                client,
-                request,
-                index: 0,
-                result: Err(RequestError::Invalid(InvalidRequest::Malformed(
-                    "entry exceeds wal_entry_size_max",
-                ))),
-            }),
-            Err(_) => self.replies.push(Reply {
-                client,
-                request,
-                index: 0,
-                result: Err(RequestError::Busy),
-            }),
+            .append(Operation::BATCH, term, self.timestamp, 0, 0, &[&queue]);
+        self.queue = queue;
+        if result.is_err() {
+            return false;
         }
-        self.advance(storage);
+        self.queue.clear();
+        self.queue_count = 0;
+        self.replicate_all(false);
+        true
+    }
+
+    /// Whether a request is queued for the next batch entry.
+    fn queued(&self, client: u64, request: u64) -> bool {
+        crate::wal::batch::records(&self.queue).any(|r| r.client == client && r.request == request)
     }
 
     fn admit(
@@ -660,6 +710,9 @@ impl<S: StateMachine> Replica<S> {
     pub(crate) fn advance<T: Storage>(&mut self, storage: &mut T) {
         if self.status != Status::Ready {
             return;
+        }
+        if self.raft.role == Role::Leader && self.queue_count > 0 && self.journal.writes_now() {
+            self.seal_queue();
         }
         self.advance_commit();
         self.apply_committed();

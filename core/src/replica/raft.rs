@@ -317,6 +317,9 @@ impl<S: StateMachine> Replica<S> {
         }
         self.raft.role = Role::Follower;
         self.raft.leader = leader;
+        // Requests gathered for a batch were never logged: their clients retry elsewhere.
+        self.queue.clear();
+        self.queue_count = 0;
         self.raft.votes = 0;
         self.raft.leader_ready = false;
         self.raft.votes_requested = false;

@@ -31,6 +31,8 @@ pub struct Operation(pub u8);
 impl Operation {
     /// Does nothing (used to fill or to commit a term).
     pub const NOOP: Operation = Operation(1);
+    /// Many client requests in one entry (see `wal::batch`).
+    pub const BATCH: Operation = Operation(2);
     /// The first operation number a state machine may define.
     pub const STATE_MACHINE_FIRST: u8 = 16;
 

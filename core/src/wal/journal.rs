@@ -308,12 +308,24 @@ impl Journal {
         Some((header, &bytes[HEADER_SIZE..]))
     }
 
-    /// Whether an entry from `client` with `request` is in the log after `after`.
+    /// Whether a request from `client` with `request` is in the log after `after` (alone, or in
+    /// a batch entry).
     pub fn contains_request(&self, after: u64, client: u64, request: u64) -> bool {
         (after.max(self.checkpoint) + 1..=self.head).any(|index| {
-            self.entry(index)
-                .is_some_and(|(h, _)| h.client == client && h.request == request)
+            self.entry(index).is_some_and(|(h, body)| {
+                if h.operation == Operation::BATCH {
+                    super::batch::records(body).any(|r| r.client == client && r.request == request)
+                } else {
+                    h.client == client && h.request == request
+                }
+            })
         })
+    }
+
+    /// Whether an entry appended now would be written at once (nothing queued or in flight):
+    /// otherwise a leader gathers requests into one batch entry.
+    pub fn writes_now(&self) -> bool {
+        self.entry_writes_in_flight == 0 && self.head == self.submitted
     }
 
     fn has_room(&self) -> Result<(), AppendError> {

@@ -4,6 +4,7 @@
 //! - [`journal`]: the write path (group commit, two-phase durability) and the ring's state.
 //! - [`recovery`]: the decision table that classifies every slot after a crash.
 
+pub mod batch;
 pub mod damage;
 pub mod header;
 pub mod image;
