@@ -37,6 +37,8 @@ pub struct Session {
 
 pub struct Sessions {
     slots: Vec<Option<Session>>,
+    /// Client id to slot (a B-tree: ordered, deterministic, no per-request scan of the table).
+    index: std::collections::BTreeMap<u64, usize>,
     reply_max: usize,
 }
 
@@ -44,15 +46,21 @@ impl Sessions {
     pub fn new(clients_max: usize, reply_max: usize) -> Sessions {
         Sessions {
             slots: vec![None; clients_max],
+            index: std::collections::BTreeMap::new(),
             reply_max,
         }
     }
 
     pub fn find(&self, client: u64) -> Option<(usize, &Session)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .find_map(|(slot, s)| s.as_ref().filter(|s| s.client == client).map(|s| (slot, s)))
+        let slot = *self.index.get(&client)?;
+        let session = self.slots[slot].as_ref().expect("indexed slots are in use");
+        debug_assert_eq!(session.client, client);
+        Some((slot, session))
+    }
+
+    /// The highest slot in use, if any (checkpoints write reply sectors up to it).
+    pub fn last_slot(&self) -> Option<usize> {
+        self.slots.iter().rposition(|s| s.is_some())
     }
 
     pub fn get(&self, slot: usize) -> Option<&Session> {
@@ -80,7 +88,11 @@ impl Sessions {
                 );
                 slot
             }
-            None => self.free_or_evict(),
+            None => {
+                let slot = self.free_or_evict();
+                self.index.insert(client, slot);
+                slot
+            }
         };
         let session = self.slots[slot].get_or_insert_with(|| Session {
             client,
@@ -104,7 +116,8 @@ impl Sessions {
             .iter()
             .min_by_key(|(_, s)| s.index)
             .expect("table is full, so not empty");
-        self.slots[victim] = None;
+        let evicted = self.slots[victim].take().expect("in use");
+        self.index.remove(&evicted.client);
         victim
     }
 
@@ -177,6 +190,9 @@ impl Sessions {
             let index = r.u64()?;
             if slot >= clients_max || sessions.slots[slot].is_some() {
                 return None;
+            }
+            if sessions.index.insert(client, slot).is_some() {
+                return None; // one client in two slots
             }
             sessions.slots[slot] = Some(Session {
                 client,

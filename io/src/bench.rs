@@ -1,12 +1,14 @@
 //! `ziggy bench-wal`: the durable append rate of the WAL under group commit, beside the raw
 //! `fdatasync` rate of the same disk.
 //!
-//! One core thread owns the [`Driver`]. `W` writer threads are clients, each with one put
-//! outstanding at a time: a writer sends its request over a channel and waits for the reply. The
-//! core thread submits every request that has arrived, then steps the driver: one `fdatasync`
-//! makes all pending writes durable at once, so the more writers wait, the more appends share it.
-//! A writer measures each request from send to reply, so latency includes queueing and every
-//! retry.
+//! One thread owns the [`Driver`] and `W` logical writers (clients), each with one put outstanding
+//! at a time — the closed-loop model of `redis-benchmark -c W`, without a thread per client. The
+//! loop makes every pending write durable with one `fdatasync`, delivers the completions, and each
+//! writer whose put is acknowledged submits its next one at once: puts that arrive while a WAL write
+//! is in flight are gathered into one batch entry, so the more writers wait, the more appends
+//! share a write and its `fdatasync`. Latency is measured per put from submission to
+//! acknowledgement (queueing and retries included). Keys cycle through a bounded key space, so the
+//! state — which each checkpoint still rewrites whole until the LSM engine lands — stays bounded.
 //!
 //! The baseline is what a naive log does per append: overwrite one 4 KiB block of the same
 //! preallocated data file and `fdatasync` it, by one writer, in a loop.
@@ -16,10 +18,6 @@ use std::fs::OpenOptions;
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Barrier};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -45,6 +43,8 @@ pub struct BenchOptions {
     pub writers: Vec<usize>,
     /// The size of each put's value, in bytes.
     pub value_size: usize,
+    /// How many distinct keys the writers cycle through.
+    pub keys: u64,
     /// The replica's configuration (`ziggy bench-wal` uses the production preset).
     pub config: Config,
 }
@@ -355,27 +355,12 @@ fn raw_fdatasync(
     })
 }
 
-/// A put from a writer to the core thread. The writer's client id is `writer + 1`.
-struct Request {
+/// One logical writer: a client with one put outstanding.
+struct Writer {
     client: u64,
     request: u64,
-    body: Vec<u8>,
-}
-
-type ReplyResult = Result<(), RequestError>;
-
-/// What the core thread saw.
-struct CoreSummary {
-    io: IoSummary,
-    checkpoints: u64,
-}
-
-/// What one writer saw.
-struct WriterSummary {
-    latency: Histogram<u64>,
-    appends: u64,
-    busy_retries: u64,
-    finished: Instant,
+    sent: Instant,
+    done: bool,
 }
 
 /// Group commit with `writers` writers, one put outstanding each, on a freshly formatted file.
@@ -386,200 +371,102 @@ fn group_commit(
     options: &BenchOptions,
     progress: &Progress,
 ) -> Result<RunResult, Box<dyn std::error::Error>> {
-    let driver = Driver::open(path, config)?;
-    let (request_tx, request_rx) = mpsc::channel::<Request>();
-    let (reply_txs, reply_rxs): (Vec<_>, Vec<_>) =
-        (0..writers).map(|_| mpsc::channel::<ReplyResult>()).unzip();
-    let core = thread::Builder::new()
-        .name("core".into())
-        .spawn(move || serve(driver, request_rx, reply_txs))?;
-
-    let barrier = Arc::new(Barrier::new(writers + 1));
-    let appended = Arc::new(AtomicU64::new(0));
-    let handles: Vec<_> = reply_rxs
-        .into_iter()
-        .enumerate()
-        .map(|(writer, replies)| {
-            let (requests, barrier, appended) =
-                (request_tx.clone(), barrier.clone(), appended.clone());
-            let (duration, value_size) = (options.duration, options.value_size);
-            thread::Builder::new()
-                .name(format!("writer-{writer}"))
-                .spawn(move || {
-                    barrier.wait();
-                    write_loop(
-                        writer as u64 + 1,
-                        duration,
-                        value_size,
-                        &requests,
-                        &replies,
-                        &appended,
-                    )
-                })
-        })
-        .collect::<Result<_, _>>()?;
-    drop(request_tx); // the core thread stops once every writer has dropped its sender
-
-    barrier.wait();
-    let start = Instant::now();
-    report_progress(
-        writers,
-        start,
-        options.duration,
-        &appended,
-        &handles,
-        progress,
-    );
-    let summaries: Vec<Result<WriterSummary, String>> = handles
-        .into_iter()
-        .map(|h| h.join().expect("writer thread panicked"))
-        .collect();
-    let core = core.join().expect("core thread panicked")?;
-    let summaries = summaries.into_iter().collect::<Result<Vec<_>, _>>()?;
-    Ok(merge(writers, start, &summaries, &core))
-}
-
-/// Prints the appends so far, once a second, until every writer has finished.
-fn report_progress(
-    writers: usize,
-    start: Instant,
-    duration: Duration,
-    appended: &AtomicU64,
-    handles: &[thread::JoinHandle<Result<WriterSummary, String>>],
-    progress: &Progress,
-) {
-    while !handles.iter().all(|h| h.is_finished()) {
-        thread::sleep(Duration::from_millis(200));
-        let elapsed = start.elapsed().as_secs().min(duration.as_secs());
-        let count = appended.load(Ordering::Relaxed);
-        progress.update(&format!(
-            "W={writers}: {elapsed}/{} s, {count} durable appends",
-            duration.as_secs()
-        ));
-    }
-}
-
-fn merge(
-    writers: usize,
-    start: Instant,
-    summaries: &[WriterSummary],
-    core: &CoreSummary,
-) -> RunResult {
-    let mut latency = latency_histogram();
-    for summary in summaries {
-        latency
-            .add(&summary.latency)
-            .expect("histograms with equal bounds merge");
-    }
-    let finished = summaries.iter().map(|s| s.finished).max().unwrap_or(start);
-    RunResult {
-        writers: Some(writers),
-        operations: summaries.iter().map(|s| s.appends).sum(),
-        elapsed: finished - start,
-        latency,
-        io: core.io,
-        checkpoints: core.checkpoints,
-        busy_retries: summaries.iter().map(|s| s.busy_retries).sum(),
-    }
-}
-
-/// One client: puts unique keys, one at a time, until `duration` has passed, retrying `Busy`.
-fn write_loop(
-    client: u64,
-    duration: Duration,
-    value_size: usize,
-    requests: &Sender<Request>,
-    replies: &Receiver<ReplyResult>,
-    appended: &AtomicU64,
-) -> Result<WriterSummary, String> {
-    let deadline = Instant::now() + duration;
-    let value = vec![b'v'; value_size];
-    let mut summary = WriterSummary {
-        latency: latency_histogram(),
-        appends: 0,
-        busy_retries: 0,
-        finished: deadline,
-    };
-    let mut request = 0u64;
-    while Instant::now() < deadline {
-        request += 1;
-        let key = format!("client{client:05}-request{request:010}");
-        let body = KvStateMachine::put_body(key.as_bytes(), &value);
-        let begin = Instant::now();
-        loop {
-            let sent = Request {
-                client,
-                request,
-                body: body.clone(),
-            };
-            requests
-                .send(sent)
-                .map_err(|_| "the core thread stopped".to_string())?;
-            match replies
-                .recv()
-                .map_err(|_| "the core thread stopped".to_string())?
-            {
-                Ok(()) => break,
-                Err(RequestError::Busy) => summary.busy_retries += 1,
-                Err(error) => return Err(format!("client {client} request {request}: {error}")),
-            }
-        }
-        summary.latency.saturating_record(micros(begin.elapsed()));
-        summary.appends += 1;
-        appended.fetch_add(1, Ordering::Relaxed);
-    }
-    summary.finished = Instant::now();
-    Ok(summary)
-}
-
-/// The core thread: submits every request that has arrived, steps the driver (one `fdatasync`
-/// for all of them), and routes the replies. Runs until every writer is gone and IO is idle.
-fn serve(
-    mut driver: Driver,
-    requests: Receiver<Request>,
-    replies: Vec<Sender<ReplyResult>>,
-) -> Result<CoreSummary, DriverError> {
+    let mut driver = Driver::open(path, config)?;
     let before = driver.storage_stats();
-    let mut idle_time = Duration::ZERO;
+    let value = vec![b'v'; options.value_size];
+    let mut latency = latency_histogram();
+    let (mut appends, mut busy_retries) = (0u64, 0u64);
+    let mut next_key = 0u64;
+    let mut body = Vec::new();
+    let mut key = Vec::with_capacity(16);
+    let mut put =
+        |driver: &mut Driver, writer: &mut Writer, body: &mut Vec<u8>, now: Option<Instant>| {
+            if let Some(now) = now {
+                writer.request += 1;
+                writer.sent = now;
+                next_key = (next_key + 1) % options.keys;
+                key.clear();
+                key.extend_from_slice(b"key");
+                key.extend_from_slice(&next_key.to_be_bytes());
+                body.clear();
+                body.extend_from_slice(&(key.len() as u16).to_le_bytes());
+                body.extend_from_slice(&key);
+                body.extend_from_slice(&value);
+            }
+            driver.submit(writer.client, writer.request, KvStateMachine::PUT, body);
+        };
+    let start = Instant::now();
+    let deadline = start + options.duration;
+    let mut pool: Vec<Writer> = (0..writers)
+        .map(|w| Writer {
+            client: w as u64 + 1,
+            request: 0,
+            sent: start,
+            done: false,
+        })
+        .collect();
+    // Bodies are rebuilt per put; a writer's current body is kept for `Busy` retries.
+    let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); writers];
+    for (writer, body) in pool.iter_mut().zip(bodies.iter_mut()) {
+        put(&mut driver, writer, body, Some(start));
+    }
     let mut ready = Vec::new();
-    loop {
-        if !driver.has_pending_io() {
-            // Idle: wait for work, or stop once every writer has hung up.
-            let idle_since = Instant::now();
-            let received = requests.recv();
-            idle_time += idle_since.elapsed();
-            let Ok(request) = received else { break };
-            submit(&mut driver, request);
-        }
+    let mut last_progress = start;
+    while pool.iter().any(|w| !w.done) || driver.has_pending_io() {
         let completions = driver.flush();
-        // Requests that arrived during the fdatasync are appended before the completions are
-        // delivered, so that they join the WAL batch the completions release.
-        while let Ok(request) = requests.try_recv() {
-            submit(&mut driver, request);
-        }
         driver.complete(completions);
         if let Some(error) = driver.halted() {
-            return Err(DriverError::Halted(error.clone()));
+            return Err(DriverError::Halted(error.clone()).into());
         }
         driver.take_replies(&mut ready);
+        let now = Instant::now();
         for reply in ready.drain(..) {
-            // A writer that hung up after its deadline no longer needs its reply.
-            let _ = replies[reply.client as usize - 1].send(reply.result.map(drop));
+            let w = reply.client as usize - 1;
+            let writer = &mut pool[w];
+            match reply.result {
+                Ok(_) => {
+                    latency.saturating_record(micros(now - writer.sent));
+                    appends += 1;
+                    if now < deadline {
+                        put(&mut driver, writer, &mut bodies[w], Some(now));
+                    } else {
+                        writer.done = true;
+                    }
+                }
+                Err(RequestError::Busy) => {
+                    busy_retries += 1;
+                    std::mem::swap(&mut body, &mut bodies[w]);
+                    put(&mut driver, writer, &mut body, None);
+                    std::mem::swap(&mut body, &mut bodies[w]);
+                }
+                Err(error) => {
+                    return Err(format!(
+                        "client {} request {}: {error}",
+                        writer.client, writer.request
+                    )
+                    .into())
+                }
+            }
+        }
+        if now - last_progress > Duration::from_millis(200) {
+            last_progress = now;
+            let elapsed = (now - start).as_secs().min(options.duration.as_secs());
+            progress.update(&format!(
+                "W={writers}: {elapsed}/{} s, {appends} durable appends",
+                options.duration.as_secs()
+            ));
         }
     }
-    Ok(CoreSummary {
-        io: IoSummary::between(before, driver.storage_stats(), idle_time),
+    let elapsed = start.elapsed();
+    Ok(RunResult {
+        writers: Some(writers),
+        operations: appends,
+        elapsed,
+        latency,
+        io: IoSummary::between(before, driver.storage_stats(), Duration::ZERO),
         checkpoints: driver.checkpoints(),
+        busy_retries,
     })
-}
-
-fn submit(driver: &mut Driver, request: Request) {
-    driver.submit(
-        request.client,
-        request.request,
-        KvStateMachine::PUT,
-        &request.body,
-    );
 }
 
 impl fmt::Display for BenchReport {
@@ -758,6 +645,7 @@ mod tests {
             duration: Duration::from_secs(1),
             writers: vec![],
             value_size: 100,
+            keys: 100_000,
             config: Config::test(),
         };
         BenchReport { options, pairs }

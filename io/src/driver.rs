@@ -189,6 +189,8 @@ impl Driver {
     /// batch, which it submits as soon as the current one completes. A server that submits the
     /// requests that arrived during the `fdatasync` here saves them a whole extra round.
     pub fn flush(&mut self) -> Vec<Completion> {
+        // Requests gathered while an entry write was in flight join this fdatasync.
+        self.replica.prepare_flush(&mut self.storage);
         self.storage.flush()
     }
 

@@ -51,6 +51,10 @@ enum Command {
         /// The size of each value, in bytes.
         #[arg(long, default_value_t = 100)]
         value_size: usize,
+        /// How many distinct keys the writers cycle through (bounds the state each checkpoint
+        /// rewrites, until the LSM engine makes checkpoints incremental).
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
     },
 }
 
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
             seconds,
             writers,
             value_size,
+            keys,
         } => {
             let path = path.unwrap_or_else(|| {
                 PathBuf::from(format!("ziggy-bench-wal-{}.data", std::process::id()))
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
                 duration: Duration::from_secs(seconds),
                 writers,
                 value_size,
+                keys: keys.max(1),
                 config: Config::production(),
             };
             run_bench(&options)

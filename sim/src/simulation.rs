@@ -590,6 +590,9 @@ impl Simulation {
             if !self.nodes[r].up {
                 continue;
             }
+            // The simulated disk has no flush moment: offer one every tick.
+            let node = &mut self.nodes[r];
+            node.replica.prepare_flush(&mut node.storage);
             let completions = self.nodes[r].storage.advance(self.tick);
             for completion in completions {
                 self.deliver_io(r, completion);

@@ -297,12 +297,13 @@ impl<S: StateMachine> Replica<S> {
         }
         progress.blocks_pending = blocks as u32;
         assert_eq!(replies.len() as u64, self.layout.reply_area_size());
+        // Sessions fill slots from the first: write the sectors up to the last one in use (the
+        // table in the blob names the slots that matter; stale sectors beyond are never read).
+        let sector = self.layout.reply_slot_size as usize;
+        let used = self.sessions.last_slot().map_or(1, |last| last + 1) * sector;
         let offset = self.layout.reply_area_offset(progress.area);
-        storage.submit_write(
-            IoId::new(IoKind::Reply, progress.area as u64),
-            offset,
-            &replies,
-        );
+        let id = IoId::new(IoKind::Reply, progress.area as u64);
+        storage.submit_write(id, offset, &replies[..used]);
         progress.replies_pending = true;
         self.checkpoint = Some(progress);
         self.pending_blob = blob;

@@ -249,6 +249,12 @@ pub struct Replica<S: StateMachine> {
     /// Requests gathered while an entry write is in flight, as batch records (see `wal::batch`).
     pub(crate) queue: Vec<u8>,
     pub(crate) queue_count: u32,
+    /// The (client, request) pairs in `queue`, so a retry is found without rescanning it.
+    pub(crate) queued: std::collections::BTreeSet<(u64, u64)>,
+    /// Whether the driver announces its flushes ([`Replica::prepare_flush`]): then every request
+    /// between two flushes goes into one entry; otherwise a request on an idle journal is
+    /// appended at once.
+    pub(crate) flush_points: bool,
     pub(crate) reply_scratch: Vec<u8>,
     pub(crate) apply_scratch: Vec<u8>,
     pub(crate) sector_scratch: Vec<u8>,
@@ -307,6 +313,8 @@ impl<S: StateMachine> Replica<S> {
             body_scratch: Vec::with_capacity(message_max),
             queue: Vec::with_capacity(config.wal_entry_size_max as usize),
             queue_count: 0,
+            queued: std::collections::BTreeSet::new(),
+            flush_points: false,
             reply_scratch: Vec::with_capacity(reply_max.max(config.value_size_max as usize + 8)),
             apply_scratch: Vec::with_capacity(config.wal_entry_size_max as usize),
             sector_scratch: vec![0; layout.sector_size as usize],
@@ -523,8 +531,8 @@ impl<S: StateMachine> Replica<S> {
             }
             let duplicate_check =
                 self.config.planted_bug != Some(crate::config::PlantedBug::ApplyTwice);
-            let pending = self.journal.contains_request(self.applied, client, request)
-                || self.queued(client, request);
+            let pending = self.queued(client, request)
+                || self.journal.contains_request(self.applied, client, request);
             if duplicate_check && pending {
                 return; // a retry of a request in the log: its reply comes when it applies
             }
@@ -550,7 +558,7 @@ impl<S: StateMachine> Replica<S> {
             let why = InvalidRequest::Malformed("entry exceeds wal_entry_size_max");
             refuse(RequestError::Invalid(why))
         };
-        if self.queue_count == 0 && self.journal.writes_now() {
+        if !self.flush_points && self.queue_count == 0 && self.journal.writes_now() {
             self.timestamp = (self.ticks * self.config.tick_ns).max(self.timestamp + 1);
             let term = self.raft.term;
             match self
@@ -573,6 +581,7 @@ impl<S: StateMachine> Replica<S> {
         }
         crate::wal::batch::push(&mut self.queue, client, request, operation, body);
         self.queue_count += 1;
+        self.queued.insert((client, request));
     }
 
     /// Appends the queued requests as one batch entry. False when the journal has no room yet.
@@ -592,13 +601,14 @@ impl<S: StateMachine> Replica<S> {
         }
         self.queue.clear();
         self.queue_count = 0;
+        self.queued.clear();
         self.replicate_all(false);
         true
     }
 
     /// Whether a request is queued for the next batch entry.
     fn queued(&self, client: u64, request: u64) -> bool {
-        crate::wal::batch::records(&self.queue).any(|r| r.client == client && r.request == request)
+        self.queued.contains(&(client, request))
     }
 
     fn admit(
@@ -652,6 +662,16 @@ impl<S: StateMachine> Replica<S> {
     // ---------------------------------------------------------------------------------------
     // Completions
 
+    /// The driver is about to make every submitted write durable (one `fdatasync`): requests
+    /// gathered for a batch entry are appended now, so they ride this flush instead of waiting for
+    /// the entry write in flight. Drivers without such a moment may call it on every tick.
+    pub fn prepare_flush<T: Storage>(&mut self, storage: &mut T) {
+        self.flush_points = true;
+        if self.status == Status::Ready && self.raft.role == Role::Leader && self.seal_queue() {
+            self.journal.flush(storage);
+        }
+    }
+
     /// Delivers the completion of a read.
     pub fn on_read_complete<T: Storage>(
         &mut self,
@@ -682,7 +702,7 @@ impl<S: StateMachine> Replica<S> {
         }
         match kind {
             IoKind::WalEntry => {
-                self.journal.on_entry_written();
+                self.journal.on_entry_written(id.n());
                 self.journal.flush(storage);
             }
             IoKind::WalHeaders if self.phase == Phase::WriteHeaders => {
@@ -711,7 +731,8 @@ impl<S: StateMachine> Replica<S> {
         if self.status != Status::Ready {
             return;
         }
-        if self.raft.role == Role::Leader && self.queue_count > 0 && self.journal.writes_now() {
+        let idle = self.journal.writes_now() && !self.flush_points;
+        if self.raft.role == Role::Leader && self.queue_count > 0 && idle {
             self.seal_queue();
         }
         self.advance_commit();

@@ -320,6 +320,7 @@ impl<S: StateMachine> Replica<S> {
         // Requests gathered for a batch were never logged: their clients retry elsewhere.
         self.queue.clear();
         self.queue_count = 0;
+        self.queued.clear();
         self.raft.votes = 0;
         self.raft.leader_ready = false;
         self.raft.votes_requested = false;

@@ -10,8 +10,9 @@
 //! checkpoint  last entry covered by the durable checkpoint; slots up to it may be reused
 //! ```
 //!
-//! Group commit: while one batch of entry writes is in flight, new entries accumulate; when it
-//! completes, the next batch (up to `batch_max` entries) goes out at once. Redundant headers are
+//! Group commit: the replica gathers requests that arrive while an entry write is in flight into
+//! one batch entry (see `wal::batch`), appended at the driver's next flush; several entry writes
+//! may be in flight, and their completions are tracked per entry. Redundant headers are
 //! written only for entries whose own write is durable — the rule the recovery decision table
 //! (see [`super::recovery`]) relies on to tell a torn entry from a corrupt one. The header write of
 //! one batch overlaps the entry write of the next, so in steady state each batch costs one device
@@ -53,7 +54,6 @@ pub struct WritesInFlight;
 pub struct Journal {
     layout: Layout,
     cluster: u64,
-    batch_max: u64,
     pipeline_max: u64,
     bug: Option<PlantedBug>,
     /// Encoded entries `checkpoint + 1 ..= head` live at `ring[index % slot_count]`.
@@ -65,6 +65,8 @@ pub struct Journal {
     /// Holes filled from the leader's copy whose write is not yet submitted, or in flight.
     repairs_unsubmitted: BTreeSet<u64>,
     repairs_in_flight: BTreeSet<u64>,
+    /// Entries whose write completed ahead of an earlier one still in flight.
+    entries_landed: BTreeSet<u64>,
     checkpoint: u64,
     checkpoint_checksum: Checksum,
     checkpoint_term: u64,
@@ -86,7 +88,6 @@ impl Journal {
         Journal {
             layout,
             cluster,
-            batch_max: config.batch_max as u64,
             pipeline_max: 3 * config.batch_max as u64,
             bug: config.planted_bug,
             ring: (0..layout.wal_slot_count)
@@ -96,6 +97,7 @@ impl Journal {
             faulty: BTreeSet::new(),
             repairs_unsubmitted: BTreeSet::new(),
             repairs_in_flight: BTreeSet::new(),
+            entries_landed: BTreeSet::new(),
             checkpoint: 0,
             checkpoint_checksum: 0,
             checkpoint_term: 0,
@@ -502,8 +504,11 @@ impl Journal {
     /// Submits whatever can be written now: the next batch of entries, and the redundant headers
     /// of entries already durable.
     pub fn flush<S: Storage>(&mut self, storage: &mut S) {
-        if self.entry_writes_in_flight == 0 && self.head > self.submitted {
-            let end = self.head.min(self.submitted + self.batch_max);
+        // Entries are written as soon as they are appended — the replica decides when to append
+        // (at once when idle, else gathered into a batch entry at the driver's next flush), so
+        // several entry writes may be in flight; completion is tracked per entry.
+        if self.head > self.submitted {
+            let end = self.head;
             for index in self.submitted + 1..=end {
                 let bytes = self
                     .entry_bytes(index)
@@ -517,7 +522,7 @@ impl Journal {
                     buffer,
                 );
             }
-            self.entry_writes_in_flight = (end - self.submitted) as u32;
+            self.entry_writes_in_flight += (end - self.submitted) as u32;
             self.submitted = end;
             if self.bug == Some(PlantedBug::AckBeforeDurable) {
                 self.durable = self.durable.max(end);
@@ -568,11 +573,19 @@ impl Journal {
     }
 
     /// An entry write completed (is durable).
-    pub fn on_entry_written(&mut self) {
+    /// The write of entry `index` completed (is durable). `written` advances over the contiguous
+    /// durable prefix only: a redundant header never vouches for an entry with an earlier one
+    /// still in flight.
+    pub fn on_entry_written(&mut self, index: u64) {
         assert!(self.entry_writes_in_flight > 0);
+        assert!(
+            index > self.written && index <= self.submitted,
+            "entry {index} was in flight"
+        );
         self.entry_writes_in_flight -= 1;
-        if self.entry_writes_in_flight == 0 {
-            self.written = self.submitted;
+        self.entries_landed.insert(index);
+        while self.entries_landed.remove(&(self.written + 1)) {
+            self.written += 1;
         }
     }
 
