@@ -75,7 +75,7 @@ fn appending_and_committing_does_not_allocate() {
         completions.append(&mut storage.ids);
         for id in completions.drain(..) {
             match id.kind() {
-                Some(IoKind::WalEntry) => journal.on_entry_written(),
+                Some(IoKind::WalEntry) => journal.on_entry_written(id.n()),
                 Some(IoKind::WalHeaders) => {
                     journal.on_headers_written();
                 }

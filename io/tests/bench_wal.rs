@@ -11,6 +11,7 @@ fn options(dir: &std::path::Path, writers: Vec<usize>) -> BenchOptions {
         duration: Duration::from_millis(300),
         writers,
         value_size: 100,
+        keys: 1_000,
         // The test preset's tiny ring, with a grid large enough for the keys a run writes.
         config: Config {
             grid_block_count: 4096,

@@ -583,7 +583,11 @@ impl Journal {
             "entry {index} was in flight"
         );
         self.entry_writes_in_flight -= 1;
-        self.entries_landed.insert(index);
+        if index != self.written + 1 {
+            self.entries_landed.insert(index); // out of order: rare, and only then allocates
+            return;
+        }
+        self.written = index;
         while self.entries_landed.remove(&(self.written + 1)) {
             self.written += 1;
         }
