@@ -107,6 +107,26 @@ impl Options {
         options
     }
 
+    /// A fault-free cluster of `replicas` (for benchmarks): perfect disks and network, no
+    /// crashes, no drift; IO latency and network delay stay as the seed draws them.
+    pub fn fault_free(seed: u64, replicas: u8) -> Options {
+        let mut options = Options::with_replicas(seed, replicas);
+        options.fatal = None;
+        options.crash = Ppm::NEVER;
+        options.crash_recovering = Ppm::NEVER;
+        options.latent = Ppm::NEVER;
+        for storage in &mut options.storage {
+            let latency = storage.latency_max;
+            *storage = StorageFaults::none();
+            storage.latency_max = latency;
+        }
+        let delay = options.network.delay_mean;
+        options.network = NetworkOptions::perfect();
+        options.network.delay_mean = delay;
+        options.drift = vec![Ppm::NEVER; replicas as usize];
+        options
+    }
+
     fn for_cluster(seed: u64, replicas: u8, prng: &mut Prng) -> Options {
         let config = Config::test();
         let fatal = (replicas == 1 && prng.chance(Ppm::percent(10)))
@@ -393,6 +413,50 @@ impl Simulation {
             liveness_ticks,
             trace_hash: self.trace.finish(),
         }
+    }
+
+    /// Measures leader failover: `trials` times, crash the leader (it stays down) and count the
+    /// ticks until another replica leads and takes requests; then restart it. No other faults
+    /// should be configured. Returns the ticks of each trial.
+    pub fn failover_ticks(mut self, trials: usize) -> Result<Vec<u64>, String> {
+        for node in &mut self.nodes {
+            node.replica.open(&mut node.storage);
+        }
+        self.settling = true; // no injected faults, no client requests
+        let leading = |s: &Simulation| {
+            s.nodes
+                .iter()
+                .position(|n| n.up && n.replica.accepting_requests())
+        };
+        let mut results = Vec::with_capacity(trials);
+        for _ in 0..trials {
+            let deadline = self.tick + 20_000;
+            let leader = loop {
+                if let Some(l) = leading(&self) {
+                    break l;
+                }
+                if self.tick > deadline {
+                    return Err("no leader within 20,000 ticks".into());
+                }
+                self.step().map_err(|v| v.0)?;
+            };
+            self.nodes[leader].storage.crash();
+            self.nodes[leader].up = false;
+            self.network.forget(leader as u8);
+            let crashed_at = self.tick;
+            loop {
+                self.step().map_err(|v| v.0)?;
+                if leading(&self).is_some_and(|l| l != leader) {
+                    break;
+                }
+                if self.tick > crashed_at + 20_000 {
+                    return Err("no new leader within 20,000 ticks".into());
+                }
+            }
+            results.push(self.tick - crashed_at);
+            self.restart(leader);
+        }
+        Ok(results)
     }
 
     fn run_phases(&mut self, liveness_ticks: &mut u64) -> Result<Verdict, Violation> {
