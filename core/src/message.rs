@@ -6,7 +6,7 @@
 //!
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0 | 4 | header checksum (crc32c of bytes 4..64) |
+//! | 0 | 4 | header checksum (crc32c of bytes 4..72) |
 //! | 4 | 4 | body checksum |
 //! | 8 | 8 | cluster |
 //! | 16 | 8 | term |
@@ -16,10 +16,11 @@
 //! | 30 | 1 | to |
 //! | 31 | 1 | reserved, zero |
 //! | 32 | 8 × 4 | a, b, c, d: the command's fields |
+//! | 64 | 8 | the sender's incarnation (its data file's; 0 for a client) |
 
 use crate::checksum::checksum;
 
-pub const MESSAGE_HEADER_SIZE: usize = 64;
+pub const MESSAGE_HEADER_SIZE: usize = 72;
 /// The `from`/`to` of a client.
 pub const CLIENT: u8 = 0xFF;
 
@@ -110,6 +111,8 @@ pub struct Header {
     pub b: u64,
     pub c: u64,
     pub d: u64,
+    /// The sender's data-file incarnation (see `Superblock::incarnation`).
+    pub incarnation: u64,
 }
 
 /// Why bytes were not accepted as a message.
@@ -135,6 +138,7 @@ impl Header {
             b: 0,
             c: 0,
             d: 0,
+            incarnation: 0,
         }
     }
 
@@ -149,7 +153,10 @@ impl Header {
         out[28] = self.command as u8;
         out[29] = self.from;
         out[30] = self.to;
-        for (i, field) in [self.a, self.b, self.c, self.d].iter().enumerate() {
+        for (i, field) in [self.a, self.b, self.c, self.d, self.incarnation]
+            .iter()
+            .enumerate()
+        {
             out[32 + i * 8..40 + i * 8].copy_from_slice(&field.to_le_bytes());
         }
         let sum = checksum(&out[4..MESSAGE_HEADER_SIZE]);
@@ -195,6 +202,7 @@ impl Header {
                 b: u64_at(40),
                 c: u64_at(48),
                 d: u64_at(56),
+                incarnation: u64_at(64),
             },
             body,
         ))

@@ -12,9 +12,11 @@ use crate::checksum::{checksum, Checksum};
 use crate::config::{Config, Layout};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZIGGYDB\x01");
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Bytes of a copy that carry data; the rest of the sector is zero.
-pub const ENCODED_SIZE: usize = 128;
+pub const ENCODED_SIZE: usize = 192;
+/// The most replicas a cluster may have (the peer table's size).
+pub const REPLICAS_MAX: usize = 8;
 /// `voted_for` when no vote was cast in the current term.
 pub const NO_VOTE: u8 = 0xFF;
 
@@ -33,6 +35,11 @@ pub struct Superblock {
     /// Raft's durable state: the current term and the vote cast in it (`NO_VOTE` for none).
     pub term: u64,
     pub voted_for: u8,
+    /// Chosen at random when this data file was formatted: a replaced data file is a new
+    /// incarnation, and peers that knew the old one refuse it.
+    pub incarnation: u64,
+    /// The incarnations of the other replicas, as first heard from them (0: not yet heard).
+    pub peers: [u64; REPLICAS_MAX],
     /// The layout fingerprint of the configuration that formatted the file.
     pub layout: u64,
     /// The WAL index the checkpoint covers (0: none yet).
@@ -61,7 +68,18 @@ pub enum SuperblockError {
 
 impl Superblock {
     /// The first version, written by `format`.
-    pub fn genesis(config: &Config, cluster: u64, replica: u8, replica_count: u8) -> Superblock {
+    pub fn genesis(
+        config: &Config,
+        cluster: u64,
+        replica: u8,
+        replica_count: u8,
+        incarnation: u64,
+    ) -> Superblock {
+        assert!(
+            (replica_count as usize) <= REPLICAS_MAX,
+            "at most {REPLICAS_MAX} replicas"
+        );
+        assert!(incarnation != 0, "incarnation 0 means unknown");
         assert!(replica < replica_count, "replica index within the cluster");
         Superblock {
             sequence: 1,
@@ -71,6 +89,8 @@ impl Superblock {
             replica_count,
             term: 0,
             voted_for: NO_VOTE,
+            incarnation,
+            peers: [0; REPLICAS_MAX],
             layout: config.layout_fingerprint(),
             checkpoint_index: 0,
             checkpoint_checksum: 0,
@@ -117,6 +137,10 @@ impl Superblock {
         out[92] = self.replica_count;
         out[93] = self.voted_for;
         out[96..104].copy_from_slice(&self.term.to_le_bytes());
+        out[104..112].copy_from_slice(&self.incarnation.to_le_bytes());
+        for (i, peer) in self.peers.iter().enumerate() {
+            out[112 + i * 8..120 + i * 8].copy_from_slice(&peer.to_le_bytes());
+        }
     }
 
     /// Encodes copy number `copy` into a whole sector.
@@ -160,6 +184,8 @@ impl Superblock {
             replica_count: sector[92],
             voted_for: sector[93],
             term: u64_at(96),
+            incarnation: u64_at(104),
+            peers: std::array::from_fn(|i| u64_at(112 + i * 8)),
             state_area: sector[21] & 1,
             sequence: u64_at(24),
             parent: u32_at(32),
@@ -220,7 +246,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let config = Config::test();
-        let sb = Superblock::genesis(&config, 77, 0, 1).successor();
+        let sb = Superblock::genesis(&config, 77, 0, 1, 9).successor();
         let mut sector = vec![0u8; 512];
         sb.encode(2, &mut sector);
         assert_eq!(Superblock::decode(2, &sector), Ok(sb));
@@ -234,7 +260,7 @@ mod tests {
     fn newest_valid_copy_wins_and_a_torn_copy_loses_nothing() {
         let config = Config::test();
         let layout = Layout::new(&config);
-        let old = Superblock::genesis(&config, 1, 0, 1);
+        let old = Superblock::genesis(&config, 1, 0, 1, 9);
         let new = old.successor();
         // Copy 0 written, copy 1 torn mid-write, copies 2 and 3 still old.
         let mut zone = zone_with(&layout, &[Some(new), Some(new), Some(old), Some(old)]);
@@ -259,7 +285,7 @@ mod tests {
     fn misdirected_copy_is_rejected() {
         let config = Config::test();
         let layout = Layout::new(&config);
-        let old = Superblock::genesis(&config, 1, 0, 1);
+        let old = Superblock::genesis(&config, 1, 0, 1, 9);
         let new = old.successor();
         let mut zone = zone_with(&layout, &[Some(old), Some(old), Some(old), Some(old)]);
         // Copy 0 of the new version lands in copy 3's sector.

@@ -26,7 +26,7 @@ pub fn format(path: &Path, config: &Config, cluster: u64, force: bool) -> io::Re
     let layout = Layout::new(config);
     let file = allocate(path, layout.total_size(), force)?;
     let context = |error: io::Error| annotate(error, &format!("formatting {}", path.display()));
-    for (offset, bytes) in Replica::<KvStateMachine>::format(config, cluster, 0, 1) {
+    for (offset, bytes) in Replica::<KvStateMachine>::format(config, cluster, 0, 1, incarnation()) {
         file.write_all_at(&bytes, offset).map_err(context)?;
     }
     file.sync_all().map_err(context)?;
@@ -93,4 +93,14 @@ fn sync_parent_directory(path: &Path) -> io::Result<()> {
 /// Prefixes an error's message with what was being done, keeping its kind.
 pub(crate) fn annotate(error: io::Error, doing: &str) -> io::Error {
     io::Error::new(error.kind(), format!("{doing}: {error}"))
+}
+
+/// A random, non-zero incarnation for a new data file. The runtime may use the OS; the core never
+/// does. (Time and process id are enough: two formats of one replica must merely differ.)
+fn incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos ^ ((std::process::id() as u64) << 32)) | 1
 }

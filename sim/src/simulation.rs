@@ -20,6 +20,7 @@ use crate::prng::{Ppm, Prng};
 use crate::storage::{FaultAtlas, SimStorage, StorageFaults};
 use ziggy_core::digest::Digest;
 use ziggy_core::message::{Command, Header, ReplyStatus, CLIENT};
+use ziggy_core::replica::Role;
 use ziggy_core::storage_contract::Completion;
 use ziggy_core::{
     Config, Error, Event, KvStateMachine, Layout, PlantedBug, Replica, RequestError, StateMachine,
@@ -59,6 +60,11 @@ pub struct Options {
     pub fatal: Option<Zone>,
     pub liveness: bool,
     pub planted_bug: Option<PlantedBug>,
+    /// Per tick: the chance that a replica's data file is replaced by a freshly formatted one (a
+    /// disk swap, a wiped and reformatted node). Peers must refuse it; it stays out for good, so
+    /// at most `replaceable` replicas (a minority, with the rotting ones) are replaced.
+    pub replace: Ppm,
+    pub replaceable: u8,
 }
 
 impl Options {
@@ -134,6 +140,12 @@ impl Options {
         // At most a minority of replicas may rot (so a quorum keeps every committed entry).
         let faulty_max = (replicas as u64 - 1) / 2;
         let faulty = prng.range(0, faulty_max);
+        let replaceable = (faulty_max - faulty) as u8;
+        let replace = if replicas >= 3 && prng.chance(Ppm::percent(30)) {
+            Ppm(prng.range(0, 300) as u32)
+        } else {
+            Ppm::NEVER
+        };
         let storage = (0..replicas)
             .map(|r| storage_faults(prng, fatal, replicas > 1 && (r as u64) < faulty))
             .collect();
@@ -170,6 +182,8 @@ impl Options {
             fatal,
             liveness: false,
             planted_bug: None,
+            replace,
+            replaceable,
         }
     }
 }
@@ -248,6 +262,9 @@ pub struct Outcome {
     pub checks: u64,
     /// Liveness mode: the most ticks a post-heal request took to commit.
     pub liveness_ticks: u64,
+    /// Data files replaced, and messages the other replicas refused from them.
+    pub replaced: u8,
+    pub refused_replaced: u64,
     pub trace_hash: u64,
 }
 
@@ -276,6 +293,10 @@ struct Node {
     replica: Replica<KvStateMachine>,
     up: bool,
     halted: Option<Error>,
+    /// Its data file was replaced: peers must never let it back in.
+    replaced: bool,
+    /// Its data file's incarnation.
+    incarnation: u64,
 }
 
 /// Ticks the settle phase may take to answer every outstanding request and converge.
@@ -303,6 +324,8 @@ pub struct Simulation {
     incarnations: u64,
     settling: bool,
     scratch: Vec<u8>,
+    cluster: u64,
+    layout: Layout,
 }
 
 impl Simulation {
@@ -316,9 +339,14 @@ impl Simulation {
             .map(|r| {
                 let mut storage =
                     SimStorage::new(layout, options.storage[r as usize].clone(), prng.fork());
-                for (offset, bytes) in
-                    Replica::<KvStateMachine>::format(&config, cluster, r, options.replicas)
-                {
+                let incarnation = prng.next_u64() | 1;
+                for (offset, bytes) in Replica::<KvStateMachine>::format(
+                    &config,
+                    cluster,
+                    r,
+                    options.replicas,
+                    incarnation,
+                ) {
                     storage.write_durable(offset, &bytes);
                 }
                 let replica =
@@ -328,6 +356,8 @@ impl Simulation {
                     replica,
                     up: true,
                     halted: None,
+                    replaced: false,
+                    incarnation,
                 }
             })
             .collect();
@@ -365,6 +395,8 @@ impl Simulation {
             incarnations: 0,
             settling: false,
             scratch: Vec::new(),
+            cluster,
+            layout,
         }
     }
 
@@ -411,6 +443,12 @@ impl Simulation {
             elections,
             checks: self.model.checks,
             liveness_ticks,
+            replaced: self.nodes.iter().filter(|n| n.replaced).count() as u8,
+            refused_replaced: self
+                .nodes
+                .iter()
+                .map(|n| n.replica.stats.refused_replaced)
+                .sum(),
             trace_hash: self.trace.finish(),
         }
     }
@@ -521,14 +559,15 @@ impl Simulation {
                     .iter()
                     .map(|n| {
                         format!(
-                            "{}:{:?}/{:?} t{} applied {} commit {} head {}",
+                            "{}:{:?}/{:?} t{} applied {} commit {} head {} [{:?}]",
                             n.replica.id(),
                             n.replica.status(),
                             n.replica.role(),
                             n.replica.term(),
                             n.replica.applied(),
                             n.replica.commit_index(),
-                            n.replica.log_head()
+                            n.replica.log_head(),
+                            n.replica.stats
                         )
                     })
                     .collect();
@@ -559,7 +598,9 @@ impl Simulation {
     }
 
     fn live_nodes(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.iter().filter(|n| n.halted.is_none())
+        self.nodes
+            .iter()
+            .filter(|n| n.halted.is_none() && !n.replaced)
     }
 
     fn converged(&self) -> bool {
@@ -570,6 +611,9 @@ impl Simulation {
 
     fn check_convergence(&mut self) -> Result<(), Violation> {
         for r in 0..self.nodes.len() {
+            if self.nodes[r].replaced {
+                continue; // it may have learned entries passively; never as a voter (on_event)
+            }
             if self.nodes[r].halted.is_some() {
                 continue;
             }
@@ -710,6 +754,9 @@ impl Simulation {
                 self.restart(r);
             }
         }
+        if self.prng.chance(self.options.replace) {
+            self.replace_data_file();
+        }
         if self.prng.chance(self.options.latent) {
             let rotting: Vec<usize> = (0..self.nodes.len())
                 .filter(|&r| !self.options.storage[r].atlas.latent.is_empty())
@@ -728,6 +775,67 @@ impl Simulation {
                     "fault: latent sector"
                 );
             }
+        }
+    }
+
+    /// Swaps a replica's data file for a freshly formatted one (same cluster, same replica index,
+    /// a new incarnation) and restarts it.
+    fn replace_data_file(&mut self) {
+        // Replaced and rotting replicas together stay a minority, so a quorum remains whole.
+        let replaced = self.nodes.iter().filter(|n| n.replaced).count() as u8;
+        let rotting = (0..self.nodes.len())
+            .filter(|&r| self.options.storage[r].atlas.latent.contains(&Zone::WalEntries))
+            .count() as u8;
+        let minority = (self.options.replicas - 1) / 2;
+        if replaced >= self.options.replaceable || replaced + rotting >= minority {
+            return;
+        }
+        // Never a rotting replica (the fault budget counts them apart), never twice; and only
+        // once every peer has durably recorded the replica's incarnation — the precondition of
+        // the guarantee (a peer that never knew the old data file cannot tell the new one apart).
+        let known_everywhere = |r: usize| {
+            (0..self.nodes.len())
+                .filter(|&p| p != r)
+                .all(|p| self.nodes[p].replica.superblock().peers[r] == self.nodes[r].incarnation)
+        };
+        let candidates: Vec<usize> = (0..self.nodes.len())
+            .filter(|&r| !self.nodes[r].replaced && self.nodes[r].halted.is_none())
+            .filter(|&r| {
+                !self.options.storage[r]
+                    .atlas
+                    .latent
+                    .contains(&Zone::WalEntries)
+            })
+            .filter(|&r| known_everywhere(r))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let r = candidates[self.prng.index(candidates.len())];
+        self.faults += 1;
+        self.trace.u64(0x5a4e).u64(r as u64);
+        tracing::debug!(tick = self.tick, replica = r, "fault: data file replaced");
+        self.crash(r);
+        let mut storage = SimStorage::new(
+            self.layout,
+            self.options.storage[r].clone(),
+            self.prng.fork(),
+        );
+        let incarnation = self.prng.next_u64() | 1;
+        for (offset, bytes) in Replica::<KvStateMachine>::format(
+            &self.config,
+            self.cluster,
+            r as u8,
+            self.options.replicas,
+            incarnation,
+        ) {
+            storage.write_durable(offset, &bytes);
+        }
+        self.nodes[r].storage = storage;
+        self.nodes[r].replaced = true;
+        self.nodes[r].incarnation = incarnation;
+        if !self.nodes[r].up {
+            self.restart(r);
         }
     }
 
@@ -901,12 +1009,39 @@ impl Simulation {
                 self.checkpoints += 1;
                 tracing::debug!(tick = self.tick, replica, index, sequence, "checkpoint");
             }
+            Event::Role { role, term, leader }
+                if self.nodes[r].replaced && role == Role::Leader =>
+            {
+                return Err(Violation(format!(
+                    "replica {replica} came back with a replaced data file and was elected \
+                     leader of term {term} ({leader:?}): its peers counted its votes"
+                )));
+            }
             Event::Role { role, term, leader } => {
                 self.trace.u64(0x401e).u64(term);
                 tracing::debug!(tick = self.tick, replica, ?role, term, ?leader, "role");
             }
             Event::Repaired { index } => {
                 tracing::debug!(tick = self.tick, replica, index, "repaired")
+            }
+            Event::PeerReplaced {
+                replica: peer,
+                known,
+                found,
+            } => {
+                tracing::debug!(
+                    tick = self.tick,
+                    replica,
+                    peer,
+                    known,
+                    found,
+                    "refused a replaced peer"
+                );
+                if !self.nodes[peer as usize].replaced {
+                    return Err(Violation(format!(
+                        "replica {replica} refused peer {peer}, whose data file was never replaced"
+                    )));
+                }
             }
             Event::Halted(error) => {
                 tracing::debug!(tick = self.tick, replica, %error, "halted");

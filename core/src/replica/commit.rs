@@ -340,8 +340,9 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         let vote = self.raft.voted_for.unwrap_or(NO_VOTE);
-        let raft_dirty =
-            self.superblock.term != self.raft.term || self.superblock.voted_for != vote;
+        let raft_dirty = self.superblock.term != self.raft.term
+            || self.superblock.voted_for != vote
+            || self.superblock.peers != self.raft.peers;
         let checkpoint_ready = self.checkpoint.as_ref().is_some_and(|c| c.ready);
         if !raft_dirty && !checkpoint_ready {
             return;
@@ -349,6 +350,7 @@ impl<S: StateMachine> Replica<S> {
         let mut target = self.superblock.successor();
         target.term = self.raft.term;
         target.voted_for = vote;
+        target.peers = self.raft.peers;
         if let Some(c) = self.checkpoint.as_ref().filter(|c| c.ready) {
             target.checkpoint_index = c.index;
             target.checkpoint_checksum = c.checksum;
@@ -467,13 +469,7 @@ impl<S: StateMachine> Replica<S> {
             body.extend_from_slice(&payload_checksum.to_le_bytes());
             body.extend_from_slice(&sb.checkpoint_timestamp.to_le_bytes());
             body.extend_from_slice(&payload[offset..end]);
-            let mut header = Header::new(
-                self.cluster,
-                self.raft.term,
-                Command::StateChunk,
-                self.id,
-                peer,
-            );
+            let mut header = self.peer_header(Command::StateChunk, peer);
             header.a = sb.checkpoint_index;
             header.b = offset as u64;
             header.c = payload.len() as u64;

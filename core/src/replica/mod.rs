@@ -176,6 +176,9 @@ pub enum Event {
     },
     /// A faulty WAL entry was repaired from the leader's copy.
     Repaired { index: u64 },
+    /// A peer came back with a different data file (a new incarnation): its messages are refused,
+    /// so it cannot rejoin as if it still held what it had promised.
+    PeerReplaced { replica: u8, known: u64, found: u64 },
     /// The replica stopped.
     Halted(Error),
 }
@@ -206,6 +209,8 @@ pub struct Stats {
     pub truncated: u64,
     pub repaired: u64,
     pub state_transfers: u64,
+    /// Messages refused because their sender's data file was replaced.
+    pub refused_replaced: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -293,7 +298,7 @@ impl<S: StateMachine> Replica<S> {
             journal: Journal::new(&config, 0),
             state: S::new(&config),
             sessions: Sessions::new(config.clients_max as usize, reply_max),
-            superblock: Superblock::genesis(&config, 0, 0, 1),
+            superblock: Superblock::genesis(&config, 0, 0, 1, 1),
             superblock_write: None,
             status: Status::Closed,
             phase: Phase::ReadSuperblock,
@@ -340,15 +345,17 @@ impl<S: StateMachine> Replica<S> {
 
     /// The initial contents of replica `replica`'s data file in a cluster of `replica_count`:
     /// every copy of the genesis superblock, as `(offset, bytes)` writes. Everything else in the
-    /// file must read as zeros.
+    /// file must read as zeros. `incarnation` must be random and non-zero: it tells this data file
+    /// from any other ever formatted for the same replica.
     pub fn format(
         config: &Config,
         cluster: u64,
         replica: u8,
         replica_count: u8,
+        incarnation: u64,
     ) -> Vec<(u64, Vec<u8>)> {
         let layout = Layout::new(config);
-        let genesis = Superblock::genesis(config, cluster, replica, replica_count);
+        let genesis = Superblock::genesis(config, cluster, replica, replica_count, incarnation);
         (0..layout.superblock_copies)
             .map(|copy| {
                 let mut sector = vec![0u8; layout.sector_size as usize];

@@ -150,6 +150,7 @@ impl<S: StateMachine> Replica<S> {
         self.raft = super::raft::Raft::new(sb.replica_count);
         self.raft.term = sb.term;
         self.raft.voted_for = (sb.voted_for != superblock::NO_VOTE).then_some(sb.voted_for);
+        self.raft.peers = sb.peers;
         self.journal = Journal::new(&self.config, sb.cluster);
         self.superblock_repairs = selection.stale_copies;
         self.superblock_repairs.reverse();

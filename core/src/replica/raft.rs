@@ -73,6 +73,10 @@ pub(crate) struct Raft {
     pub append_reply_due: bool,
     /// Leader: has committed an entry of its own term (and so knows the commit index).
     pub leader_ready: bool,
+    /// The incarnations of the peers' data files as first heard (0: not yet), persisted in the
+    /// superblock; and the last refused incarnation of each (to report a replacement once).
+    pub peers: [u64; crate::superblock::REPLICAS_MAX],
+    pub refused: [u64; crate::superblock::REPLICAS_MAX],
 }
 
 impl Raft {
@@ -93,6 +97,8 @@ impl Raft {
             match_bound: 0,
             append_reply_due: false,
             leader_ready: false,
+            peers: [0; crate::superblock::REPLICAS_MAX],
+            refused: [0; crate::superblock::REPLICAS_MAX],
         }
     }
 }
@@ -149,8 +155,14 @@ impl<S: StateMachine> Replica<S> {
         (last_term, last_index) >= (term, index)
     }
 
+    pub(crate) fn peer_header(&self, command: Command, to: u8) -> Header {
+        self.header(command, to)
+    }
+
     fn header(&self, command: Command, to: u8) -> Header {
-        Header::new(self.cluster, self.raft.term, command, self.id, to)
+        let mut header = Header::new(self.cluster, self.raft.term, command, self.id, to);
+        header.incarnation = self.superblock.incarnation;
+        header
     }
 
     fn peers(&self) -> impl Iterator<Item = u8> + 'static {
@@ -342,6 +354,10 @@ impl<S: StateMachine> Replica<S> {
             self.stats.messages_dropped += 1;
             return;
         }
+        if !self.accept_incarnation(&header) {
+            self.stats.messages_dropped += 1;
+            return;
+        }
         if self.accept_term(&header) {
             match header.command {
                 Command::PreVote => self.on_pre_vote(&header),
@@ -359,6 +375,35 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         self.advance(storage);
+    }
+
+    /// Refuses a peer whose data file was replaced: it cannot rejoin as if it still held the votes
+    /// and entries it promised. A vote or an acknowledgement counts only once the sender's
+    /// incarnation is durable here, so that a crash cannot make this replica forget whose
+    /// promise it relied on.
+    fn accept_incarnation(&mut self, header: &Header) -> bool {
+        let from = header.from as usize;
+        let known = self.raft.peers[from];
+        if header.incarnation == 0 {
+            return false; // every replica's data file has one: a malformed message
+        }
+        if known == 0 {
+            self.raft.peers[from] = header.incarnation; // persisted by the next superblock write
+        } else if known != header.incarnation {
+            self.stats.refused_replaced += 1;
+            if self.raft.refused[from] != header.incarnation {
+                self.raft.refused[from] = header.incarnation;
+                let found = header.incarnation;
+                self.events.push(Event::PeerReplaced {
+                    replica: header.from,
+                    known,
+                    found,
+                });
+            }
+            return false;
+        }
+        let durable = self.superblock.peers[from] == header.incarnation;
+        durable || !matches!(header.command, Command::VoteReply | Command::AppendReply)
     }
 
     /// Applies Raft's term rules; returns whether the message should be processed further.
