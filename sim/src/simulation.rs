@@ -784,7 +784,12 @@ impl Simulation {
         // Replaced and rotting replicas together stay a minority, so a quorum remains whole.
         let replaced = self.nodes.iter().filter(|n| n.replaced).count() as u8;
         let rotting = (0..self.nodes.len())
-            .filter(|&r| self.options.storage[r].atlas.latent.contains(&Zone::WalEntries))
+            .filter(|&r| {
+                self.options.storage[r]
+                    .atlas
+                    .latent
+                    .contains(&Zone::WalEntries)
+            })
             .count() as u8;
         let minority = (self.options.replicas - 1) / 2;
         if replaced >= self.options.replaceable || replaced + rotting >= minority {
