@@ -890,6 +890,14 @@ impl Simulation {
 
     fn deliver_packet(&mut self, r: usize, from: u8, data: &[u8]) {
         if from < self.options.replicas {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                if let Ok((h, body)) = Header::decode(data, self.cluster, r as u8) {
+                    tracing::debug!(
+                        tick = self.tick, from, to = r, command = ?h.command, term = h.term,
+                        a = h.a, b = h.b, c = h.c, d = h.d, bytes = body.len(), "message"
+                    );
+                }
+            }
             let node = &mut self.nodes[r];
             node.replica.on_message(&mut node.storage, data);
             return;
@@ -976,7 +984,15 @@ impl Simulation {
                     .u64(index)
                     .u64(position as u64)
                     .u64(checksum as u64);
-                tracing::trace!(tick = self.tick, replica, index, client, request, "applied");
+                tracing::debug!(
+                    tick = self.tick,
+                    replica,
+                    index,
+                    position,
+                    client,
+                    request,
+                    "applied"
+                );
                 self.model
                     .applied(replica, index, position, count, checksum, client, request)?;
             }
