@@ -105,8 +105,13 @@ impl Options {
                 options.crash = Ppm(2_000);
             }
             PlantedBug::LocalReads => {
+                // Long partitions: a new leader commits while the old one still answers.
                 options.network.partition = Ppm(5_000);
+                options.network.heal = Ppm(500);
                 options.reads = Ppm(500_000);
+                // Slow clocks: a deposed leader notices late that it lost its quorum.
+                let mut prng = Prng::new(seed ^ 0xd41f7);
+                options.drift = (0..3).map(|_| Ppm(prng.range(0, 700_000) as u32)).collect();
             }
             _ => {}
         }

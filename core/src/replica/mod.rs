@@ -192,6 +192,18 @@ pub enum Status {
     Halted,
 }
 
+/// A read waiting for ReadIndex (see `Replica::serve_reads`).
+pub(crate) struct PendingRead {
+    client: u64,
+    request: u64,
+    operation: Operation,
+    body: Vec<u8>,
+    /// The commit index when the read arrived: it must be applied before the read is served.
+    index: u64,
+    /// The heartbeat round a quorum must acknowledge (begun after the read arrived).
+    round: u64,
+}
+
 /// A message for a peer, encoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
@@ -260,6 +272,8 @@ pub struct Replica<S: StateMachine> {
     /// between two flushes goes into one entry; otherwise a request on an idle journal is
     /// appended at once.
     pub(crate) flush_points: bool,
+    /// Reads waiting for ReadIndex: a confirmed heartbeat round and the commit index applied.
+    pub(crate) reads: std::collections::VecDeque<PendingRead>,
     pub(crate) reply_scratch: Vec<u8>,
     pub(crate) apply_scratch: Vec<u8>,
     pub(crate) sector_scratch: Vec<u8>,
@@ -320,6 +334,7 @@ impl<S: StateMachine> Replica<S> {
             queue_count: 0,
             queued: std::collections::BTreeSet::new(),
             flush_points: false,
+            reads: std::collections::VecDeque::new(),
             reply_scratch: Vec::with_capacity(reply_max.max(config.value_size_max as usize + 8)),
             apply_scratch: Vec::with_capacity(config.wal_entry_size_max as usize),
             sector_scratch: vec![0; layout.sector_size as usize],
@@ -548,8 +563,48 @@ impl<S: StateMachine> Replica<S> {
             // Planted bug: answer reads from local state, without the log or a lease.
             return self.answer_locally(client, request, operation, body);
         }
-        self.enqueue(client, request, operation, body);
+        if read_only {
+            // ReadIndex: no log entry; served once a heartbeat round begun after this read is
+            // acknowledged by a quorum (this replica still leads) and the commit index it saw
+            // is applied.
+            self.reads.push_back(PendingRead {
+                client,
+                request,
+                operation,
+                body: body.to_vec(),
+                index: self.commit,
+                round: self.raft.round + 1,
+            });
+            self.raft.round_wanted = true;
+        } else {
+            self.enqueue(client, request, operation, body);
+        }
         self.advance(storage);
+    }
+
+    /// Answers the reads whose leadership round and index are confirmed.
+    fn serve_reads(&mut self) {
+        if self.raft.role != Role::Leader {
+            return;
+        }
+        let confirmed = self.quorum_round();
+        while let Some(read) = self.reads.front() {
+            if read.round > confirmed || read.index > self.applied {
+                break;
+            }
+            let read = self.reads.pop_front().expect("checked above");
+            let mut out = std::mem::take(&mut self.reply_scratch);
+            self.state.query(read.operation, &read.body, &mut out);
+            // Index 0: served outside the log (at the state of `read.index` or later).
+            let reply = Reply {
+                client: read.client,
+                request: read.request,
+                index: 0,
+                result: Ok(out.clone()),
+            };
+            self.replies.push(reply);
+            self.reply_scratch = out;
+        }
     }
 
     /// Appends a request at once when the journal is idle (the lowest latency); otherwise queues
@@ -744,6 +799,8 @@ impl<S: StateMachine> Replica<S> {
         }
         self.advance_commit();
         self.apply_committed();
+        self.maybe_start_round();
+        self.serve_reads();
         self.maybe_install(storage);
         self.send_append_reply();
         self.maybe_checkpoint(storage);

@@ -77,6 +77,12 @@ pub(crate) struct Raft {
     /// superblock; and the last refused incarnation of each (to report a replacement once).
     pub peers: [u64; crate::superblock::REPLICAS_MAX],
     pub refused: [u64; crate::superblock::REPLICAS_MAX],
+    /// ReadIndex. Leader: the sequence of its latest heartbeat round, and the highest round each
+    /// peer acknowledged in this term. Follower: the highest round heard from the leader.
+    pub round: u64,
+    pub round_acked: Vec<u64>,
+    pub round_wanted: bool,
+    pub leader_round: u64,
 }
 
 impl Raft {
@@ -99,6 +105,10 @@ impl Raft {
             leader_ready: false,
             peers: [0; crate::superblock::REPLICAS_MAX],
             refused: [0; crate::superblock::REPLICAS_MAX],
+            round: 0,
+            round_acked: vec![0; count as usize],
+            round_wanted: false,
+            leader_round: 0,
         }
     }
 }
@@ -287,6 +297,9 @@ impl<S: StateMachine> Replica<S> {
     fn become_leader(&mut self) {
         self.raft.role = Role::Leader;
         self.raft.leader = Some(self.id);
+        self.raft.round = 0;
+        self.raft.round_acked.iter_mut().for_each(|r| *r = 0);
+        self.raft.round_wanted = false;
         self.transfer = None; // healthy, so not installing: drop a half-received checkpoint
         self.raft.leader_ready = false;
         let next = self.journal.head() + 1;
@@ -322,6 +335,7 @@ impl<S: StateMachine> Replica<S> {
             || self.raft.role != Role::Follower
             || leader != self.raft.leader;
         if term > self.raft.term {
+            self.raft.leader_round = 0;
             self.raft.term = term;
             self.raft.voted_for = None;
             self.raft.match_bound = self.commit;
@@ -329,7 +343,8 @@ impl<S: StateMachine> Replica<S> {
         }
         self.raft.role = Role::Follower;
         self.raft.leader = leader;
-        // Requests gathered for a batch were never logged: their clients retry elsewhere.
+        self.reads.clear(); // pending reads need a leader: their clients retry
+                            // Requests gathered for a batch were never logged: their clients retry elsewhere.
         self.queue.clear();
         self.queue_count = 0;
         self.queued.clear();
@@ -511,6 +526,7 @@ impl<S: StateMachine> Replica<S> {
 
     fn on_append(&mut self, header: &Header, body: &[u8]) {
         self.follow(header.from);
+        self.raft.leader_round = self.raft.leader_round.max(header.d >> 32);
         if self.installing() {
             return; // installing a checkpoint: entries wait until it is durable
         }
@@ -542,6 +558,7 @@ impl<S: StateMachine> Replica<S> {
         let mut reply = self.header(Command::AppendReply, leader);
         reply.a = 0;
         reply.b = hint.max(self.journal.checkpoint() + 1);
+        reply.c = self.raft.leader_round;
         self.send(reply, &[]);
     }
 
@@ -621,6 +638,7 @@ impl<S: StateMachine> Replica<S> {
         let mut reply = self.header(Command::AppendReply, leader);
         reply.a = 1;
         reply.b = matched.max(self.journal.checkpoint());
+        reply.c = self.raft.leader_round;
         self.send(reply, &[]);
     }
 
@@ -630,6 +648,7 @@ impl<S: StateMachine> Replica<S> {
         }
         let peer = header.from as usize;
         let head = self.journal.head();
+        self.raft.round_acked[peer] = self.raft.round_acked[peer].max(header.c);
         let progress = &mut self.raft.progress[peer];
         progress.heard = self.ticks;
         if header.a == 1 {
@@ -668,6 +687,31 @@ impl<S: StateMachine> Replica<S> {
         if self.journal.term_at(self.commit) == Some(self.raft.term) {
             self.raft.leader_ready = true;
         }
+    }
+
+    /// ReadIndex: the highest heartbeat round a quorum (this leader included) acknowledged in
+    /// this term — every read that waited for it is known to be served by a real leader.
+    pub(crate) fn quorum_round(&self) -> u64 {
+        let mut acked: Vec<u64> = self
+            .peers()
+            .map(|p| self.raft.round_acked[p as usize])
+            .chain(std::iter::once(self.raft.round))
+            .collect();
+        acked.sort_unstable_by(|a, b| b.cmp(a));
+        acked[self.quorum() as usize - 1]
+    }
+
+    /// Starts a heartbeat round for waiting reads, unless one is still unacknowledged.
+    pub(crate) fn maybe_start_round(&mut self) {
+        if self.raft.role != Role::Leader || !self.raft.round_wanted {
+            return;
+        }
+        if self.quorum_round() < self.raft.round {
+            return; // the round in flight will be followed by another when it completes
+        }
+        self.raft.round += 1;
+        self.raft.round_wanted = false;
+        self.replicate_all(true);
     }
 
     pub(crate) fn replicate_all(&mut self, heartbeat: bool) {
@@ -716,7 +760,7 @@ impl<S: StateMachine> Replica<S> {
         header.a = prev;
         header.b = prev_checksum as u64;
         header.c = self.commit;
-        header.d = last - prev;
+        header.d = (last - prev) | (self.raft.round << 32);
         self.send(header, &body);
         self.body_scratch = body;
         self.raft.progress[peer as usize].next = last + 1;
