@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod checksum;
+pub mod client;
 pub mod config;
 pub mod digest;
 pub mod io;

@@ -23,8 +23,7 @@ use ziggy_core::message::{Command, Header, ReplyStatus, CLIENT};
 use ziggy_core::replica::Role;
 use ziggy_core::storage_contract::Completion;
 use ziggy_core::{
-    Config, Error, Event, KvStateMachine, Layout, PlantedBug, Replica, RequestError, StateMachine,
-    Status, Zone,
+    Config, Error, Event, KvStateMachine, Layout, PlantedBug, Replica, StateMachine, Status, Zone,
 };
 
 /// Everything a run does, drawn from its seed (swarm testing: each seed its own mix).
@@ -278,17 +277,14 @@ struct Pending {
     op: Op,
     /// The index of this operation in the history.
     history: usize,
-    resend_at: u64,
-    /// The next resend follows a redirect (or a busy reply): keep the target.
-    redirected: bool,
 }
 
+/// A simulated client: the core's client library (numbering, redirects, retries, timeouts) plus
+/// what the checkers need to know about its operation in flight.
 struct Client {
     id: u64,
     node: u8,
-    next_request: u64,
-    /// The replica this client believes leads.
-    target: u8,
+    library: ziggy_core::client::Client,
     pending: Option<Pending>,
     next_action_at: u64,
 }
@@ -367,13 +363,22 @@ impl Simulation {
             })
             .collect();
         let clients = (0..options.clients)
-            .map(|c| Client {
-                id: prng.next_u64() | 1,
-                node: options.replicas + c,
-                next_request: 1,
-                target: prng.range(0, options.replicas as u64 - 1) as u8,
-                pending: None,
-                next_action_at: 0,
+            .map(|c| {
+                let id = prng.next_u64() | 1;
+                let first = prng.range(0, options.replicas as u64 - 1) as u8;
+                let library = ziggy_core::client::Client::new(
+                    id,
+                    options.replicas,
+                    first,
+                    options.request_timeout,
+                );
+                Client {
+                    id,
+                    node: options.replicas + c,
+                    library,
+                    pending: None,
+                    next_action_at: 0,
+                }
             })
             .collect();
         let network = SimNetwork::new(
@@ -583,7 +588,10 @@ impl Simulation {
                         c.pending.as_ref().map(|p| {
                             format!(
                                 "client {:x} request {} {:?} -> {}",
-                                c.id, p.request, p.op, c.target
+                                c.id,
+                                p.request,
+                                p.op,
+                                c.library.leader()
                             )
                         })
                     })
@@ -908,23 +916,14 @@ impl Simulation {
             return;
         }
         // A client request.
-        let Ok((header, body)) = Header::decode(data, 0, r as u8) else {
+        let Some((client, request, operation, body)) = ziggy_core::client::decode_request(data)
+        else {
             return;
         };
-        if header.command != Command::Request {
-            return;
-        }
-        tracing::trace!(
-            tick = self.tick,
-            replica = r,
-            client = header.a,
-            request = header.b,
-            "request"
-        );
+        tracing::trace!(tick = self.tick, replica = r, client, request, "request");
         let node = &mut self.nodes[r];
-        let operation = ziggy_core::wal::header::Operation(header.c as u8);
         node.replica
-            .submit(&mut node.storage, header.a, header.b, operation, body);
+            .submit(&mut node.storage, client, request, operation, body);
     }
 
     /// Collects what replica `r` produced: events (checked), peer messages (sent), replies
@@ -947,27 +946,7 @@ impl Simulation {
                     reply.client
                 )));
             };
-            let mut header = Header::new(0, 0, Command::Reply, r as u8, client.node);
-            header.a = reply.client;
-            header.b = reply.request;
-            header.c = reply.index;
-            let body: &[u8] = match &reply.result {
-                Ok(bytes) => bytes,
-                Err(_) => &[],
-            };
-            let (status, hint) = match &reply.result {
-                Ok(_) => (ReplyStatus::Ok, 0),
-                Err(RequestError::NotLeader { leader }) => {
-                    (ReplyStatus::NotLeader, leader.map_or(0, |l| l as u64 + 1))
-                }
-                Err(RequestError::Busy) => (ReplyStatus::Busy, 0),
-                Err(RequestError::NotReady) => (ReplyStatus::NotReady, 0),
-                Err(RequestError::Halted) => (ReplyStatus::Halted, 0),
-                Err(RequestError::StaleRequest { .. }) => (ReplyStatus::Stale, 0),
-                Err(_) => (ReplyStatus::Invalid, 0),
-            };
-            header.d = status as u64 | (hint << 8);
-            header.encode(body, &mut self.scratch);
+            ziggy_core::client::encode_reply(&reply, r as u8, &mut self.scratch);
             self.network
                 .send(self.tick, r as u8, client.node, &self.scratch);
         }
@@ -1078,28 +1057,28 @@ impl Simulation {
     }
 
     fn client_step(&mut self, c: usize) -> Result<(), Violation> {
+        self.clients[c].library.tick();
+        self.send_client_messages(c);
         let tick = self.tick;
-        if let Some(pending) = &mut self.clients[c].pending {
-            if tick >= pending.resend_at {
-                pending.resend_at = tick + self.options.request_timeout;
-                let redirected = std::mem::take(&mut pending.redirected);
-                let client = &mut self.clients[c];
-                if !redirected {
-                    // Timed out: try another replica.
-                    client.target = (client.target + 1) % self.options.replicas;
-                }
-                self.send_pending(c);
-            }
+        let client = &self.clients[c];
+        if client.pending.is_some() || self.settling || tick < client.next_action_at {
             return Ok(());
         }
-        if self.settling
-            || tick < self.clients[c].next_action_at
-            || self.ops >= self.options.requests
-        {
+        if self.ops >= self.options.requests {
             return Ok(());
         }
         self.issue(c);
         Ok(())
+    }
+
+    fn send_client_messages(&mut self, c: usize) {
+        let (tick, node) = (self.tick, self.clients[c].node);
+        let network = &mut self.network;
+        let trace = &mut self.trace;
+        self.clients[c].library.drain_messages(|to, bytes| {
+            trace.u64(0x5e4d).u64(node as u64).u64(to as u64);
+            network.send(tick, node, to, bytes);
+        });
     }
 
     /// Liveness mode: every client issues one more request after the heal.
@@ -1115,23 +1094,18 @@ impl Simulation {
         let key = format!("k{}", self.prng.range(0, self.options.key_space - 1)).into_bytes();
         let client = &mut self.clients[c];
         client.next_action_at = self.tick + self.prng.range(0, self.options.think_max);
-        let request = client.next_request;
-        client.next_request += 1;
-        let value = format!("c{:x}-r{}", client.id, request).into_bytes();
+        let id = client.id;
+        // The request number the library will give this request (it numbers them 1, 2, 3, ...).
+        let request = self.history.iter().filter(|h| h.client == id).count() as u64 + 1;
+        let value = format!("c{id:x}-r{request}").into_bytes();
         let op = if self.prng.chance(self.options.reads) {
             Op::Get { key }
         } else if self.prng.chance(self.options.deletes) {
             Op::Delete { key }
         } else if self.prng.chance(self.options.cas) {
-            // Expect the value some earlier request of this client may have written, or absence.
-            let expected = (request > 1 && self.prng.bool()).then(|| {
-                format!(
-                    "c{:x}-r{}",
-                    self.clients[c].id,
-                    self.prng.range(1, request - 1)
-                )
-                .into_bytes()
-            });
+            // Expect a value some earlier request of this client may have written, or absence.
+            let expected = (request > 1 && self.prng.bool())
+                .then(|| format!("c{id:x}-r{}", self.prng.range(1, request - 1)).into_bytes());
             Op::Cas {
                 key,
                 expected,
@@ -1140,29 +1114,7 @@ impl Simulation {
         } else {
             Op::Put { key, value }
         };
-        let client = &mut self.clients[c];
-        self.history.push(linearizability::Operation {
-            client: client.id,
-            input: input_of(&op),
-            call: self.tick,
-            ret: None,
-            output: None,
-        });
-        client.pending = Some(Pending {
-            request,
-            op: op.clone(),
-            history: self.history.len() - 1,
-            resend_at: self.tick + self.options.request_timeout,
-            redirected: false,
-        });
-        self.model.submitted(client.id, request, op);
-        self.send_pending(c);
-    }
-
-    fn send_pending(&mut self, c: usize) {
-        let client = &self.clients[c];
-        let pending = client.pending.as_ref().expect("a pending request");
-        let (operation, body) = match &pending.op {
+        let (operation, body) = match &op {
             Op::Put { key, value } => (KvStateMachine::PUT, KvStateMachine::put_body(key, value)),
             Op::Delete { key } => (KvStateMachine::DELETE, KvStateMachine::delete_body(key)),
             Op::Get { key } => (KvStateMachine::GET, KvStateMachine::get_body(key)),
@@ -1171,90 +1123,71 @@ impl Simulation {
                 KvStateMachine::cas_body(key, expected.as_deref(), new),
             ),
         };
-        let mut header = Header::new(0, 0, Command::Request, CLIENT, client.target);
-        header.a = client.id;
-        header.b = pending.request;
-        header.c = operation.0 as u64;
-        header.encode(&body, &mut self.scratch);
-        self.trace.u64(0x5e4d).u64(client.id).u64(pending.request);
-        self.network
-            .send(self.tick, client.node, client.target, &self.scratch);
+        self.history.push(linearizability::Operation {
+            client: id,
+            input: input_of(&op),
+            call: self.tick,
+            ret: None,
+            output: None,
+        });
+        self.model.submitted(id, request, op.clone());
+        let numbered = self.clients[c].library.request(operation, &body);
+        assert_eq!(
+            numbered, request,
+            "the library numbers requests 1, 2, 3, ..."
+        );
+        self.clients[c].pending = Some(Pending {
+            request,
+            op,
+            history: self.history.len() - 1,
+        });
+        self.send_client_messages(c);
     }
 
     fn client_receive(&mut self, node: u8, data: &[u8]) -> Result<(), Violation> {
-        let Ok((header, body)) = Header::decode(data, 0, node) else {
-            return Ok(());
-        };
         let c = self
             .clients
             .iter()
             .position(|c| c.node == node)
             .expect("a client node");
-        let (client, request, index) = (header.a, header.b, header.c);
-        let status = ReplyStatus::from_u64(header.d & 0xFF);
-        tracing::trace!(
-            tick = self.tick,
-            client,
-            request,
-            index,
-            ?status,
-            from = header.from,
-            "reply"
-        );
-        match status {
-            Some(ReplyStatus::Ok) => {
-                self.model.replied(client, request, index, body)?;
-                let tick = self.tick;
-                let target = header.from;
-                let this = &mut self.clients[c];
-                if let Some(pending) = this.pending.take_if(|p| p.request == request) {
-                    let op = &mut self.history[pending.history];
-                    op.ret = Some(tick);
-                    op.output = Some(output_of(&pending.op, body));
-                    this.target = target;
-                    self.ops += 1;
-                }
-            }
-            Some(ReplyStatus::NotLeader) => {
-                let hint = header.d >> 8;
-                let tick = self.tick;
-                let this = &mut self.clients[c];
-                if let Some(pending) = this.pending.as_mut().filter(|p| p.request == request) {
-                    this.target = if hint > 0 {
-                        (hint - 1) as u8
-                    } else {
-                        (this.target + 1) % self.options.replicas
-                    };
-                    pending.resend_at = tick + if hint > 0 { 1 } else { 10 };
-                    pending.redirected = true;
-                }
-            }
-            Some(ReplyStatus::Busy | ReplyStatus::NotReady | ReplyStatus::Halted) => {
-                let tick = self.tick;
-                if let Some(pending) = self.clients[c]
-                    .pending
-                    .as_mut()
-                    .filter(|p| p.request == request)
-                {
-                    pending.resend_at = pending.resend_at.min(tick + 10);
-                    pending.redirected = true;
-                }
-            }
-            other => {
-                // A delayed duplicate of a request completed long ago may be refused as stale;
-                // the request the client is waiting for must never be.
-                let waiting = self.clients[c]
-                    .pending
-                    .as_ref()
-                    .is_some_and(|p| p.request == request);
-                if waiting {
-                    return Err(Violation(format!(
-                        "client {client} request {request} refused: {other:?}"
-                    )));
-                }
+        // Every successful reply is checked, also a late duplicate the library will ignore.
+        if let Ok((header, body)) = Header::decode(data, 0, CLIENT) {
+            if header.command == Command::Reply
+                && ReplyStatus::from_u64(header.d & 0xFF) == Some(ReplyStatus::Ok)
+            {
+                self.model.replied(header.a, header.b, header.c, body)?;
             }
         }
-        Ok(())
+        let Some(reply) = self.clients[c].library.on_message(data) else {
+            return Ok(());
+        };
+        tracing::trace!(
+            tick = self.tick,
+            client = self.clients[c].id,
+            request = reply.request,
+            from = reply.from,
+            "reply"
+        );
+        let Some(pending) = self.clients[c].pending.take() else {
+            return Err(Violation("a reply without a request in flight".into()));
+        };
+        assert_eq!(
+            pending.request, reply.request,
+            "the library answers the request in flight"
+        );
+        match reply.result {
+            Ok(body) => {
+                let op = &mut self.history[pending.history];
+                op.ret = Some(self.tick);
+                op.output = Some(output_of(&pending.op, &body));
+                self.ops += 1;
+                Ok(())
+            }
+            Err(error) => Err(Violation(format!(
+                "client {} request {} refused: {error:?}",
+                self.clients[c].id, reply.request
+            ))),
+        }
     }
 }
 
