@@ -26,7 +26,7 @@ pub fn format(path: &Path, config: &Config, cluster: u64, force: bool) -> io::Re
     let layout = Layout::new(config);
     let file = allocate(path, layout.total_size(), force)?;
     let context = |error: io::Error| annotate(error, &format!("formatting {}", path.display()));
-    for (offset, bytes) in Replica::<KvStateMachine>::format(config, cluster, 0, 1, incarnation()) {
+    for (offset, bytes) in Replica::<KvStateMachine>::format(config, cluster, 0, &[incarnation()]) {
         file.write_all_at(&bytes, offset).map_err(context)?;
     }
     file.sync_all().map_err(context)?;

@@ -336,18 +336,16 @@ impl Simulation {
         config.planted_bug = options.planted_bug;
         let layout = Layout::new(&config);
         let cluster = prng.next_u64();
+        // The cluster's member table: every data file's incarnation, given to every replica.
+        let members: Vec<u64> = (0..options.replicas).map(|_| prng.next_u64() | 1).collect();
         let nodes = (0..options.replicas)
             .map(|r| {
                 let mut storage =
                     SimStorage::new(layout, options.storage[r as usize].clone(), prng.fork());
-                let incarnation = prng.next_u64() | 1;
-                for (offset, bytes) in Replica::<KvStateMachine>::format(
-                    &config,
-                    cluster,
-                    r,
-                    options.replicas,
-                    incarnation,
-                ) {
+                let incarnation = members[r as usize];
+                for (offset, bytes) in
+                    Replica::<KvStateMachine>::format(&config, cluster, r, &members)
+                {
                     storage.write_durable(offset, &bytes);
                 }
                 let replica =
@@ -808,14 +806,9 @@ impl Simulation {
         if replaced >= self.options.replaceable || replaced + rotting >= minority {
             return;
         }
-        // Never a rotting replica (the fault budget counts them apart), never twice; and only
-        // once every peer has durably recorded the replica's incarnation — the precondition of
-        // the guarantee (a peer that never knew the old data file cannot tell the new one apart).
-        let known_everywhere = |r: usize| {
-            (0..self.nodes.len())
-                .filter(|&p| p != r)
-                .all(|p| self.nodes[p].replica.superblock().peers[r] == self.nodes[r].incarnation)
-        };
+        // Never a rotting replica (the fault budget counts them apart), never twice. At any moment,
+        // even before the replica ever spoke: every peer knows its data file from the member
+        // table given at formation.
         let candidates: Vec<usize> = (0..self.nodes.len())
             .filter(|&r| !self.nodes[r].replaced && self.nodes[r].halted.is_none())
             .filter(|&r| {
@@ -824,7 +817,6 @@ impl Simulation {
                     .latent
                     .contains(&Zone::WalEntries)
             })
-            .filter(|&r| known_everywhere(r))
             .collect();
         if candidates.is_empty() {
             return;
@@ -839,14 +831,13 @@ impl Simulation {
             self.options.storage[r].clone(),
             self.prng.fork(),
         );
+        // Formatted again as an operator would: the member table, with a new own incarnation.
         let incarnation = self.prng.next_u64() | 1;
-        for (offset, bytes) in Replica::<KvStateMachine>::format(
-            &self.config,
-            self.cluster,
-            r as u8,
-            self.options.replicas,
-            incarnation,
-        ) {
+        let mut members: Vec<u64> = self.nodes.iter().map(|n| n.incarnation).collect();
+        members[r] = incarnation;
+        for (offset, bytes) in
+            Replica::<KvStateMachine>::format(&self.config, self.cluster, r as u8, &members)
+        {
             storage.write_durable(offset, &bytes);
         }
         self.nodes[r].storage = storage;

@@ -1,5 +1,7 @@
 //! A replica that comes back with a replaced data file (wiped and reformatted, a swapped disk) is
-//! refused by peers that knew its old data file: its votes and acknowledgements never count again.
+//! refused by its peers — which know every member's data file from the cluster's formation — so its
+//! votes and acknowledgements never count again. The replacement strikes on the very first tick
+//! (`Ppm::ALWAYS`), before the replica ever spoke: there is no window.
 
 use ziggy_sim::prng::Ppm;
 use ziggy_sim::{run_seed, Options};
@@ -10,7 +12,7 @@ fn a_replaced_replica_is_refused_and_never_leads() {
     for seed in 0..10u64 {
         let mut options = Options::fault_free(seed, 3);
         options.requests = 400;
-        options.replace = Ppm::ALWAYS; // as soon as every peer has recorded its incarnation
+        options.replace = Ppm::ALWAYS; // on the first tick
         options.replaceable = 1;
         let outcome = run_seed(options).unwrap_or_else(|p| panic!("seed {seed}: {p}"));
         assert!(

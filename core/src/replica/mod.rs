@@ -360,17 +360,24 @@ impl<S: StateMachine> Replica<S> {
 
     /// The initial contents of replica `replica`'s data file in a cluster of `replica_count`:
     /// every copy of the genesis superblock, as `(offset, bytes)` writes. Everything else in the
-    /// file must read as zeros. `incarnation` must be random and non-zero: it tells this data file
-    /// from any other ever formatted for the same replica.
+    /// file must read as zeros.
+    ///
+    /// `members` holds every replica's data-file incarnation (random, non-zero), chosen when the
+    /// cluster is formed and given to every replica, so that from its first moment each replica
+    /// knows its peers' data files and refuses a replaced one (see `raft::accept_incarnation`).
+    /// `members[replica]` is this data file's own; a replica formatted alone may leave the others
+    /// zero, to be learned on first contact.
     pub fn format(
         config: &Config,
         cluster: u64,
         replica: u8,
-        replica_count: u8,
-        incarnation: u64,
+        members: &[u64],
     ) -> Vec<(u64, Vec<u8>)> {
         let layout = Layout::new(config);
-        let genesis = Superblock::genesis(config, cluster, replica, replica_count, incarnation);
+        let replica_count = members.len() as u8;
+        let incarnation = members[replica as usize];
+        let mut genesis = Superblock::genesis(config, cluster, replica, replica_count, incarnation);
+        genesis.peers[..members.len()].copy_from_slice(members);
         (0..layout.superblock_copies)
             .map(|copy| {
                 let mut sector = vec![0u8; layout.sector_size as usize];
