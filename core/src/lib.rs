@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod digest;
 pub mod io;
+pub mod lsm;
 pub mod message;
 pub mod prng;
 pub mod replica;
