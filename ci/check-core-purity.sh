@@ -13,9 +13,9 @@ if [ -n "$hits" ]; then
   exit 1
 fi
 
-# The core's only runtime dependency is crc32c.
-deps=$(cargo metadata --format-version 1 --no-deps \
-  | python3 -c 'import json,sys; m=json.load(sys.stdin); p=[p for p in m["packages"] if p["name"]=="ziggy-core"][0]; print(" ".join(sorted(d["name"] for d in p["dependencies"] if d["kind"] is None)))')
+# The core's only runtime dependency is crc32c (cargo alone answers this: no other tool needed).
+deps=$(cargo tree -p ziggy-core -e normal --depth 1 --prefix none \
+  | tail -n +2 | awk '{print $1}' | sort -u | tr '\n' ' ' | sed 's/ $//')
 if [ "$deps" != "crc32c" ]; then
   echo "ziggy-core has unexpected runtime dependencies: $deps"
   exit 1
