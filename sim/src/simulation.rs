@@ -322,7 +322,6 @@ pub struct Simulation {
     crashes: u64,
     faults: u64,
     checkpoints: u64,
-    incarnations: u64,
     settling: bool,
     scratch: Vec<u8>,
     cluster: u64,
@@ -400,7 +399,6 @@ impl Simulation {
             crashes: 0,
             faults: 0,
             checkpoints: 0,
-            incarnations: 0,
             settling: false,
             scratch: Vec::new(),
             cluster,
@@ -863,7 +861,6 @@ impl Simulation {
     }
 
     fn restart(&mut self, r: usize) {
-        self.incarnations += 1;
         let seed = self.prng.next_u64();
         let node = &mut self.nodes[r];
         tracing::debug!(tick = self.tick, replica = r, "restart");

@@ -527,7 +527,7 @@ impl<S: StateMachine> Replica<S> {
         operation: Operation,
         body: &[u8],
     ) {
-        if let Err(error) = self.admit(client, request, operation, body) {
+        if let Err(error) = self.admit(request, operation, body) {
             return self.replies.push(Reply {
                 client,
                 request,
@@ -680,13 +680,7 @@ impl<S: StateMachine> Replica<S> {
         self.queued.contains(&(client, request))
     }
 
-    fn admit(
-        &self,
-        _client: u64,
-        request: u64,
-        operation: Operation,
-        body: &[u8],
-    ) -> Result<(), RequestError> {
+    fn admit(&self, request: u64, operation: Operation, body: &[u8]) -> Result<(), RequestError> {
         match self.status {
             Status::Ready => {}
             Status::Halted => return Err(RequestError::Halted),

@@ -181,10 +181,6 @@ impl Journal {
         start..start + HEADER_SIZE
     }
 
-    pub fn headers_image(&self) -> &[u8] {
-        &self.headers
-    }
-
     pub fn head(&self) -> u64 {
         self.head
     }
@@ -205,11 +201,6 @@ impl Journal {
 
     pub fn is_faulty(&self, index: u64) -> bool {
         self.faulty.contains(&index)
-    }
-
-    /// Whether every appended entry is durable and no write is in flight.
-    pub fn is_idle(&self) -> bool {
-        self.head == self.durable && !self.writes_in_flight()
     }
 
     pub fn writes_in_flight(&self) -> bool {
