@@ -10,14 +10,16 @@
 //! ```text
 //! entry*:  shared (varint) | unshared (varint) | value length (varint) | key suffix
 //!          | sequence (varint) | kind (u8) | value
-//! trailer: restart offsets (u32 LE each) | restart count (u32 LE) | crc32c of everything before
+//! trailer: restart offsets (u32 LE each) | restart count (u32 LE)
 //! ```
 //!
-//! Decoding verifies the checksum first and then every bound: a damaged block is an error, never
+//! A block carries no checksum of its own: it always lives inside a grid block's envelope, whose
+//! checksum covers it. (A trailing crc32c here would make that envelope checksum degenerate: a CRC
+//! over bytes that end with their own CRC is the same for all contents of one length.)
+//! Decoding checks every bound: a malformed block is an error, never
 //! a panic and never a wrong entry.
 
 use super::varint;
-use crate::checksum::checksum;
 
 pub const RESTART_INTERVAL: usize = 16;
 
@@ -103,8 +105,6 @@ impl BlockBuilder {
             out.extend_from_slice(&restart.to_le_bytes());
         }
         out.extend_from_slice(&(self.restarts.len() as u32).to_le_bytes());
-        let sum = checksum(out);
-        out.extend_from_slice(&sum.to_le_bytes());
         *self = BlockBuilder::default();
     }
 }
@@ -112,7 +112,6 @@ impl BlockBuilder {
 /// Why bytes are not a block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockError {
-    Checksum,
     Malformed,
 }
 
@@ -125,14 +124,10 @@ pub struct Block<'a> {
 impl<'a> Block<'a> {
     /// Verifies and opens a block. Never panics.
     pub fn decode(bytes: &'a [u8]) -> Result<Block<'a>, BlockError> {
-        if bytes.len() < 8 {
+        if bytes.len() < 4 {
             return Err(BlockError::Malformed);
         }
-        let (body, sum) = bytes.split_at(bytes.len() - 4);
-        if checksum(body) != u32::from_le_bytes(sum.try_into().unwrap()) {
-            return Err(BlockError::Checksum);
-        }
-        let (rest, count) = body.split_at(body.len() - 4);
+        let (rest, count) = bytes.split_at(bytes.len() - 4);
         let count = u32::from_le_bytes(count.try_into().unwrap()) as usize;
         let table = count
             .checked_mul(4)
@@ -339,11 +334,14 @@ mod tests {
         }
 
         #[test]
-        fn any_damage_is_detected_never_a_panic(entries in sorted_entries(), at in any::<usize>(), bit in 0u8..8) {
-            let mut bytes = build(&entries);
-            let at = at % bytes.len();
-            bytes[at] ^= 1 << bit;
-            prop_assert!(Block::decode(&bytes).is_err());
+        fn damage_in_a_sealed_grid_block_is_detected(entries in sorted_entries(), at in any::<usize>(), bit in 0u8..8) {
+            use crate::lsm::grid::{open, seal, BlockKind, HEADER_SIZE};
+            let bytes = build(&entries);
+            let mut sealed = vec![0u8; (bytes.len() + HEADER_SIZE).next_multiple_of(512)];
+            let reference = seal(&mut sealed, BlockKind::Data, 3, &bytes);
+            let at = at % (HEADER_SIZE + bytes.len());
+            sealed[at] ^= 1 << bit;
+            prop_assert!(open(&sealed, BlockKind::Data, reference).is_err());
         }
 
         #[test]

@@ -17,7 +17,8 @@ pub struct Bloom {
     bits: Vec<u64>,
 }
 
-fn hash(key: &[u8]) -> u64 {
+/// The 64-bit hash every probe derives from; compute it once per lookup, probe many filters.
+pub fn hash(key: &[u8]) -> u64 {
     let low = checksum(key) as u64;
     let high = checksum_seeded(0x9E37_79B9, key) as u64;
     let mut z = (high << 32) | low;
@@ -50,7 +51,10 @@ impl Bloom {
     }
 
     fn positions(&self, key: &[u8]) -> impl Iterator<Item = u64> {
-        let h = hash(key);
+        self.positions_of(hash(key))
+    }
+
+    fn positions_of(&self, h: u64) -> impl Iterator<Item = u64> {
         let (h1, h2) = (h & 0xFFFF_FFFF, (h >> 32) | 1);
         let (probes, bit_count) = (self.probes as u64, self.bit_count);
         (0..probes).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % bit_count)
@@ -60,6 +64,18 @@ impl Bloom {
         for p in self.positions(key) {
             self.bits[(p / 64) as usize] |= 1 << (p % 64);
         }
+    }
+
+    pub fn insert_hash(&mut self, h: u64) {
+        for p in self.positions_of(h) {
+            self.bits[(p / 64) as usize] |= 1 << (p % 64);
+        }
+    }
+
+    /// [`Bloom::may_contain`] for a key whose [`hash`] is `h`.
+    pub fn may_contain_hash(&self, h: u64) -> bool {
+        self.positions_of(h)
+            .all(|p| self.bits[(p / 64) as usize] & (1 << (p % 64)) != 0)
     }
 
     /// False: the key is surely absent. True: it may be present.

@@ -1,9 +1,20 @@
-//! The LSM storage engine (in progress): the building blocks of tables in grid blocks.
+//! The LSM storage engine: tables of sorted entries in grid blocks under a memtable.
 //!
-//! - [`block`]: data blocks (prefix-compressed keys, restart points, sequence numbers, tombstones).
-//! - [`varint`]: LEB128 variable-length integers for block encodings.
-//! - [`bloom`]: per-table bloom filters, so a point read of a missing key skips the table.
+//! - [`tree`]: the engine — writes, reads, scans, snapshots, transactions, compaction, checkpoints.
+//! - [`memtable`]: the newest writes in memory; [`cursor`]: merged iteration over every layer.
+//! - [`table`]: tables (data blocks, index, filter); [`block`]: data blocks; [`bloom`]: filters.
+//! - [`grid`]: checksummed blocks, the free set, block stores; [`cache`]: the block cache.
+//! - [`varint`]: LEB128 variable-length integers for the encodings.
 
 pub mod block;
 pub mod bloom;
+pub mod cache;
+pub mod cursor;
+pub mod grid;
+pub mod memtable;
+pub mod table;
+pub mod tree;
 pub mod varint;
+
+pub use grid::{BlockStore, GridError, MemoryStore};
+pub use tree::{Checkpoint, Engine, Error, Options, Snapshot, Stats, Transaction, Write};

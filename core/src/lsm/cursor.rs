@@ -1,0 +1,171 @@
+//! Cursors: one ordered stream of entries from one layer of the tree (the memtable, the frozen
+//! memtable, or a run of non-overlapping tables), filled a chunk or a block at a time, forward or
+//! backward, bounded by `[start, end)`.
+//!
+//! A cursor owns only its position and a buffer; the engine fills it (`Engine::refill`), so the
+//! same cursors serve scans (through the block cache) and compactions (around it).
+
+use super::memtable::Entry;
+
+/// How many memtable entries one refill copies.
+pub const MEMORY_CHUNK: usize = 128;
+
+#[derive(Clone, Debug)]
+pub enum Source {
+    Memtable {
+        /// The last entry handed out, to continue after.
+        after: Option<super::memtable::VersionKey>,
+    },
+    Frozen {
+        /// Forward: the next index; backward: one past the next index.
+        next: usize,
+        /// The other bound of the range (exclusive end forward, inclusive start backward).
+        limit: usize,
+    },
+    Tables {
+        /// Table ids in key order.
+        ids: Vec<u64>,
+        /// The current table (index into `ids`).
+        table: usize,
+        /// The next block to read in it; None before the cursor has positioned itself.
+        block: Option<usize>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Cursor {
+    pub source: Source,
+    pub reverse: bool,
+    pub start: Vec<u8>,
+    pub end: Option<Vec<u8>>,
+    pub buffer: Vec<Entry>,
+    pub at: usize,
+    pub done: bool,
+    /// Read through the block cache (scans) or around it (compactions).
+    pub cached: bool,
+}
+
+impl Cursor {
+    pub fn new(source: Source, start: &[u8], end: Option<&[u8]>, reverse: bool) -> Cursor {
+        Cursor {
+            source,
+            reverse,
+            start: start.to_vec(),
+            end: end.map(|e| e.to_vec()),
+            buffer: Vec::new(),
+            at: 0,
+            done: false,
+            cached: true,
+        }
+    }
+
+    pub fn head(&self) -> Option<&Entry> {
+        self.buffer.get(self.at)
+    }
+
+    pub fn needs_refill(&self) -> bool {
+        self.at == self.buffer.len() && !self.done
+    }
+
+    pub fn in_range(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|e| key < e)
+    }
+
+    /// Takes the head entry.
+    pub fn pop(&mut self) -> Entry {
+        let entry = std::mem::replace(
+            &mut self.buffer[self.at],
+            Entry {
+                key: Vec::new(),
+                sequence: 0,
+                value: None,
+            },
+        );
+        self.at += 1;
+        entry
+    }
+
+    /// Replaces the buffer with `entries` (already in iteration order).
+    pub fn load(&mut self, entries: Vec<Entry>) {
+        self.buffer = entries;
+        self.at = 0;
+    }
+}
+
+/// Keeps the versions of one key that some reader can still see, newest first.
+///
+/// `versions` is sorted newest first; `snapshots` ascending. A version is visible to snapshot `s`
+/// when it is the newest with sequence ≤ `s`; the newest version is visible to every future read.
+/// When `bottom` (no older data for this key exists below the output) and the oldest kept version
+/// is a tombstone, it is dropped too: readers then find nothing, as the tombstone told them.
+pub fn collect_garbage(versions: Vec<Entry>, snapshots: &[u64], bottom: bool) -> Vec<Entry> {
+    let mut kept: Vec<Entry> = Vec::with_capacity(versions.len().min(4));
+    let mut newer = u64::MAX; // the sequence of the previous (newer) version
+    for version in versions {
+        debug_assert!(version.sequence < newer || newer == u64::MAX);
+        let first = kept.is_empty() && newer == u64::MAX;
+        // Some snapshot s with version.sequence <= s < newer sees this version.
+        let from = snapshots.partition_point(|&s| s < version.sequence);
+        let seen = snapshots.get(from).is_some_and(|&s| s < newer);
+        newer = version.sequence;
+        if first || seen {
+            kept.push(version);
+        }
+    }
+    if bottom && kept.last().is_some_and(|v| v.value.is_none()) {
+        kept.pop();
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(sequence: u64, value: Option<&str>) -> Entry {
+        Entry {
+            key: b"k".to_vec(),
+            sequence,
+            value: value.map(|v| v.as_bytes().to_vec()),
+        }
+    }
+
+    fn sequences(kept: &[Entry]) -> Vec<u64> {
+        kept.iter().map(|e| e.sequence).collect()
+    }
+
+    #[test]
+    fn garbage_collection_keeps_what_snapshots_see() {
+        let versions = || {
+            vec![
+                version(9, Some("9")),
+                version(7, None),
+                version(5, Some("5")),
+                version(2, Some("2")),
+            ]
+        };
+        assert_eq!(sequences(&collect_garbage(versions(), &[], false)), [9]);
+        assert_eq!(sequences(&collect_garbage(versions(), &[6], false)), [9, 5]);
+        assert_eq!(
+            sequences(&collect_garbage(versions(), &[7, 8], false)),
+            [9, 7]
+        );
+        assert_eq!(
+            sequences(&collect_garbage(versions(), &[7], true)),
+            [9],
+            "tombstone last"
+        );
+        assert_eq!(sequences(&collect_garbage(versions(), &[1], false)), [9]);
+        assert_eq!(
+            sequences(&collect_garbage(versions(), &[2, 5, 9], false)),
+            [9, 5, 2]
+        );
+        let deleted = vec![version(4, None), version(3, Some("3"))];
+        assert!(collect_garbage(deleted.clone(), &[], true).is_empty());
+        assert_eq!(
+            sequences(&collect_garbage(deleted.clone(), &[], false)),
+            [4]
+        );
+        assert_eq!(sequences(&collect_garbage(deleted, &[3], true)), [4, 3]);
+    }
+}

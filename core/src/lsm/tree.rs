@@ -1,0 +1,1300 @@
+//! The LSM engine: memtable, levels of tables, paced flushes and compactions, MVCC reads,
+//! snapshots, transactions and checkpoints, over a [`BlockStore`].
+//!
+//! The engine is synchronous and deterministic: it never reads a clock, and all background work
+//! happens in *beats* — small bounded steps taken inside `apply` (in proportion to the entries
+//! written, faster as level 0 fills: stall control) or in `work` when the caller is idle.
+//!
+//! Durability is the caller's: `apply` takes the sequence number of a write the caller has
+//! already logged (the WAL index); `checkpoint` makes everything up to `sequence()` durable in the
+//! grid and returns a [`Checkpoint`] for the caller's superblock; after the superblock switch,
+//! `checkpoint_durable` lets blocks the new checkpoint no longer references be reused. Opening
+//! from a checkpoint reads only its manifest, and the caller replays its log from
+//! `Checkpoint::sequence + 1`.
+
+use super::block::{Block, Kind};
+use super::bloom;
+use super::cache::BlockCache;
+use super::cursor::{self, Cursor, Source};
+use super::grid::{self, BlockKind, BlockRef, BlockStore, FreeSet, GridError};
+use super::memtable::{Entry, Found, Frozen, Memtable};
+use super::table::{self, Loaded, Reader, TableBuilder, TableMeta};
+use std::collections::BTreeMap;
+
+/// A key and its value, as scans return them.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Tuning, fixed when the engine opens.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// A memtable holding this many bytes is frozen and flushed.
+    pub memtable_bytes: usize,
+    /// Data blocks per table written by compaction.
+    pub table_blocks: u64,
+    pub bits_per_key: u32,
+    /// Blocks the block cache holds (allocated at open).
+    pub cache_blocks: usize,
+    /// Level-0 tables that start a compaction into level 1.
+    pub l0_trigger: usize,
+    /// Level-0 tables from which writes do ever more compaction work each.
+    pub l0_slowdown: usize,
+    /// Level-0 tables at which a write waits for compaction to bring the count down.
+    pub l0_stop: usize,
+    /// The size of level 1 (bytes of entries); each level below is `level_ratio` times larger.
+    pub l1_bytes: u64,
+    pub level_ratio: u64,
+    pub levels: usize,
+    /// Entries of compaction work per entry written, before stall control raises it.
+    pub pace: usize,
+}
+
+impl Options {
+    /// Small everything: many flushes, levels and compactions with little data (tests).
+    pub fn small() -> Options {
+        Options {
+            memtable_bytes: 4 << 10,
+            table_blocks: 4,
+            bits_per_key: 10,
+            cache_blocks: 16,
+            l0_trigger: 2,
+            l0_slowdown: 4,
+            l0_stop: 6,
+            l1_bytes: 8 << 10,
+            level_ratio: 4,
+            levels: 5,
+            pace: 8,
+        }
+    }
+
+    /// Defaults for real files.
+    pub fn production() -> Options {
+        Options {
+            memtable_bytes: 64 << 20,
+            table_blocks: 512,
+            bits_per_key: 10,
+            cache_blocks: 8192,
+            l0_trigger: 4,
+            l0_slowdown: 12,
+            l0_stop: 20,
+            l1_bytes: 256 << 20,
+            level_ratio: 10,
+            levels: 7,
+            pace: 24,
+        }
+    }
+}
+
+/// One write of a batch; `value: None` deletes.
+#[derive(Clone, Copy, Debug)]
+pub struct Write<'a> {
+    pub key: &'a [u8],
+    pub value: Option<&'a [u8]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    Grid(GridError),
+    /// A key plus value larger than a block holds.
+    EntryTooLarge {
+        size: usize,
+        max: usize,
+    },
+    /// A transaction's write collides with a write committed after its snapshot.
+    Conflict {
+        key: Vec<u8>,
+    },
+    /// The manifest a checkpoint names does not decode.
+    Manifest(&'static str),
+}
+
+impl From<GridError> for Error {
+    fn from(e: GridError) -> Error {
+        Error::Grid(e)
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Grid(e) => write!(f, "{e}"),
+            Error::EntryTooLarge { size, max } => {
+                write!(
+                    f,
+                    "entry of {size} bytes exceeds the maximum of {max} (key + value)"
+                )
+            }
+            Error::Conflict { key } => write!(
+                f,
+                "transaction conflict: key {:?} was written after the transaction's snapshot",
+                String::from_utf8_lossy(key)
+            ),
+            Error::Manifest(why) => write!(f, "manifest: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// What a caller records to open the engine again: the manifest's first block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub manifest: BlockRef,
+    /// Every write up to this sequence is in the checkpoint.
+    pub sequence: u64,
+}
+
+impl Checkpoint {
+    pub const ENCODED_SIZE: usize = 20;
+
+    pub fn encode(&self) -> [u8; Self::ENCODED_SIZE] {
+        let mut out = Vec::with_capacity(Self::ENCODED_SIZE);
+        self.manifest.encode(&mut out);
+        out.extend_from_slice(&self.sequence.to_le_bytes());
+        out.try_into().unwrap()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Checkpoint> {
+        Some(Checkpoint {
+            manifest: BlockRef::decode(bytes.get(0..12)?)?,
+            sequence: u64::from_le_bytes(bytes.get(12..20)?.try_into().ok()?),
+        })
+    }
+}
+
+/// A pinned read view; release it with [`Engine::release`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub sequence: u64,
+}
+
+/// A snapshot-isolated transaction: reads see its snapshot and its own writes; commit fails with
+/// [`Error::Conflict`] if another write to one of its keys committed after the snapshot.
+pub struct Transaction {
+    snapshot: Snapshot,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Transaction {
+    pub fn snapshot(&self) -> u64 {
+        self.snapshot.sequence
+    }
+
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.writes.insert(key.to_vec(), Some(value.to_vec()));
+    }
+
+    pub fn delete(&mut self, key: &[u8]) {
+        self.writes.insert(key.to_vec(), None);
+    }
+
+    pub fn writes(&self) -> impl Iterator<Item = Write<'_>> {
+        self.writes.iter().map(|(key, value)| Write {
+            key,
+            value: value.as_deref(),
+        })
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+/// Counters for benchmarks and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes of keys and values applied.
+    pub user_bytes: u64,
+    /// Data block reads served from the grid (cache misses).
+    pub block_reads: u64,
+    pub flushes: u64,
+    pub compactions: u64,
+    pub trivial_moves: u64,
+    /// Writes that had to finish a flush or compaction before returning.
+    pub stalls: u64,
+    /// Entries compaction and flush processed.
+    pub merged: u64,
+}
+
+struct Table {
+    meta: TableMeta,
+    loaded: Option<Loaded>,
+}
+
+/// Key ranges of the tables below a job's output: a key none of them holds is at the bottom.
+struct Below {
+    level0: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Per level, sorted and disjoint.
+    levels: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl Below {
+    fn holds(&self, key: &[u8]) -> bool {
+        let within = |(min, max): &(Vec<u8>, Vec<u8>)| min.as_slice() <= key && key <= max;
+        self.level0.iter().any(within)
+            || self.levels.iter().any(|level| {
+                let i = level.partition_point(|(_, max)| max.as_slice() < key);
+                level.get(i).is_some_and(within)
+            })
+    }
+}
+
+/// A flush or compaction in progress: a merge of its input cursors into output tables.
+struct Job {
+    cursors: Vec<Cursor>,
+    /// (level, table id) of every input table.
+    inputs: Vec<(usize, u64)>,
+    output_level: usize,
+    /// Flushes write one table; compactions split outputs at `table_blocks`.
+    split: bool,
+    below: Below,
+    builder: Option<TableBuilder>,
+    outputs: Vec<(TableMeta, Loaded)>,
+    done: bool,
+}
+
+impl Job {
+    /// Blocks written for outputs not yet installed: free in a checkpoint taken now.
+    fn unreferenced(&self) -> Vec<u64> {
+        let mut blocks: Vec<u64> = self
+            .builder
+            .iter()
+            .flat_map(|b| b.written.clone())
+            .collect();
+        for (meta, loaded) in &self.outputs {
+            blocks.extend(loaded.addresses(meta));
+        }
+        blocks
+    }
+}
+
+const MANIFEST_MAGIC: u32 = 0x4D53_4C5A; // "ZLSM"
+const MANIFEST_VERSION: u32 = 1;
+const NO_NEXT: u64 = u64::MAX;
+
+pub struct Engine<S: BlockStore> {
+    store: S,
+    options: Options,
+    free: FreeSet,
+    sequence: u64,
+    next_table_id: u64,
+    memtable: Memtable,
+    frozen: Option<Frozen>,
+    /// Table ids per level: level 0 newest first, the others sorted by key.
+    levels: Vec<Vec<u64>>,
+    tables: BTreeMap<u64, Table>,
+    flush: Option<Job>,
+    compaction: Option<Job>,
+    /// Where each level's next compaction starts (round robin over its key space).
+    pointers: Vec<Vec<u8>>,
+    snapshots: BTreeMap<u64, usize>,
+    cache: BlockCache,
+    manifest_blocks: Vec<u64>,
+    stats: Stats,
+    scratch: Vec<u8>,
+}
+
+impl<S: BlockStore> Engine<S> {
+    /// Opens the engine: empty without a checkpoint, else as the checkpoint left it.
+    pub fn open(
+        store: S,
+        options: Options,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<Engine<S>, Error> {
+        assert!(options.levels >= 2 && options.l0_trigger <= options.l0_slowdown);
+        assert!(options.l0_slowdown <= options.l0_stop && options.table_blocks > 0);
+        let block_size = store.block_size();
+        let mut engine = Engine {
+            free: FreeSet::new(store.block_count()),
+            sequence: 0,
+            next_table_id: 1,
+            memtable: Memtable::default(),
+            frozen: None,
+            levels: vec![Vec::new(); options.levels],
+            tables: BTreeMap::new(),
+            flush: None,
+            compaction: None,
+            pointers: vec![Vec::new(); options.levels],
+            snapshots: BTreeMap::new(),
+            cache: BlockCache::new(block_size, options.cache_blocks),
+            manifest_blocks: Vec::new(),
+            stats: Stats::default(),
+            scratch: Vec::new(),
+            options,
+            store,
+        };
+        if let Some(checkpoint) = checkpoint {
+            engine.load_manifest(checkpoint)?;
+        }
+        Ok(engine)
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The sequence of the last write applied.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The largest key + value one entry may hold.
+    pub fn max_entry_size(&self) -> usize {
+        table::max_entry_size(self.store.block_size())
+    }
+
+    /// Table count per level.
+    pub fn shape(&self) -> Vec<usize> {
+        self.levels.iter().map(|l| l.len()).collect()
+    }
+
+    /// The tree's shape, one line per level: table ids with key and sequence ranges.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (level, ids) in self.levels.iter().enumerate() {
+            out.push_str(&format!("L{level}:"));
+            for id in ids {
+                let m = &self.tables[id].meta;
+                out.push_str(&format!(
+                    " #{id}[{}..{} s{}..{} n{}]",
+                    String::from_utf8_lossy(&m.min_key),
+                    String::from_utf8_lossy(&m.max_key),
+                    m.min_sequence,
+                    m.max_sequence,
+                    m.entries
+                ));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Bytes of entries per level.
+    pub fn level_bytes(&self, level: usize) -> u64 {
+        self.levels[level]
+            .iter()
+            .map(|id| self.tables[id].meta.bytes)
+            .sum()
+    }
+
+    /// Blocks in use (tables, manifest, and blocks awaiting the next durable checkpoint).
+    pub fn blocks_in_use(&self) -> u64 {
+        self.free.acquired()
+    }
+
+    pub fn clear_cache(&mut self) {
+        self.cache.clear();
+    }
+
+    /// Loads every table's index and filter (they stay in memory).
+    pub fn load_all_tables(&mut self) -> Result<(), Error> {
+        let ids: Vec<u64> = self.tables.keys().copied().collect();
+        for id in ids {
+            self.loaded(id)?;
+        }
+        Ok(())
+    }
+
+    // ---- writes ----
+
+    /// Applies a batch atomically at `sequence` (> every earlier sequence).
+    pub fn apply(&mut self, sequence: u64, writes: &[Write]) -> Result<(), Error> {
+        assert!(sequence > self.sequence, "sequences increase");
+        let max = self.max_entry_size();
+        for w in writes {
+            let size = w.key.len() + w.value.map_or(0, |v| v.len());
+            if size > max {
+                return Err(Error::EntryTooLarge { size, max });
+            }
+        }
+        for w in writes {
+            self.memtable.insert(w.key, sequence, w.value);
+            self.stats.user_bytes += (w.key.len() + w.value.map_or(0, |v| v.len())) as u64;
+        }
+        self.sequence = sequence;
+        if self.memtable.bytes() >= self.options.memtable_bytes {
+            self.rotate_memtable()?;
+        }
+        self.pace(writes.len().max(1))
+    }
+
+    /// Freezes the memtable and starts its flush (finishing the previous flush first).
+    fn rotate_memtable(&mut self) -> Result<(), Error> {
+        if self.flush.is_some() {
+            self.stats.stalls += 1;
+            self.finish_flush()?;
+        }
+        let frozen = self.memtable.freeze();
+        if frozen.entries.is_empty() {
+            return Ok(());
+        }
+        let limit = frozen.entries.len();
+        self.frozen = Some(frozen);
+        let cursor = Cursor::new(Source::Frozen { next: 0, limit }, &[], None, false);
+        let below = self.below(0, true);
+        self.flush = Some(Job {
+            cursors: vec![cursor],
+            inputs: Vec::new(),
+            output_level: 0,
+            split: false,
+            below,
+            builder: None,
+            outputs: Vec::new(),
+            done: false,
+        });
+        Ok(())
+    }
+
+    /// Background work owed for `written` entries: the flush first, then compaction, whose pace
+    /// doubles for each level-0 table past the slowdown mark; at the stop mark the write waits.
+    fn pace(&mut self, written: usize) -> Result<(), Error> {
+        if let Some(job) = self.flush.take() {
+            let job = self.step(job, written * 4)?;
+            self.flush = job;
+        }
+        let level0 = self.levels[0].len();
+        let mut budget = written * self.options.pace;
+        if level0 >= self.options.l0_slowdown {
+            budget <<= (level0 + 1 - self.options.l0_slowdown).min(8);
+        }
+        self.compact(budget)?;
+        while self.levels[0].len() >= self.options.l0_stop {
+            self.stats.stalls += 1;
+            self.compact(usize::MAX)?;
+        }
+        Ok(())
+    }
+
+    /// Does up to `budget` entries of background work; returns whether any is left.
+    pub fn work(&mut self, budget: usize) -> Result<bool, Error> {
+        if let Some(job) = self.flush.take() {
+            self.flush = self.step(job, budget)?;
+        }
+        self.compact(budget)?;
+        Ok(self.flush.is_some() || self.compaction.is_some() || self.pick_compaction().is_some())
+    }
+
+    fn finish_flush(&mut self) -> Result<(), Error> {
+        while let Some(job) = self.flush.take() {
+            self.flush = self.step(job, usize::MAX)?;
+        }
+        Ok(())
+    }
+
+    /// Advances compaction by up to `budget` entries, starting a job when one is due.
+    fn compact(&mut self, mut budget: usize) -> Result<(), Error> {
+        while budget > 0 {
+            let job = match self.compaction.take() {
+                Some(job) => job,
+                None => match self.start_compaction()? {
+                    Some(job) => job,
+                    None => return Ok(()),
+                },
+            };
+            let before = self.stats.merged;
+            self.compaction = self.step(job, budget)?;
+            let spent = (self.stats.merged - before) as usize;
+            budget = budget.saturating_sub(spent.max(1));
+        }
+        Ok(())
+    }
+
+    // ---- jobs ----
+
+    /// The ranges of tables below `level` (including, for a flush, all of level 0).
+    fn below(&self, level: usize, flush: bool) -> Below {
+        let range = |id: &u64| {
+            let meta = &self.tables[id].meta;
+            (meta.min_key.clone(), meta.max_key.clone())
+        };
+        Below {
+            level0: if flush {
+                self.levels[0].iter().map(range).collect()
+            } else {
+                Vec::new()
+            },
+            levels: self.levels[level + 1..]
+                .iter()
+                .map(|l| l.iter().map(range).collect())
+                .collect(),
+        }
+    }
+
+    fn target_bytes(&self, level: usize) -> u64 {
+        let ratio = self.options.level_ratio;
+        let bottom = (1..self.options.levels)
+            .rev()
+            .find(|&l| !self.levels[l].is_empty())
+            .unwrap_or(1);
+        if level == self.options.levels - 1 {
+            return u64::MAX;
+        }
+        let fixed = self
+            .options
+            .l1_bytes
+            .saturating_mul(ratio.saturating_pow(level as u32 - 1));
+        if level >= bottom {
+            return fixed;
+        }
+        // Levels above the bottom are sized from it, so that the bottom holds ~90% of the data
+        // and overwritten versions cannot pile up above it (space amplification).
+        let from_bottom = self.level_bytes(bottom) / ratio.saturating_pow((bottom - level) as u32);
+        from_bottom.max(self.options.l1_bytes)
+    }
+
+    /// The compaction most due: level 0 past its trigger, else the level most over its target.
+    fn pick_compaction(&self) -> Option<usize> {
+        if self.levels[0].len() >= self.options.l0_trigger {
+            return Some(0);
+        }
+        let mut best: Option<(f64, usize)> = None;
+        for level in 1..self.options.levels - 1 {
+            let score = self.level_bytes(level) as f64 / self.target_bytes(level) as f64;
+            if score > 1.0 && best.is_none_or(|(s, _)| score > s) {
+                best = Some((score, level));
+            }
+        }
+        best.map(|(_, level)| level)
+    }
+
+    fn start_compaction(&mut self) -> Result<Option<Job>, Error> {
+        loop {
+            let Some(level) = self.pick_compaction() else {
+                return Ok(None);
+            };
+            let inputs: Vec<u64> = if level == 0 {
+                self.levels[0].clone()
+            } else {
+                vec![self.next_in_level(level)]
+            };
+            let (min, max) = self.key_range(&inputs);
+            let overlapping: Vec<u64> = self.levels[level + 1]
+                .iter()
+                .copied()
+                .filter(|id| self.tables[id].meta.overlaps(&min, &max))
+                .collect();
+            if level > 0 {
+                self.pointers[level] = max.clone();
+            }
+            if level > 0 && overlapping.is_empty() {
+                self.trivial_move(level, inputs[0]);
+                continue;
+            }
+            for &id in inputs.iter().chain(&overlapping) {
+                self.loaded(id)?;
+            }
+            let mut cursors: Vec<Cursor> = inputs
+                .iter()
+                .map(|&id| Self::table_cursor(vec![id]))
+                .collect();
+            if !overlapping.is_empty() {
+                cursors.push(Self::table_cursor(overlapping.clone()));
+            }
+            let mut all: Vec<(usize, u64)> = inputs.iter().map(|&id| (level, id)).collect();
+            all.extend(overlapping.iter().map(|&id| (level + 1, id)));
+            return Ok(Some(Job {
+                cursors,
+                inputs: all,
+                output_level: level + 1,
+                split: true,
+                below: self.below(level + 1, false),
+                builder: None,
+                outputs: Vec::new(),
+                done: false,
+            }));
+        }
+    }
+
+    fn table_cursor(ids: Vec<u64>) -> Cursor {
+        let mut cursor = Cursor::new(
+            Source::Tables {
+                ids,
+                table: 0,
+                block: None,
+            },
+            &[],
+            None,
+            false,
+        );
+        cursor.cached = false;
+        cursor
+    }
+
+    /// The next table of `level` after its compaction pointer (wrapping around).
+    fn next_in_level(&self, level: usize) -> u64 {
+        let ids = &self.levels[level];
+        let pointer = &self.pointers[level];
+        let i = ids.partition_point(|id| self.tables[id].meta.min_key <= *pointer);
+        ids[if i < ids.len() { i } else { 0 }]
+    }
+
+    fn key_range(&self, ids: &[u64]) -> (Vec<u8>, Vec<u8>) {
+        let metas = ids.iter().map(|id| &self.tables[id].meta);
+        let min = metas.clone().map(|m| &m.min_key).min().unwrap().clone();
+        let max = metas.map(|m| &m.max_key).max().unwrap().clone();
+        (min, max)
+    }
+
+    fn trivial_move(&mut self, level: usize, id: u64) {
+        self.levels[level].retain(|&t| t != id);
+        self.insert_sorted(level + 1, id);
+        self.stats.trivial_moves += 1;
+    }
+
+    fn insert_sorted(&mut self, level: usize, id: u64) {
+        let key = self.tables[&id].meta.min_key.clone();
+        let tables = &self.tables;
+        let at = self.levels[level].partition_point(|t| tables[t].meta.min_key < key);
+        self.levels[level].insert(at, id);
+    }
+
+    /// Merges up to `budget` entries of `job`; installs it when done (returning None).
+    fn step(&mut self, mut job: Job, budget: usize) -> Result<Option<Job>, Error> {
+        let mut spent = 0;
+        let snapshots: Vec<u64> = self.snapshots.keys().copied().collect();
+        while spent < budget && !job.done {
+            let Some(versions) = self.next_versions(&mut job.cursors, false)? else {
+                job.done = true;
+                break;
+            };
+            spent += versions.len();
+            let key = versions[0].key.clone();
+            let mut kept = cursor::collect_garbage(versions, &snapshots, false);
+            if kept.last().is_some_and(|v| v.value.is_none()) && !job.below.holds(&key) {
+                kept.pop();
+            }
+            for entry in kept {
+                self.emit(&mut job, &entry)?;
+            }
+        }
+        self.stats.merged += spent as u64;
+        if !job.done {
+            return Ok(Some(job));
+        }
+        if let Some(builder) = job.builder.take() {
+            job.outputs
+                .push(builder.finish(&mut self.store, &mut self.free)?);
+        }
+        self.install(job);
+        Ok(None)
+    }
+
+    fn emit(&mut self, job: &mut Job, entry: &Entry) -> Result<(), Error> {
+        let full = job.builder.as_ref().is_some_and(|b| {
+            job.split && b.data_blocks() >= self.options.table_blocks && b.last_key() != entry.key
+        });
+        if full {
+            let builder = job.builder.take().unwrap();
+            job.outputs
+                .push(builder.finish(&mut self.store, &mut self.free)?);
+        }
+        if job.builder.is_none() {
+            let id = self.next_table_id;
+            self.next_table_id += 1;
+            job.builder = Some(TableBuilder::new(id, self.options.bits_per_key));
+        }
+        let builder = job.builder.as_mut().unwrap();
+        builder.add(&mut self.store, &mut self.free, entry)?;
+        Ok(())
+    }
+
+    /// Replaces a job's inputs with its outputs; the inputs' blocks wait for the next checkpoint.
+    fn install(&mut self, job: Job) {
+        let flush = job.inputs.is_empty();
+        for &(level, id) in &job.inputs {
+            self.levels[level].retain(|&t| t != id);
+            let table = self.tables.remove(&id).expect("an input table exists");
+            let loaded = table.loaded.expect("inputs were loaded to be merged");
+            for address in loaded.addresses(&table.meta) {
+                self.free.release(address);
+            }
+        }
+        for (meta, loaded) in job.outputs {
+            let id = meta.id;
+            self.tables.insert(
+                id,
+                Table {
+                    meta,
+                    loaded: Some(loaded),
+                },
+            );
+            if job.output_level == 0 {
+                self.levels[0].insert(0, id);
+            } else {
+                self.insert_sorted(job.output_level, id);
+            }
+        }
+        if flush {
+            self.frozen = None;
+            self.stats.flushes += 1;
+        } else {
+            self.stats.compactions += 1;
+        }
+        self.check_levels();
+    }
+
+    fn check_levels(&self) {
+        for level in &self.levels[1..] {
+            for pair in level.windows(2) {
+                let (a, b) = (&self.tables[&pair[0]].meta, &self.tables[&pair[1]].meta);
+                assert!(
+                    a.max_key < b.min_key,
+                    "tables of a level are disjoint and sorted"
+                );
+            }
+        }
+    }
+
+    // ---- reads ----
+
+    /// The newest value of `key` (None: absent or deleted).
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.get_at(key, self.sequence)
+    }
+
+    /// The value of `key` as of `snapshot`.
+    pub fn get_at(&mut self, key: &[u8], snapshot: u64) -> Result<Option<Vec<u8>>, Error> {
+        Ok(match self.find(key, snapshot)? {
+            Found::Version { value, .. } => value,
+            Found::Absent => None,
+        })
+    }
+
+    /// The newest version of `key` at `snapshot`, searching layer by layer (newer data above).
+    fn find(&mut self, key: &[u8], snapshot: u64) -> Result<Found, Error> {
+        if let found @ Found::Version { .. } = self.memtable.get(key, snapshot) {
+            return Ok(found);
+        }
+        if let Some(frozen) = &self.frozen {
+            if let found @ Found::Version { .. } = frozen.get(key, snapshot) {
+                return Ok(found);
+            }
+        }
+        let hash = bloom::hash(key);
+        for i in 0..self.levels[0].len() {
+            let id = self.levels[0][i];
+            if self.tables[&id].meta.contains(key) {
+                if let found @ Found::Version { .. } = self.table_get(id, key, snapshot, hash)? {
+                    return Ok(found);
+                }
+            }
+        }
+        for level in 1..self.levels.len() {
+            let tables = &self.tables;
+            let ids = &self.levels[level];
+            let i = ids.partition_point(|id| tables[id].meta.max_key.as_slice() < key);
+            let Some(&id) = ids.get(i) else { continue };
+            if self.tables[&id].meta.contains(key) {
+                if let found @ Found::Version { .. } = self.table_get(id, key, snapshot, hash)? {
+                    return Ok(found);
+                }
+            }
+        }
+        Ok(Found::Absent)
+    }
+
+    fn loaded(&mut self, id: u64) -> Result<&Loaded, Error> {
+        let table = self.tables.get_mut(&id).expect("table exists");
+        if table.loaded.is_none() {
+            table.loaded = Some(Loaded::load(
+                &mut self.store,
+                &table.meta,
+                &mut self.scratch,
+            )?);
+        }
+        Ok(table.loaded.as_ref().unwrap())
+    }
+
+    fn table_get(&mut self, id: u64, key: &[u8], snapshot: u64, hash: u64) -> Result<Found, Error> {
+        let loaded = self.loaded(id)?;
+        if !loaded.filter.may_contain_hash(hash) {
+            return Ok(Found::Absent);
+        }
+        let mut i = loaded.block_for(key);
+        let blocks = loaded.index.len();
+        while i < blocks {
+            let block = self.tables[&id].loaded.as_ref().unwrap().index[i].block;
+            let payload = self.read_data(block, true)?;
+            let decoded = Block::decode(payload).map_err(|_| corrupt(block))?;
+            for entry in decoded.seek(key) {
+                let entry = entry.map_err(|_| corrupt(block))?;
+                if entry.key != key {
+                    return Ok(Found::Absent);
+                }
+                if entry.sequence <= snapshot {
+                    return Ok(Found::Version {
+                        sequence: entry.sequence,
+                        value: (entry.kind == Kind::Value).then(|| entry.value.to_vec()),
+                    });
+                }
+            }
+            i += 1; // the key's versions continue in the next block
+        }
+        Ok(Found::Absent)
+    }
+
+    /// A data block's payload, through the cache when `cached`.
+    fn read_data(&mut self, block: BlockRef, cached: bool) -> Result<&[u8], Error> {
+        if cached {
+            if let Some(slot) = self.cache.lookup(block) {
+                return Ok(self.cache.get(slot));
+            }
+        }
+        let len = grid::read_verified(&mut self.store, BlockKind::Data, block, &mut self.scratch)?;
+        self.stats.block_reads += 1;
+        let payload = &self.scratch[grid::HEADER_SIZE..grid::HEADER_SIZE + len];
+        if cached {
+            if let Some(slot) = self.cache.insert(block, payload) {
+                return Ok(self.cache.get(slot));
+            }
+        }
+        Ok(&self.scratch[grid::HEADER_SIZE..grid::HEADER_SIZE + len])
+    }
+
+    /// Up to `limit` live key-value pairs with keys in `[start, end)` as of `snapshot`, in key
+    /// order (`reverse`: descending).
+    pub fn scan(
+        &mut self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        snapshot: u64,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<KeyValue>, Error> {
+        if end.is_some_and(|e| e <= start) {
+            return Ok(Vec::new());
+        }
+        let mut cursors = self.scan_cursors(start, end, reverse);
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(versions) = self.next_versions(&mut cursors, reverse)? else {
+                break;
+            };
+            let visible = versions
+                .into_iter()
+                .filter(|v| v.sequence <= snapshot)
+                .max_by_key(|v| v.sequence);
+            if let Some(Entry {
+                key,
+                value: Some(value),
+                ..
+            }) = visible
+            {
+                out.push((key, value));
+            }
+        }
+        Ok(out)
+    }
+
+    fn scan_cursors(&self, start: &[u8], end: Option<&[u8]>, reverse: bool) -> Vec<Cursor> {
+        let mut cursors = vec![Cursor::new(
+            Source::Memtable { after: None },
+            start,
+            end,
+            reverse,
+        )];
+        if let Some(frozen) = &self.frozen {
+            let low = frozen.seek(start, u64::MAX);
+            let high = end.map_or(frozen.entries.len(), |e| frozen.seek(e, u64::MAX));
+            let (next, limit) = if reverse { (high, low) } else { (low, high) };
+            cursors.push(Cursor::new(
+                Source::Frozen { next, limit },
+                start,
+                end,
+                reverse,
+            ));
+        }
+        let overlapping = |id: &&u64| {
+            let meta = &self.tables[*id].meta;
+            meta.max_key.as_slice() >= start && end.is_none_or(|e| meta.min_key.as_slice() < e)
+        };
+        for id in self.levels[0].iter().filter(overlapping) {
+            cursors.push(Self::run_cursor(vec![*id], start, end, reverse));
+        }
+        for level in &self.levels[1..] {
+            let mut ids: Vec<u64> = level.iter().filter(overlapping).copied().collect();
+            if ids.is_empty() {
+                continue;
+            }
+            if reverse {
+                ids.reverse();
+            }
+            cursors.push(Self::run_cursor(ids, start, end, reverse));
+        }
+        cursors
+    }
+
+    fn run_cursor(ids: Vec<u64>, start: &[u8], end: Option<&[u8]>, reverse: bool) -> Cursor {
+        let source = Source::Tables {
+            ids,
+            table: 0,
+            block: None,
+        };
+        Cursor::new(source, start, end, reverse)
+    }
+
+    /// Takes every version of the next key (the smallest, or largest when `reverse`) from all
+    /// cursors, newest first; None when all are exhausted.
+    fn next_versions(
+        &mut self,
+        cursors: &mut [Cursor],
+        reverse: bool,
+    ) -> Result<Option<Vec<Entry>>, Error> {
+        for c in cursors.iter_mut() {
+            while c.needs_refill() {
+                self.refill(c)?;
+            }
+        }
+        let heads = cursors.iter().filter_map(|c| c.head().map(|e| &e.key));
+        let key = if reverse { heads.max() } else { heads.min() };
+        let Some(key) = key.cloned() else {
+            return Ok(None);
+        };
+        let mut versions = Vec::new();
+        for c in cursors.iter_mut() {
+            loop {
+                while c.needs_refill() {
+                    self.refill(c)?;
+                }
+                match c.head() {
+                    Some(e) if e.key == key => versions.push(c.pop()),
+                    _ => break,
+                }
+            }
+        }
+        versions.sort_by_key(|v| std::cmp::Reverse(v.sequence));
+        Ok(Some(versions))
+    }
+
+    /// Loads the next chunk of entries into `cursor` (or marks it done).
+    fn refill(&mut self, cursor: &mut Cursor) -> Result<(), Error> {
+        let mut entries = Vec::new();
+        let reverse = cursor.reverse;
+        match &mut cursor.source {
+            Source::Memtable { after } => {
+                self.memtable.chunk(
+                    after.as_ref(),
+                    &cursor.start,
+                    cursor.end.as_deref(),
+                    reverse,
+                    cursor::MEMORY_CHUNK,
+                    &mut entries,
+                );
+                match entries.last() {
+                    Some(last) => {
+                        *after = Some((last.key.clone(), std::cmp::Reverse(last.sequence)))
+                    }
+                    None => cursor.done = true,
+                }
+            }
+            Source::Frozen { next, limit } => {
+                let frozen = self.frozen.as_ref().expect("a frozen cursor's memtable");
+                let (from, to) = if reverse {
+                    let from = next.saturating_sub(cursor::MEMORY_CHUNK).max(*limit);
+                    (from, *next)
+                } else {
+                    (*next, (*next + cursor::MEMORY_CHUNK).min(*limit))
+                };
+                entries.extend_from_slice(&frozen.entries[from..to]);
+                if reverse {
+                    entries.reverse();
+                    *next = from;
+                } else {
+                    *next = to;
+                }
+                cursor.done = from == to;
+            }
+            Source::Tables { ids, table, block } => {
+                if *table == ids.len() {
+                    cursor.done = true;
+                } else {
+                    let loaded = self.loaded(ids[*table])?;
+                    let blocks = loaded.index.len();
+                    // Positioning in a table: at the range's near edge (the first table) or at
+                    // the table's first (last, backward) block (the tables after it).
+                    let i = block.unwrap_or_else(|| match (&cursor.end, reverse) {
+                        (Some(end), true) => loaded.block_for(end).min(blocks - 1),
+                        (None, true) => blocks - 1,
+                        (_, false) => loaded.block_for(&cursor.start),
+                    });
+                    let mut past_range = false;
+                    if i < blocks {
+                        let reference = loaded.index[i].block;
+                        let payload = self.read_data(reference, cursor.cached)?;
+                        decode_entries(payload, reference, &mut entries)?;
+                        past_range = match (reverse, entries.first(), entries.last()) {
+                            (false, _, Some(last)) => cursor
+                                .end
+                                .as_deref()
+                                .is_some_and(|e| last.key.as_slice() >= e),
+                            (true, Some(first), _) => first.key < cursor.start,
+                            _ => false,
+                        };
+                        entries.retain(|e| cursor_in_range(&cursor.start, &cursor.end, &e.key));
+                        if reverse {
+                            entries.reverse();
+                        }
+                    }
+                    let table_done = i >= blocks || if reverse { i == 0 } else { i + 1 == blocks };
+                    if past_range {
+                        *table = ids.len();
+                    } else if table_done {
+                        *table += 1;
+                        *block = None;
+                    } else {
+                        *block = Some(if reverse { i - 1 } else { i + 1 });
+                    }
+                }
+            }
+        }
+        cursor.load(entries);
+        Ok(())
+    }
+
+    // ---- snapshots and transactions ----
+
+    /// Pins the current state for reads; versions it can see survive compaction until released.
+    pub fn snapshot(&mut self) -> Snapshot {
+        *self.snapshots.entry(self.sequence).or_default() += 1;
+        Snapshot {
+            sequence: self.sequence,
+        }
+    }
+
+    pub fn release(&mut self, snapshot: Snapshot) {
+        let count = self
+            .snapshots
+            .get_mut(&snapshot.sequence)
+            .expect("a live snapshot");
+        *count -= 1;
+        if *count == 0 {
+            self.snapshots.remove(&snapshot.sequence);
+        }
+    }
+
+    pub fn live_snapshots(&self) -> usize {
+        self.snapshots.values().sum()
+    }
+
+    pub fn begin(&mut self) -> Transaction {
+        Transaction {
+            snapshot: self.snapshot(),
+            writes: BTreeMap::new(),
+        }
+    }
+
+    /// A read inside `txn`: its own writes first, then its snapshot.
+    pub fn txn_get(&mut self, txn: &Transaction, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        match txn.writes.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => self.get_at(key, txn.snapshot.sequence),
+        }
+    }
+
+    /// First committer wins: a key `txn` writes that has a version newer than its snapshot.
+    pub fn validate(&mut self, txn: &Transaction) -> Result<(), Error> {
+        for key in txn.writes.keys() {
+            if let Found::Version { sequence, .. } = self.find(key, u64::MAX)? {
+                if sequence > txn.snapshot.sequence {
+                    return Err(Error::Conflict { key: key.clone() });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates and applies `txn` at `sequence` (the caller logs the writes first, or after a
+    /// successful `validate` with nothing applied in between); releases its snapshot either way.
+    pub fn commit(&mut self, txn: Transaction, sequence: u64) -> Result<(), Error> {
+        let result = self.validate(&txn).and_then(|()| {
+            let writes: Vec<Write> = txn.writes().collect();
+            self.apply(sequence, &writes)
+        });
+        self.release(txn.snapshot);
+        result
+    }
+
+    pub fn abort(&mut self, txn: Transaction) {
+        self.release(txn.snapshot);
+    }
+
+    // ---- checkpoints ----
+
+    /// Makes everything applied durable in the grid: flushes the memtable, writes the manifest
+    /// and free set, syncs. The caller then records the returned checkpoint (its superblock) and
+    /// calls [`Engine::checkpoint_durable`].
+    pub fn checkpoint(&mut self) -> Result<Checkpoint, Error> {
+        self.finish_flush()?;
+        self.rotate_memtable()?;
+        self.finish_flush()?;
+        let unreferenced = self
+            .compaction
+            .as_ref()
+            .map_or(Vec::new(), |j| j.unreferenced());
+        for address in std::mem::take(&mut self.manifest_blocks) {
+            self.free.release(address);
+        }
+        let mut body = self.encode_tables();
+        // The manifest's own blocks must be acquired in the free set it records.
+        let payload = grid::payload_size(self.store.block_size()) - BlockRef::ENCODED_SIZE;
+        let mut addresses = Vec::new();
+        while addresses.len() * payload < body.len() + self.free.encoded_size() {
+            addresses.push(self.free.acquire(&mut self.store)?);
+        }
+        self.free.encode_for_checkpoint(&unreferenced, &mut body);
+        let mut next = BlockRef {
+            address: NO_NEXT,
+            checksum: 0,
+        };
+        self.scratch.resize(self.store.block_size(), 0);
+        let mut chunk = Vec::with_capacity(payload + BlockRef::ENCODED_SIZE);
+        for (i, &address) in addresses.iter().enumerate().rev() {
+            chunk.clear();
+            next.encode(&mut chunk);
+            let from = (i * payload).min(body.len());
+            chunk.extend_from_slice(&body[from..(from + payload).min(body.len())]);
+            next = grid::seal(&mut self.scratch, BlockKind::Manifest, address, &chunk);
+            self.store
+                .write_block(address, &self.scratch)
+                .map_err(GridError::Write)?;
+        }
+        self.store.sync().map_err(GridError::Write)?;
+        self.free.checkpoint_written();
+        self.manifest_blocks = addresses;
+        Ok(Checkpoint {
+            manifest: next,
+            sequence: self.sequence,
+        })
+    }
+
+    /// The checkpoint is recorded durably: blocks only older checkpoints referenced are free.
+    pub fn checkpoint_durable(&mut self) {
+        self.free.checkpoint_durable();
+    }
+
+    fn encode_tables(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&MANIFEST_MAGIC.to_le_bytes());
+        out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.sequence.to_le_bytes());
+        out.extend_from_slice(&self.next_table_id.to_le_bytes());
+        out.push(self.levels.len() as u8);
+        for level in &self.levels {
+            super::varint::encode(level.len() as u64, &mut out);
+            for id in level {
+                self.tables[id].meta.encode(&mut out);
+            }
+        }
+        out
+    }
+
+    fn load_manifest(&mut self, checkpoint: Checkpoint) -> Result<(), Error> {
+        let mut body = Vec::new();
+        let mut next = checkpoint.manifest;
+        let mut addresses = Vec::new();
+        while next.address != NO_NEXT {
+            if addresses.len() as u64 > self.store.block_count() {
+                return Err(Error::Manifest("the manifest's block chain loops"));
+            }
+            let len = grid::read_verified(
+                &mut self.store,
+                BlockKind::Manifest,
+                next,
+                &mut self.scratch,
+            )?;
+            let payload = &self.scratch[grid::HEADER_SIZE..grid::HEADER_SIZE + len];
+            addresses.push(next.address);
+            let link = BlockRef::decode(payload).ok_or(Error::Manifest("short block"))?;
+            body.extend_from_slice(&payload[BlockRef::ENCODED_SIZE..]);
+            next = link;
+        }
+        self.decode_manifest(&body, checkpoint.sequence)?;
+        self.manifest_blocks = addresses;
+        Ok(())
+    }
+
+    fn decode_manifest(&mut self, body: &[u8], sequence: u64) -> Result<(), Error> {
+        let bad = Error::Manifest("malformed");
+        let mut reader = Reader::new(body);
+        let u32_at = |r: &mut Reader| -> Option<u32> {
+            Some(u32::from_le_bytes(r.take(4)?.try_into().ok()?))
+        };
+        if u32_at(&mut reader) != Some(MANIFEST_MAGIC)
+            || u32_at(&mut reader) != Some(MANIFEST_VERSION)
+        {
+            return Err(Error::Manifest("not a manifest of this version"));
+        }
+        let u64_at = |r: &mut Reader| -> Option<u64> {
+            Some(u64::from_le_bytes(r.take(8)?.try_into().ok()?))
+        };
+        let recorded = u64_at(&mut reader).ok_or(bad.clone())?;
+        self.next_table_id = u64_at(&mut reader).ok_or(bad.clone())?;
+        if recorded != sequence {
+            return Err(Error::Manifest("sequence differs from the checkpoint's"));
+        }
+        self.sequence = sequence;
+        let levels = reader.take(1).ok_or(bad.clone())?[0] as usize;
+        if levels != self.options.levels {
+            return Err(Error::Manifest("level count differs from the options"));
+        }
+        for level in 0..levels {
+            let count = reader.varint().ok_or(bad.clone())?;
+            for _ in 0..count {
+                let meta = TableMeta::decode(&mut reader).ok_or(bad.clone())?;
+                let id = meta.id;
+                if id >= self.next_table_id || self.tables.contains_key(&id) {
+                    return Err(bad);
+                }
+                self.tables.insert(id, Table { meta, loaded: None });
+                self.levels[level].push(id);
+            }
+        }
+        let mut free = FreeSet::decode(reader.rest()).ok_or(Error::Manifest("free set"))?;
+        if free.count() > self.store.block_count() {
+            return Err(Error::Manifest("free set larger than the grid"));
+        }
+        free.grow_to(self.store.block_count());
+        self.free = free;
+        self.check_levels();
+        Ok(())
+    }
+}
+
+fn cursor_in_range(start: &[u8], end: &Option<Vec<u8>>, key: &[u8]) -> bool {
+    key >= start && end.as_deref().is_none_or(|e| key < e)
+}
+
+fn corrupt(block: BlockRef) -> Error {
+    Error::Grid(GridError::Corrupt {
+        address: block.address,
+        kind: BlockKind::Data,
+    })
+}
+
+fn decode_entries(payload: &[u8], block: BlockRef, out: &mut Vec<Entry>) -> Result<(), Error> {
+    let decoded = Block::decode(payload).map_err(|_| corrupt(block))?;
+    for entry in decoded.iter() {
+        let entry = entry.map_err(|_| corrupt(block))?;
+        out.push(Entry {
+            key: entry.key,
+            sequence: entry.sequence,
+            value: (entry.kind == Kind::Value).then(|| entry.value.to_vec()),
+        });
+    }
+    Ok(())
+}
