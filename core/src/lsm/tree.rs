@@ -213,6 +213,9 @@ pub struct Stats {
     pub stalls: u64,
     /// Entries compaction and flush processed.
     pub merged: u64,
+    /// Table filters a point read consulted, and those that let the key through.
+    pub filter_probes: u64,
+    pub filter_passes: u64,
 }
 
 struct Table {
@@ -822,11 +825,13 @@ impl<S: BlockStore> Engine<S> {
 
     fn table_get(&mut self, id: u64, key: &[u8], snapshot: u64, hash: u64) -> Result<Found, Error> {
         let loaded = self.loaded(id)?;
-        if !loaded.filter.may_contain_hash(hash) {
+        let pass = loaded.filter.may_contain_hash(hash);
+        let (mut i, blocks) = (loaded.block_for(key), loaded.index.len());
+        self.stats.filter_probes += 1;
+        if !pass {
             return Ok(Found::Absent);
         }
-        let mut i = loaded.block_for(key);
-        let blocks = loaded.index.len();
+        self.stats.filter_passes += 1;
         while i < blocks {
             let block = self.tables[&id].loaded.as_ref().unwrap().index[i].block;
             let payload = self.read_data(block, true)?;
