@@ -60,7 +60,7 @@ fn a_cold_point_read_costs_at_most_two_block_reads() {
     let mut total_present = 0;
     let mut total_missing = 0;
     let probes = 2_000;
-    for n in 0..probes {
+    for _ in 0..probes {
         engine.clear_cache();
         let before = engine.store().counters.reads;
         let passes = engine.stats().filter_passes;
