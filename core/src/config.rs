@@ -39,6 +39,8 @@ pub struct Config {
     pub append_max: u32,
     /// Ticks per second of the clock that drives the replica (timestamps are derived from ticks).
     pub tick_ns: u64,
+    /// The LSM tree that holds the state (its blocks are `grid_block_size` bytes).
+    pub lsm: crate::lsm::Options,
     /// A bug planted on purpose, to prove that the simulator's checkers can fail. Never set it
     /// outside of tests.
     pub planted_bug: Option<PlantedBug>,
@@ -111,6 +113,7 @@ impl Config {
             heartbeat_ticks: 10,
             append_max: 8,
             tick_ns: 10_000_000,
+            lsm: crate::lsm::Options::small(),
             planted_bug: None,
         }
     }
@@ -132,6 +135,10 @@ impl Config {
             heartbeat_ticks: 10,
             append_max: 64,
             tick_ns: 10_000_000,
+            lsm: crate::lsm::Options {
+                cache_blocks: 1024,
+                ..crate::lsm::Options::production()
+            },
             planted_bug: None,
         }
     }
@@ -169,6 +176,10 @@ impl Config {
         let body_max = self.key_size_max as u64 + self.value_size_max as u64 + 8;
         if HEADER_SIZE as u64 + body_max > self.wal_entry_size_max as u64 {
             return fail("wal_entry_size_max must hold a header plus the largest key and value");
+        }
+        let entry_max = crate::lsm::table::max_entry_size(self.grid_block_size as usize);
+        if self.key_size_max as usize + self.value_size_max as usize > entry_max {
+            return fail("a grid block must hold the largest key plus the largest value");
         }
         if self.heartbeat_ticks == 0 || self.election_ticks < 2 * self.heartbeat_ticks {
             return fail("election_ticks must be >= 2 * heartbeat_ticks > 0");

@@ -6,6 +6,8 @@
 
 use crate::config::Config;
 use crate::digest::Digest;
+use crate::lsm::tree::KeyValue;
+use crate::lsm::{self, BlockStore, Engine, Snapshot, Write};
 use crate::wal::header::{EntryHeader, Operation};
 use std::collections::BTreeMap;
 
@@ -39,31 +41,89 @@ impl std::fmt::Display for InvalidRequest {
     }
 }
 
+/// Why the state machine could not go on: its storage failed or held damaged data. The replica
+/// halts with it (it never applies an entry halfway or differently from its peers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateError {
+    /// Checkpoint or transfer bytes that do not decode.
+    Decode(&'static str),
+    /// The grid failed: a damaged block, a read error, a full grid.
+    Storage(String),
+}
+
+impl std::fmt::Display for StateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateError::Decode(why) => write!(f, "state does not decode: {why}"),
+            StateError::Storage(why) => write!(f, "state storage failed: {why}"),
+        }
+    }
+}
+
+impl From<DecodeError> for StateError {
+    fn from(e: DecodeError) -> StateError {
+        StateError::Decode(e.0)
+    }
+}
+
+impl From<lsm::Error> for StateError {
+    fn from(e: lsm::Error) -> StateError {
+        StateError::Storage(e.to_string())
+    }
+}
+
+/// The block storage a state machine keeps its data in (the LSM grid).
+pub type Grid = Box<dyn BlockStore>;
+
 pub trait StateMachine: Sized {
-    /// An empty state.
-    fn new(config: &Config) -> Self;
+    /// An empty state over `grid`.
+    fn new(config: &Config, grid: Grid) -> Self;
     /// Checks a request before it is appended to the log.
     fn validate(&self, operation: Operation, body: &[u8]) -> Result<(), InvalidRequest>;
     /// Whether an operation only reads. Reads still go through the log (that is what makes them
     /// linearizable), but they do not occupy the client's session.
     fn is_read_only(operation: Operation) -> bool;
     /// Evaluates a read-only operation against the current state.
-    fn query(&self, operation: Operation, body: &[u8], reply: &mut Vec<u8>);
+    fn query(
+        &mut self,
+        operation: Operation,
+        body: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), StateError>;
     /// Applies a committed entry, writing the reply into `reply` (at most `reply_max` bytes).
     /// Must be deterministic: a function of the state, the header and the body only.
-    fn apply(&mut self, header: &EntryHeader, body: &[u8], reply: &mut Vec<u8>);
-    /// Appends the whole state to `out`.
-    fn encode_snapshot(&self, out: &mut Vec<u8>);
-    /// Rebuilds a state from [`StateMachine::encode_snapshot`]'s bytes. Never panics.
-    fn decode_snapshot(config: &Config, bytes: &[u8]) -> Result<Self, DecodeError>;
+    fn apply(
+        &mut self,
+        header: &EntryHeader,
+        body: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), StateError>;
+    /// Makes the state durable in the grid and appends the bytes that name it to `out`.
+    fn checkpoint(&mut self, out: &mut Vec<u8>) -> Result<(), StateError>;
+    /// The last checkpoint is recorded (the superblock names it): space only older checkpoints
+    /// used may be reused.
+    fn checkpoint_durable(&mut self);
+    /// Returns to the state named by [`StateMachine::checkpoint`]'s bytes (empty: the empty
+    /// state), as after a restart. Never panics on bad bytes.
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError>;
+    /// The state as of the last checkpoint (or restore), in a form any replica can import.
+    fn export(&mut self, out: &mut Vec<u8>) -> Result<(), StateError>;
+    /// Makes the state equal to an export's. Never panics on bad bytes.
+    fn import(&mut self, bytes: &[u8]) -> Result<(), StateError>;
     /// A digest of the whole state, equal on replicas with equal states.
-    fn digest(&self) -> u64;
+    fn digest(&mut self) -> Result<u64, StateError>;
 }
 
 /// The key-value machine: put, get and delete on byte keys and values.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// The data lives in an LSM tree in the grid: a checkpoint is the tree's manifest, so its cost
+/// follows what changed, not the data's size.
 pub struct KvStateMachine {
-    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    engine: Engine<Grid>,
+    /// Pinned at the last durable checkpoint (or restore), so that `export` can read that state.
+    checkpointed: Option<Snapshot>,
+    /// Pinned at the checkpoint being made durable.
+    pending: Option<Snapshot>,
     key_size_max: usize,
     value_size_max: usize,
 }
@@ -131,23 +191,43 @@ impl KvStateMachine {
         Some((key, &body[2 + len..]))
     }
 
-    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.map.get(key).map(|v| v.as_slice())
+    /// The current value of `key`.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.engine.get(key)?)
     }
 
-    pub fn len(&self) -> usize {
-        self.map.len()
+    /// Applies one write at the engine's next sequence.
+    fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StateError> {
+        let sequence = self.engine.sequence() + 1;
+        self.engine.apply(sequence, &[Write { key, value }])?;
+        Ok(())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+    /// The pending checkpoint's snapshot becomes the exported one.
+    fn promote_pending(&mut self) {
+        if let Some(old) = self.checkpointed.take() {
+            self.engine.release(old);
+        }
+        self.checkpointed = self.pending.take();
+    }
+
+    /// Every live pair at `sequence`.
+    fn all_pairs(&mut self, sequence: u64) -> Result<Vec<KeyValue>, StateError> {
+        Ok(self.engine.scan(&[], None, sequence, usize::MAX, false)?)
     }
 }
 
+/// The bytes naming a checkpoint: a marker, then the LSM checkpoint (or nothing when empty).
+const CHECKPOINT_EMPTY: u8 = 0;
+const CHECKPOINT_LSM: u8 = 1;
+
 impl StateMachine for KvStateMachine {
-    fn new(config: &Config) -> Self {
+    fn new(config: &Config, grid: Grid) -> Self {
+        let engine = Engine::open(grid, config.lsm.clone(), None).expect("an empty engine opens");
         KvStateMachine {
-            map: BTreeMap::new(),
+            engine,
+            checkpointed: None,
+            pending: None,
             key_size_max: config.key_size_max as usize,
             value_size_max: config.value_size_max as usize,
         }
@@ -189,66 +269,122 @@ impl StateMachine for KvStateMachine {
         }
     }
 
-    fn apply(&mut self, header: &EntryHeader, body: &[u8], reply: &mut Vec<u8>) {
+    fn apply(
+        &mut self,
+        header: &EntryHeader,
+        body: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), StateError> {
         reply.clear();
         if header.operation == Operation::NOOP {
-            return;
+            return Ok(());
         }
         let (key, value) = Self::split_body(body).expect("validated before it was logged");
         match header.operation {
             Self::PUT => {
-                self.map.insert(key.to_vec(), value.to_vec());
+                self.write(key, Some(value))?;
                 reply.push(Self::REPLY_OK);
             }
             Self::DELETE => {
-                let existed = self.map.remove(key).is_some();
+                let existed = self.engine.get(key)?.is_some();
+                if existed {
+                    self.write(key, None)?;
+                }
                 reply.push(existed as u8);
             }
-            Self::GET => self.query(header.operation, body, reply),
+            Self::GET => self.query(header.operation, body, reply)?,
             Self::CAS => {
                 let (expected, new) =
                     Self::split_cas(value).expect("validated before it was logged");
-                let swapped = self.map.get(key).map(|v| v.as_slice()) == expected;
+                let swapped = self.engine.get(key)?.as_deref() == expected;
                 if swapped {
-                    self.map.insert(key.to_vec(), new.to_vec());
+                    self.write(key, Some(new))?;
                 }
                 reply.push(swapped as u8);
             }
             other => panic!("unvalidated operation {other:?} in the log"),
         }
+        Ok(())
     }
 
     fn is_read_only(operation: Operation) -> bool {
         operation == Self::GET
     }
 
-    fn query(&self, operation: Operation, body: &[u8], reply: &mut Vec<u8>) {
+    fn query(
+        &mut self,
+        operation: Operation,
+        body: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), StateError> {
         assert_eq!(operation, Self::GET, "only gets are read-only");
         reply.clear();
         let (key, _) = Self::split_body(body).expect("validated");
-        match self.map.get(key) {
+        match self.engine.get(key)? {
             Some(value) => {
                 reply.push(1);
-                reply.extend_from_slice(value);
+                reply.extend_from_slice(&value);
             }
             None => reply.push(0),
         }
+        Ok(())
     }
 
-    fn encode_snapshot(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
-        for (key, value) in &self.map {
+    fn checkpoint(&mut self, out: &mut Vec<u8>) -> Result<(), StateError> {
+        let checkpoint = self.engine.checkpoint()?;
+        out.push(CHECKPOINT_LSM);
+        out.extend_from_slice(&checkpoint.encode());
+        assert!(self.pending.is_none(), "one checkpoint at a time");
+        self.pending = Some(self.engine.snapshot());
+        Ok(())
+    }
+
+    fn checkpoint_durable(&mut self) {
+        self.engine.checkpoint_durable();
+        self.promote_pending();
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        // Reopening forgets every snapshot.
+        self.checkpointed = None;
+        self.pending = None;
+        let checkpoint = match bytes.split_first() {
+            None => None,
+            Some((&CHECKPOINT_EMPTY, [])) => None,
+            Some((&CHECKPOINT_LSM, rest)) if rest.len() == lsm::Checkpoint::ENCODED_SIZE => {
+                Some(lsm::Checkpoint::decode(rest).ok_or(StateError::Decode("checkpoint"))?)
+            }
+            _ => return Err(StateError::Decode("unknown checkpoint form")),
+        };
+        self.engine.reopen(checkpoint)?;
+        self.pending = Some(self.engine.snapshot());
+        self.promote_pending();
+        Ok(())
+    }
+
+    /// Count (u64), then per pair: key length (u16), key, value length (u32), value.
+    fn export(&mut self, out: &mut Vec<u8>) -> Result<(), StateError> {
+        let sequence = match &self.checkpointed {
+            Some(snapshot) => snapshot.sequence,
+            None => self.engine.sequence(),
+        };
+        let pairs = self.all_pairs(sequence)?;
+        out.extend_from_slice(&(pairs.len() as u64).to_le_bytes());
+        for (key, value) in &pairs {
             out.extend_from_slice(&(key.len() as u16).to_le_bytes());
             out.extend_from_slice(key);
             out.extend_from_slice(&(value.len() as u32).to_le_bytes());
             out.extend_from_slice(value);
         }
+        Ok(())
     }
 
-    fn decode_snapshot(config: &Config, bytes: &[u8]) -> Result<Self, DecodeError> {
+    /// Applied as writes on top of the current state (deleting what the export lacks), so that
+    /// the last durable checkpoint's blocks stay intact until the next checkpoint replaces it.
+    fn import(&mut self, bytes: &[u8]) -> Result<(), StateError> {
         let mut reader = Reader(bytes);
         let count = reader.u64().ok_or(DecodeError("truncated count"))?;
-        let mut machine = KvStateMachine::new(config);
+        let mut pairs: BTreeMap<&[u8], &[u8]> = BTreeMap::new();
         for _ in 0..count {
             let key_len = reader.u16().ok_or(DecodeError("truncated key length"))? as usize;
             let key = reader.take(key_len).ok_or(DecodeError("truncated key"))?;
@@ -256,22 +392,38 @@ impl StateMachine for KvStateMachine {
             let value = reader
                 .take(value_len)
                 .ok_or(DecodeError("truncated value"))?;
-            if machine.map.insert(key.to_vec(), value.to_vec()).is_some() {
-                return Err(DecodeError("duplicate key"));
+            if key.is_empty()
+                || key.len() > self.key_size_max
+                || value.len() > self.value_size_max
+                || pairs.insert(key, value).is_some()
+            {
+                return Err(StateError::Decode("bad or duplicate pair"));
             }
         }
         if !reader.0.is_empty() {
-            return Err(DecodeError("trailing bytes"));
+            return Err(StateError::Decode("trailing bytes"));
         }
-        Ok(machine)
+        let current = self.all_pairs(self.engine.sequence())?;
+        let mut writes: Vec<Write> = current
+            .iter()
+            .filter(|(key, _)| !pairs.contains_key(key.as_slice()))
+            .map(|(key, _)| Write { key, value: None })
+            .collect();
+        writes.extend(pairs.iter().map(|(key, value)| Write {
+            key,
+            value: Some(value),
+        }));
+        let sequence = self.engine.sequence() + 1;
+        self.engine.apply(sequence, &writes)?;
+        Ok(())
     }
 
-    fn digest(&self) -> u64 {
+    fn digest(&mut self) -> Result<u64, StateError> {
         let mut digest = Digest::new();
-        for (key, value) in &self.map {
-            digest.field(key).field(value);
+        for (key, value) in self.all_pairs(self.engine.sequence())? {
+            digest.field(&key).field(&value);
         }
-        digest.finish()
+        Ok(digest.finish())
     }
 }
 
@@ -309,50 +461,69 @@ mod tests {
         EntryHeader::new(op, 1, index, 1, 0, 1, index, 0, b"")
     }
 
-    #[test]
-    fn put_get_delete_and_snapshot_round_trip() {
-        let config = Config::test();
-        let mut kv = KvStateMachine::new(&config);
+    fn machine(config: &Config) -> KvStateMachine {
+        KvStateMachine::new(config, Box::new(lsm::MemoryStore::new(4096, 16, 1 << 16)))
+    }
+
+    fn apply(kv: &mut KvStateMachine, op: Operation, index: u64, body: &[u8]) -> Vec<u8> {
         let mut reply = Vec::new();
-        kv.apply(
-            &header(KvStateMachine::PUT, 1),
-            &KvStateMachine::put_body(b"a", b"1"),
-            &mut reply,
+        kv.apply(&header(op, index), body, &mut reply).unwrap();
+        reply
+    }
+
+    #[test]
+    fn put_get_delete_cas_checkpoint_restore_export_import() {
+        let config = Config::test();
+        let mut kv = machine(&config);
+        let put = |k: &[u8], v: &[u8]| KvStateMachine::put_body(k, v);
+        assert_eq!(
+            apply(&mut kv, KvStateMachine::PUT, 1, &put(b"a", b"1")),
+            [1]
         );
-        assert_eq!(reply, [KvStateMachine::REPLY_OK]);
-        kv.apply(
-            &header(KvStateMachine::PUT, 2),
-            &KvStateMachine::put_body(b"b", b"2"),
-            &mut reply,
+        apply(&mut kv, KvStateMachine::PUT, 2, &put(b"b", b"2"));
+        assert_eq!(kv.get(b"a").unwrap(), Some(b"1".to_vec()));
+        let del = KvStateMachine::delete_body(b"a");
+        assert_eq!(apply(&mut kv, KvStateMachine::DELETE, 3, &del), [1]);
+        assert_eq!(apply(&mut kv, KvStateMachine::DELETE, 4, &del), [0]);
+        assert_eq!(kv.get(b"a").unwrap(), None);
+        let cas = KvStateMachine::cas_body(b"b", Some(b"2"), b"3");
+        assert_eq!(apply(&mut kv, KvStateMachine::CAS, 5, &cas), [1]);
+        assert_eq!(apply(&mut kv, KvStateMachine::CAS, 6, &cas), [0]);
+
+        let mut named = Vec::new();
+        kv.checkpoint(&mut named).unwrap();
+        kv.checkpoint_durable();
+        let digest = kv.digest().unwrap();
+        let mut export = Vec::new();
+        kv.export(&mut export).unwrap();
+        // Writes after the checkpoint: a restore forgets them, the export never saw them.
+        apply(&mut kv, KvStateMachine::PUT, 7, &put(b"c", b"4"));
+        let mut later = Vec::new();
+        kv.export(&mut later).unwrap();
+        assert_eq!(later, export, "export reads the checkpoint's state");
+        kv.restore(&named).unwrap();
+        assert_eq!(kv.digest().unwrap(), digest);
+        assert_eq!(kv.get(b"c").unwrap(), None);
+
+        let mut other = machine(&config);
+        apply(
+            &mut other,
+            KvStateMachine::PUT,
+            1,
+            &put(b"z", b"gone after import"),
         );
-        assert_eq!(kv.get(b"a"), Some(&b"1"[..]));
-        kv.apply(
-            &header(KvStateMachine::DELETE, 3),
-            &KvStateMachine::delete_body(b"a"),
-            &mut reply,
-        );
-        assert_eq!(reply, [1]);
-        kv.apply(
-            &header(KvStateMachine::DELETE, 4),
-            &KvStateMachine::delete_body(b"a"),
-            &mut reply,
-        );
-        assert_eq!(reply, [0]);
-        assert_eq!(kv.get(b"a"), None);
-        let mut snapshot = Vec::new();
-        kv.encode_snapshot(&mut snapshot);
-        let back = KvStateMachine::decode_snapshot(&config, &snapshot).unwrap();
-        assert_eq!(back.digest(), kv.digest());
-        assert_eq!(back.get(b"b"), Some(&b"2"[..]));
-        for cut in 0..snapshot.len() {
-            assert!(KvStateMachine::decode_snapshot(&config, &snapshot[..cut]).is_err());
+        other.import(&export).unwrap();
+        assert_eq!(other.digest().unwrap(), digest);
+        for cut in 0..export.len() {
+            assert!(other.import(&export[..cut]).is_err(), "cut at {cut}");
         }
+        assert!(kv.restore(&named[..named.len() - 1]).is_err());
     }
 
     #[test]
     fn validation_names_the_problem() {
         let config = Config::test();
-        let kv = KvStateMachine::new(&config);
+        let kv = machine(&config);
         let long_key = vec![b'k'; config.key_size_max as usize + 1];
         let long_value = vec![b'v'; config.value_size_max as usize + 1];
         assert!(matches!(

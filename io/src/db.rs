@@ -152,6 +152,21 @@ pub struct FileGrid {
     pub writes: u64,
 }
 
+impl FileGrid {
+    /// The blocks of `file` from byte `start` on (as many as the file holds now).
+    pub fn new(file: File, start: u64, block_size: usize) -> io::Result<FileGrid> {
+        let length = file.metadata()?.len();
+        Ok(FileGrid {
+            file,
+            start,
+            block_size,
+            blocks: length.saturating_sub(start) / block_size as u64,
+            reads: 0,
+            writes: 0,
+        })
+    }
+}
+
 impl BlockStore for FileGrid {
     fn block_size(&self) -> usize {
         self.block_size
@@ -346,15 +361,7 @@ impl Db {
         options.block_size = superblock.block_size as usize;
         options.wal_bytes = superblock.wal_bytes;
         let grid_start = 2 * SUPERBLOCK_SIZE + superblock.wal_bytes;
-        let length = file.metadata()?.len();
-        let grid = FileGrid {
-            file: file.try_clone()?,
-            start: grid_start,
-            block_size: options.block_size,
-            blocks: length.saturating_sub(grid_start) / options.block_size as u64,
-            reads: 0,
-            writes: 0,
-        };
+        let grid = FileGrid::new(file.try_clone()?, grid_start, options.block_size)?;
         let engine = Engine::open(grid, options.engine_options(), superblock.checkpoint)?;
         let mut db = Db {
             path: path.to_path_buf(),

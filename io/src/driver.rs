@@ -21,6 +21,7 @@ use ziggy_core::{
     Config, Error, Event, KvStateMachine, Layout, Replica, Reply, RequestError, Status,
 };
 
+use crate::db::FileGrid;
 use crate::file_storage::{lock_data_file, FileStorage, StorageStats};
 
 /// Why the driver could not open a data file or carry out a request.
@@ -93,7 +94,7 @@ impl Driver {
     ///
     /// The file is locked (`flock`), so that two processes never drive the same data file.
     pub fn open(path: &Path, config: &Config) -> Result<Driver, DriverError> {
-        let replica = Replica::new(config.clone(), seed()).map_err(DriverError::Config)?;
+        config.validate().map_err(DriverError::Config)?;
         let io_error = |error| DriverError::Io {
             path: path.to_path_buf(),
             error,
@@ -104,7 +105,15 @@ impl Driver {
             .open(path)
             .map_err(io_error)?;
         lock_data_file(&file).map_err(io_error)?;
-        check_length(path, &file, config, replica.layout())?;
+        let layout = Layout::new(config);
+        check_length(path, &file, config, &layout)?;
+        // The LSM grid lives after the fixed zones and grows at the end of the file.
+        let block_size = config.grid_block_size as u64;
+        let grid_start = layout.total_size().next_multiple_of(block_size);
+        let clone = file.try_clone().map_err(io_error)?;
+        let grid = FileGrid::new(clone, grid_start, block_size as usize).map_err(io_error)?;
+        let replica =
+            Replica::new(config.clone(), seed(), Box::new(grid)).map_err(DriverError::Config)?;
         let storage =
             FileStorage::from_file(file, replica.layout().sector_size).map_err(io_error)?;
         let mut driver = Driver {
@@ -266,7 +275,9 @@ impl Driver {
     /// The value of `key` in the applied state (linearizable: only durable entries are applied).
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, DriverError> {
         let (state, _) = self.replica.state().map_err(DriverError::Request)?;
-        Ok(state.get(key).map(<[u8]>::to_vec))
+        state
+            .get(key)
+            .map_err(|e| DriverError::Halted(ziggy_core::Error::State(e)))
     }
 
     /// Submits one request and steps until its reply arrives. A `Busy` refusal (the ring is full

@@ -17,14 +17,12 @@ use crate::linearizability::{self, Budget, Input, Output};
 use crate::model::{Model, Op, Violation};
 use crate::network::{NetworkOptions, SimNetwork};
 use crate::prng::{Ppm, Prng};
-use crate::storage::{FaultAtlas, SimStorage, StorageFaults};
+use crate::storage::{FaultAtlas, SimGrid, SimStorage, StorageFaults};
 use ziggy_core::digest::Digest;
 use ziggy_core::message::{Command, Header, ReplyStatus, CLIENT};
 use ziggy_core::replica::Role;
 use ziggy_core::storage_contract::Completion;
-use ziggy_core::{
-    Config, Error, Event, KvStateMachine, Layout, PlantedBug, Replica, StateMachine, Status, Zone,
-};
+use ziggy_core::{Config, Error, Event, KvStateMachine, Layout, PlantedBug, Replica, Status, Zone};
 
 /// Everything a run does, drawn from its seed (swarm testing: each seed its own mix).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -291,6 +289,8 @@ struct Client {
 
 struct Node {
     storage: SimStorage,
+    /// The LSM grid of the replica's state (kept across crashes, like the data file).
+    grid: SimGrid,
     replica: Replica<KvStateMachine>,
     up: bool,
     halted: Option<Error>,
@@ -347,10 +347,12 @@ impl Simulation {
                 {
                     storage.write_durable(offset, &bytes);
                 }
-                let replica =
-                    Replica::new(config.clone(), prng.next_u64()).expect("test config is valid");
+                let grid = SimGrid::new(config.grid_block_size as usize);
+                let replica = Replica::new(config.clone(), prng.next_u64(), grid.handle())
+                    .expect("test config is valid");
                 Node {
                     storage,
+                    grid,
                     replica,
                     up: true,
                     halted: None,
@@ -626,8 +628,9 @@ impl Simulation {
             if self.nodes[r].halted.is_some() {
                 continue;
             }
-            let (state, applied) = self.nodes[r].replica.state().expect("ready");
-            let digest = state.digest();
+            let Ok((digest, applied)) = self.nodes[r].replica.state_digest() else {
+                continue; // halted on a storage failure; reported through its event
+            };
             self.model.state_matches(r as u8, applied, digest)?;
         }
         Ok(())
@@ -839,6 +842,7 @@ impl Simulation {
             storage.write_durable(offset, &bytes);
         }
         self.nodes[r].storage = storage;
+        self.nodes[r].grid = SimGrid::new(self.config.grid_block_size as usize);
         self.nodes[r].replaced = true;
         self.nodes[r].incarnation = incarnation;
         if !self.nodes[r].up {
@@ -852,6 +856,7 @@ impl Simulation {
         let node = &mut self.nodes[r];
         tracing::debug!(tick = self.tick, replica = r, status = ?node.replica.status(), pending = node.storage.pending(), "crash");
         node.storage.crash();
+        node.grid.crash(self.prng.next_u64());
         node.up = false;
         self.network.forget(r as u8);
         // A single replica restarts at once; a cluster member may stay down a while.
@@ -864,7 +869,8 @@ impl Simulation {
         let seed = self.prng.next_u64();
         let node = &mut self.nodes[r];
         tracing::debug!(tick = self.tick, replica = r, "restart");
-        node.replica = Replica::new(self.config.clone(), seed).expect("valid config");
+        node.replica =
+            Replica::new(self.config.clone(), seed, node.grid.handle()).expect("valid config");
         node.up = true;
         node.replica.open(&mut node.storage);
     }
@@ -983,8 +989,10 @@ impl Simulation {
                     faulty,
                     "opened"
                 );
-                let (state, applied) = self.nodes[r].replica.state().expect("opened means ready");
-                let digest = state.digest();
+                let (digest, applied) = self.nodes[r]
+                    .replica
+                    .state_digest()
+                    .expect("opened means ready");
                 self.model.opened(replica, applied, digest)?;
             }
             Event::Installed { index } => {
@@ -994,8 +1002,7 @@ impl Simulation {
                     index,
                     "installed checkpoint from the leader"
                 );
-                let (state, applied) = self.nodes[r].replica.state().expect("ready");
-                let digest = state.digest();
+                let (digest, applied) = self.nodes[r].replica.state_digest().expect("ready");
                 self.model.opened(replica, applied, digest)?;
             }
             Event::Checkpointed { index, sequence } => {

@@ -431,3 +431,56 @@ mod tests {
         assert!(s.damaged_within(offset, 512));
     }
 }
+
+/// A replica's LSM grid in the simulator: the node keeps it across crashes, each replica
+/// instance holds a handle. Writes are durable at the engine's `sync`; a crash loses or tears
+/// (per 512-byte sector) the ones since.
+#[derive(Clone)]
+pub struct SimGrid(std::rc::Rc<std::cell::RefCell<ziggy_core::lsm::MemoryStore>>);
+
+impl SimGrid {
+    pub fn new(block_size: usize) -> SimGrid {
+        let store = ziggy_core::lsm::MemoryStore::new(block_size, 64, 1 << 16);
+        SimGrid(std::rc::Rc::new(std::cell::RefCell::new(store)))
+    }
+
+    /// A handle for a new replica instance.
+    pub fn handle(&self) -> ziggy_core::state_machine::Grid {
+        Box::new(self.clone())
+    }
+
+    /// Power loss: unsynced writes are lost or torn, as `seed` decides.
+    pub fn crash(&self, seed: u64) {
+        self.0.borrow_mut().crash(seed);
+    }
+
+    pub fn counters(&self) -> ziggy_core::lsm::grid::IoCounters {
+        self.0.borrow().counters
+    }
+}
+
+impl ziggy_core::lsm::BlockStore for SimGrid {
+    fn block_size(&self) -> usize {
+        self.0.borrow().block_size()
+    }
+
+    fn block_count(&self) -> u64 {
+        self.0.borrow().block_count()
+    }
+
+    fn grow(&mut self, count: u64) -> Result<(), ziggy_core::lsm::GridError> {
+        self.0.borrow_mut().grow(count)
+    }
+
+    fn read_block(&mut self, address: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        self.0.borrow_mut().read_block(address, buf)
+    }
+
+    fn write_block(&mut self, address: u64, data: &[u8]) -> Result<(), ziggy_core::WriteError> {
+        self.0.borrow_mut().write_block(address, data)
+    }
+
+    fn sync(&mut self) -> Result<(), ziggy_core::WriteError> {
+        self.0.borrow_mut().sync()
+    }
+}

@@ -103,6 +103,27 @@ pub trait BlockStore {
     fn sync(&mut self) -> Result<(), WriteError>;
 }
 
+impl<T: BlockStore + ?Sized> BlockStore for Box<T> {
+    fn block_size(&self) -> usize {
+        (**self).block_size()
+    }
+    fn block_count(&self) -> u64 {
+        (**self).block_count()
+    }
+    fn grow(&mut self, count: u64) -> Result<(), GridError> {
+        (**self).grow(count)
+    }
+    fn read_block(&mut self, address: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        (**self).read_block(address, buf)
+    }
+    fn write_block(&mut self, address: u64, data: &[u8]) -> Result<(), WriteError> {
+        (**self).write_block(address, data)
+    }
+    fn sync(&mut self) -> Result<(), WriteError> {
+        (**self).sync()
+    }
+}
+
 /// The payload one block holds.
 pub fn payload_size(block_size: usize) -> usize {
     block_size - HEADER_SIZE

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// Tuning, fixed when the engine opens.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     /// A memtable holding this many bytes is frozen and flushed.
     pub memtable_bytes: usize,
@@ -329,6 +329,29 @@ impl<S: BlockStore> Engine<S> {
             engine.load_manifest(checkpoint)?;
         }
         Ok(engine)
+    }
+
+    /// Returns to the state `checkpoint` names (empty for None), keeping the store: everything
+    /// since is forgotten, as after a restart. Snapshots taken before are invalid.
+    pub fn reopen(&mut self, checkpoint: Option<Checkpoint>) -> Result<(), Error> {
+        let levels = self.options.levels;
+        self.free = FreeSet::new(self.store.block_count());
+        self.sequence = 0;
+        self.next_table_id = 1;
+        self.memtable = Memtable::default();
+        self.frozen = None;
+        self.levels = vec![Vec::new(); levels];
+        self.tables.clear();
+        self.flush = None;
+        self.compaction = None;
+        self.pointers = vec![Vec::new(); levels];
+        self.snapshots.clear();
+        self.cache.clear();
+        self.manifest_blocks.clear();
+        if let Some(checkpoint) = checkpoint {
+            self.load_manifest(checkpoint)?;
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &S {

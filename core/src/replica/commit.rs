@@ -25,7 +25,7 @@ use crate::checksum::{checksum, Checksum};
 use crate::io::{IoId, IoKind, Storage};
 use crate::message::{Command, Header};
 use crate::sessions::Sessions;
-use crate::state_machine::{Reader, StateMachine};
+use crate::state_machine::{Reader, StateError, StateMachine};
 use crate::superblock::{Superblock, NO_VOTE};
 use crate::wal::batch;
 use crate::wal::header::{EntryHeader, Operation};
@@ -87,7 +87,7 @@ impl<S: StateMachine> Replica<S> {
         }
         // The body is copied into a buffer sized at start, so applying does not allocate.
         let mut body = std::mem::take(&mut self.apply_scratch);
-        while self.applied < limit {
+        while self.applied < limit && self.status != Status::Halted {
             let index = self.applied + 1;
             let (header, bytes) = self
                 .journal
@@ -117,6 +117,9 @@ impl<S: StateMachine> Replica<S> {
         );
         let count = batch::records(body).count() as u32;
         for (position, record) in batch::records(body).enumerate() {
+            if self.status == Status::Halted {
+                return; // the state machine's storage failed
+            }
             let request = EntryHeader {
                 operation: record.operation,
                 client: record.client,
@@ -157,7 +160,10 @@ impl<S: StateMachine> Replica<S> {
             out.extend_from_slice(&session.reply);
             session.index
         } else {
-            self.state.apply(header, body, &mut out);
+            if let Err(e) = self.state.apply(header, body, &mut out) {
+                self.reply_scratch = out;
+                return self.halt(Error::State(e));
+            }
             if !read_only {
                 self.sessions
                     .record(header.client, header.request, header.index, &out);
@@ -217,7 +223,9 @@ impl<S: StateMachine> Replica<S> {
         }
         let mut blob = Vec::new();
         self.sessions.encode(&mut blob);
-        self.state.encode_snapshot(&mut blob);
+        if let Err(e) = self.state.checkpoint(&mut blob) {
+            return self.halt(Error::State(e));
+        }
         let mut replies = std::mem::take(&mut self.pending_replies);
         self.sessions
             .encode_replies(self.layout.reply_slot_size as usize, &mut replies);
@@ -419,6 +427,7 @@ impl<S: StateMachine> Replica<S> {
             .take()
             .expect("a checkpoint was being written");
         let sb = self.superblock;
+        self.state.checkpoint_durable();
         self.journal.set_checkpoint(
             sb.checkpoint_index,
             sb.checkpoint_checksum,
@@ -453,9 +462,14 @@ impl<S: StateMachine> Replica<S> {
     pub(crate) fn send_state(&mut self, peer: u8) {
         let sb = self.superblock;
         if self.transfer_payload.is_none() {
-            // Payload: blob length (u64), blob, then the checkpoint's client replies.
-            let mut payload = (self.checkpoint_blob.len() as u64).to_le_bytes().to_vec();
-            payload.extend_from_slice(&self.checkpoint_blob);
+            // Payload: blob length (u64), the blob in portable form (client table, then the
+            // state as of the checkpoint), then the checkpoint's client replies.
+            let blob = match self.portable_blob() {
+                Ok(blob) => blob,
+                Err(e) => return self.halt(Error::State(e)),
+            };
+            let mut payload = (blob.len() as u64).to_le_bytes().to_vec();
+            payload.extend_from_slice(&blob);
             payload.extend_from_slice(&self.checkpoint_replies);
             self.transfer_payload = Some(payload);
         }
@@ -481,8 +495,24 @@ impl<S: StateMachine> Replica<S> {
         self.stats.state_transfers += 1;
     }
 
+    /// The last checkpoint's client table followed by the state's export (a local checkpoint
+    /// blob names blocks only this replica's grid holds).
+    fn portable_blob(&mut self) -> Result<Vec<u8>, StateError> {
+        let clients_max = self.config.clients_max as usize;
+        let (_, rest) = Sessions::decode(clients_max, self.reply_max(), &self.checkpoint_blob)
+            .ok_or(StateError::Decode("checkpoint client table"))?;
+        let table = self.checkpoint_blob.len() - rest.len();
+        let mut blob = self.checkpoint_blob[..table].to_vec();
+        self.state.export(&mut blob)?;
+        Ok(blob)
+    }
+
     pub(crate) fn on_state_request(&mut self, header: &crate::message::Header) {
-        if self.raft.role == Role::Leader && header.a < self.superblock.checkpoint_index {
+        let checkpointed = !self.checkpoint_blob.is_empty();
+        if self.raft.role == Role::Leader
+            && checkpointed
+            && header.a < self.superblock.checkpoint_index
+        {
             self.send_state(header.from);
         }
     }
@@ -575,9 +605,16 @@ impl<S: StateMachine> Replica<S> {
         let Some((blob, replies)) = split_transfer_payload(&transfer.payload, area_size) else {
             return;
         };
-        let (blob, replies) = (blob.to_vec(), replies.to_vec());
-        if self.load_blob(&blob).is_err() || self.fill_replies(&replies).is_err() {
-            return; // a damaged transfer: wait for the next one
+        let (portable, replies) = (blob.to_vec(), replies.to_vec());
+        match self.load_transfer(&portable, &replies) {
+            Ok(()) => {}
+            Err(StateError::Decode(_)) => return, // a damaged transfer: wait for the next one
+            Err(e) => return self.halt(Error::State(e)),
+        }
+        let mut blob = Vec::new();
+        self.sessions.encode(&mut blob);
+        if let Err(e) = self.state.checkpoint(&mut blob) {
+            return self.halt(Error::State(e));
         }
         // Entries this replica holds beyond the checkpoint may count toward a commit quorum:
         // keep them if they continue the checkpoint's chain (only a divergent suffix, which
@@ -601,6 +638,23 @@ impl<S: StateMachine> Replica<S> {
             ..transfer
         });
         self.start_checkpoint(storage, progress, blob, replies);
+    }
+
+    /// Takes a transferred checkpoint's client table, replies and state; on a decode error
+    /// nothing changes.
+    fn load_transfer(&mut self, blob: &[u8], replies: &[u8]) -> Result<(), StateError> {
+        let clients_max = self.config.clients_max as usize;
+        let (sessions, rest) = Sessions::decode(clients_max, self.reply_max(), blob)
+            .ok_or(StateError::Decode("transferred client table"))?;
+        let previous = std::mem::replace(&mut self.sessions, sessions);
+        let loaded = match self.fill_replies(replies) {
+            Ok(()) => self.state.import(rest),
+            Err(_) => Err(StateError::Decode("transferred replies")),
+        };
+        if loaded.is_err() {
+            self.sessions = previous;
+        }
+        loaded
     }
 
     /// Fills in every session's reply from a checkpoint's reply sectors; `Err(slot)` names a

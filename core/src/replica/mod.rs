@@ -29,7 +29,7 @@ use crate::digest::Digest;
 use crate::io::{IoId, IoKind, ReadError, Storage, WriteError};
 use crate::message::Header;
 use crate::sessions::{Sessions, REPLY_HEADER_SIZE};
-use crate::state_machine::{InvalidRequest, StateMachine};
+use crate::state_machine::{Grid, InvalidRequest, StateMachine};
 use crate::superblock::Superblock;
 use crate::wal::header::Operation;
 use crate::wal::journal::{AppendError, Journal};
@@ -56,6 +56,8 @@ pub enum Error {
     StateTooLarge { size: u64, capacity: u64 },
     /// A write failed; after a failed flush the file's state is unknown, so the replica stops.
     WriteFailed { kind: IoKind, error: WriteError },
+    /// The state machine's storage (the LSM grid) failed or returned damaged data.
+    State(crate::state_machine::StateError),
 }
 
 impl std::fmt::Display for Error {
@@ -85,6 +87,7 @@ impl std::fmt::Display for Error {
                 "state of {size} bytes exceeds the checkpoint capacity of {capacity} bytes"
             ),
             Error::WriteFailed { kind, error } => write!(f, "a {kind:?} write failed: {error:?}"),
+            Error::State(e) => write!(f, "{e}"),
         }
     }
 }
@@ -302,7 +305,8 @@ pub struct Replica<S: StateMachine> {
 impl<S: StateMachine> Replica<S> {
     /// Allocates every buffer the replica will use. `seed` drives its randomized timeouts. Call
     /// [`Replica::open`] next.
-    pub fn new(config: Config, seed: u64) -> Result<Replica<S>, ConfigError> {
+    /// A replica over `grid`, the block storage of its state machine (the LSM tree).
+    pub fn new(config: Config, seed: u64, grid: Grid) -> Result<Replica<S>, ConfigError> {
         config.validate()?;
         let layout = Layout::new(&config);
         let reply_max = layout.reply_slot_size as usize - REPLY_HEADER_SIZE;
@@ -310,7 +314,7 @@ impl<S: StateMachine> Replica<S> {
             + config.append_max as usize * config.wal_entry_size_max as usize;
         Ok(Replica {
             journal: Journal::new(&config, 0),
-            state: S::new(&config),
+            state: S::new(&config, grid),
             sessions: Sessions::new(config.clients_max as usize, reply_max),
             superblock: Superblock::genesis(&config, 0, 0, 1, 1),
             superblock_write: None,
@@ -452,19 +456,33 @@ impl<S: StateMachine> Replica<S> {
 
     /// The applied state. Reads of it are linearizable only through the log (submit a read
     /// operation); this accessor is for tests, tools and a single embedded node.
-    pub fn state(&self) -> Result<(&S, u64), RequestError> {
+    pub fn state(&mut self) -> Result<(&mut S, u64), RequestError> {
         match self.status {
-            Status::Ready => Ok((&self.state, self.applied)),
+            Status::Ready => Ok((&mut self.state, self.applied)),
             Status::Halted => Err(RequestError::Halted),
             _ => Err(RequestError::NotReady),
         }
     }
 
+    /// The digest of the applied state and how far it is applied (None: the state's storage
+    /// failed, and the replica halted).
+    pub fn state_digest(&mut self) -> Result<(u64, u64), RequestError> {
+        let (state, applied) = self.state()?;
+        match state.digest() {
+            Ok(digest) => Ok((digest, applied)),
+            Err(e) => {
+                self.halt(Error::State(e));
+                Err(RequestError::Halted)
+            }
+        }
+    }
+
     /// A digest of the applied state and the client sessions: equal on replicas that applied
     /// the same log.
-    pub fn digest(&self) -> u64 {
+    pub fn digest(&mut self) -> u64 {
+        let state = self.state.digest().unwrap_or(0);
         let mut digest = Digest::new();
-        digest.u64(self.applied).u64(self.state.digest());
+        digest.u64(self.applied).u64(state);
         self.sessions.digest(&mut digest);
         digest.finish()
     }
@@ -601,7 +619,10 @@ impl<S: StateMachine> Replica<S> {
             }
             let read = self.reads.pop_front().expect("checked above");
             let mut out = std::mem::take(&mut self.reply_scratch);
-            self.state.query(read.operation, &read.body, &mut out);
+            if let Err(e) = self.state.query(read.operation, &read.body, &mut out) {
+                self.reply_scratch = out;
+                return self.halt(Error::State(e));
+            }
             // Index 0: served outside the log (at the state of `read.index` or later).
             let reply = Reply {
                 client: read.client,
@@ -712,7 +733,10 @@ impl<S: StateMachine> Replica<S> {
 
     fn answer_locally(&mut self, client: u64, request: u64, operation: Operation, body: &[u8]) {
         let mut out = std::mem::take(&mut self.reply_scratch);
-        self.state.query(operation, body, &mut out);
+        if let Err(e) = self.state.query(operation, body, &mut out) {
+            self.reply_scratch = out;
+            return self.halt(Error::State(e));
+        }
         self.replies.push(Reply {
             client,
             request,

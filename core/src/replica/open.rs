@@ -15,7 +15,7 @@ use crate::checksum::checksum;
 use crate::config::Zone;
 use crate::io::{IoId, IoKind, ReadError, Storage};
 use crate::sessions::{Sessions, REPLY_HEADER_SIZE};
-use crate::state_machine::StateMachine;
+use crate::state_machine::{StateError, StateMachine};
 use crate::superblock;
 use crate::wal::journal::Journal;
 use crate::wal::recovery::{self, Decision, RecoveryInput};
@@ -213,8 +213,12 @@ impl<S: StateMachine> Replica<S> {
         if blob.len() as u64 != sb.state_size || checksum(&blob) != sb.state_checksum {
             return self.halt(self.corrupt_blob(first, data.len(), "checkpoint blob checksum"));
         }
-        if let Err(what) = self.load_blob(&blob) {
-            return self.halt(self.corrupt_blob(first, data.len(), what));
+        match self.load_blob(&blob) {
+            Ok(()) => {}
+            Err(StateError::Decode(what)) => {
+                return self.halt(self.corrupt_blob(first, data.len(), what))
+            }
+            Err(e) => return self.halt(Error::State(e)),
         }
         self.checkpoint_blob = blob;
         self.applied = sb.checkpoint_index;
@@ -242,19 +246,17 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Loads a checkpoint blob (client table, then state) into the replica.
-    pub(crate) fn load_blob(&mut self, blob: &[u8]) -> Result<(), &'static str> {
+    pub(crate) fn load_blob(&mut self, blob: &[u8]) -> Result<(), StateError> {
         if blob.is_empty() {
             self.sessions = Sessions::new(self.config.clients_max as usize, self.reply_max());
-            self.state = S::new(&self.config);
-            return Ok(());
+            return self.state.restore(&[]);
         }
         let clients_max = self.config.clients_max as usize;
-        let (sessions, rest) = Sessions::decode(clients_max, self.reply_max(), blob)
-            .ok_or("checkpoint client table does not decode")?;
-        let state = S::decode_snapshot(&self.config, rest)
-            .map_err(|_| "checkpoint state does not decode")?;
+        let (sessions, rest) = Sessions::decode(clients_max, self.reply_max(), blob).ok_or(
+            StateError::Decode("checkpoint client table does not decode"),
+        )?;
+        self.state.restore(rest)?;
         self.sessions = sessions;
-        self.state = state;
         Ok(())
     }
 
