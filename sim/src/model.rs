@@ -125,6 +125,11 @@ impl Model {
         self.state_matches(replica, applied, digest)
     }
 
+    /// The replica's state was replaced by a checkpoint at `applied`: its next entry follows it.
+    pub fn restarted_at(&mut self, replica: u8, applied: u64) {
+        self.replica_applied.insert(replica, (applied, 0, 1));
+    }
+
     /// The replica's state at `applied` must equal the model's.
     pub fn state_matches(
         &mut self,

@@ -230,6 +230,13 @@ fn storage_faults(prng: &mut Prng, fatal: Option<Zone>, faulty: bool) -> Storage
         misdirect: Ppm(prng.range(0, 20_000) as u32),
         latent_error: Ppm(prng.range(0, 1_000_000) as u32),
         latency_max: prng.range(1, 12),
+        // The LSM grid rots on faulty cluster members (repaired by a checkpoint from the
+        // leader) and when it is the single replica's fatal zone (reported, then halted).
+        grid_rot: if (faulty || fatal == Some(Zone::Grid)) && prng.bool() {
+            Ppm(prng.range(1, 3_000) as u32)
+        } else {
+            Ppm::NEVER
+        },
     }
 }
 
@@ -347,7 +354,11 @@ impl Simulation {
                 {
                     storage.write_durable(offset, &bytes);
                 }
-                let grid = SimGrid::new(config.grid_block_size as usize);
+                let grid = SimGrid::new(
+                    config.grid_block_size as usize,
+                    options.storage[r as usize].grid_rot,
+                    prng.fork(),
+                );
                 let replica = Replica::new(config.clone(), prng.next_u64(), grid.handle())
                     .expect("test config is valid");
                 Node {
@@ -616,8 +627,11 @@ impl Simulation {
 
     fn converged(&self) -> bool {
         let target = self.model.committed();
-        self.live_nodes()
-            .all(|n| n.replica.status() == Status::Ready && n.replica.applied() == target)
+        self.live_nodes().all(|n| {
+            n.replica.status() == Status::Ready
+                && n.replica.applied() == target
+                && !n.replica.state_lost()
+        })
     }
 
     fn check_convergence(&mut self) -> Result<(), Violation> {
@@ -627,6 +641,11 @@ impl Simulation {
             }
             if self.nodes[r].halted.is_some() {
                 continue;
+            }
+            if self.nodes[r].replica.state_lost() {
+                return Err(Violation(format!(
+                    "replica {r} lost its state to grid damage and never got a checkpoint back"
+                )));
             }
             let Ok((digest, applied)) = self.nodes[r].replica.state_digest() else {
                 continue; // halted on a storage failure; reported through its event
@@ -678,6 +697,7 @@ impl Simulation {
             let Some(error) = &node.halted else { continue };
             let explained = match error {
                 Error::Corrupt { offset, len, .. } => node.storage.damaged_within(*offset, *len),
+                Error::State(_) => node.grid.rotted() > 0,
                 _ => false,
             };
             let allowed = self.options.fatal.is_some()
@@ -842,7 +862,11 @@ impl Simulation {
             storage.write_durable(offset, &bytes);
         }
         self.nodes[r].storage = storage;
-        self.nodes[r].grid = SimGrid::new(self.config.grid_block_size as usize);
+        self.nodes[r].grid = SimGrid::new(
+            self.config.grid_block_size as usize,
+            self.options.storage[r].grid_rot,
+            self.prng.fork(),
+        );
         self.nodes[r].replaced = true;
         self.nodes[r].incarnation = incarnation;
         if !self.nodes[r].up {
@@ -989,11 +1013,10 @@ impl Simulation {
                     faulty,
                     "opened"
                 );
-                let (digest, applied) = self.nodes[r]
-                    .replica
-                    .state_digest()
-                    .expect("opened means ready");
-                self.model.opened(replica, applied, digest)?;
+                // A replica whose grid is damaged opens without its state and awaits the leader's.
+                if let Ok((digest, applied)) = self.nodes[r].replica.state_digest() {
+                    self.model.opened(replica, applied, digest)?;
+                }
             }
             Event::Installed { index } => {
                 tracing::debug!(
@@ -1002,8 +1025,14 @@ impl Simulation {
                     index,
                     "installed checkpoint from the leader"
                 );
+                // Entries may already be applied on top within the same step: the state is then
+                // checked at convergence; the applied sequence restarts after the checkpoint.
                 let (digest, applied) = self.nodes[r].replica.state_digest().expect("ready");
-                self.model.opened(replica, applied, digest)?;
+                if applied == index {
+                    self.model.opened(replica, applied, digest)?;
+                } else {
+                    self.model.restarted_at(replica, index);
+                }
             }
             Event::Checkpointed { index, sequence } => {
                 self.checkpoints += 1;
@@ -1040,6 +1069,14 @@ impl Simulation {
                 if !self.nodes[peer as usize].replaced {
                     return Err(Violation(format!(
                         "replica {replica} refused peer {peer}, whose data file was never replaced"
+                    )));
+                }
+            }
+            Event::StateLost { error } => {
+                tracing::debug!(tick = self.tick, replica, %error, "state lost");
+                if self.options.storage[r].grid_rot == Ppm::NEVER {
+                    return Err(Violation(format!(
+                        "replica {replica} lost its state without grid damage: {error}"
                     )));
                 }
             }

@@ -53,6 +53,8 @@ pub struct StorageFaults {
     pub latent_error: Ppm,
     /// The most ticks an IO takes to complete.
     pub latency_max: u64,
+    /// Per LSM grid block read: the chance that the block has rotted (a bit flipped for good).
+    pub grid_rot: Ppm,
 }
 
 impl StorageFaults {
@@ -63,6 +65,7 @@ impl StorageFaults {
             misdirect: Ppm::NEVER,
             latent_error: Ppm::NEVER,
             latency_max: 1,
+            grid_rot: Ppm::NEVER,
         }
     }
 }
@@ -434,14 +437,28 @@ mod tests {
 
 /// A replica's LSM grid in the simulator: the node keeps it across crashes, each replica
 /// instance holds a handle. Writes are durable at the engine's `sync`; a crash loses or tears
-/// (per 512-byte sector) the ones since.
+/// (per 512-byte sector) the ones since. Under `rot`, a block read may find one bit flipped
+/// for good (latent corruption), which the engine's checksums must catch.
 #[derive(Clone)]
-pub struct SimGrid(std::rc::Rc<std::cell::RefCell<ziggy_core::lsm::MemoryStore>>);
+pub struct SimGrid(std::rc::Rc<std::cell::RefCell<GridDisk>>);
+
+pub struct GridDisk {
+    store: ziggy_core::lsm::MemoryStore,
+    rot: Ppm,
+    prng: Prng,
+    /// Blocks rotted so far.
+    pub rotted: u64,
+}
 
 impl SimGrid {
-    pub fn new(block_size: usize) -> SimGrid {
+    pub fn new(block_size: usize, rot: Ppm, prng: Prng) -> SimGrid {
         let store = ziggy_core::lsm::MemoryStore::new(block_size, 64, 1 << 16);
-        SimGrid(std::rc::Rc::new(std::cell::RefCell::new(store)))
+        SimGrid(std::rc::Rc::new(std::cell::RefCell::new(GridDisk {
+            store,
+            rot,
+            prng,
+            rotted: 0,
+        })))
     }
 
     /// A handle for a new replica instance.
@@ -451,36 +468,46 @@ impl SimGrid {
 
     /// Power loss: unsynced writes are lost or torn, as `seed` decides.
     pub fn crash(&self, seed: u64) {
-        self.0.borrow_mut().crash(seed);
+        self.0.borrow_mut().store.crash(seed);
     }
 
     pub fn counters(&self) -> ziggy_core::lsm::grid::IoCounters {
-        self.0.borrow().counters
+        self.0.borrow().store.counters
+    }
+
+    pub fn rotted(&self) -> u64 {
+        self.0.borrow().rotted
     }
 }
 
 impl ziggy_core::lsm::BlockStore for SimGrid {
     fn block_size(&self) -> usize {
-        self.0.borrow().block_size()
+        self.0.borrow().store.block_size()
     }
 
     fn block_count(&self) -> u64 {
-        self.0.borrow().block_count()
+        self.0.borrow().store.block_count()
     }
 
     fn grow(&mut self, count: u64) -> Result<(), ziggy_core::lsm::GridError> {
-        self.0.borrow_mut().grow(count)
+        self.0.borrow_mut().store.grow(count)
     }
 
     fn read_block(&mut self, address: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        self.0.borrow_mut().read_block(address, buf)
+        let disk = &mut *self.0.borrow_mut();
+        if disk.prng.chance(disk.rot) {
+            let bit = disk.prng.index(buf.len() * 8);
+            disk.store.damage(address, bit);
+            disk.rotted += 1;
+        }
+        disk.store.read_block(address, buf)
     }
 
     fn write_block(&mut self, address: u64, data: &[u8]) -> Result<(), ziggy_core::WriteError> {
-        self.0.borrow_mut().write_block(address, data)
+        self.0.borrow_mut().store.write_block(address, data)
     }
 
     fn sync(&mut self) -> Result<(), ziggy_core::WriteError> {
-        self.0.borrow_mut().sync()
+        self.0.borrow_mut().store.sync()
     }
 }

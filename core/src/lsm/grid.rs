@@ -418,6 +418,17 @@ impl MemoryStore {
             .is_none_or(|n| self.counters.writes <= n)
     }
 
+    /// Flips one bit of a block as it now reads (an unsynced write's copy if there is one),
+    /// without syncing anything: latent corruption.
+    pub fn damage(&mut self, address: u64, bit: usize) {
+        let block = match self.pending.get_mut(&address) {
+            Some(block) => block,
+            None => &mut self.durable[address as usize],
+        };
+        let at = bit / 8 % block.len();
+        block[at] ^= 1 << (bit % 8);
+    }
+
     /// Flips one bit of a durable block (a latent corruption).
     pub fn corrupt(&mut self, address: u64, bit: usize) {
         self.sync().unwrap();

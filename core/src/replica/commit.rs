@@ -87,7 +87,10 @@ impl<S: StateMachine> Replica<S> {
         }
         // The body is copied into a buffer sized at start, so applying does not allocate.
         let mut body = std::mem::take(&mut self.apply_scratch);
-        while self.applied < limit && self.status != Status::Halted {
+        // While a transferred checkpoint is installed, entries wait: the state it replaces is
+        // not yet durable, and `Installed` must come before the entries applied on top of it.
+        let blocked = self.state_lost || self.installing();
+        while self.applied < limit && self.status != Status::Halted && !blocked {
             let index = self.applied + 1;
             let (header, bytes) = self
                 .journal
@@ -117,7 +120,7 @@ impl<S: StateMachine> Replica<S> {
         );
         let count = batch::records(body).count() as u32;
         for (position, record) in batch::records(body).enumerate() {
-            if self.status == Status::Halted {
+            if self.status == Status::Halted || self.state_lost {
                 return; // the state machine's storage failed
             }
             let request = EntryHeader {
@@ -162,7 +165,7 @@ impl<S: StateMachine> Replica<S> {
         } else {
             if let Err(e) = self.state.apply(header, body, &mut out) {
                 self.reply_scratch = out;
-                return self.halt(Error::State(e));
+                return self.on_state_error(e);
             }
             if !read_only {
                 self.sessions
@@ -209,7 +212,11 @@ impl<S: StateMachine> Replica<S> {
 
     /// Starts a checkpoint when the ring is nearly full.
     pub(crate) fn maybe_checkpoint<T: Storage>(&mut self, storage: &mut T) {
-        if self.status != Status::Ready || self.checkpoint.is_some() || self.installing() {
+        if self.status != Status::Ready
+            || self.checkpoint.is_some()
+            || self.installing()
+            || self.state_lost
+        {
             return;
         }
         // Checkpoint when half the ring is applied, or as soon as the ring could not hold a full
@@ -218,13 +225,14 @@ impl<S: StateMachine> Replica<S> {
         let applied_since = self.applied - self.journal.checkpoint();
         let half = self.layout.wal_slot_count / 2;
         let tight = self.journal.ring_free() < self.uncommitted_max() + 2;
-        if applied_since == 0 || (applied_since < half && !tight) {
+        let wanted = std::mem::take(&mut self.checkpoint_wanted);
+        if applied_since == 0 || (applied_since < half && !tight && !wanted) {
             return;
         }
         let mut blob = Vec::new();
         self.sessions.encode(&mut blob);
         if let Err(e) = self.state.checkpoint(&mut blob) {
-            return self.halt(Error::State(e));
+            return self.on_state_error(e);
         }
         let mut replies = std::mem::take(&mut self.pending_replies);
         self.sessions
@@ -438,6 +446,7 @@ impl<S: StateMachine> Replica<S> {
         self.transfer_payload = None;
         if progress.installed {
             self.transfer = None;
+            self.state_lost = false;
             self.events.push(Event::Installed {
                 index: sb.checkpoint_index,
             });
@@ -466,7 +475,7 @@ impl<S: StateMachine> Replica<S> {
             // state as of the checkpoint), then the checkpoint's client replies.
             let blob = match self.portable_blob() {
                 Ok(blob) => blob,
-                Err(e) => return self.halt(Error::State(e)),
+                Err(e) => return self.on_state_error(e),
             };
             let mut payload = (blob.len() as u64).to_le_bytes().to_vec();
             payload.extend_from_slice(&blob);
@@ -508,12 +517,16 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub(crate) fn on_state_request(&mut self, header: &crate::message::Header) {
+        // The peer lost its state; its log starts after its checkpoint `a`, so only a checkpoint
+        // at or after it helps.
+        if self.raft.role != Role::Leader || self.state_lost {
+            return;
+        }
         let checkpointed = !self.checkpoint_blob.is_empty();
-        if self.raft.role == Role::Leader
-            && checkpointed
-            && header.a < self.superblock.checkpoint_index
-        {
+        if checkpointed && self.superblock.checkpoint_index >= header.a {
             self.send_state(header.from);
+        } else {
+            self.checkpoint_wanted = true;
         }
     }
 
@@ -524,14 +537,20 @@ impl<S: StateMachine> Replica<S> {
             .journal
             .first_faulty()
             .is_some_and(|hole| hole <= index);
-        if !hole_before && self.journal.checksum_at(index) == Some(header.d as u32) {
+        let lost = self.state_lost;
+        if !lost && !hole_before && self.journal.checksum_at(index) == Some(header.d as u32) {
             // This replica holds the checkpoint's entry itself: by the hash chain its log equals
             // the leader's up to there. Say so, and the leader resumes sending entries.
             self.raft.match_bound = self.raft.match_bound.max(index);
             self.raft.append_reply_due = true;
             return;
         }
-        if index <= self.applied.max(self.journal.checkpoint()) || body.len() < CHUNK_PREFIX {
+        let behind = if lost {
+            index < self.journal.checkpoint()
+        } else {
+            index <= self.applied.max(self.journal.checkpoint())
+        };
+        if behind || body.len() < CHUNK_PREFIX {
             self.raft.append_reply_due = true;
             return;
         }
@@ -585,7 +604,12 @@ impl<S: StateMachine> Replica<S> {
         let Some(transfer) = &self.transfer else {
             return;
         };
-        if transfer.index <= self.applied.max(self.journal.checkpoint()) && !transfer.installing {
+        let behind = if self.state_lost {
+            transfer.index < self.journal.checkpoint()
+        } else {
+            transfer.index <= self.applied.max(self.journal.checkpoint())
+        };
+        if behind && !transfer.installing {
             self.transfer = None; // this replica got there by itself meanwhile
             return;
         }
@@ -609,12 +633,12 @@ impl<S: StateMachine> Replica<S> {
         match self.load_transfer(&portable, &replies) {
             Ok(()) => {}
             Err(StateError::Decode(_)) => return, // a damaged transfer: wait for the next one
-            Err(e) => return self.halt(Error::State(e)),
+            Err(e) => return self.on_state_error(e),
         }
         let mut blob = Vec::new();
         self.sessions.encode(&mut blob);
         if let Err(e) = self.state.checkpoint(&mut blob) {
-            return self.halt(Error::State(e));
+            return self.on_state_error(e);
         }
         // Entries this replica holds beyond the checkpoint may count toward a commit quorum:
         // keep them if they continue the checkpoint's chain (only a divergent suffix, which

@@ -29,7 +29,7 @@ use crate::digest::Digest;
 use crate::io::{IoId, IoKind, ReadError, Storage, WriteError};
 use crate::message::Header;
 use crate::sessions::{Sessions, REPLY_HEADER_SIZE};
-use crate::state_machine::{Grid, InvalidRequest, StateMachine};
+use crate::state_machine::{Grid, InvalidRequest, StateError, StateMachine};
 use crate::superblock::Superblock;
 use crate::wal::header::Operation;
 use crate::wal::journal::{AppendError, Journal};
@@ -182,6 +182,8 @@ pub enum Event {
     /// A peer came back with a different data file (a new incarnation): its messages are refused,
     /// so it cannot rejoin as if it still held what it had promised.
     PeerReplaced { replica: u8, known: u64, found: u64 },
+    /// The state machine's storage failed; the replica awaits a checkpoint from the leader.
+    StateLost { error: String },
     /// The replica stopped.
     Halted(Error),
 }
@@ -293,6 +295,12 @@ pub struct Replica<S: StateMachine> {
     /// The state-transfer payload built from `checkpoint_blob` (rebuilt after each checkpoint).
     pub(crate) transfer_payload: Option<Vec<u8>>,
     pub(crate) transfer_timestamp: u64,
+    /// The state machine's storage failed (a damaged grid block): the state is gone until a
+    /// checkpoint from the leader replaces it. The log is intact, so the replica keeps voting
+    /// and acknowledging, but it neither applies nor campaigns.
+    pub(crate) state_lost: bool,
+    /// A peer that lost its state asked for a checkpoint newer than the last one.
+    pub(crate) checkpoint_wanted: bool,
     pub(crate) transfer: Option<commit::Transfer>,
     pub(crate) recovery_buffers: [Vec<u8>; 5],
     pub(crate) recovery_pending: u32,
@@ -350,6 +358,8 @@ impl<S: StateMachine> Replica<S> {
             pending_blob: Vec::new(),
             transfer_payload: None,
             transfer_timestamp: 0,
+            state_lost: false,
+            checkpoint_wanted: false,
             transfer: None,
             recovery_buffers: Default::default(),
             recovery_pending: 0,
@@ -464,15 +474,18 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// The digest of the applied state and how far it is applied (None: the state's storage
-    /// failed, and the replica halted).
+    /// The digest of the applied state and how far it is applied (an error when the state's
+    /// storage failed: see [`Replica::state_lost`]).
     pub fn state_digest(&mut self) -> Result<(u64, u64), RequestError> {
+        if self.state_lost {
+            return Err(RequestError::NotReady);
+        }
         let (state, applied) = self.state()?;
         match state.digest() {
             Ok(digest) => Ok((digest, applied)),
             Err(e) => {
-                self.halt(Error::State(e));
-                Err(RequestError::Halted)
+                self.on_state_error(e);
+                Err(RequestError::NotReady)
             }
         }
     }
@@ -503,6 +516,33 @@ impl<S: StateMachine> Replica<S> {
             self.pool.push(message.bytes);
         }
         self.outbox = outbox;
+    }
+
+    /// Whether the state was lost to a storage failure and awaits a checkpoint from the leader.
+    pub fn state_lost(&self) -> bool {
+        self.state_lost
+    }
+
+    /// The state machine failed. A single replica halts (nothing holds another copy); a cluster
+    /// member drops its state and asks the leader for a checkpoint (the log stays whole).
+    pub(crate) fn on_state_error(&mut self, error: StateError) {
+        if self.count == 1 || matches!(error, StateError::Decode(_)) {
+            return self.halt(Error::State(error));
+        }
+        if self.state_lost {
+            return;
+        }
+        self.state_lost = true;
+        self.events.push(Event::StateLost {
+            error: error.to_string(),
+        });
+        // Whatever restore finds, the state is rebuilt from the leader's checkpoint.
+        let _ = self.state.restore(&[]);
+        self.sessions = Sessions::new(self.config.clients_max as usize, self.reply_max());
+        if self.raft.role != Role::Follower {
+            let term = self.raft.term;
+            self.become_follower(term, None);
+        }
     }
 
     pub(crate) fn halt(&mut self, error: Error) {
@@ -621,7 +661,7 @@ impl<S: StateMachine> Replica<S> {
             let mut out = std::mem::take(&mut self.reply_scratch);
             if let Err(e) = self.state.query(read.operation, &read.body, &mut out) {
                 self.reply_scratch = out;
-                return self.halt(Error::State(e));
+                return self.on_state_error(e);
             }
             // Index 0: served outside the log (at the state of `read.index` or later).
             let reply = Reply {
@@ -735,7 +775,7 @@ impl<S: StateMachine> Replica<S> {
         let mut out = std::mem::take(&mut self.reply_scratch);
         if let Err(e) = self.state.query(operation, body, &mut out) {
             self.reply_scratch = out;
-            return self.halt(Error::State(e));
+            return self.on_state_error(e);
         }
         self.replies.push(Reply {
             client,

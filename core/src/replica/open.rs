@@ -218,7 +218,7 @@ impl<S: StateMachine> Replica<S> {
             Err(StateError::Decode(what)) => {
                 return self.halt(self.corrupt_blob(first, data.len(), what))
             }
-            Err(e) => return self.halt(Error::State(e)),
+            Err(e) => self.on_state_error(e),
         }
         self.checkpoint_blob = blob;
         self.applied = sb.checkpoint_index;

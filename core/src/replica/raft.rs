@@ -215,6 +215,10 @@ impl<S: StateMachine> Replica<S> {
         } else if self.ticks >= self.raft.election_deadline {
             self.start_pre_vote();
         }
+        if self.state_lost && self.ticks >= self.raft.heartbeat_due {
+            self.raft.heartbeat_due = self.ticks + self.config.heartbeat_ticks;
+            self.request_state();
+        }
         self.advance(storage);
     }
 
@@ -228,10 +232,20 @@ impl<S: StateMachine> Replica<S> {
         heard as u32 + 1 >= self.quorum()
     }
 
+    /// Asks the leader for a checkpoint to replace a lost state.
+    fn request_state(&mut self) {
+        let Some(leader) = self.raft.leader.filter(|&l| l != self.id) else {
+            return;
+        };
+        let mut header = self.header(Command::StateRequest, leader);
+        header.a = self.journal.checkpoint();
+        self.send(header, &[]);
+    }
+
     fn start_pre_vote(&mut self) {
         self.reset_election_timer();
-        if !self.healthy() {
-            return; // a replica with holes in its log waits for the leader to fill them
+        if !self.healthy() || self.state_lost {
+            return; // a replica with holes in its log (or no state) waits for the leader
         }
         self.raft.role = Role::PreCandidate;
         self.raft.votes = bit(self.id);

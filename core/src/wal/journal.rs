@@ -255,7 +255,11 @@ impl Journal {
         if !continues {
             return self.reset(checkpoint);
         }
-        assert!(index > self.checkpoint, "a transferred checkpoint is newer");
+        // Equal: a replica that lost its state installs the checkpoint its log starts from.
+        assert!(
+            index >= self.checkpoint,
+            "a transferred checkpoint is not older"
+        );
         self.set_anchor(checkpoint);
         self.repairs_unsubmitted.retain(|&i| i > index);
         self.faulty.retain(|&i| i > index);
