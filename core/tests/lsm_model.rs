@@ -30,6 +30,11 @@ enum Op {
     Checkpoint {
         record: bool,
     },
+    /// A checkpoint of the tables only (memtables stay; the log is replayed from the flushed
+    /// sequence).
+    CheckpointTables {
+        record: bool,
+    },
     Reopen,
     /// Power fails after this many more block writes; then puts continue until it has.
     Crash(u64, u64),
@@ -70,6 +75,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(w, i, r)| Op::Transaction(w, i, r)),
         2 => (1usize..400).prop_map(Op::Work),
         2 => any::<bool>().prop_map(|record| Op::Checkpoint { record }),
+        2 => any::<bool>().prop_map(|record| Op::CheckpointTables { record }),
         1 => Just(Op::Reopen),
         1 => (0u64..40, any::<u64>()).prop_map(|(n, s)| Op::Crash(n, s)),
     ]
@@ -239,6 +245,18 @@ impl Harness {
                     // The superblock write is lost: reopen from the previous checkpoint.
                     let mut store = self.engine.take().unwrap().into_store();
                     store.crash(checkpoint.sequence);
+                    self.reopen(store);
+                }
+            }
+            Op::CheckpointTables { record } => {
+                let checkpoint = self.engine().checkpoint_tables().unwrap();
+                assert_eq!(checkpoint.sequence, self.engine().flushed_sequence());
+                if record {
+                    self.recorded = Some(checkpoint);
+                    self.engine().checkpoint_durable();
+                } else {
+                    let mut store = self.engine.take().unwrap().into_store();
+                    store.crash(checkpoint.sequence ^ 0x55);
                     self.reopen(store);
                 }
             }

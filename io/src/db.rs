@@ -74,7 +74,7 @@ impl Default for DbOptions {
     fn default() -> DbOptions {
         DbOptions {
             block_size: 4096,
-            wal_bytes: 256 << 20,
+            wal_bytes: 128 << 20,
             cache_bytes: 64 << 20,
             memtable_bytes: 32 << 20,
             sync: false,
@@ -208,6 +208,31 @@ impl BlockStore for FileGrid {
     fn sync(&mut self) -> Result<(), WriteError> {
         self.file.sync_data().map_err(io_write_error)
     }
+
+    /// Punches holes over runs of freed blocks, so the file's allocated space follows the data
+    /// (best effort: a file system without hole punching keeps the space for reuse).
+    fn discard(&mut self, addresses: &[u64]) {
+        use std::os::fd::AsRawFd;
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for &address in addresses {
+            match runs.last_mut() {
+                Some((start, count)) if *start + *count == address => *count += 1,
+                _ => runs.push((address, 1)),
+            }
+        }
+        let block = self.block_size as u64;
+        for (start, count) in runs {
+            // SAFETY: fallocate only reads the descriptor, which `self.file` keeps open.
+            unsafe {
+                libc::fallocate(
+                    self.file.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    (self.start + start * block) as libc::off_t,
+                    (count * block) as libc::off_t,
+                );
+            }
+        }
+    }
 }
 
 fn io_write_error(e: io::Error) -> WriteError {
@@ -308,6 +333,11 @@ pub struct Db {
     wal_head: u64,
     record: Vec<u8>,
     stats: DbStats,
+    /// Where each memtable's writes start in the WAL: (its first sequence, the record's offset).
+    /// A checkpoint of the tables keeps the WAL from the first memtable not yet flushed.
+    marks: std::collections::VecDeque<(u64, u64)>,
+    /// The engine's flush count when the tables were last checkpointed.
+    flushes_checkpointed: u64,
 }
 
 impl Db {
@@ -372,8 +402,11 @@ impl Db {
             options,
             record: Vec::new(),
             stats: DbStats::default(),
+            marks: Default::default(),
+            flushes_checkpointed: 0,
         };
         db.replay()?;
+        db.flushes_checkpointed = db.engine.stats().flushes;
         Ok(db)
     }
 
@@ -423,6 +456,9 @@ impl Db {
                             value: v.as_deref(),
                         })
                         .collect();
+                    if self.engine.memtable_is_empty() {
+                        self.marks.push_back((sequence, position));
+                    }
                     self.engine.apply(sequence, &borrowed)?;
                 }
                 _ => break,
@@ -465,7 +501,35 @@ impl Db {
         let sequence = self.engine.sequence() + 1;
         self.log(sequence, batch)?;
         self.engine.apply(sequence, batch)?;
-        Ok(())
+        self.after_apply()
+    }
+
+    /// After a memtable flush, checkpoints the tables: blocks compaction released become
+    /// reusable once the checkpoint that stops naming them is durable, so checkpoints must
+    /// follow flushes closely for the file not to grow.
+    fn after_apply(&mut self) -> Result<(), DbError> {
+        let flushes = self.engine.stats().flushes;
+        if flushes == self.flushes_checkpointed {
+            return Ok(());
+        }
+        self.flushes_checkpointed = flushes;
+        let checkpoint = self.engine.checkpoint_tables()?;
+        let flushed = checkpoint.sequence;
+        while self
+            .marks
+            .front()
+            .is_some_and(|&(first, _)| first <= flushed)
+        {
+            self.marks.pop_front();
+        }
+        let wal_start = match self.marks.front() {
+            Some(&(first, offset)) => {
+                assert_eq!(first, flushed + 1, "the WAL resumes right after the tables");
+                offset
+            }
+            None => self.wal_head,
+        };
+        self.record_checkpoint(checkpoint, wal_start)
     }
 
     /// Appends one record to the WAL ring (checkpointing first when half the ring is in use).
@@ -474,7 +538,9 @@ impl Db {
         let length = self.record.len() as u64;
         let ring = self.options.wal_bytes;
         let needed = RECORD_HEADER as u64 * 2 + length;
-        if self.ring_used() + needed > ring / 2 {
+        // Flushes checkpoint the tables and free the ring up to the oldest unflushed memtable;
+        // a full checkpoint is the fallback when that is not enough.
+        if self.ring_used() + needed > ring - ring / 4 {
             self.checkpoint()?;
         }
         if self.wal_head + RECORD_HEADER as u64 + length > ring {
@@ -482,6 +548,9 @@ impl Db {
                 self.write_record(RECORD_WRAP, sequence, 0)?;
             }
             self.wal_head = 0;
+        }
+        if self.engine.memtable_is_empty() {
+            self.marks.push_back((sequence, self.wal_head));
         }
         self.write_record(RECORD_BATCH, sequence, length as usize)?;
         if self.options.sync {
@@ -522,10 +591,18 @@ impl Db {
     /// Flushes the memtable into the grid and switches the superblock: the WAL before it is free.
     pub fn checkpoint(&mut self) -> Result<(), DbError> {
         let checkpoint = self.engine.checkpoint()?; // syncs the file, the WAL included
+        self.marks.clear();
+        self.flushes_checkpointed = self.engine.stats().flushes;
+        let head = self.wal_head;
+        self.record_checkpoint(checkpoint, head)
+    }
+
+    /// Switches the superblock to `checkpoint`, with the WAL replayed from `wal_start`.
+    fn record_checkpoint(&mut self, checkpoint: Checkpoint, wal_start: u64) -> Result<(), DbError> {
         let next = Superblock {
             generation: self.superblock.generation + 1,
             checkpoint: Some(checkpoint),
-            wal_start: self.wal_head,
+            wal_start,
             ..self.superblock.clone()
         };
         let copy = next.generation % 2;
@@ -606,7 +683,8 @@ impl Db {
             return Err(e);
         }
         drop(writes);
-        Ok(self.engine.commit(txn, sequence)?)
+        self.engine.commit(txn, sequence)?;
+        self.after_apply()
     }
 
     pub fn abort(&mut self, txn: Transaction) {

@@ -2,6 +2,7 @@
 //! a synchronous driver, and the WAL group-commit benchmark behind `ziggy bench-wal`.
 
 pub mod bench;
+pub mod bench_startup;
 pub mod db;
 pub mod driver;
 pub mod file_storage;

@@ -51,10 +51,25 @@ enum Command {
         /// The size of each value, in bytes.
         #[arg(long, default_value_t = 100)]
         value_size: usize,
-        /// How many distinct keys the writers cycle through (bounds the state each checkpoint
-        /// rewrites, until the LSM engine makes checkpoints incremental).
+        /// How many distinct keys the writers cycle through.
         #[arg(long, default_value_t = 100_000)]
         keys: u64,
+    },
+    /// Measure how long opening an embedded database takes, by data size.
+    BenchStartup {
+        /// Where to create the databases (removed afterwards unless --keep).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Data sizes in GB (keys plus values written).
+        #[arg(long, value_delimiter = ',', default_value = "1,10")]
+        gb: Vec<f64>,
+        #[arg(long, default_value_t = 1000)]
+        value_size: usize,
+        /// How many times each database is opened.
+        #[arg(long, default_value_t = 5)]
+        opens: usize,
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -101,6 +116,24 @@ fn main() -> ExitCode {
                 config: Config::production(),
             };
             run_bench(&options)
+        }
+        Command::BenchStartup {
+            dir,
+            gb,
+            value_size,
+            opens,
+            keep,
+        } => {
+            let options = ziggy_io::bench_startup::StartupOptions {
+                dir,
+                sizes: gb.iter().map(|g| (g * 1e9) as u64).collect(),
+                value_size,
+                opens,
+                keep,
+            };
+            ziggy_io::bench_startup::run(&options)
+                .map(|report| print!("{report}"))
+                .map_err(|e| e.into())
         }
     };
     match result {

@@ -101,6 +101,9 @@ pub trait BlockStore {
     fn read_block(&mut self, address: u64, buf: &mut [u8]) -> Result<(), ReadError>;
     fn write_block(&mut self, address: u64, data: &[u8]) -> Result<(), WriteError>;
     fn sync(&mut self) -> Result<(), WriteError>;
+    /// The blocks no longer hold anything: a store may give their space back (a file punches
+    /// holes). Their contents must not be read again before they are rewritten.
+    fn discard(&mut self, _addresses: &[u64]) {}
 }
 
 impl<T: BlockStore + ?Sized> BlockStore for Box<T> {
@@ -121,6 +124,9 @@ impl<T: BlockStore + ?Sized> BlockStore for Box<T> {
     }
     fn sync(&mut self) -> Result<(), WriteError> {
         (**self).sync()
+    }
+    fn discard(&mut self, addresses: &[u64]) {
+        (**self).discard(addresses)
     }
 }
 
@@ -333,11 +339,13 @@ impl FreeSet {
         self.staged = std::mem::take(&mut self.released);
     }
 
-    /// The checkpoint is durable: the blocks it no longer references are free.
-    pub fn checkpoint_durable(&mut self) {
-        for address in std::mem::take(&mut self.staged) {
+    /// The checkpoint is durable: the blocks it no longer references are free (returned).
+    pub fn checkpoint_durable(&mut self) -> Vec<u64> {
+        let freed = std::mem::take(&mut self.staged);
+        for &address in &freed {
             self.free_now(address);
         }
+        freed
     }
 
     pub fn decode(bytes: &[u8]) -> Option<FreeSet> {

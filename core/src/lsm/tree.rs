@@ -279,6 +279,8 @@ pub struct Engine<S: BlockStore> {
     options: Options,
     free: FreeSet,
     sequence: u64,
+    /// Every write up to here is in tables.
+    flushed_sequence: u64,
     next_table_id: u64,
     memtable: Memtable,
     frozen: Option<Frozen>,
@@ -309,6 +311,7 @@ impl<S: BlockStore> Engine<S> {
         let mut engine = Engine {
             free: FreeSet::new(store.block_count()),
             sequence: 0,
+            flushed_sequence: 0,
             next_table_id: 1,
             memtable: Memtable::default(),
             frozen: None,
@@ -337,6 +340,7 @@ impl<S: BlockStore> Engine<S> {
         let levels = self.options.levels;
         self.free = FreeSet::new(self.store.block_count());
         self.sequence = 0;
+        self.flushed_sequence = 0;
         self.next_table_id = 1;
         self.memtable = Memtable::default();
         self.frozen = None;
@@ -766,7 +770,12 @@ impl<S: BlockStore> Engine<S> {
             }
         }
         if flush {
-            self.frozen = None;
+            let frozen = self
+                .frozen
+                .take()
+                .expect("a flush writes the frozen memtable");
+            let newest = frozen.entries.iter().map(|e| e.sequence).max();
+            self.flushed_sequence = self.flushed_sequence.max(newest.unwrap_or(0));
             self.stats.flushes += 1;
         } else {
             self.stats.compactions += 1;
@@ -1170,10 +1179,32 @@ impl<S: BlockStore> Engine<S> {
         self.finish_flush()?;
         self.rotate_memtable()?;
         self.finish_flush()?;
-        let unreferenced = self
-            .compaction
-            .as_ref()
-            .map_or(Vec::new(), |j| j.unreferenced());
+        // Everything applied is in tables now (batches without writes advance the sequence too).
+        assert!(self.memtable.is_empty() && self.frozen.is_none());
+        self.flushed_sequence = self.sequence;
+        self.write_checkpoint()
+    }
+
+    /// A checkpoint of the tables only, without flushing the memtables: cheap, and taken after
+    /// each flush so that released blocks return to use soon. It covers the writes up to
+    /// [`Engine::flushed_sequence`]; the caller keeps its log from there.
+    pub fn checkpoint_tables(&mut self) -> Result<Checkpoint, Error> {
+        self.write_checkpoint()
+    }
+
+    /// Every write up to this sequence is in tables (the rest is in memtables).
+    pub fn flushed_sequence(&self) -> u64 {
+        self.flushed_sequence
+    }
+
+    /// Whether the active memtable is empty (the next write starts a new one).
+    pub fn memtable_is_empty(&self) -> bool {
+        self.memtable.is_empty()
+    }
+
+    fn write_checkpoint(&mut self) -> Result<Checkpoint, Error> {
+        let jobs = self.flush.iter().chain(self.compaction.iter());
+        let unreferenced: Vec<u64> = jobs.flat_map(|j| j.unreferenced()).collect();
         for address in std::mem::take(&mut self.manifest_blocks) {
             self.free.release(address);
         }
@@ -1206,20 +1237,22 @@ impl<S: BlockStore> Engine<S> {
         self.manifest_blocks = addresses;
         Ok(Checkpoint {
             manifest: next,
-            sequence: self.sequence,
+            sequence: self.flushed_sequence,
         })
     }
 
     /// The checkpoint is recorded durably: blocks only older checkpoints referenced are free.
     pub fn checkpoint_durable(&mut self) {
-        self.free.checkpoint_durable();
+        let mut freed = self.free.checkpoint_durable();
+        freed.sort_unstable();
+        self.store.discard(&freed);
     }
 
     fn encode_tables(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&MANIFEST_MAGIC.to_le_bytes());
         out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
-        out.extend_from_slice(&self.sequence.to_le_bytes());
+        out.extend_from_slice(&self.flushed_sequence.to_le_bytes());
         out.extend_from_slice(&self.next_table_id.to_le_bytes());
         out.push(self.levels.len() as u8);
         for level in &self.levels {
@@ -1276,6 +1309,7 @@ impl<S: BlockStore> Engine<S> {
             return Err(Error::Manifest("sequence differs from the checkpoint's"));
         }
         self.sequence = sequence;
+        self.flushed_sequence = sequence;
         let levels = reader.take(1).ok_or(bad.clone())?[0] as usize;
         if levels != self.options.levels {
             return Err(Error::Manifest("level count differs from the options"));
