@@ -1027,11 +1027,12 @@ impl Simulation {
                 );
                 // Entries may already be applied on top within the same step: the state is then
                 // checked at convergence; the applied sequence restarts after the checkpoint.
-                let (digest, applied) = self.nodes[r].replica.state_digest().expect("ready");
-                if applied == index {
-                    self.model.opened(replica, applied, digest)?;
-                } else {
-                    self.model.restarted_at(replica, index);
+                // (Reading the digest may itself find a rotted block and lose the state again.)
+                match self.nodes[r].replica.state_digest() {
+                    Ok((digest, applied)) if applied == index => {
+                        self.model.opened(replica, applied, digest)?
+                    }
+                    _ => self.model.restarted_at(replica, index),
                 }
             }
             Event::Checkpointed { index, sequence } => {
