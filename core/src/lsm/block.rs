@@ -118,7 +118,23 @@ pub enum BlockError {
 /// A verified block.
 pub struct Block<'a> {
     entries: &'a [u8],
-    restarts: Vec<u32>,
+    /// The restart offsets, u32 LE each (read in place: opening a block allocates nothing).
+    offsets: &'a [u8],
+}
+
+/// What [`Block::find`] found for a key at a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Find<'a> {
+    /// The newest version visible at the snapshot.
+    Version {
+        sequence: u64,
+        kind: Kind,
+        value: &'a [u8],
+    },
+    /// The block holds no visible version, and neither does anything after it.
+    Absent,
+    /// The block ended among the key's versions: the next block may hold a visible one.
+    Continue,
 }
 
 impl<'a> Block<'a> {
@@ -134,21 +150,125 @@ impl<'a> Block<'a> {
             .filter(|&n| n <= rest.len())
             .ok_or(BlockError::Malformed)?;
         let (entries, offsets) = rest.split_at(rest.len() - table);
-        let restarts: Vec<u32> = offsets
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        let sorted = restarts.windows(2).all(|w| w[0] < w[1]);
-        let in_bounds = restarts
-            .iter()
-            .all(|&r| (r as usize) < entries.len().max(1));
-        if !sorted || !in_bounds || (restarts.is_empty() != entries.is_empty()) {
+        let block = Block { entries, offsets };
+        let restarts = (0..count).map(|i| block.restart(i));
+        let mut previous = None;
+        for r in restarts {
+            let ordered = previous.is_none_or(|p| p < r);
+            if !ordered || r as usize >= entries.len().max(1) {
+                return Err(BlockError::Malformed);
+            }
+            previous = Some(r);
+        }
+        if (count == 0) != entries.is_empty() || (count > 0 && block.restart(0) != 0) {
             return Err(BlockError::Malformed);
         }
-        if restarts.first().is_some_and(|&r| r != 0) {
-            return Err(BlockError::Malformed);
+        Ok(block)
+    }
+
+    fn restart_count(&self) -> usize {
+        self.offsets.len() / 4
+    }
+
+    fn restart(&self, i: usize) -> u32 {
+        u32::from_le_bytes(self.offsets[4 * i..4 * i + 4].try_into().unwrap())
+    }
+
+    /// The key stored whole at restart point `i` (restart entries share no prefix).
+    fn restart_key(&self, i: usize) -> Result<&'a [u8], BlockError> {
+        let mut at = self.restart(i) as usize;
+        let mut varint = || -> Result<u64, BlockError> {
+            let (value, taken) =
+                varint::decode(&self.entries[at..]).map_err(|_| BlockError::Malformed)?;
+            at += taken;
+            Ok(value)
+        };
+        let (shared, unshared, _) = (varint()?, varint()?, varint()?);
+        let end = at
+            .checked_add(unshared as usize)
+            .filter(|&e| e <= self.entries.len() && shared == 0)
+            .ok_or(BlockError::Malformed)?;
+        Ok(&self.entries[at..end])
+    }
+
+    /// The newest version of `key` with sequence ≤ `snapshot`, without allocating (keys are
+    /// rebuilt in `scratch`). The point-read path.
+    pub fn find(
+        &self,
+        key: &[u8],
+        snapshot: u64,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Find<'a>, BlockError> {
+        // The last restart point whose key is below `key`.
+        let (mut low, mut high) = (0, self.restart_count());
+        while low + 1 < high {
+            let mid = (low + high) / 2;
+            if self.restart_key(mid)? < key {
+                low = mid;
+            } else {
+                high = mid;
+            }
         }
-        Ok(Block { entries, restarts })
+        let mut at = if self.restart_count() == 0 {
+            0
+        } else {
+            self.restart(low) as usize
+        };
+        scratch.clear();
+        while at < self.entries.len() {
+            let entries = self.entries;
+            let mut varint = || -> Result<u64, BlockError> {
+                let (value, taken) =
+                    varint::decode(&entries[at..]).map_err(|_| BlockError::Malformed)?;
+                at += taken;
+                Ok(value)
+            };
+            let (shared, unshared, value_len) = (varint()?, varint()?, varint()?);
+            let (shared, unshared) = (shared as usize, unshared as usize);
+            if shared > scratch.len() || at + unshared > entries.len() {
+                return Err(BlockError::Malformed);
+            }
+            scratch.truncate(shared);
+            scratch.extend_from_slice(&entries[at..at + unshared]);
+            at += unshared;
+            let mut varint = || -> Result<u64, BlockError> {
+                let (value, taken) =
+                    varint::decode(&entries[at..]).map_err(|_| BlockError::Malformed)?;
+                at += taken;
+                Ok(value)
+            };
+            let sequence = varint()?;
+            let kind = match entries.get(at) {
+                Some(0) => Kind::Tombstone,
+                Some(1) => Kind::Value,
+                _ => return Err(BlockError::Malformed),
+            };
+            at += 1;
+            let end = at
+                .checked_add(value_len as usize)
+                .filter(|&e| e <= entries.len())
+                .ok_or(BlockError::Malformed)?;
+            let value = &entries[at..end];
+            at = end;
+            match scratch.as_slice().cmp(key) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Greater => return Ok(Find::Absent),
+                std::cmp::Ordering::Equal if sequence <= snapshot => {
+                    return Ok(Find::Version {
+                        sequence,
+                        kind,
+                        value,
+                    })
+                }
+                std::cmp::Ordering::Equal => continue,
+            }
+        }
+        // The block ended at or before the key's last version.
+        Ok(if scratch.as_slice() == key {
+            Find::Continue
+        } else {
+            Find::Absent
+        })
     }
 
     /// All entries, in order.
@@ -166,21 +286,19 @@ impl<'a> Block<'a> {
         // The last restart point whose key is below `key`: scanning from there finds the first
         // entry at or beyond `key` within one interval.
         let mut low = 0;
-        let mut high = self.restarts.len();
+        let mut high = self.restart_count();
         while low + 1 < high {
             let mid = (low + high) / 2;
-            let mut probe = BlockIter {
-                entries: self.entries,
-                at: self.restarts[mid] as usize,
-                key: Vec::new(),
-                failed: false,
-            };
-            match probe.next() {
-                Some(Ok(entry)) if entry.key.as_slice() < key => low = mid,
+            match self.restart_key(mid) {
+                Ok(k) if k < key => low = mid,
                 _ => high = mid,
             }
         }
-        let start = self.restarts.get(low).copied().unwrap_or(0) as usize;
+        let start = if high == 0 {
+            0
+        } else {
+            self.restart(low) as usize
+        };
         let mut iter = BlockIter {
             entries: self.entries,
             at: start,
@@ -345,12 +463,30 @@ mod tests {
         }
 
         #[test]
+        fn find_agrees_with_a_scan(entries in sorted_entries(), probe in proptest::collection::vec(0u8..4, 0..12), snapshot in any::<u32>()) {
+            let bytes = build(&entries);
+            let block = Block::decode(&bytes).unwrap();
+            let mut scratch = Vec::new();
+            let found = block.find(&probe, snapshot as u64, &mut scratch).unwrap();
+            let versions: Vec<&Owned> = entries.iter().filter(|e| e.0 == probe).collect();
+            let visible = versions.iter().find(|e| e.1 <= snapshot as u64);
+            let last_is_probe = entries.last().is_some_and(|e| e.0 == probe);
+            let expected = match visible {
+                Some(e) => Find::Version { sequence: e.1, kind: e.2, value: &e.3 },
+                None if last_is_probe => Find::Continue,
+                None => Find::Absent,
+            };
+            prop_assert_eq!(found, expected);
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(block) = Block::decode(&bytes) {
                 for entry in block.iter() {
                     let _ = entry;
                 }
                 let _ = block.seek(b"k").count();
+                let _ = block.find(b"k", u64::MAX, &mut Vec::new());
             }
         }
     }

@@ -12,7 +12,7 @@
 //! from a checkpoint reads only its manifest, and the caller replays its log from
 //! `Checkpoint::sequence + 1`.
 
-use super::block::{Block, Kind};
+use super::block::{Block, Find, Kind};
 use super::bloom;
 use super::cache::BlockCache;
 use super::cursor::{self, Cursor, Source};
@@ -296,6 +296,8 @@ pub struct Engine<S: BlockStore> {
     manifest_blocks: Vec<u64>,
     stats: Stats,
     scratch: Vec<u8>,
+    /// Keys rebuilt during point reads.
+    key_scratch: Vec<u8>,
 }
 
 impl<S: BlockStore> Engine<S> {
@@ -325,6 +327,7 @@ impl<S: BlockStore> Engine<S> {
             manifest_blocks: Vec::new(),
             stats: Stats::default(),
             scratch: Vec::new(),
+            key_scratch: Vec::new(),
             options,
             store,
         };
@@ -864,25 +867,39 @@ impl<S: BlockStore> Engine<S> {
             return Ok(Found::Absent);
         }
         self.stats.filter_passes += 1;
+        let mut key_scratch = std::mem::take(&mut self.key_scratch);
+        let mut found = Ok(Found::Absent);
         while i < blocks {
             let block = self.tables[&id].loaded.as_ref().unwrap().index[i].block;
-            let payload = self.read_data(block, true)?;
-            let decoded = Block::decode(payload).map_err(|_| corrupt(block))?;
-            for entry in decoded.seek(key) {
-                let entry = entry.map_err(|_| corrupt(block))?;
-                if entry.key != key {
-                    return Ok(Found::Absent);
+            let payload = match self.read_data(block, true) {
+                Ok(payload) => payload,
+                Err(e) => {
+                    found = Err(e);
+                    break;
                 }
-                if entry.sequence <= snapshot {
-                    return Ok(Found::Version {
-                        sequence: entry.sequence,
-                        value: (entry.kind == Kind::Value).then(|| entry.value.to_vec()),
-                    });
+            };
+            let result = Block::decode(payload)
+                .and_then(|decoded| decoded.find(key, snapshot, &mut key_scratch));
+            found = match result {
+                Ok(Find::Version {
+                    sequence,
+                    kind,
+                    value,
+                }) => Ok(Found::Version {
+                    sequence,
+                    value: (kind == Kind::Value).then(|| value.to_vec()),
+                }),
+                Ok(Find::Absent) => Ok(Found::Absent),
+                Ok(Find::Continue) => {
+                    i += 1; // the key's versions continue in the next block
+                    continue;
                 }
-            }
-            i += 1; // the key's versions continue in the next block
+                Err(_) => Err(corrupt(block)),
+            };
+            break;
         }
-        Ok(Found::Absent)
+        self.key_scratch = key_scratch;
+        found
     }
 
     /// A data block's payload, through the cache when `cached`.
