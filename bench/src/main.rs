@@ -71,6 +71,9 @@ fn run(args: &Args) -> Result<(), String> {
     for name in &args.engines {
         let results = run_engine(name, args, &mut |r| {
             eprintln!("[{name}] {} done: {:.0} ops/s", r.phase, r.ops_per_sec());
+            if !r.engine_state.is_empty() {
+                eprintln!("[{name}] after {}: {}", r.phase, r.engine_state);
+            }
             if let Some(file) = out.as_mut() {
                 writeln!(file, "{}", report::json_line(r)).expect("write --out");
             }

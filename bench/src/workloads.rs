@@ -336,6 +336,7 @@ impl Bench {
             }
         }
         let secs = start.elapsed().as_secs_f64();
+        let engine_state = self.engine.describe();
         PhaseResult {
             engine: self.name.clone(),
             phase: phase.to_string(),
@@ -347,7 +348,7 @@ impl Bench {
             disk_mib: None,
             drain_secs: None,
             check: String::new(),
-            engine_state: String::new(),
+            engine_state,
         }
     }
 
