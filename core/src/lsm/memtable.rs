@@ -22,8 +22,57 @@ impl Entry {
     }
 }
 
-/// A version's place in the memtable: key ascending, then newest first.
-pub type VersionKey = (Vec<u8>, Reverse<u64>);
+/// A version's place in the memtable: key ascending, then newest first. The key's first eight
+/// bytes, big-endian, are compared first as one integer: most comparisons end there without
+/// touching the key's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionKey {
+    prefix: u64,
+    key: Vec<u8>,
+    sequence: Reverse<u64>,
+}
+
+impl VersionKey {
+    pub fn new(key: &[u8], sequence: u64) -> VersionKey {
+        VersionKey {
+            prefix: prefix(key),
+            key: key.to_vec(),
+            sequence: Reverse(sequence),
+        }
+    }
+
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    pub fn sequence(&self) -> u64 {
+        self.sequence.0
+    }
+}
+
+/// The first eight bytes of `key`, zero-padded, big-endian: ordered as the keys are, except
+/// where they tie (then the keys decide).
+fn prefix(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(bytes)
+}
+
+impl Ord for VersionKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.prefix
+            .cmp(&other.prefix)
+            .then_with(|| self.key.cmp(&other.key))
+            .then_with(|| self.sequence.cmp(&other.sequence))
+    }
+}
+
+impl PartialOrd for VersionKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// Per-entry bookkeeping counted against the memtable's budget (tree node share, lengths).
 const ENTRY_OVERHEAD: usize = 64;
@@ -64,7 +113,7 @@ impl Memtable {
         self.bytes += ENTRY_OVERHEAD + key.len() + value.map_or(0, |v| v.len());
         let previous = self
             .versions
-            .insert((key.to_vec(), Reverse(sequence)), value.map(|v| v.to_vec()));
+            .insert(VersionKey::new(key, sequence), value.map(|v| v.to_vec()));
         // A batch writing one key twice: the later write replaces the earlier at its sequence.
         if let Some(previous) = previous {
             self.bytes -= ENTRY_OVERHEAD + key.len() + previous.map_or(0, |v| v.len());
@@ -82,17 +131,17 @@ impl Memtable {
         out: &mut Vec<Entry>,
     ) {
         use std::ops::Bound::{Excluded, Included, Unbounded};
-        let low = (start.to_vec(), Reverse(u64::MAX));
-        let entry = |((key, Reverse(sequence)), value): (&VersionKey, &Option<Vec<u8>>)| Entry {
-            key: key.clone(),
-            sequence: *sequence,
+        let low = VersionKey::new(start, u64::MAX);
+        let entry = |(version, value): (&VersionKey, &Option<Vec<u8>>)| Entry {
+            key: version.key.clone(),
+            sequence: version.sequence(),
             value: value.clone(),
         };
         let in_end = |k: &[u8]| end.is_none_or(|e| k < e);
         if reverse {
             let high = match (from, end) {
                 (Some(f), _) => Excluded(f.clone()),
-                (None, Some(e)) => Excluded((e.to_vec(), Reverse(u64::MAX))),
+                (None, Some(e)) => Excluded(VersionKey::new(e, u64::MAX)),
                 (None, None) => Unbounded,
             };
             out.extend(
@@ -110,7 +159,7 @@ impl Memtable {
             out.extend(
                 self.versions
                     .range((lower, Unbounded))
-                    .take_while(|((k, _), _)| in_end(k))
+                    .take_while(|(version, _)| in_end(&version.key))
                     .take(limit)
                     .map(entry),
             );
@@ -119,28 +168,14 @@ impl Memtable {
 
     /// The newest version of `key` with sequence ≤ `snapshot`.
     pub fn get(&self, key: &[u8], snapshot: u64) -> Found {
-        let from = (key.to_vec(), Reverse(snapshot));
+        let from = VersionKey::new(key, snapshot);
         match self.versions.range(from..).next() {
-            Some(((k, Reverse(sequence)), value)) if k == key => Found::Version {
-                sequence: *sequence,
+            Some((version, value)) if version.key == key => Found::Version {
+                sequence: version.sequence(),
                 value: value.clone(),
             },
             _ => Found::Absent,
         }
-    }
-
-    /// Every version with key in `[start, end)` (all versions of each key, newest first).
-    pub fn range(&self, start: &[u8], end: Option<&[u8]>) -> Vec<Entry> {
-        let from = (start.to_vec(), Reverse(u64::MAX));
-        self.versions
-            .range(from..)
-            .take_while(|((k, _), _)| end.is_none_or(|e| k.as_slice() < e))
-            .map(|((key, Reverse(sequence)), value)| Entry {
-                key: key.clone(),
-                sequence: *sequence,
-                value: value.clone(),
-            })
-            .collect()
     }
 
     /// Freezes the memtable into its sorted entries, leaving it empty.
@@ -148,9 +183,9 @@ impl Memtable {
         let bytes = std::mem::take(&mut self.bytes);
         let entries = std::mem::take(&mut self.versions)
             .into_iter()
-            .map(|((key, Reverse(sequence)), value)| Entry {
-                key,
-                sequence,
+            .map(|(version, value)| Entry {
+                key: version.key,
+                sequence: version.sequence.0,
                 value,
             })
             .collect();
@@ -185,6 +220,19 @@ impl Frozen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn version_keys_order_as_key_then_newest_first(
+            a in proptest::collection::vec(0u8..3, 0..12), b in proptest::collection::vec(0u8..3, 0..12),
+            x in 0u64..4, y in 0u64..4,
+        ) {
+            let ours = VersionKey::new(&a, x).cmp(&VersionKey::new(&b, y));
+            let reference = (&a, Reverse(x)).cmp(&(&b, Reverse(y)));
+            prop_assert_eq!(ours, reference);
+        }
+    }
 
     #[test]
     fn lookups_see_the_newest_version_at_the_snapshot() {

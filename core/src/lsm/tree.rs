@@ -289,6 +289,8 @@ pub struct Engine<S: BlockStore> {
     tables: BTreeMap<u64, Table>,
     flush: Option<Job>,
     compaction: Option<Job>,
+    /// The levels changed since compaction was last found not due.
+    shape_changed: bool,
     /// Where each level's next compaction starts (round robin over its key space).
     pointers: Vec<Vec<u8>>,
     snapshots: BTreeMap<u64, usize>,
@@ -321,6 +323,7 @@ impl<S: BlockStore> Engine<S> {
             tables: BTreeMap::new(),
             flush: None,
             compaction: None,
+            shape_changed: true,
             pointers: vec![Vec::new(); options.levels],
             snapshots: BTreeMap::new(),
             cache: BlockCache::new(block_size, options.cache_blocks),
@@ -351,6 +354,7 @@ impl<S: BlockStore> Engine<S> {
         self.tables.clear();
         self.flush = None;
         self.compaction = None;
+        self.shape_changed = true;
         self.pointers = vec![Vec::new(); levels];
         self.snapshots.clear();
         self.cache.clear();
@@ -534,9 +538,14 @@ impl<S: BlockStore> Engine<S> {
         while budget > 0 {
             let job = match self.compaction.take() {
                 Some(job) => job,
+                // Whether a compaction is due changes only when the levels do.
+                None if !self.shape_changed => return Ok(()),
                 None => match self.start_compaction()? {
                     Some(job) => job,
-                    None => return Ok(()),
+                    None => {
+                        self.shape_changed = false;
+                        return Ok(());
+                    }
                 },
             };
             let before = self.stats.merged;
@@ -684,6 +693,7 @@ impl<S: BlockStore> Engine<S> {
     }
 
     fn trivial_move(&mut self, level: usize, id: u64) {
+        self.shape_changed = true;
         self.levels[level].retain(|&t| t != id);
         self.insert_sorted(level + 1, id);
         self.stats.trivial_moves += 1;
@@ -748,6 +758,7 @@ impl<S: BlockStore> Engine<S> {
 
     /// Replaces a job's inputs with its outputs; the inputs' blocks wait for the next checkpoint.
     fn install(&mut self, job: Job) {
+        self.shape_changed = true;
         let flush = job.inputs.is_empty();
         for &(level, id) in &job.inputs {
             self.levels[level].retain(|&t| t != id);
@@ -1051,7 +1062,7 @@ impl<S: BlockStore> Engine<S> {
                 );
                 match entries.last() {
                     Some(last) => {
-                        *after = Some((last.key.clone(), std::cmp::Reverse(last.sequence)))
+                        *after = Some(super::memtable::VersionKey::new(&last.key, last.sequence))
                     }
                     None => cursor.done = true,
                 }
