@@ -46,6 +46,7 @@ use ziggy_core::{ReadError, WriteError};
 
 use crate::file_storage::lock_data_file;
 use crate::format::annotate;
+use crate::wal_map::WalMap;
 
 const SUPERBLOCK_SIZE: u64 = 4096;
 const SUPERBLOCK_MAGIC: &[u8; 8] = b"ZIGGYDB1";
@@ -326,6 +327,8 @@ pub struct DbStats {
 pub struct Db {
     path: PathBuf,
     wal: File,
+    /// The WAL ring, mapped.
+    ring: WalMap,
     engine: Engine<FileGrid>,
     options: DbOptions,
     superblock: Superblock,
@@ -395,6 +398,7 @@ impl Db {
         let engine = Engine::open(grid, options.engine_options(), superblock.checkpoint)?;
         let mut db = Db {
             path: path.to_path_buf(),
+            ring: WalMap::new(&file, 2 * SUPERBLOCK_SIZE, superblock.wal_bytes as usize)?,
             wal: file,
             engine,
             wal_head: superblock.wal_start,
@@ -415,29 +419,25 @@ impl Db {
     fn replay(&mut self) -> Result<(), DbError> {
         let mut position = self.superblock.wal_start;
         let mut expected = self.engine.sequence() + 1;
-        let mut header = [0u8; RECORD_HEADER];
-        let mut payload = Vec::new();
         loop {
             if position + RECORD_HEADER as u64 > self.options.wal_bytes {
                 position = 0;
             }
-            let base = 2 * SUPERBLOCK_SIZE;
-            self.wal.read_exact_at(&mut header, base + position)?;
+            let ring = self.ring.bytes();
+            let at = position as usize;
+            let header = &ring[at..at + RECORD_HEADER];
             let length = u32::from_le_bytes(header[4..8].try_into().unwrap()) as u64;
             let sequence = u64::from_le_bytes(header[8..16].try_into().unwrap());
             let kind = header[16];
             if position + RECORD_HEADER as u64 + length > self.options.wal_bytes {
                 break;
             }
-            payload.resize(length as usize, 0);
-            self.wal
-                .read_exact_at(&mut payload, base + position + RECORD_HEADER as u64)?;
+            let record = &ring[at..at + RECORD_HEADER + length as usize];
             let sum = u32::from_le_bytes(header[0..4].try_into().unwrap());
-            let mut summed = header[4..].to_vec();
-            summed.extend_from_slice(&payload);
-            if checksum(&summed) != sum || sequence != expected {
+            if checksum(&record[4..]) != sum || sequence != expected {
                 break;
             }
+            let payload = record[RECORD_HEADER..].to_vec();
             match kind {
                 RECORD_WRAP => {
                     position = 0;
@@ -567,18 +567,17 @@ impl Db {
 
     /// Writes a record at the head; its payload is `self.record[..length]`.
     fn write_record(&mut self, kind: u8, sequence: u64, length: usize) -> Result<(), DbError> {
-        let mut bytes = Vec::with_capacity(RECORD_HEADER + length);
-        bytes.extend_from_slice(&[0; 4]);
-        bytes.extend_from_slice(&(length as u32).to_le_bytes());
-        bytes.extend_from_slice(&sequence.to_le_bytes());
-        bytes.extend_from_slice(&[kind, 0, 0, 0, 0, 0, 0, 0]);
-        bytes.extend_from_slice(&self.record[..length]);
+        let at = self.wal_head as usize;
+        let size = RECORD_HEADER + length;
+        let bytes = &mut self.ring.bytes_mut()[at..at + size];
+        bytes[4..8].copy_from_slice(&(length as u32).to_le_bytes());
+        bytes[8..16].copy_from_slice(&sequence.to_le_bytes());
+        bytes[16..24].copy_from_slice(&[kind, 0, 0, 0, 0, 0, 0, 0]);
+        bytes[RECORD_HEADER..].copy_from_slice(&self.record[..length]);
         let sum = checksum(&bytes[4..]);
         bytes[0..4].copy_from_slice(&sum.to_le_bytes());
-        let offset = 2 * SUPERBLOCK_SIZE + self.wal_head;
-        self.wal.write_all_at(&bytes, offset)?;
-        self.wal_head += bytes.len() as u64;
-        self.stats.wal_bytes_written += bytes.len() as u64;
+        self.wal_head += size as u64;
+        self.stats.wal_bytes_written += size as u64;
         Ok(())
     }
 
