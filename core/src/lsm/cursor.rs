@@ -92,30 +92,21 @@ impl Cursor {
     }
 }
 
-/// Keeps the versions of one key that some reader can still see, newest first.
+/// Keeps (in place) the versions of one key that some reader can still see, newest first.
 ///
 /// `versions` is sorted newest first; `snapshots` ascending. A version is visible to snapshot `s`
 /// when it is the newest with sequence ≤ `s`; the newest version is visible to every future read.
-/// When `bottom` (no older data for this key exists below the output) and the oldest kept version
-/// is a tombstone, it is dropped too: readers then find nothing, as the tombstone told them.
-pub fn collect_garbage(versions: Vec<Entry>, snapshots: &[u64], bottom: bool) -> Vec<Entry> {
-    let mut kept: Vec<Entry> = Vec::with_capacity(versions.len().min(4));
+/// (Dropping a tombstone that ends up oldest, when nothing below holds the key, is the caller's.)
+pub fn collect_garbage(versions: &mut Vec<Entry>, snapshots: &[u64]) {
     let mut newer = u64::MAX; // the sequence of the previous (newer) version
-    for version in versions {
-        debug_assert!(version.sequence < newer || newer == u64::MAX);
-        let first = kept.is_empty() && newer == u64::MAX;
+    let mut first = true;
+    versions.retain(|version| {
         // Some snapshot s with version.sequence <= s < newer sees this version.
         let from = snapshots.partition_point(|&s| s < version.sequence);
         let seen = snapshots.get(from).is_some_and(|&s| s < newer);
         newer = version.sequence;
-        if first || seen {
-            kept.push(version);
-        }
-    }
-    if bottom && kept.last().is_some_and(|v| v.value.is_none()) {
-        kept.pop();
-    }
-    kept
+        std::mem::take(&mut first) || seen
+    });
 }
 
 #[cfg(test)]
@@ -134,6 +125,15 @@ mod tests {
         kept.iter().map(|e| e.sequence).collect()
     }
 
+    /// The tree's full rule: GC, then drop an oldest tombstone at the bottom.
+    fn collect(mut versions: Vec<Entry>, snapshots: &[u64], bottom: bool) -> Vec<Entry> {
+        collect_garbage(&mut versions, snapshots);
+        if bottom && versions.last().is_some_and(|v| v.value.is_none()) {
+            versions.pop();
+        }
+        versions
+    }
+
     #[test]
     fn garbage_collection_keeps_what_snapshots_see() {
         let versions = || {
@@ -144,28 +144,22 @@ mod tests {
                 version(2, Some("2")),
             ]
         };
-        assert_eq!(sequences(&collect_garbage(versions(), &[], false)), [9]);
-        assert_eq!(sequences(&collect_garbage(versions(), &[6], false)), [9, 5]);
+        assert_eq!(sequences(&collect(versions(), &[], false)), [9]);
+        assert_eq!(sequences(&collect(versions(), &[6], false)), [9, 5]);
+        assert_eq!(sequences(&collect(versions(), &[7, 8], false)), [9, 7]);
         assert_eq!(
-            sequences(&collect_garbage(versions(), &[7, 8], false)),
-            [9, 7]
-        );
-        assert_eq!(
-            sequences(&collect_garbage(versions(), &[7], true)),
+            sequences(&collect(versions(), &[7], true)),
             [9],
             "tombstone last"
         );
-        assert_eq!(sequences(&collect_garbage(versions(), &[1], false)), [9]);
+        assert_eq!(sequences(&collect(versions(), &[1], false)), [9]);
         assert_eq!(
-            sequences(&collect_garbage(versions(), &[2, 5, 9], false)),
+            sequences(&collect(versions(), &[2, 5, 9], false)),
             [9, 5, 2]
         );
         let deleted = vec![version(4, None), version(3, Some("3"))];
-        assert!(collect_garbage(deleted.clone(), &[], true).is_empty());
-        assert_eq!(
-            sequences(&collect_garbage(deleted.clone(), &[], false)),
-            [4]
-        );
-        assert_eq!(sequences(&collect_garbage(deleted, &[3], true)), [4, 3]);
+        assert!(collect(deleted.clone(), &[], true).is_empty());
+        assert_eq!(sequences(&collect(deleted.clone(), &[], false)), [4]);
+        assert_eq!(sequences(&collect(deleted, &[3], true)), [4, 3]);
     }
 }

@@ -710,19 +710,20 @@ impl<S: BlockStore> Engine<S> {
     fn step(&mut self, mut job: Job, budget: usize) -> Result<Option<Job>, Error> {
         let mut spent = 0;
         let snapshots: Vec<u64> = self.snapshots.keys().copied().collect();
+        let mut versions = Vec::new();
         while spent < budget && !job.done {
-            let Some(versions) = self.next_versions(&mut job.cursors, false)? else {
+            if !self.next_versions(&mut job.cursors, false, &mut versions)? {
                 job.done = true;
                 break;
-            };
-            spent += versions.len();
-            let key = versions[0].key.clone();
-            let mut kept = cursor::collect_garbage(versions, &snapshots, false);
-            if kept.last().is_some_and(|v| v.value.is_none()) && !job.below.holds(&key) {
-                kept.pop();
             }
-            for entry in kept {
-                self.emit(&mut job, &entry)?;
+            spent += versions.len();
+            cursor::collect_garbage(&mut versions, &snapshots);
+            let last_is_tombstone = versions.last().is_some_and(|v| v.value.is_none());
+            if last_is_tombstone && !job.below.holds(&versions.last().unwrap().key) {
+                versions.pop();
+            }
+            for entry in &versions {
+                self.emit(&mut job, entry)?;
             }
         }
         self.stats.merged += spent as u64;
@@ -946,21 +947,15 @@ impl<S: BlockStore> Engine<S> {
         }
         let mut cursors = self.scan_cursors(start, end, reverse);
         let mut out = Vec::new();
-        while out.len() < limit {
-            let Some(versions) = self.next_versions(&mut cursors, reverse)? else {
-                break;
-            };
-            let visible = versions
-                .into_iter()
-                .filter(|v| v.sequence <= snapshot)
-                .max_by_key(|v| v.sequence);
-            if let Some(Entry {
-                key,
-                value: Some(value),
-                ..
-            }) = visible
-            {
-                out.push((key, value));
+        let mut versions = Vec::new();
+        while out.len() < limit && self.next_versions(&mut cursors, reverse, &mut versions)? {
+            // Newest first: the first version at or below the snapshot is the visible one.
+            let visible = versions.iter().position(|v| v.sequence <= snapshot);
+            if let Some(i) = visible {
+                let entry = versions.swap_remove(i);
+                if let Some(value) = entry.value {
+                    out.push((entry.key, value));
+                }
             }
         }
         Ok(out)
@@ -1019,31 +1014,52 @@ impl<S: BlockStore> Engine<S> {
         &mut self,
         cursors: &mut [Cursor],
         reverse: bool,
-    ) -> Result<Option<Vec<Entry>>, Error> {
+        versions: &mut Vec<Entry>,
+    ) -> Result<bool, Error> {
+        versions.clear();
         for c in cursors.iter_mut() {
             while c.needs_refill() {
                 self.refill(c)?;
             }
         }
-        let heads = cursors.iter().filter_map(|c| c.head().map(|e| &e.key));
-        let key = if reverse { heads.max() } else { heads.min() };
-        let Some(key) = key.cloned() else {
-            return Ok(None);
+        // The cursor whose head comes first; its entry is taken, and owns the key compared.
+        let mut first: Option<usize> = None;
+        for (i, c) in cursors.iter().enumerate() {
+            let Some(head) = c.head() else { continue };
+            let better = first.is_none_or(|f| {
+                let best = &cursors[f].head().unwrap().key;
+                if reverse {
+                    head.key > *best
+                } else {
+                    head.key < *best
+                }
+            });
+            if better {
+                first = Some(i);
+            }
+        }
+        let Some(first) = first else {
+            return Ok(false);
         };
-        let mut versions = Vec::new();
+        versions.push(cursors[first].pop());
         for c in cursors.iter_mut() {
             loop {
                 while c.needs_refill() {
                     self.refill(c)?;
                 }
                 match c.head() {
-                    Some(e) if e.key == key => versions.push(c.pop()),
+                    Some(e) if e.key == versions[0].key => {
+                        let entry = c.pop();
+                        versions.push(entry);
+                    }
                     _ => break,
                 }
             }
         }
-        versions.sort_by_key(|v| std::cmp::Reverse(v.sequence));
-        Ok(Some(versions))
+        if versions.len() > 1 {
+            versions.sort_by_key(|v| std::cmp::Reverse(v.sequence));
+        }
+        Ok(true)
     }
 
     /// Loads the next chunk of entries into `cursor` (or marks it done).
