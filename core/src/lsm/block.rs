@@ -215,6 +215,7 @@ impl<'a> Block<'a> {
             self.restart(low) as usize
         };
         scratch.clear();
+        let mut last_equal = false;
         while at < self.entries.len() {
             let entries = self.entries;
             let mut varint = || -> Result<u64, BlockError> {
@@ -225,7 +226,10 @@ impl<'a> Block<'a> {
             };
             let (shared, unshared, value_len) = (varint()?, varint()?, varint()?);
             let (shared, unshared) = (shared as usize, unshared as usize);
-            if shared > scratch.len() || at + unshared > entries.len() {
+            let fits = at
+                .checked_add(unshared)
+                .is_some_and(|end| end <= entries.len());
+            if shared > scratch.len() || !fits {
                 return Err(BlockError::Malformed);
             }
             scratch.truncate(shared);
@@ -260,11 +264,11 @@ impl<'a> Block<'a> {
                         value,
                     })
                 }
-                std::cmp::Ordering::Equal => continue,
+                std::cmp::Ordering::Equal => last_equal = true,
             }
         }
-        // The block ended at or before the key's last version.
-        Ok(if scratch.as_slice() == key {
+        // The block ended among the key's versions, or before the key.
+        Ok(if last_equal {
             Find::Continue
         } else {
             Find::Absent
@@ -431,6 +435,19 @@ mod tests {
 
     fn owned(entry: Entry) -> Owned {
         (entry.key, entry.sequence, entry.kind, entry.value.to_vec())
+    }
+
+    #[test]
+    fn a_huge_key_length_is_malformed_not_an_overflow() {
+        // Found by the lsm_blocks fuzz target: shared 0, unshared ~2^63, then one restart at 0.
+        let mut bytes = vec![
+            0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F, 0x00,
+        ];
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        let block = Block::decode(&bytes).unwrap();
+        assert!(block.find(b"k", u64::MAX, &mut Vec::new()).is_err());
+        assert!(block.iter().next().unwrap().is_err());
     }
 
     proptest! {
