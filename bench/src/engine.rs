@@ -36,6 +36,7 @@ pub fn open(name: &str, dir: &Path, config: &EngineConfig) -> Result<Box<dyn Eng
         "fjall" => Ok(Box::new(crate::fjall::Fjall::create(dir, config))),
         #[cfg(feature = "peers")]
         "rocksdb" => Ok(Box::new(crate::rocksdb::RocksDb::create(dir, config))),
+        #[cfg(not(feature = "peers"))]
         "fjall" | "rocksdb" => Err(format!(
             "engine {name} is behind the cargo feature `peers` (build with --features peers)"
         )),

@@ -46,9 +46,14 @@ impl Engine for Ziggy {
         self.db.checkpoint().expect("ziggy: checkpoint");
     }
 
-    /// ZiggyDB compacts inside its writes, paced; this finishes whatever compaction is still due.
+    /// ZiggyDB compacts inside its writes, paced; this finishes whatever compaction is still due,
+    /// then checkpoints so that the blocks it freed are released.
     fn wait_idle(&mut self) {
+        let merged = self.db.stats().engine.merged;
         while self.db.compact(DRAIN_BUDGET).expect("ziggy: compact") {}
+        if self.db.stats().engine.merged != merged {
+            self.flush();
+        }
     }
 
     fn describe(&mut self) -> String {
