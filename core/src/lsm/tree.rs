@@ -270,6 +270,9 @@ impl Job {
     }
 }
 
+/// Entries of compaction per step while a write waits at the level-0 stop mark.
+const STALL_STEP: usize = 4096;
+
 const MANIFEST_MAGIC: u32 = 0x4D53_4C5A; // "ZLSM"
 const MANIFEST_VERSION: u32 = 1;
 const NO_NEXT: u64 = u64::MAX;
@@ -510,9 +513,17 @@ impl<S: BlockStore> Engine<S> {
             budget <<= (level0 + 1 - self.options.l0_slowdown).min(8);
         }
         self.compact(budget)?;
-        while self.levels[0].len() >= self.options.l0_stop {
+        if self.levels[0].len() >= self.options.l0_stop {
+            // Stop: work in steps just until level 0 is below the mark again (not through
+            // every compaction that happens to be due).
             self.stats.stalls += 1;
-            self.compact(usize::MAX)?;
+            while self.levels[0].len() >= self.options.l0_stop {
+                let before = self.stats.merged;
+                self.compact(STALL_STEP)?;
+                if self.stats.merged == before && self.compaction.is_none() {
+                    break; // nothing left to do (level 0 must be draining through a flush)
+                }
+            }
         }
         Ok(())
     }
