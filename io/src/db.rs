@@ -178,9 +178,12 @@ impl BlockStore for FileGrid {
     }
 
     fn grow(&mut self, count: u64) -> Result<(), GridError> {
+        let from = self.start + self.blocks * self.block_size as u64;
         let end = self.start + count * self.block_size as u64;
-        // Reserve the space now, so that a full disk is an error here and not a lost write later.
-        allocate(&self.file, end).map_err(|e| {
+        // Reserve the new space now, so that a full disk is an error here and not a lost write
+        // later. Only the new range: allocating from 0 would fill the holes punched over freed
+        // blocks again (the file's space would never shrink below its high-water mark).
+        allocate(&self.file, from, end).map_err(|e| {
             GridError::Write(if e.raw_os_error() == Some(libc::ENOSPC) {
                 WriteError::NoSpace
             } else {
@@ -245,10 +248,21 @@ fn io_write_error(e: io::Error) -> WriteError {
 }
 
 /// Extends the file to `len` bytes with allocated (not sparse) space.
-fn allocate(file: &File, len: u64) -> io::Result<()> {
+/// Allocates bytes `from..len` of `file` (extending it to `len`).
+fn allocate(file: &File, from: u64, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
+    assert!(from <= len);
+    if from == len {
+        return Ok(());
+    }
     // SAFETY: posix_fallocate only reads the descriptor, which `file` keeps open for the call.
-    let result = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    let result = unsafe {
+        libc::posix_fallocate(
+            file.as_raw_fd(),
+            from as libc::off_t,
+            (len - from) as libc::off_t,
+        )
+    };
     match result {
         0 => Ok(()),
         libc::EOPNOTSUPP | libc::EINVAL => file.set_len(len.max(file.metadata()?.len())),
@@ -371,7 +385,7 @@ impl Db {
             wal_start: 0,
         };
         let grid_start = 2 * SUPERBLOCK_SIZE + options.wal_bytes;
-        allocate(&file, grid_start)?;
+        allocate(&file, 0, grid_start)?;
         for copy in 0..2 {
             file.write_all_at(&superblock.encode(), copy * SUPERBLOCK_SIZE)?;
         }

@@ -19,6 +19,7 @@
 //! Decoding checks every bound: a malformed block is an error, never
 //! a panic and never a wrong entry.
 
+use super::entries::{Entries, EntryRef};
 use super::varint;
 
 pub const RESTART_INTERVAL: usize = 16;
@@ -275,6 +276,20 @@ impl<'a> Block<'a> {
         })
     }
 
+    /// Appends every entry, in order, to `out` without allocating per entry (merges and scans).
+    pub fn decode_into(&self, out: &mut Entries) -> Result<(), BlockError> {
+        let mut iter = self.iter();
+        while iter.at < iter.entries.len() {
+            let (sequence, kind, value) = iter.decode_next()?;
+            out.push(EntryRef {
+                key: &iter.key,
+                sequence,
+                value: (kind == Kind::Value).then_some(value),
+            });
+        }
+        Ok(())
+    }
+
     /// All entries, in order.
     pub fn iter(&self) -> BlockIter<'a> {
         BlockIter {
@@ -367,6 +382,17 @@ impl<'a> BlockIter<'a> {
     }
 
     fn decode_entry(&mut self) -> Result<Entry<'a>, BlockError> {
+        let (sequence, kind, value) = self.decode_next()?;
+        Ok(Entry {
+            key: self.key.clone(),
+            sequence,
+            kind,
+            value,
+        })
+    }
+
+    /// Decodes the next entry; its key is left in `self.key` (no allocation once warm).
+    fn decode_next(&mut self) -> Result<(u64, Kind, &'a [u8]), BlockError> {
         let shared = self.varint()? as usize;
         let unshared = self.varint()? as usize;
         let value_len = self.varint()? as usize;
@@ -383,12 +409,7 @@ impl<'a> BlockIter<'a> {
             _ => return Err(BlockError::Malformed),
         };
         let value = self.take(value_len)?;
-        Ok(Entry {
-            key: self.key.clone(),
-            sequence,
-            kind,
-            value,
-        })
+        Ok((sequence, kind, value))
     }
 }
 
@@ -456,7 +477,22 @@ mod tests {
             let bytes = build(&entries);
             let block = Block::decode(&bytes).unwrap();
             let back: Vec<Owned> = block.iter().map(|e| owned(e.unwrap())).collect();
-            prop_assert_eq!(back, entries);
+            prop_assert_eq!(&back, &entries);
+            let mut flat = Entries::new();
+            block.decode_into(&mut flat).unwrap();
+            let flat: Vec<Owned> = flat
+                .iter()
+                .map(|e| {
+                    let kind = if e.value.is_some() { Kind::Value } else { Kind::Tombstone };
+                    (e.key.to_vec(), e.sequence, kind, e.value.unwrap_or_default().to_vec())
+                })
+                .collect();
+            // A tombstone's value bytes, if any, are not an entry's value.
+            let expected: Vec<Owned> = entries
+                .into_iter()
+                .map(|(k, s, kind, v)| (k, s, kind, if kind == Kind::Value { v } else { Vec::new() }))
+                .collect();
+            prop_assert_eq!(flat, expected);
         }
 
         #[test]
@@ -503,6 +539,7 @@ mod tests {
                     let _ = entry;
                 }
                 let _ = block.seek(b"k").count();
+                let _ = block.decode_into(&mut Entries::new());
                 let _ = block.find(b"k", u64::MAX, &mut Vec::new());
             }
         }

@@ -5,7 +5,7 @@
 //! A cursor owns only its position and a buffer; the engine fills it (`Engine::refill`), so the
 //! same cursors serve scans (through the block cache) and compactions (around it).
 
-use super::memtable::Entry;
+use super::entries::{Entries, EntryRef};
 
 /// How many memtable entries one refill copies.
 pub const MEMORY_CHUNK: usize = 128;
@@ -38,7 +38,7 @@ pub struct Cursor {
     pub reverse: bool,
     pub start: Vec<u8>,
     pub end: Option<Vec<u8>>,
-    pub buffer: Vec<Entry>,
+    pub buffer: Entries,
     pub at: usize,
     pub done: bool,
     /// Read through the block cache (scans) or around it (compactions).
@@ -52,41 +52,36 @@ impl Cursor {
             reverse,
             start: start.to_vec(),
             end: end.map(|e| e.to_vec()),
-            buffer: Vec::new(),
+            buffer: Entries::new(),
             at: 0,
             done: false,
             cached: true,
         }
     }
 
-    pub fn head(&self) -> Option<&Entry> {
-        self.buffer.get(self.at)
+    pub fn head(&self) -> Option<EntryRef<'_>> {
+        (self.at < self.buffer.len()).then(|| self.buffer.get(self.at))
     }
 
     pub fn needs_refill(&self) -> bool {
         self.at == self.buffer.len() && !self.done
     }
 
-    pub fn in_range(&self, key: &[u8]) -> bool {
-        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|e| key < e)
-    }
-
-    /// Takes the head entry.
-    pub fn pop(&mut self) -> Entry {
-        let entry = std::mem::replace(
-            &mut self.buffer[self.at],
-            Entry {
-                key: Vec::new(),
-                sequence: 0,
-                value: None,
-            },
-        );
+    /// Moves past the head entry (the caller has copied what it needs).
+    pub fn advance(&mut self) {
+        assert!(self.at < self.buffer.len(), "a head to move past");
         self.at += 1;
-        entry
     }
 
-    /// Replaces the buffer with `entries` (already in iteration order).
-    pub fn load(&mut self, entries: Vec<Entry>) {
+    /// Takes the buffer to refill it in place (keeping its capacity); give it back with `load`.
+    pub fn take_buffer(&mut self) -> Entries {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        buffer
+    }
+
+    /// Installs `entries` (already in iteration order) as the buffer.
+    pub fn load(&mut self, entries: Entries) {
         self.buffer = entries;
         self.at = 0;
     }
@@ -97,7 +92,7 @@ impl Cursor {
 /// `versions` is sorted newest first; `snapshots` ascending. A version is visible to snapshot `s`
 /// when it is the newest with sequence ≤ `s`; the newest version is visible to every future read.
 /// (Dropping a tombstone that ends up oldest, when nothing below holds the key, is the caller's.)
-pub fn collect_garbage(versions: &mut Vec<Entry>, snapshots: &[u64]) {
+pub fn collect_garbage(versions: &mut Entries, snapshots: &[u64]) {
     let mut newer = u64::MAX; // the sequence of the previous (newer) version
     let mut first = true;
     versions.retain(|version| {
@@ -113,6 +108,8 @@ pub fn collect_garbage(versions: &mut Vec<Entry>, snapshots: &[u64]) {
 mod tests {
     use super::*;
 
+    use crate::lsm::memtable::Entry;
+
     fn version(sequence: u64, value: Option<&str>) -> Entry {
         Entry {
             key: b"k".to_vec(),
@@ -126,12 +123,14 @@ mod tests {
     }
 
     /// The tree's full rule: GC, then drop an oldest tombstone at the bottom.
-    fn collect(mut versions: Vec<Entry>, snapshots: &[u64], bottom: bool) -> Vec<Entry> {
-        collect_garbage(&mut versions, snapshots);
-        if bottom && versions.last().is_some_and(|v| v.value.is_none()) {
-            versions.pop();
+    fn collect(versions: Vec<Entry>, snapshots: &[u64], bottom: bool) -> Vec<Entry> {
+        let mut flat = Entries::new();
+        versions.iter().for_each(|v| flat.push(EntryRef::of(v)));
+        collect_garbage(&mut flat, snapshots);
+        if bottom && flat.last().is_some_and(|v| v.value.is_none()) {
+            flat.pop();
         }
-        versions
+        flat.to_vec()
     }
 
     #[test]

@@ -90,6 +90,9 @@ impl std::fmt::Display for GridError {
     }
 }
 
+/// The most a grid grows by at once: space allocated ahead of the data is space amplification.
+const MAX_GROWTH: u64 = 64 << 20;
+
 /// Block-addressed storage under the LSM. Reads return the most recent write; writes are durable
 /// only after `sync` returns. Implemented in memory (tests, the simulator) and on a file (ziggy-io).
 pub trait BlockStore {
@@ -280,10 +283,12 @@ impl FreeSet {
         self.bits.resize(count.div_ceil(64) as usize, 0);
     }
 
-    /// The lowest free block, acquired; grows the store by a quarter when none is left.
+    /// The lowest free block, acquired; grows the store by a quarter (at most `MAX_GROWTH`
+    /// bytes, at least 64 blocks) when none is left.
     pub fn acquire(&mut self, store: &mut dyn BlockStore) -> Result<u64, GridError> {
         if self.acquired == self.count {
-            let grown = (self.count + self.count / 4).max(self.count + 64);
+            let most = (MAX_GROWTH / store.block_size() as u64).max(64);
+            let grown = self.count + (self.count / 4).clamp(64, most);
             // Near a fixed limit, take what is left one block at a time.
             store.grow(grown).or_else(|_| store.grow(self.count + 1))?;
             self.grow_to(store.block_count());

@@ -4,6 +4,7 @@
 //! drops those no snapshot can see. A full memtable is *frozen* into a sorted vector that the
 //! flush walks in small steps while a fresh memtable takes writes.
 
+use super::entries::{Entries, EntryRef};
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
@@ -128,14 +129,16 @@ impl Memtable {
         end: Option<&[u8]>,
         reverse: bool,
         limit: usize,
-        out: &mut Vec<Entry>,
+        out: &mut Entries,
     ) {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         let low = VersionKey::new(start, u64::MAX);
-        let entry = |(version, value): (&VersionKey, &Option<Vec<u8>>)| Entry {
-            key: version.key.clone(),
-            sequence: version.sequence(),
-            value: value.clone(),
+        let mut push = |(version, value): (&VersionKey, &Option<Vec<u8>>)| {
+            out.push(EntryRef {
+                key: &version.key,
+                sequence: version.sequence(),
+                value: value.as_deref(),
+            })
         };
         let in_end = |k: &[u8]| end.is_none_or(|e| k < e);
         if reverse {
@@ -144,25 +147,21 @@ impl Memtable {
                 (None, Some(e)) => Excluded(VersionKey::new(e, u64::MAX)),
                 (None, None) => Unbounded,
             };
-            out.extend(
-                self.versions
-                    .range((Included(low), high))
-                    .rev()
-                    .take(limit)
-                    .map(entry),
-            );
+            self.versions
+                .range((Included(low), high))
+                .rev()
+                .take(limit)
+                .for_each(&mut push);
         } else {
             let lower = match from {
                 Some(f) => Excluded(f.clone()),
                 None => Included(low),
             };
-            out.extend(
-                self.versions
-                    .range((lower, Unbounded))
-                    .take_while(|(version, _)| in_end(&version.key))
-                    .take(limit)
-                    .map(entry),
-            );
+            self.versions
+                .range((lower, Unbounded))
+                .take_while(|(version, _)| in_end(&version.key))
+                .take(limit)
+                .for_each(&mut push);
         }
     }
 

@@ -1,7 +1,8 @@
 //! The LSM storage engine: tables of sorted entries in grid blocks under a memtable.
 //!
 //! - [`tree`]: the engine — writes, reads, scans, snapshots, transactions, compaction, checkpoints.
-//! - [`memtable`]: the newest writes in memory; [`cursor`]: merged iteration over every layer.
+//! - [`memtable`]: the newest writes in memory; [`cursor`]: merged iteration over every layer;
+//!   [`entries`]: the flat entry buffers merges move entries through.
 //! - [`table`]: tables (data blocks, index, filter); [`block`]: data blocks; [`bloom`]: filters.
 //! - [`grid`]: checksummed blocks, the free set, block stores; [`cache`]: the block cache.
 //! - [`varint`]: LEB128 variable-length integers for the encodings.
@@ -10,6 +11,7 @@ pub mod block;
 pub mod bloom;
 pub mod cache;
 pub mod cursor;
+pub mod entries;
 pub mod grid;
 pub mod memtable;
 pub mod table;

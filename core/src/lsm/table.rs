@@ -9,8 +9,8 @@
 
 use super::block::{BlockBuilder, Kind};
 use super::bloom::{self, Bloom};
+use super::entries::EntryRef;
 use super::grid::{self, BlockKind, BlockRef, BlockStore, FreeSet, GridError};
-use super::memtable::Entry;
 use super::varint;
 
 /// Room a data block keeps for one entry's framing (three varints, sequence, kind, restart).
@@ -276,9 +276,9 @@ impl TableBuilder {
         &mut self,
         store: &mut dyn BlockStore,
         free: &mut FreeSet,
-        entry: &Entry,
+        entry: EntryRef,
     ) -> Result<(), GridError> {
-        let size = entry.key.len() + entry.value.as_ref().map_or(0, |v| v.len());
+        let size = entry.size();
         assert!(
             size <= max_entry_size(store.block_size()),
             "entry fits a block"
@@ -287,19 +287,19 @@ impl TableBuilder {
         if !self.block.is_empty() && self.block.size() + size + ENTRY_FRAMING > payload {
             self.finish_block(store, free)?;
         }
-        let (kind, value) = match &entry.value {
-            Some(v) => (Kind::Value, v.as_slice()),
+        let (kind, value) = match entry.value {
+            Some(v) => (Kind::Value, v),
             None => (Kind::Tombstone, &[][..]),
         };
-        self.block.add(&entry.key, entry.sequence, kind, value);
+        self.block.add(entry.key, entry.sequence, kind, value);
         if self.entries == 0 || self.last_key != entry.key {
-            self.key_hashes.push(bloom::hash(&entry.key));
+            self.key_hashes.push(bloom::hash(entry.key));
         }
         if self.min_key.is_none() {
-            self.min_key = Some(entry.key.clone());
+            self.min_key = Some(entry.key.to_vec());
         }
         self.last_key.clear();
-        self.last_key.extend_from_slice(&entry.key);
+        self.last_key.extend_from_slice(entry.key);
         self.min_sequence = self.min_sequence.min(entry.sequence);
         self.max_sequence = self.max_sequence.max(entry.sequence);
         self.entries += 1;
@@ -377,6 +377,7 @@ mod tests {
     use super::*;
     use crate::lsm::block::Block;
     use crate::lsm::grid::MemoryStore;
+    use crate::lsm::memtable::Entry;
 
     #[test]
     fn a_table_round_trips_through_its_index_and_filter() {
@@ -390,7 +391,9 @@ mod tests {
                 sequence: 1000 - i as u64,
                 value: (i % 7 != 0).then(|| vec![i as u8; (i % 40) as usize]),
             };
-            builder.add(&mut store, &mut free, &entry).unwrap();
+            builder
+                .add(&mut store, &mut free, EntryRef::of(&entry))
+                .unwrap();
             expected.push(entry);
         }
         let written = builder.written.clone();

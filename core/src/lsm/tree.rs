@@ -16,8 +16,9 @@ use super::block::{Block, Find, Kind};
 use super::bloom;
 use super::cache::BlockCache;
 use super::cursor::{self, Cursor, Source};
+use super::entries::{Entries, EntryRef};
 use super::grid::{self, BlockKind, BlockRef, BlockStore, FreeSet, GridError};
-use super::memtable::{Entry, Found, Frozen, Memtable};
+use super::memtable::{Found, Frozen, Memtable};
 use super::table::{self, Loaded, Reader, TableBuilder, TableMeta};
 use std::collections::BTreeMap;
 
@@ -303,6 +304,8 @@ pub struct Engine<S: BlockStore> {
     scratch: Vec<u8>,
     /// Keys rebuilt during point reads.
     key_scratch: Vec<u8>,
+    /// One key's versions during merges (reused: merging allocates nothing per entry).
+    versions: Entries,
 }
 
 impl<S: BlockStore> Engine<S> {
@@ -334,6 +337,7 @@ impl<S: BlockStore> Engine<S> {
             stats: Stats::default(),
             scratch: Vec::new(),
             key_scratch: Vec::new(),
+            versions: Entries::new(),
             options,
             store,
         };
@@ -721,22 +725,35 @@ impl<S: BlockStore> Engine<S> {
     fn step(&mut self, mut job: Job, budget: usize) -> Result<Option<Job>, Error> {
         let mut spent = 0;
         let snapshots: Vec<u64> = self.snapshots.keys().copied().collect();
-        let mut versions = Vec::new();
+        let mut versions = std::mem::take(&mut self.versions);
+        let mut result = Ok(());
         while spent < budget && !job.done {
-            if !self.next_versions(&mut job.cursors, false, &mut versions)? {
-                job.done = true;
-                break;
+            match self.next_versions(&mut job.cursors, false, &mut versions) {
+                Ok(true) => {}
+                Ok(false) => {
+                    job.done = true;
+                    break;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
             spent += versions.len();
             cursor::collect_garbage(&mut versions, &snapshots);
-            let last_is_tombstone = versions.last().is_some_and(|v| v.value.is_none());
-            if last_is_tombstone && !job.below.holds(&versions.last().unwrap().key) {
+            let last = versions.last();
+            if last.is_some_and(|v| v.value.is_none() && !job.below.holds(v.key)) {
                 versions.pop();
             }
-            for entry in &versions {
-                self.emit(&mut job, entry)?;
+            result = versions
+                .iter()
+                .try_for_each(|entry| self.emit(&mut job, entry));
+            if result.is_err() {
+                break;
             }
         }
+        self.versions = versions;
+        result?;
         self.stats.merged += spent as u64;
         if !job.done {
             return Ok(Some(job));
@@ -749,7 +766,7 @@ impl<S: BlockStore> Engine<S> {
         Ok(None)
     }
 
-    fn emit(&mut self, job: &mut Job, entry: &Entry) -> Result<(), Error> {
+    fn emit(&mut self, job: &mut Job, entry: EntryRef) -> Result<(), Error> {
         let full = job.builder.as_ref().is_some_and(|b| {
             job.split && b.data_blocks() >= self.options.table_blocks && b.last_key() != entry.key
         });
@@ -958,18 +975,30 @@ impl<S: BlockStore> Engine<S> {
         }
         let mut cursors = self.scan_cursors(start, end, reverse);
         let mut out = Vec::new();
-        let mut versions = Vec::new();
-        while out.len() < limit && self.next_versions(&mut cursors, reverse, &mut versions)? {
-            // Newest first: the first version at or below the snapshot is the visible one.
-            let visible = versions.iter().position(|v| v.sequence <= snapshot);
-            if let Some(i) = visible {
-                let entry = versions.swap_remove(i);
-                if let Some(value) = entry.value {
-                    out.push((entry.key, value));
+        let mut versions = std::mem::take(&mut self.versions);
+        let mut result = Ok(());
+        while out.len() < limit {
+            match self.next_versions(&mut cursors, reverse, &mut versions) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
                 }
             }
+            // Newest first: the first version at or below the snapshot is the visible one.
+            let visible = versions.iter().find(|v| v.sequence <= snapshot);
+            if let Some(EntryRef {
+                key,
+                value: Some(value),
+                ..
+            }) = visible
+            {
+                out.push((key.to_vec(), value.to_vec()));
+            }
         }
-        Ok(out)
+        self.versions = versions;
+        result.map(|()| out)
     }
 
     fn scan_cursors(&self, start: &[u8], end: Option<&[u8]>, reverse: bool) -> Vec<Cursor> {
@@ -1025,7 +1054,7 @@ impl<S: BlockStore> Engine<S> {
         &mut self,
         cursors: &mut [Cursor],
         reverse: bool,
-        versions: &mut Vec<Entry>,
+        versions: &mut Entries,
     ) -> Result<bool, Error> {
         versions.clear();
         for c in cursors.iter_mut() {
@@ -1033,49 +1062,55 @@ impl<S: BlockStore> Engine<S> {
                 self.refill(c)?;
             }
         }
-        // The cursor whose head comes first; its entry is taken, and owns the key compared.
-        let mut first: Option<usize> = None;
+        // The cursor whose head comes first.
+        let mut first: Option<(usize, &[u8])> = None;
         for (i, c) in cursors.iter().enumerate() {
             let Some(head) = c.head() else { continue };
-            let better = first.is_none_or(|f| {
-                let best = &cursors[f].head().unwrap().key;
+            let better = first.is_none_or(|(_, best)| {
                 if reverse {
-                    head.key > *best
+                    head.key > best
                 } else {
-                    head.key < *best
+                    head.key < best
                 }
             });
             if better {
-                first = Some(i);
+                first = Some((i, head.key));
             }
         }
-        let Some(first) = first else {
+        let Some((first, _)) = first else {
             return Ok(false);
         };
-        versions.push(cursors[first].pop());
+        versions.push(cursors[first].head().unwrap());
+        cursors[first].advance();
         for c in cursors.iter_mut() {
             loop {
                 while c.needs_refill() {
                     self.refill(c)?;
                 }
                 match c.head() {
-                    Some(e) if e.key == versions[0].key => {
-                        let entry = c.pop();
-                        versions.push(entry);
+                    Some(e) if e.key == versions.get(0).key => {
+                        versions.push(e);
+                        c.advance();
                     }
                     _ => break,
                 }
             }
         }
         if versions.len() > 1 {
-            versions.sort_by_key(|v| std::cmp::Reverse(v.sequence));
+            versions.sort_newest_first();
         }
         Ok(true)
     }
 
     /// Loads the next chunk of entries into `cursor` (or marks it done).
     fn refill(&mut self, cursor: &mut Cursor) -> Result<(), Error> {
-        let mut entries = Vec::new();
+        let mut entries = cursor.take_buffer();
+        let result = self.fill(cursor, &mut entries);
+        cursor.load(entries);
+        result
+    }
+
+    fn fill(&mut self, cursor: &mut Cursor, entries: &mut Entries) -> Result<(), Error> {
         let reverse = cursor.reverse;
         match &mut cursor.source {
             Source::Memtable { after } => {
@@ -1085,11 +1120,11 @@ impl<S: BlockStore> Engine<S> {
                     cursor.end.as_deref(),
                     reverse,
                     cursor::MEMORY_CHUNK,
-                    &mut entries,
+                    entries,
                 );
                 match entries.last() {
                     Some(last) => {
-                        *after = Some(super::memtable::VersionKey::new(&last.key, last.sequence))
+                        *after = Some(super::memtable::VersionKey::new(last.key, last.sequence))
                     }
                     None => cursor.done = true,
                 }
@@ -1102,7 +1137,9 @@ impl<S: BlockStore> Engine<S> {
                 } else {
                     (*next, (*next + cursor::MEMORY_CHUNK).min(*limit))
                 };
-                entries.extend_from_slice(&frozen.entries[from..to]);
+                for entry in &frozen.entries[from..to] {
+                    entries.push(EntryRef::of(entry));
+                }
                 if reverse {
                     entries.reverse();
                     *next = from;
@@ -1128,16 +1165,15 @@ impl<S: BlockStore> Engine<S> {
                     if i < blocks {
                         let reference = loaded.index[i].block;
                         let payload = self.read_data(reference, cursor.cached)?;
-                        decode_entries(payload, reference, &mut entries)?;
+                        decode_entries(payload, reference, entries)?;
                         past_range = match (reverse, entries.first(), entries.last()) {
-                            (false, _, Some(last)) => cursor
-                                .end
-                                .as_deref()
-                                .is_some_and(|e| last.key.as_slice() >= e),
-                            (true, Some(first), _) => first.key < cursor.start,
+                            (false, _, Some(last)) => {
+                                cursor.end.as_deref().is_some_and(|e| last.key >= e)
+                            }
+                            (true, Some(first), _) => first.key < cursor.start.as_slice(),
                             _ => false,
                         };
-                        entries.retain(|e| cursor_in_range(&cursor.start, &cursor.end, &e.key));
+                        entries.retain(|e| cursor_in_range(&cursor.start, &cursor.end, e.key));
                         if reverse {
                             entries.reverse();
                         }
@@ -1154,7 +1190,6 @@ impl<S: BlockStore> Engine<S> {
                 }
             }
         }
-        cursor.load(entries);
         Ok(())
     }
 
@@ -1403,15 +1438,7 @@ fn corrupt(block: BlockRef) -> Error {
     })
 }
 
-fn decode_entries(payload: &[u8], block: BlockRef, out: &mut Vec<Entry>) -> Result<(), Error> {
+fn decode_entries(payload: &[u8], block: BlockRef, out: &mut Entries) -> Result<(), Error> {
     let decoded = Block::decode(payload).map_err(|_| corrupt(block))?;
-    for entry in decoded.iter() {
-        let entry = entry.map_err(|_| corrupt(block))?;
-        out.push(Entry {
-            key: entry.key,
-            sequence: entry.sequence,
-            value: (entry.kind == Kind::Value).then(|| entry.value.to_vec()),
-        });
-    }
-    Ok(())
+    decoded.decode_into(out).map_err(|_| corrupt(block))
 }
