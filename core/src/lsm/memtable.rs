@@ -29,21 +29,52 @@ impl Entry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VersionKey {
     prefix: u64,
-    key: Vec<u8>,
+    key: KeyBytes,
     sequence: Reverse<u64>,
+}
+
+/// Keys up to `INLINE_KEY` bytes live inside the tree's node (no allocation per write).
+const INLINE_KEY: usize = 22;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum KeyBytes {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+impl KeyBytes {
+    fn new(key: &[u8]) -> KeyBytes {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0u8; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            KeyBytes::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            KeyBytes::Heap(key.into())
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            KeyBytes::Inline { len, bytes } => &bytes[..*len as usize],
+            KeyBytes::Heap(bytes) => bytes,
+        }
+    }
 }
 
 impl VersionKey {
     pub fn new(key: &[u8], sequence: u64) -> VersionKey {
         VersionKey {
             prefix: prefix(key),
-            key: key.to_vec(),
+            key: KeyBytes::new(key),
             sequence: Reverse(sequence),
         }
     }
 
     pub fn key(&self) -> &[u8] {
-        &self.key
+        self.key.as_slice()
     }
 
     pub fn sequence(&self) -> u64 {
@@ -64,7 +95,7 @@ impl Ord for VersionKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.prefix
             .cmp(&other.prefix)
-            .then_with(|| self.key.cmp(&other.key))
+            .then_with(|| self.key().cmp(other.key()))
             .then_with(|| self.sequence.cmp(&other.sequence))
     }
 }
@@ -72,6 +103,30 @@ impl Ord for VersionKey {
 impl PartialOrd for VersionKey {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
+    }
+}
+
+/// Where a version's value sits in the memtable's arena; `len == TOMBSTONE` marks a delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValueRef {
+    start: u32,
+    len: u32,
+}
+
+const TOMBSTONE: u32 = u32::MAX;
+
+impl ValueRef {
+    fn get(self, arena: &[u8]) -> Option<&[u8]> {
+        (self.len != TOMBSTONE)
+            .then(|| &arena[self.start as usize..self.start as usize + self.len as usize])
+    }
+
+    fn size(self) -> usize {
+        if self.len == TOMBSTONE {
+            0
+        } else {
+            self.len as usize
+        }
     }
 }
 
@@ -90,13 +145,25 @@ pub enum Found {
     Absent,
 }
 
+/// The active memtable: an ordered map of versions whose values sit in one arena (a write
+/// copies its value there instead of allocating it).
 #[derive(Default)]
 pub struct Memtable {
-    versions: BTreeMap<VersionKey, Option<Vec<u8>>>,
+    versions: BTreeMap<VersionKey, ValueRef>,
+    arena: Vec<u8>,
     bytes: usize,
 }
 
 impl Memtable {
+    /// A memtable whose arena is allocated up front for about `budget` bytes of writes.
+    pub fn with_capacity(budget: usize) -> Memtable {
+        Memtable {
+            versions: BTreeMap::new(),
+            arena: Vec::with_capacity(budget),
+            bytes: 0,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.versions.is_empty()
     }
@@ -111,13 +178,31 @@ impl Memtable {
     }
 
     pub fn insert(&mut self, key: &[u8], sequence: u64, value: Option<&[u8]>) {
-        self.bytes += ENTRY_OVERHEAD + key.len() + value.map_or(0, |v| v.len());
-        let previous = self
-            .versions
-            .insert(VersionKey::new(key, sequence), value.map(|v| v.to_vec()));
-        // A batch writing one key twice: the later write replaces the earlier at its sequence.
+        let size = value.map_or(0, |v| v.len());
+        assert!(
+            self.arena.len() + size < TOMBSTONE as usize,
+            "a memtable's arena stays below 4 GiB"
+        );
+        let value = match value {
+            Some(v) => {
+                let start = self.arena.len() as u32;
+                self.arena.extend_from_slice(v);
+                ValueRef {
+                    start,
+                    len: v.len() as u32,
+                }
+            }
+            None => ValueRef {
+                start: 0,
+                len: TOMBSTONE,
+            },
+        };
+        self.bytes += ENTRY_OVERHEAD + key.len() + size;
+        let previous = self.versions.insert(VersionKey::new(key, sequence), value);
+        // A batch writing one key twice: the later write replaces the earlier at its sequence
+        // (the earlier value's bytes stay in the arena until the memtable is flushed).
         if let Some(previous) = previous {
-            self.bytes -= ENTRY_OVERHEAD + key.len() + previous.map_or(0, |v| v.len());
+            self.bytes -= ENTRY_OVERHEAD + key.len() + previous.size();
         }
     }
 
@@ -133,11 +218,12 @@ impl Memtable {
     ) {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         let low = VersionKey::new(start, u64::MAX);
-        let mut push = |(version, value): (&VersionKey, &Option<Vec<u8>>)| {
+        let arena = &self.arena;
+        let mut push = |(version, value): (&VersionKey, &ValueRef)| {
             out.push(EntryRef {
-                key: &version.key,
+                key: version.key(),
                 sequence: version.sequence(),
-                value: value.as_deref(),
+                value: value.get(arena),
             })
         };
         let in_end = |k: &[u8]| end.is_none_or(|e| k < e);
@@ -159,7 +245,7 @@ impl Memtable {
             };
             self.versions
                 .range((lower, Unbounded))
-                .take_while(|(version, _)| in_end(&version.key))
+                .take_while(|(version, _)| in_end(version.key()))
                 .take(limit)
                 .for_each(&mut push);
         }
@@ -169,47 +255,74 @@ impl Memtable {
     pub fn get(&self, key: &[u8], snapshot: u64) -> Found {
         let from = VersionKey::new(key, snapshot);
         match self.versions.range(from..).next() {
-            Some((version, value)) if version.key == key => Found::Version {
+            Some((version, value)) if version.key() == key => Found::Version {
                 sequence: version.sequence(),
-                value: value.clone(),
+                value: value.get(&self.arena).map(|v| v.to_vec()),
             },
             _ => Found::Absent,
         }
     }
 
-    /// Freezes the memtable into its sorted entries, leaving it empty.
-    pub fn freeze(&mut self) -> Frozen {
+    /// Freezes the memtable into its sorted entries, leaving it empty; its next arena is
+    /// `arena` (a flushed memtable's, to reuse its allocation).
+    pub fn freeze(&mut self, mut arena: Vec<u8>) -> Frozen {
+        arena.clear();
         let bytes = std::mem::take(&mut self.bytes);
-        let entries = std::mem::take(&mut self.versions)
-            .into_iter()
-            .map(|(version, value)| Entry {
-                key: version.key,
-                sequence: version.sequence.0,
-                value,
-            })
-            .collect();
-        Frozen { entries, bytes }
+        let entries = std::mem::take(&mut self.versions).into_iter().collect();
+        Frozen {
+            entries,
+            arena: std::mem::replace(&mut self.arena, arena),
+            bytes,
+        }
     }
 }
 
 /// A frozen memtable, waiting to be flushed into a level-0 table.
 pub struct Frozen {
-    pub entries: Vec<Entry>,
+    entries: Vec<(VersionKey, ValueRef)>,
+    arena: Vec<u8>,
     pub bytes: usize,
 }
 
 impl Frozen {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn entry(&self, i: usize) -> EntryRef<'_> {
+        let (version, value) = &self.entries[i];
+        EntryRef {
+            key: version.key(),
+            sequence: version.sequence(),
+            value: value.get(&self.arena),
+        }
+    }
+
+    pub fn max_sequence(&self) -> Option<u64> {
+        self.entries.iter().map(|(v, _)| v.sequence()).max()
+    }
+
+    /// Gives back the arena for the next memtable.
+    pub fn into_arena(self) -> Vec<u8> {
+        self.arena
+    }
+
     /// The index of the first entry at or after (`key`, newest visible at `snapshot`).
     pub fn seek(&self, key: &[u8], snapshot: u64) -> usize {
-        self.entries
-            .partition_point(|e| e.order_key() < (key, Reverse(snapshot)))
+        let probe = VersionKey::new(key, snapshot);
+        self.entries.partition_point(|(v, _)| *v < probe)
     }
 
     pub fn get(&self, key: &[u8], snapshot: u64) -> Found {
-        match self.entries.get(self.seek(key, snapshot)) {
+        let i = self.seek(key, snapshot);
+        match (i < self.len()).then(|| self.entry(i)) {
             Some(e) if e.key == key => Found::Version {
                 sequence: e.sequence,
-                value: e.value.clone(),
+                value: e.value.map(|v| v.to_vec()),
             },
             _ => Found::Absent,
         }
@@ -224,7 +337,7 @@ mod tests {
     proptest! {
         #[test]
         fn version_keys_order_as_key_then_newest_first(
-            a in proptest::collection::vec(0u8..3, 0..12), b in proptest::collection::vec(0u8..3, 0..12),
+            a in proptest::collection::vec(0u8..3, 0..30), b in proptest::collection::vec(0u8..3, 0..30),
             x in 0u64..4, y in 0u64..4,
         ) {
             let ours = VersionKey::new(&a, x).cmp(&VersionKey::new(&b, y));
@@ -249,16 +362,14 @@ mod tests {
         assert_eq!(m.get(b"a", 4), version(3, None));
         assert_eq!(m.get(b"a", 9), version(5, Some(b"five")));
         assert_eq!(m.get(b"ab", 9), Found::Absent);
-        let frozen = m.freeze();
+        let frozen = m.freeze(Vec::new());
         assert!(m.is_empty() && m.bytes() == 0);
         assert_eq!(frozen.get(b"a", 2), version(1, Some(b"one")));
         assert_eq!(frozen.get(b"a", 4), version(3, None));
         assert_eq!(frozen.get(b"b", 9), version(2, Some(b"two")));
         assert_eq!(frozen.get(b"c", 9), Found::Absent);
-        let keys: Vec<_> = frozen
-            .entries
-            .iter()
-            .map(|e| (e.key.clone(), e.sequence))
+        let keys: Vec<_> = (0..frozen.len())
+            .map(|i| (frozen.entry(i).key.to_vec(), frozen.entry(i).sequence))
             .collect();
         assert_eq!(
             keys,

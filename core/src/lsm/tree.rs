@@ -304,6 +304,8 @@ pub struct Engine<S: BlockStore> {
     scratch: Vec<u8>,
     /// Keys rebuilt during point reads.
     key_scratch: Vec<u8>,
+    /// The last flushed memtable's value arena, for the next memtable to reuse.
+    spare_arena: Vec<u8>,
     /// One key's versions during merges (reused: merging allocates nothing per entry).
     versions: Entries,
 }
@@ -323,7 +325,7 @@ impl<S: BlockStore> Engine<S> {
             sequence: 0,
             flushed_sequence: 0,
             next_table_id: 1,
-            memtable: Memtable::default(),
+            memtable: Memtable::with_capacity(options.memtable_bytes),
             frozen: None,
             levels: vec![Vec::new(); options.levels],
             tables: BTreeMap::new(),
@@ -337,6 +339,7 @@ impl<S: BlockStore> Engine<S> {
             stats: Stats::default(),
             scratch: Vec::new(),
             key_scratch: Vec::new(),
+            spare_arena: Vec::with_capacity(options.memtable_bytes),
             versions: Entries::new(),
             options,
             store,
@@ -355,7 +358,7 @@ impl<S: BlockStore> Engine<S> {
         self.sequence = 0;
         self.flushed_sequence = 0;
         self.next_table_id = 1;
-        self.memtable = Memtable::default();
+        self.memtable = Memtable::with_capacity(self.options.memtable_bytes);
         self.frozen = None;
         self.levels = vec![Vec::new(); levels];
         self.tables.clear();
@@ -483,11 +486,12 @@ impl<S: BlockStore> Engine<S> {
             self.stats.stalls += 1;
             self.finish_flush()?;
         }
-        let frozen = self.memtable.freeze();
-        if frozen.entries.is_empty() {
+        let frozen = self.memtable.freeze(std::mem::take(&mut self.spare_arena));
+        if frozen.is_empty() {
+            self.spare_arena = frozen.into_arena();
             return Ok(());
         }
-        let limit = frozen.entries.len();
+        let limit = frozen.len();
         self.frozen = Some(frozen);
         let cursor = Cursor::new(Source::Frozen { next: 0, limit }, &[], None, false);
         let below = self.below(0, true);
@@ -817,8 +821,9 @@ impl<S: BlockStore> Engine<S> {
                 .frozen
                 .take()
                 .expect("a flush writes the frozen memtable");
-            let newest = frozen.entries.iter().map(|e| e.sequence).max();
+            let newest = frozen.max_sequence();
             self.flushed_sequence = self.flushed_sequence.max(newest.unwrap_or(0));
+            self.spare_arena = frozen.into_arena();
             self.stats.flushes += 1;
         } else {
             self.stats.compactions += 1;
@@ -1010,7 +1015,7 @@ impl<S: BlockStore> Engine<S> {
         )];
         if let Some(frozen) = &self.frozen {
             let low = frozen.seek(start, u64::MAX);
-            let high = end.map_or(frozen.entries.len(), |e| frozen.seek(e, u64::MAX));
+            let high = end.map_or(frozen.len(), |e| frozen.seek(e, u64::MAX));
             let (next, limit) = if reverse { (high, low) } else { (low, high) };
             cursors.push(Cursor::new(
                 Source::Frozen { next, limit },
@@ -1137,8 +1142,8 @@ impl<S: BlockStore> Engine<S> {
                 } else {
                     (*next, (*next + cursor::MEMORY_CHUNK).min(*limit))
                 };
-                for entry in &frozen.entries[from..to] {
-                    entries.push(EntryRef::of(entry));
+                for i in from..to {
+                    entries.push(frozen.entry(i));
                 }
                 if reverse {
                     entries.reverse();
