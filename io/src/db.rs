@@ -54,6 +54,10 @@ const FORMAT_VERSION: u32 = 1;
 const RECORD_HEADER: usize = 24;
 const RECORD_BATCH: u8 = 1;
 const RECORD_WRAP: u8 = 2;
+/// The WAL ring's unit of space: allocated just before the head reaches it, and given back
+/// (a hole punched) once a checkpoint leaves all of it behind, so the ring occupies on disk only
+/// what replay still needs, as a log of segment files would.
+const WAL_CHUNK: u64 = 1 << 20;
 
 /// Settings chosen when a database is created (block size, WAL size) or opened (the rest).
 #[derive(Clone, Debug)]
@@ -216,7 +220,6 @@ impl BlockStore for FileGrid {
     /// Punches holes over runs of freed blocks, so the file's allocated space follows the data
     /// (best effort: a file system without hole punching keeps the space for reuse).
     fn discard(&mut self, addresses: &[u64]) {
-        use std::os::fd::AsRawFd;
         let mut runs: Vec<(u64, u64)> = Vec::new();
         for &address in addresses {
             match runs.last_mut() {
@@ -226,15 +229,7 @@ impl BlockStore for FileGrid {
         }
         let block = self.block_size as u64;
         for (start, count) in runs {
-            // SAFETY: fallocate only reads the descriptor, which `self.file` keeps open.
-            unsafe {
-                libc::fallocate(
-                    self.file.as_raw_fd(),
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    (self.start + start * block) as libc::off_t,
-                    (count * block) as libc::off_t,
-                );
-            }
+            punch_hole(&self.file, self.start + start * block, count * block);
         }
     }
 }
@@ -248,6 +243,21 @@ fn io_write_error(e: io::Error) -> WriteError {
 }
 
 /// Extends the file to `len` bytes with allocated (not sparse) space.
+/// Gives the space of `len` bytes at `offset` back to the file system (best effort: a file
+/// system without hole punching keeps it, which costs space, not correctness).
+fn punch_hole(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate only reads the descriptor, which `file` keeps open for the call.
+    unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        );
+    }
+}
+
 /// Allocates bytes `from..len` of `file` (extending it to `len`).
 fn allocate(file: &File, from: u64, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -355,6 +365,8 @@ pub struct Db {
     marks: std::collections::VecDeque<(u64, u64)>,
     /// The engine's flush count when the tables were last checkpointed.
     flushes_checkpointed: u64,
+    /// Per `WAL_CHUNK` of the ring: whether its space may be allocated in the file.
+    wal_chunks: Vec<bool>,
 }
 
 impl Db {
@@ -385,7 +397,9 @@ impl Db {
             wal_start: 0,
         };
         let grid_start = 2 * SUPERBLOCK_SIZE + options.wal_bytes;
-        allocate(&file, 0, grid_start)?;
+        // The superblocks now; the ring stays a hole until the head reaches each chunk.
+        allocate(&file, 0, 2 * SUPERBLOCK_SIZE)?;
+        file.set_len(grid_start)?;
         for copy in 0..2 {
             file.write_all_at(&superblock.encode(), copy * SUPERBLOCK_SIZE)?;
         }
@@ -409,6 +423,7 @@ impl Db {
         options.wal_bytes = superblock.wal_bytes;
         let grid_start = 2 * SUPERBLOCK_SIZE + superblock.wal_bytes;
         let grid = FileGrid::new(file.try_clone()?, grid_start, options.block_size)?;
+        let wal_chunks = superblock.wal_bytes.div_ceil(WAL_CHUNK) as usize;
         let engine = Engine::open(grid, options.engine_options(), superblock.checkpoint)?;
         let mut db = Db {
             path: path.to_path_buf(),
@@ -422,6 +437,8 @@ impl Db {
             stats: DbStats::default(),
             marks: Default::default(),
             flushes_checkpointed: 0,
+            // Unknown after a restart: taken as allocated, released by the next checkpoint.
+            wal_chunks: vec![true; wal_chunks],
         };
         db.replay()?;
         db.flushes_checkpointed = db.engine.stats().flushes;
@@ -583,6 +600,7 @@ impl Db {
     fn write_record(&mut self, kind: u8, sequence: u64, length: usize) -> Result<(), DbError> {
         let at = self.wal_head as usize;
         let size = RECORD_HEADER + length;
+        self.allocate_wal(at as u64, size as u64)?;
         let bytes = &mut self.ring.bytes_mut()[at..at + size];
         bytes[4..8].copy_from_slice(&(length as u32).to_le_bytes());
         bytes[8..16].copy_from_slice(&sequence.to_le_bytes());
@@ -593,6 +611,38 @@ impl Db {
         self.wal_head += size as u64;
         self.stats.wal_bytes_written += size as u64;
         Ok(())
+    }
+
+    /// Allocates the ring's chunks under `[at, at + size)` that are holes: a full disk fails the
+    /// write here, cleanly, rather than as a fault on the mapping.
+    fn allocate_wal(&mut self, at: u64, size: u64) -> Result<(), DbError> {
+        let ring = self.options.wal_bytes;
+        for chunk in at / WAL_CHUNK..=(at + size - 1) / WAL_CHUNK {
+            if !self.wal_chunks[chunk as usize] {
+                let from = 2 * SUPERBLOCK_SIZE + chunk * WAL_CHUNK;
+                let to = 2 * SUPERBLOCK_SIZE + ((chunk + 1) * WAL_CHUNK).min(ring);
+                allocate(&self.wal, from, to)?;
+                self.wal_chunks[chunk as usize] = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Punches holes over the ring's chunks that hold nothing replay needs: every chunk outside
+    /// the run from the one holding `wal_start` to the one holding the head.
+    fn release_wal(&mut self) {
+        let chunks = self.wal_chunks.len() as u64;
+        let first = self.superblock.wal_start / WAL_CHUNK;
+        let last = self.wal_head.min(self.options.wal_bytes - 1) / WAL_CHUNK;
+        let live = (last + chunks - first) % chunks + 1;
+        for step in live..chunks {
+            let chunk = (first + step) % chunks;
+            if std::mem::take(&mut self.wal_chunks[chunk as usize]) {
+                let from = 2 * SUPERBLOCK_SIZE + chunk * WAL_CHUNK;
+                let len = WAL_CHUNK.min(self.options.wal_bytes - chunk * WAL_CHUNK);
+                punch_hole(&self.wal, from, len);
+            }
+        }
     }
 
     /// Makes every write so far durable.
@@ -623,6 +673,7 @@ impl Db {
             .write_all_at(&next.encode(), copy * SUPERBLOCK_SIZE)?;
         self.wal.sync_data()?;
         self.superblock = next;
+        self.release_wal();
         self.engine.checkpoint_durable();
         self.stats.checkpoints += 1;
         Ok(())
@@ -839,6 +890,48 @@ mod tests {
         let mut db = Db::open(&path, small()).unwrap();
         assert_eq!(db.scan(b"key0099", None, 3, true).unwrap().len(), 3);
         assert_eq!(db.get(b"key000008").unwrap(), Some(value));
+    }
+
+    /// Bytes the file system has allocated to `path`.
+    fn allocated(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn the_wal_ring_occupies_only_what_replay_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let options = DbOptions {
+            wal_bytes: 16 << 20,
+            memtable_bytes: 1 << 20,
+            ..small()
+        };
+        let mut db = Db::create(&path, options.clone()).unwrap();
+        assert!(allocated(&path) < 1 << 20, "a new ring is a hole");
+        let value = vec![7u8; 1000];
+        // 40 MB of records: the ring wraps twice.
+        for i in 0..40_000u32 {
+            db.put(format!("key{:06}", i % 5000).as_bytes(), &value)
+                .unwrap();
+        }
+        db.checkpoint().unwrap();
+        // At most the grid's whole span is allocated beside the ring (less where holes are).
+        let beside_ring = 2 * SUPERBLOCK_SIZE + db.stats().grid_blocks * 4096;
+        let ring_on_disk = allocated(&path).saturating_sub(beside_ring);
+        assert!(
+            ring_on_disk <= 2 * WAL_CHUNK,
+            "after a checkpoint the ring keeps at most two chunks: {ring_on_disk} bytes"
+        );
+        // Writes go on into the released chunks, and a crash replays them.
+        for i in 0..3000u32 {
+            db.put(format!("new{i:06}").as_bytes(), &value).unwrap();
+        }
+        drop(db);
+        let mut db = Db::open(&path, options).unwrap();
+        assert_eq!(db.get(b"new002999").unwrap(), Some(value.clone()));
+        assert_eq!(db.get(b"key004999").unwrap(), Some(value));
+        assert_eq!(db.scan(b"", None, usize::MAX, false).unwrap().len(), 8000);
     }
 
     #[test]

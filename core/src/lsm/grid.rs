@@ -91,7 +91,7 @@ impl std::fmt::Display for GridError {
 }
 
 /// The most a grid grows by at once: space allocated ahead of the data is space amplification.
-const MAX_GROWTH: u64 = 64 << 20;
+const MAX_GROWTH: u64 = 16 << 20;
 
 /// Block-addressed storage under the LSM. Reads return the most recent write; writes are durable
 /// only after `sync` returns. Implemented in memory (tests, the simulator) and on a file (ziggy-io).
