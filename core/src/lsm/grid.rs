@@ -104,9 +104,9 @@ pub trait BlockStore {
     fn read_block(&mut self, address: u64, buf: &mut [u8]) -> Result<(), ReadError>;
     fn write_block(&mut self, address: u64, data: &[u8]) -> Result<(), WriteError>;
     fn sync(&mut self) -> Result<(), WriteError>;
-    /// The blocks no longer hold anything: a store may give their space back (a file punches
-    /// holes). Their contents must not be read again before they are rewritten.
-    fn discard(&mut self, _addresses: &[u64]) {}
+    /// The blocks of these runs (first address, count) no longer hold anything: a store may
+    /// give their space back (a file punches holes). They are not read again before rewritten.
+    fn discard(&mut self, _runs: &[(u64, u64)]) {}
 }
 
 impl<T: BlockStore + ?Sized> BlockStore for Box<T> {
@@ -128,8 +128,8 @@ impl<T: BlockStore + ?Sized> BlockStore for Box<T> {
     fn sync(&mut self) -> Result<(), WriteError> {
         (**self).sync()
     }
-    fn discard(&mut self, addresses: &[u64]) {
-        (**self).discard(addresses)
+    fn discard(&mut self, runs: &[(u64, u64)]) {
+        (**self).discard(runs)
     }
 }
 
@@ -353,6 +353,51 @@ impl FreeSet {
         freed
     }
 
+    /// Every maximal run (first address, count) of free blocks.
+    pub fn all_free_runs(&self) -> Vec<(u64, u64)> {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut address = 0;
+        while address < self.count {
+            let word = self.bits[(address / 64) as usize];
+            if address.is_multiple_of(64) && word == u64::MAX {
+                address += 64; // a word of blocks in use
+                continue;
+            }
+            if !self.is_acquired(address) {
+                match runs.last_mut() {
+                    Some((start, count)) if *start + *count == address => *count += 1,
+                    _ => runs.push((address, 1)),
+                }
+            }
+            address += 1;
+        }
+        runs
+    }
+
+    /// Runs (first address, count) of free blocks covering every address of `freed` (sorted):
+    /// runs are joined across gaps of free blocks, so that compaction's scattered releases cost
+    /// a few large discards instead of one per fragment.
+    pub fn free_runs(&self, freed: &[u64]) -> Vec<(u64, u64)> {
+        /// Free blocks scanned to join two runs, at most.
+        const MAX_GAP: u64 = 1024;
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for &address in freed {
+            assert!(!self.is_acquired(address), "a discarded block is free");
+            if let Some((start, count)) = runs.last_mut() {
+                let end = *start + *count;
+                assert!(address >= end, "freed addresses are sorted and distinct");
+                let gap_free =
+                    address - end <= MAX_GAP && (end..address).all(|a| !self.is_acquired(a));
+                if gap_free {
+                    *count = address + 1 - *start;
+                    continue;
+                }
+            }
+            runs.push((address, 1));
+        }
+        runs
+    }
+
     pub fn decode(bytes: &[u8]) -> Option<FreeSet> {
         let count = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
         let words = count.div_ceil(64) as usize;
@@ -505,6 +550,32 @@ impl BlockStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_runs_join_fragments_across_free_gaps_only() {
+        let mut store = MemoryStore::new(512, 64, 64);
+        let mut free = FreeSet::new(64);
+        for _ in 0..20 {
+            free.acquire(&mut store).unwrap();
+        }
+        // 0..20 acquired; free 3, 5, 6 and 12 (4 stays in use), and 18.
+        for a in [3, 5, 6, 12, 18] {
+            free.free_now(a);
+        }
+        assert_eq!(
+            free.free_runs(&[3, 5, 6]),
+            vec![(3, 1), (5, 2)],
+            "4 is in use"
+        );
+        free.free_now(4);
+        assert_eq!(free.free_runs(&[3, 6, 12]), vec![(3, 4), (12, 1)]);
+        for a in 7..12 {
+            free.free_now(a);
+        }
+        assert_eq!(free.free_runs(&[3, 12, 18]), vec![(3, 10), (18, 1)]);
+        assert_eq!(free.free_runs(&[]), vec![]);
+        assert_eq!(free.all_free_runs(), vec![(3, 10), (18, 1), (20, 44)]);
+    }
 
     #[test]
     fn envelope_detects_damage_misdirection_and_staleness() {
