@@ -161,16 +161,52 @@ pub struct IndexEntry {
     pub block: BlockRef,
 }
 
+/// The first 16 bytes of `key`, zero-padded, big-endian: `key_prefix(a) < key_prefix(b)`
+/// implies `a < b`, so a search compares these integers and reads keys only where they tie.
+pub fn key_prefix(key: &[u8]) -> u128 {
+    let mut bytes = [0u8; 16];
+    let n = key.len().min(16);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(bytes)
+}
+
+/// Whether `(prefix, key)` of a stored key orders before the probe `(probe_prefix, probe)`.
+#[inline]
+pub fn key_below(prefix: u128, key: &[u8], probe_prefix: u128, probe: &[u8]) -> bool {
+    prefix < probe_prefix || (prefix == probe_prefix && key < probe)
+}
+
 /// A table's index and filter, loaded.
 pub struct Loaded {
     pub index: Vec<IndexEntry>,
+    /// `key_prefix` of each index entry's last key (searched first: no pointer chasing).
+    prefixes: Vec<u128>,
     pub filter: Bloom,
 }
 
 impl Loaded {
+    pub fn new(index: Vec<IndexEntry>, filter: Bloom) -> Loaded {
+        let prefixes = index.iter().map(|e| key_prefix(&e.last_key)).collect();
+        Loaded {
+            index,
+            prefixes,
+            filter,
+        }
+    }
+
     /// The first data block that may hold `key`: the first whose last key is ≥ `key`.
     pub fn block_for(&self, key: &[u8]) -> usize {
-        self.index.partition_point(|e| e.last_key.as_slice() < key)
+        let probe = key_prefix(key);
+        let (mut low, mut high) = (0, self.index.len());
+        while low < high {
+            let mid = (low + high) / 2;
+            if key_below(self.prefixes[mid], &self.index[mid].last_key, probe, key) {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        low
     }
 
     /// Every block address the table owns (data, then the given index and filter blocks).
@@ -200,7 +236,7 @@ impl Loaded {
         if index.len() as u64 != meta.data_blocks {
             return Err(corrupt(&meta.index, BlockKind::Index));
         }
-        Ok(Loaded { index, filter })
+        Ok(Loaded::new(index, filter))
     }
 }
 
@@ -362,13 +398,7 @@ impl TableBuilder {
             index,
             filter: filter_refs,
         };
-        Ok((
-            meta,
-            Loaded {
-                index: self.index,
-                filter,
-            },
-        ))
+        Ok((meta, Loaded::new(self.index, filter)))
     }
 }
 
@@ -378,6 +408,16 @@ mod tests {
     use crate::lsm::block::Block;
     use crate::lsm::grid::MemoryStore;
     use crate::lsm::memtable::Entry;
+
+    proptest::proptest! {
+        #[test]
+        fn prefix_comparison_is_key_comparison(
+            a in proptest::collection::vec(0u8..3, 0..24),
+            b in proptest::collection::vec(0u8..3, 0..24),
+        ) {
+            proptest::prop_assert_eq!(key_below(key_prefix(&a), &a, key_prefix(&b), &b), a < b);
+        }
+    }
 
     #[test]
     fn a_table_round_trips_through_its_index_and_filter() {
@@ -434,5 +474,18 @@ mod tests {
             assert!(reloaded.block_for(&e.key) < reloaded.index.len());
         }
         assert_eq!(reloaded.block_for(b"zzz"), reloaded.index.len());
+        for probe in [
+            &b""[..],
+            b"key",
+            b"key00250",
+            b"key002505",
+            b"key00499",
+            b"kez",
+        ] {
+            let plain = reloaded
+                .index
+                .partition_point(|e| e.last_key.as_slice() < probe);
+            assert_eq!(reloaded.block_for(probe), plain, "{probe:?}");
+        }
     }
 }

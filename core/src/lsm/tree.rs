@@ -224,6 +224,15 @@ struct Table {
     loaded: Option<Loaded>,
 }
 
+/// A table of a sorted level as point reads search it: the key range with its prefixes (see
+/// `table::key_prefix`), kept beside the level so a search chases no pointers into the tables.
+struct Fence {
+    max_prefix: u128,
+    max_key: Vec<u8>,
+    min_key: Vec<u8>,
+    id: u64,
+}
+
 /// Key ranges of the tables below a job's output: a key none of them holds is at the bottom.
 struct Below {
     level0: Vec<(Vec<u8>, Vec<u8>)>,
@@ -295,6 +304,8 @@ pub struct Engine<S: BlockStore> {
     frozen: Option<Frozen>,
     /// Table ids per level: level 0 newest first, the others sorted by key.
     levels: Vec<Vec<u64>>,
+    /// Per level, its tables' fences (rebuilt whenever the levels change).
+    fences: Vec<Vec<Fence>>,
     tables: BTreeMap<u64, Table>,
     flush: Option<Job>,
     compaction: Option<Job>,
@@ -337,6 +348,7 @@ impl<S: BlockStore> Engine<S> {
             memtable: Memtable::with_capacity(options.memtable_bytes),
             frozen: None,
             levels: vec![Vec::new(); options.levels],
+            fences: (0..options.levels).map(|_| Vec::new()).collect(),
             tables: BTreeMap::new(),
             flush: None,
             compaction: None,
@@ -372,6 +384,7 @@ impl<S: BlockStore> Engine<S> {
         self.memtable = Memtable::with_capacity(self.options.memtable_bytes);
         self.frozen = None;
         self.levels = vec![Vec::new(); levels];
+        self.fences.iter_mut().for_each(Vec::clear);
         self.tables.clear();
         self.flush = None;
         self.compaction = None;
@@ -732,6 +745,7 @@ impl<S: BlockStore> Engine<S> {
         self.levels[level].retain(|&t| t != id);
         self.insert_sorted(level + 1, id);
         self.stats.trivial_moves += 1;
+        self.levels_changed();
     }
 
     fn insert_sorted(&mut self, level: usize, id: u64) {
@@ -844,6 +858,25 @@ impl<S: BlockStore> Engine<S> {
         } else {
             self.stats.compactions += 1;
         }
+        self.levels_changed();
+    }
+
+    /// Rebuilds the fences and checks the levels' invariants.
+    fn levels_changed(&mut self) {
+        for level in 1..self.levels.len() {
+            let tables = &self.tables;
+            let fences = self.levels[level].iter().map(|id| {
+                let meta = &tables[id].meta;
+                Fence {
+                    max_prefix: table::key_prefix(&meta.max_key),
+                    max_key: meta.max_key.clone(),
+                    min_key: meta.min_key.clone(),
+                    id: *id,
+                }
+            });
+            self.fences[level].clear();
+            self.fences[level].extend(fences);
+        }
         self.check_levels();
     }
 
@@ -893,12 +926,14 @@ impl<S: BlockStore> Engine<S> {
                 }
             }
         }
+        let probe = table::key_prefix(key);
         for level in 1..self.levels.len() {
-            let tables = &self.tables;
-            let ids = &self.levels[level];
-            let i = ids.partition_point(|id| tables[id].meta.max_key.as_slice() < key);
-            let Some(&id) = ids.get(i) else { continue };
-            if self.tables[&id].meta.contains(key) {
+            let fences = &self.fences[level];
+            let i =
+                fences.partition_point(|f| table::key_below(f.max_prefix, &f.max_key, probe, key));
+            let Some(fence) = fences.get(i) else { continue };
+            if fence.min_key.as_slice() <= key {
+                let id = fence.id;
                 if let found @ Found::Version { .. } = self.table_get(id, key, snapshot, hash)? {
                     return Ok(found);
                 }
@@ -921,17 +956,17 @@ impl<S: BlockStore> Engine<S> {
 
     fn table_get(&mut self, id: u64, key: &[u8], snapshot: u64, hash: u64) -> Result<Found, Error> {
         let loaded = self.loaded(id)?;
-        let pass = loaded.filter.may_contain_hash(hash);
-        let (mut i, blocks) = (loaded.block_for(key), loaded.index.len());
-        self.stats.filter_probes += 1;
-        if !pass {
+        if !loaded.filter.may_contain_hash(hash) {
+            self.stats.filter_probes += 1;
             return Ok(Found::Absent);
         }
+        let (mut i, blocks) = (loaded.block_for(key), loaded.index.len());
+        let mut next_block = (i < blocks).then(|| loaded.index[i].block);
+        self.stats.filter_probes += 1;
         self.stats.filter_passes += 1;
         let mut key_scratch = std::mem::take(&mut self.key_scratch);
         let mut found = Ok(Found::Absent);
-        while i < blocks {
-            let block = self.tables[&id].loaded.as_ref().unwrap().index[i].block;
+        while let Some(block) = next_block.take() {
             let payload = match self.read_data(block, true) {
                 Ok(payload) => payload,
                 Err(e) => {
@@ -953,6 +988,8 @@ impl<S: BlockStore> Engine<S> {
                 Ok(Find::Absent) => Ok(Found::Absent),
                 Ok(Find::Continue) => {
                     i += 1; // the key's versions continue in the next block
+                    let loaded = self.tables[&id].loaded.as_ref().unwrap();
+                    next_block = (i < blocks).then(|| loaded.index[i].block);
                     continue;
                 }
                 Err(_) => Err(corrupt(block)),
@@ -1466,7 +1503,7 @@ impl<S: BlockStore> Engine<S> {
         }
         free.grow_to(self.store.block_count());
         self.free = free;
-        self.check_levels();
+        self.levels_changed();
         Ok(())
     }
 }
