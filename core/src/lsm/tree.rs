@@ -1084,8 +1084,15 @@ impl<S: BlockStore> Engine<S> {
         for id in self.levels[0].iter().filter(overlapping) {
             cursors.push(Self::run_cursor(vec![*id], start, end, reverse));
         }
-        for level in &self.levels[1..] {
-            let mut ids: Vec<u64> = level.iter().filter(overlapping).copied().collect();
+        let probe = table::key_prefix(start);
+        for fences in &self.fences[1..] {
+            // The tables from the first whose max key ≥ start to the last whose min key < end.
+            let first = fences
+                .partition_point(|f| table::key_below(f.max_prefix, &f.max_key, probe, start));
+            let last = end.map_or(fences.len(), |e| {
+                first + fences[first..].partition_point(|f| f.min_key.as_slice() < e)
+            });
+            let mut ids: Vec<u64> = fences[first..last].iter().map(|f| f.id).collect();
             if ids.is_empty() {
                 continue;
             }
