@@ -1,10 +1,11 @@
 //! Decoders of the LSM's on-disk structures on arbitrary bytes: a data block (iteration, seek,
-//! point lookup), a sealed grid block, a table's metadata, a bloom filter, a free set. None may
+//! point lookup, flat decoding), a sealed grid block, a table's metadata, a bloom filter, a free set. None may
 //! panic, and a data block that decodes must iterate in order.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ziggy_core::lsm::block::Block;
+use ziggy_core::lsm::block::{Block, Kind};
+use ziggy_core::lsm::entries::Entries;
 use ziggy_core::lsm::bloom::Bloom;
 use ziggy_core::lsm::grid::{self, BlockKind, BlockRef, FreeSet};
 use ziggy_core::lsm::table::{Reader, TableMeta};
@@ -15,6 +16,16 @@ fuzz_target!(|data: &[u8]| {
         for entry in block.iter() {
             let Ok(entry) = entry else { break };
             previous = Some((entry.key.clone(), entry.sequence));
+        }
+        // The merge path's decoder agrees with the iterator wherever the iterator succeeds.
+        let mut flat = Entries::new();
+        if block.decode_into(&mut flat).is_ok() {
+            let iterated: Vec<_> = block.iter().map(|e| e.unwrap()).collect();
+            assert_eq!(iterated.len(), flat.len());
+            for (a, b) in iterated.iter().zip(flat.iter()) {
+                assert_eq!((a.key.as_slice(), a.sequence), (b.key, b.sequence));
+                assert_eq!(b.value.is_some(), a.kind == Kind::Value);
+            }
         }
         let probe = previous.map(|(k, _)| k).unwrap_or_default();
         let _ = block.seek(&probe).count();
