@@ -31,7 +31,13 @@ struct Row {
     open_median: Duration,
     open_max: Duration,
     first_read: Duration,
+    /// Opening after a crash with `CRASH_TAIL` writes in the WAL since the last checkpoint.
+    crash_open_median: Duration,
 }
+
+/// Writes left in the WAL (not checkpointed) before the simulated crash: the same at every data
+/// size, so the replay costs the same.
+const CRASH_TAIL: u64 = 50_000;
 
 fn key(i: u64) -> [u8; 16] {
     // A bijective mix: distinct keys, random order.
@@ -102,6 +108,7 @@ fn measure(options: &StartupOptions, size: u64) -> Result<Row, DbError> {
         drop(db); // nothing written since the checkpoint: no checkpoint needed
     }
     opens.sort();
+    let crash_open_median = crash_opens(&path, keys, options)?;
     let file_bytes = std::fs::metadata(&path)?.len();
     if !options.keep {
         std::fs::remove_file(&path)?;
@@ -115,7 +122,30 @@ fn measure(options: &StartupOptions, size: u64) -> Result<Row, DbError> {
         open_median: opens[opens.len() / 2],
         open_max: *opens.last().unwrap(),
         first_read,
+        crash_open_median,
     })
+}
+
+/// Overwrites `CRASH_TAIL` keys and drops the database without closing it (a crash: the writes
+/// are only in the WAL), then times opens, each replaying that tail; closes it at the end.
+fn crash_opens(path: &Path, keys: u64, options: &StartupOptions) -> Result<Duration, DbError> {
+    let mut db = Db::open(path, DbOptions::default())?;
+    let value = vec![3u8; options.value_size];
+    for i in 0..CRASH_TAIL.min(keys) {
+        db.put(&key(i * (keys / CRASH_TAIL).max(1)), &value)?;
+    }
+    db.flush()?;
+    drop(db);
+    let mut opens = Vec::with_capacity(options.opens);
+    for _ in 0..options.opens.max(1) {
+        let started = Instant::now();
+        let db = Db::open(path, DbOptions::default())?;
+        opens.push(started.elapsed());
+        drop(db); // still a crash: the tail stays in the WAL
+    }
+    Db::open(path, DbOptions::default())?.close()?;
+    opens.sort();
+    Ok(opens[opens.len() / 2])
 }
 
 pub fn run(options: &StartupOptions) -> Result<String, DbError> {
@@ -126,14 +156,14 @@ pub fn run(options: &StartupOptions) -> Result<String, DbError> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| data | keys | file | tables | fill | open (median of {}) | open (max) | first read |",
+        "| data | keys | file | tables | fill | open (median of {}) | open (max) | first read | open after a crash ({CRASH_TAIL} writes to replay) |",
         options.opens
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let _ = writeln!(
             out,
-            "| {:.2} GB | {} | {:.2} GB | {} | {:.1} s | {:.2} ms | {:.2} ms | {:.2} ms |",
+            "| {:.2} GB | {} | {:.2} GB | {} | {:.1} s | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms |",
             r.size as f64 / 1e9,
             r.keys,
             r.file_bytes as f64 / 1e9,
@@ -142,13 +172,15 @@ pub fn run(options: &StartupOptions) -> Result<String, DbError> {
             r.open_median.as_secs_f64() * 1e3,
             r.open_max.as_secs_f64() * 1e3,
             r.first_read.as_secs_f64() * 1e3,
+            r.crash_open_median.as_secs_f64() * 1e3,
         );
     }
     if let (Some(small), Some(large)) = (rows.first(), rows.last()) {
         let ratio = large.open_median.as_secs_f64() / small.open_median.as_secs_f64();
+        let crash = large.crash_open_median.as_secs_f64() / small.crash_open_median.as_secs_f64();
         let _ = writeln!(
             out,
-            "\nopen time, largest / smallest: {ratio:.2}x (data {:.0}x)",
+            "\nopen time, largest / smallest: {ratio:.2}x; after a crash: {crash:.2}x (data {:.0}x)",
             large.size as f64 / small.size as f64
         );
     }
