@@ -172,7 +172,7 @@ impl Harness {
             .filter(|(s, _)| *s > from)
             .cloned()
             .collect();
-        for (sequence, batch) in tail {
+        for (i, (sequence, batch)) in tail.into_iter().enumerate() {
             let writes: Vec<Write> = batch
                 .iter()
                 .map(|(k, v)| Write {
@@ -180,7 +180,12 @@ impl Harness {
                     value: v.as_deref(),
                 })
                 .collect();
-            self.engine().apply(sequence, &writes).unwrap();
+            // Replay as the embedded database does (no compaction), or as a replica does.
+            if (i / 7).is_multiple_of(2) {
+                self.engine().apply_replayed(sequence, &writes).unwrap();
+            } else {
+                self.engine().apply(sequence, &writes).unwrap();
+            }
         }
         self.check_all();
     }

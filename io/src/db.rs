@@ -517,7 +517,7 @@ impl Db {
                     if self.engine.memtable_is_empty() {
                         self.marks.push_back((sequence, position));
                     }
-                    self.engine.apply(sequence, &borrowed)?;
+                    self.engine.apply_replayed(sequence, &borrowed)?;
                 }
                 _ => break,
             }

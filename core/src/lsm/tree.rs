@@ -71,7 +71,7 @@ impl Options {
     pub fn production() -> Options {
         Options {
             memtable_bytes: 64 << 20,
-            table_blocks: 512,
+            table_blocks: 8192,
             bits_per_key: 10,
             cache_blocks: 8192,
             l0_trigger: 4,
@@ -226,11 +226,23 @@ struct Table {
 
 /// A table of a sorted level as point reads search it: the key range with its prefixes (see
 /// `table::key_prefix`), kept beside the level so a search chases no pointers into the tables.
+/// Maintained as tables enter and leave the level (never rebuilt: levels hold thousands).
 struct Fence {
     max_prefix: u128,
     max_key: Vec<u8>,
     min_key: Vec<u8>,
     id: u64,
+}
+
+impl Fence {
+    fn of(meta: &TableMeta) -> Fence {
+        Fence {
+            max_prefix: table::key_prefix(&meta.max_key),
+            max_key: meta.max_key.clone(),
+            min_key: meta.min_key.clone(),
+            id: meta.id,
+        }
+    }
 }
 
 /// Key ranges of the tables below a job's output: a key none of them holds is at the bottom.
@@ -304,8 +316,10 @@ pub struct Engine<S: BlockStore> {
     frozen: Option<Frozen>,
     /// Table ids per level: level 0 newest first, the others sorted by key.
     levels: Vec<Vec<u64>>,
-    /// Per level, its tables' fences (rebuilt whenever the levels change).
+    /// Per level, its tables' fences (level 0 has none: its tables overlap).
     fences: Vec<Vec<Fence>>,
+    /// Per level, the bytes of its tables.
+    level_totals: Vec<u64>,
     tables: BTreeMap<u64, Table>,
     flush: Option<Job>,
     compaction: Option<Job>,
@@ -349,6 +363,7 @@ impl<S: BlockStore> Engine<S> {
             frozen: None,
             levels: vec![Vec::new(); options.levels],
             fences: (0..options.levels).map(|_| Vec::new()).collect(),
+            level_totals: vec![0; options.levels],
             tables: BTreeMap::new(),
             flush: None,
             compaction: None,
@@ -385,6 +400,7 @@ impl<S: BlockStore> Engine<S> {
         self.frozen = None;
         self.levels = vec![Vec::new(); levels];
         self.fences.iter_mut().for_each(Vec::clear);
+        self.level_totals = vec![0; levels];
         self.tables.clear();
         self.flush = None;
         self.compaction = None;
@@ -459,10 +475,7 @@ impl<S: BlockStore> Engine<S> {
 
     /// Bytes of entries per level.
     pub fn level_bytes(&self, level: usize) -> u64 {
-        self.levels[level]
-            .iter()
-            .map(|id| self.tables[id].meta.bytes)
-            .sum()
+        self.level_totals[level]
     }
 
     /// Blocks in use (tables, manifest, and blocks awaiting the next durable checkpoint).
@@ -487,6 +500,15 @@ impl<S: BlockStore> Engine<S> {
 
     /// Applies a batch atomically at `sequence` (> every earlier sequence).
     pub fn apply(&mut self, sequence: u64, writes: &[Write]) -> Result<(), Error> {
+        self.insert_batch(sequence, writes)?;
+        if self.memtable.bytes() >= self.options.memtable_bytes {
+            self.rotate_memtable()?;
+        }
+        self.pace(writes.len().max(1))
+    }
+
+    /// Checks a batch's sizes, then puts it into the memtable at `sequence`.
+    fn insert_batch(&mut self, sequence: u64, writes: &[Write]) -> Result<(), Error> {
         assert!(sequence > self.sequence, "sequences increase");
         let max = self.max_entry_size();
         for w in writes {
@@ -500,10 +522,19 @@ impl<S: BlockStore> Engine<S> {
             self.stats.user_bytes += (w.key.len() + w.value.map_or(0, |v| v.len())) as u64;
         }
         self.sequence = sequence;
+        Ok(())
+    }
+
+    /// Applies a batch the caller is replaying from its log at startup: like `apply`, but a full
+    /// memtable is flushed at once and no compaction is paid for — so recovery costs the same
+    /// whatever the size of the tree, and the debt is paid by the writes that follow.
+    pub fn apply_replayed(&mut self, sequence: u64, writes: &[Write]) -> Result<(), Error> {
+        self.insert_batch(sequence, writes)?;
         if self.memtable.bytes() >= self.options.memtable_bytes {
             self.rotate_memtable()?;
+            self.finish_flush()?;
         }
-        self.pace(writes.len().max(1))
+        Ok(())
     }
 
     /// Freezes the memtable and starts its flush (finishing the previous flush first).
@@ -673,10 +704,12 @@ impl<S: BlockStore> Engine<S> {
                 vec![self.next_in_level(level)]
             };
             let (min, max) = self.key_range(&inputs);
-            let overlapping: Vec<u64> = self.levels[level + 1]
+            let below = &self.fences[level + 1];
+            let first = below.partition_point(|f| f.max_key < min);
+            let overlapping: Vec<u64> = below[first..]
                 .iter()
-                .copied()
-                .filter(|id| self.tables[id].meta.overlaps(&min, &max))
+                .take_while(|f| f.min_key <= max)
+                .map(|f| f.id)
                 .collect();
             if level > 0 {
                 self.pointers[level] = max.clone();
@@ -742,17 +775,49 @@ impl<S: BlockStore> Engine<S> {
 
     fn trivial_move(&mut self, level: usize, id: u64) {
         self.shape_changed = true;
-        self.levels[level].retain(|&t| t != id);
-        self.insert_sorted(level + 1, id);
+        self.remove_from_level(level, id);
+        self.insert_into_level(level + 1, id);
         self.stats.trivial_moves += 1;
-        self.levels_changed();
     }
 
-    fn insert_sorted(&mut self, level: usize, id: u64) {
-        let key = self.tables[&id].meta.min_key.clone();
-        let tables = &self.tables;
-        let at = self.levels[level].partition_point(|t| tables[t].meta.min_key < key);
+    /// Takes table `id` out of `level` (its fence and its bytes with it).
+    fn remove_from_level(&mut self, level: usize, id: u64) {
+        let at = self.levels[level]
+            .iter()
+            .position(|&t| t == id)
+            .expect("the table is in its level");
+        self.levels[level].remove(at);
+        self.level_totals[level] -= self.tables[&id].meta.bytes;
+        if level > 0 {
+            let fence = self.fences[level].remove(at);
+            assert_eq!(fence.id, id, "fences follow their level");
+        }
+    }
+
+    /// Puts table `id` into `level`: at the front of level 0 (the newest), else in key order,
+    /// asserting that it overlaps neither neighbour (the tables of a level are disjoint).
+    fn insert_into_level(&mut self, level: usize, id: u64) {
+        let meta = &self.tables[&id].meta;
+        self.level_totals[level] += meta.bytes;
+        if level == 0 {
+            self.levels[0].insert(0, id);
+            return;
+        }
+        let fence = Fence::of(meta);
+        let fences = &self.fences[level];
+        let at = fences.partition_point(|f| f.min_key < fence.min_key);
+        assert!(
+            at == 0 || fences[at - 1].max_key < fence.min_key,
+            "tables of a level are disjoint and sorted"
+        );
+        assert!(
+            fences
+                .get(at)
+                .is_none_or(|next| fence.max_key < next.min_key),
+            "tables of a level are disjoint and sorted"
+        );
         self.levels[level].insert(at, id);
+        self.fences[level].insert(at, fence);
     }
 
     /// Merges up to `budget` entries of `job`; installs it when done (returning None).
@@ -824,7 +889,7 @@ impl<S: BlockStore> Engine<S> {
         self.shape_changed = true;
         let flush = job.inputs.is_empty();
         for &(level, id) in &job.inputs {
-            self.levels[level].retain(|&t| t != id);
+            self.remove_from_level(level, id);
             let table = self.tables.remove(&id).expect("an input table exists");
             let loaded = table.loaded.expect("inputs were loaded to be merged");
             for address in loaded.addresses(&table.meta) {
@@ -840,11 +905,7 @@ impl<S: BlockStore> Engine<S> {
                     loaded: Some(loaded),
                 },
             );
-            if job.output_level == 0 {
-                self.levels[0].insert(0, id);
-            } else {
-                self.insert_sorted(job.output_level, id);
-            }
+            self.insert_into_level(job.output_level, id);
         }
         if flush {
             let frozen = self
@@ -858,37 +919,25 @@ impl<S: BlockStore> Engine<S> {
         } else {
             self.stats.compactions += 1;
         }
-        self.levels_changed();
     }
 
-    /// Rebuilds the fences and checks the levels' invariants.
-    fn levels_changed(&mut self) {
-        for level in 1..self.levels.len() {
-            let tables = &self.tables;
-            let fences = self.levels[level].iter().map(|id| {
-                let meta = &tables[id].meta;
-                Fence {
-                    max_prefix: table::key_prefix(&meta.max_key),
-                    max_key: meta.max_key.clone(),
-                    min_key: meta.min_key.clone(),
-                    id: *id,
-                }
-            });
-            self.fences[level].clear();
-            self.fences[level].extend(fences);
-        }
-        self.check_levels();
-    }
-
+    /// Checks every level against its fences and the tables (after loading a manifest).
     fn check_levels(&self) {
-        for level in &self.levels[1..] {
-            for pair in level.windows(2) {
-                let (a, b) = (&self.tables[&pair[0]].meta, &self.tables[&pair[1]].meta);
+        for (level, fences) in self.levels.iter().zip(&self.fences).skip(1) {
+            assert_eq!(level.len(), fences.len(), "a fence per table");
+            for pair in fences.windows(2) {
                 assert!(
-                    a.max_key < b.min_key,
+                    pair[0].max_key < pair[1].min_key,
                     "tables of a level are disjoint and sorted"
                 );
             }
+        }
+        for (level, ids) in self.levels.iter().enumerate() {
+            let bytes: u64 = ids.iter().map(|id| self.tables[id].meta.bytes).sum();
+            assert_eq!(
+                bytes, self.level_totals[level],
+                "level totals follow the tables"
+            );
         }
     }
 
@@ -1500,6 +1549,10 @@ impl<S: BlockStore> Engine<S> {
                 if id >= self.next_table_id || self.tables.contains_key(&id) {
                     return Err(bad);
                 }
+                self.level_totals[level] += meta.bytes;
+                if level > 0 {
+                    self.fences[level].push(Fence::of(&meta));
+                }
                 self.tables.insert(id, Table { meta, loaded: None });
                 self.levels[level].push(id);
             }
@@ -1510,7 +1563,7 @@ impl<S: BlockStore> Engine<S> {
         }
         free.grow_to(self.store.block_count());
         self.free = free;
-        self.levels_changed();
+        self.check_levels();
         Ok(())
     }
 }
