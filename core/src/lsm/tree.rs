@@ -71,7 +71,7 @@ impl Options {
     pub fn production() -> Options {
         Options {
             memtable_bytes: 64 << 20,
-            table_blocks: 8192,
+            table_blocks: 512,
             bits_per_key: 10,
             cache_blocks: 8192,
             l0_trigger: 4,
