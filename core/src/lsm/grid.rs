@@ -353,27 +353,6 @@ impl FreeSet {
         freed
     }
 
-    /// Every maximal run (first address, count) of free blocks.
-    pub fn all_free_runs(&self) -> Vec<(u64, u64)> {
-        let mut runs: Vec<(u64, u64)> = Vec::new();
-        let mut address = 0;
-        while address < self.count {
-            let word = self.bits[(address / 64) as usize];
-            if address.is_multiple_of(64) && word == u64::MAX {
-                address += 64; // a word of blocks in use
-                continue;
-            }
-            if !self.is_acquired(address) {
-                match runs.last_mut() {
-                    Some((start, count)) if *start + *count == address => *count += 1,
-                    _ => runs.push((address, 1)),
-                }
-            }
-            address += 1;
-        }
-        runs
-    }
-
     /// Runs (first address, count) of free blocks covering every address of `freed` (sorted):
     /// runs are joined across gaps of free blocks, so that compaction's scattered releases cost
     /// a few large discards instead of one per fragment.
@@ -574,7 +553,6 @@ mod tests {
         }
         assert_eq!(free.free_runs(&[3, 12, 18]), vec![(3, 10), (18, 1)]);
         assert_eq!(free.free_runs(&[]), vec![]);
-        assert_eq!(free.all_free_runs(), vec![(3, 10), (18, 1), (20, 44)]);
     }
 
     #[test]

@@ -299,6 +299,8 @@ const STALL_STEP: usize = 4096;
 const DISCARD_MIN_BLOCKS: u64 = 4096;
 /// The shortest run of free blocks a table checkpoint discards.
 const DISCARD_MIN_RUN: u64 = 64;
+/// The most blocks a table checkpoint discards (64 MiB of 4 KiB blocks).
+const DISCARD_BUDGET_BLOCKS: u64 = 16_384;
 
 const MANIFEST_MAGIC: u32 = 0x4D53_4C5A; // "ZLSM"
 const MANIFEST_VERSION: u32 = 1;
@@ -1449,29 +1451,52 @@ impl<S: BlockStore> Engine<S> {
     /// The checkpoint is recorded durably: blocks only older checkpoints referenced are free.
     ///
     /// Freed blocks are reused lowest first, so most are soon written again. Their space goes
-    /// back to the store (`discard`) in two ways: after a full checkpoint, every free run; after
-    /// a table checkpoint, once the blocks freed since the last discard pass an eighth of those
-    /// in use, the runs of them at least `DISCARD_MIN_RUN` long (compaction leaves many single
+    /// back to the store (`discard`) in two ways: after a full checkpoint, every block freed
+    /// since its last discard; after a table checkpoint, once those pass an eighth of the blocks
+    /// in use, the runs of them at least `DISCARD_MIN_RUN` long, `DISCARD_BUDGET_BLOCKS` at most
+    /// (compaction leaves many single
     /// free blocks between live ones: discarding each after every flush cost a fill 11% of its
-    /// time in `fallocate`, for space the allocator was about to reuse).
+    /// time in `fallocate`, for space the allocator was about to reuse; discarding every free
+    /// run at each full checkpoint, old holes included, cost a 10M-key run 227k calls).
     pub fn checkpoint_durable(&mut self) {
         let freed = self.free.checkpoint_durable();
         self.undiscarded.extend(freed);
-        if std::mem::take(&mut self.full_checkpoint) {
-            self.undiscarded.clear();
-            let runs = self.free.all_free_runs();
-            self.store.discard(&runs);
+        let full = std::mem::take(&mut self.full_checkpoint);
+        let threshold = (self.free.acquired() / 8).max(DISCARD_MIN_BLOCKS);
+        if !full && self.undiscarded.len() as u64 <= threshold {
             return;
         }
-        let threshold = (self.free.acquired() / 8).max(DISCARD_MIN_BLOCKS);
-        if self.undiscarded.len() as u64 > threshold {
-            let mut free: Vec<u64> = std::mem::take(&mut self.undiscarded);
-            free.retain(|&address| !self.free.is_acquired(address));
-            free.sort_unstable();
-            free.dedup();
-            let mut runs = self.free.free_runs(&free);
-            runs.retain(|&(_, count)| count >= DISCARD_MIN_RUN);
-            self.store.discard(&runs);
+        // Only blocks freed since they were last discarded (and still free): a block is
+        // discarded once per time it is freed, never again as part of an old hole.
+        let mut free: Vec<u64> = std::mem::take(&mut self.undiscarded);
+        free.retain(|&address| !self.free.is_acquired(address));
+        free.sort_unstable();
+        free.dedup();
+        // A table checkpoint discards long runs up to a budget (one large punch can take tens
+        // of milliseconds, inside a write); the rest waits, most of it to be reused first.
+        let mut budget = DISCARD_BUDGET_BLOCKS;
+        let (now, later): (Vec<_>, Vec<_>) =
+            self.free
+                .free_runs(&free)
+                .into_iter()
+                .partition(|&(_, count)| {
+                    let take = full || (count >= DISCARD_MIN_RUN && count <= budget);
+                    if take && !full {
+                        budget -= count;
+                    }
+                    take
+                });
+        self.store.discard(&now);
+        // Both lists are sorted: one pass keeps the addresses inside a run left for later.
+        let mut runs = later.iter().peekable();
+        for address in free {
+            while runs
+                .next_if(|&&(start, count)| start + count <= address)
+                .is_some()
+            {}
+            if runs.peek().is_some_and(|&&(start, _)| start <= address) {
+                self.undiscarded.push(address);
+            }
         }
     }
 
