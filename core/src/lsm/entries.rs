@@ -100,16 +100,7 @@ impl Entries {
     }
 
     pub fn get(&self, i: usize) -> EntryRef<'_> {
-        let item = self.items[i];
-        let key_start = item.start as usize;
-        let key_end = key_start + item.key_len as usize;
-        let value = (item.value_len != TOMBSTONE)
-            .then(|| &self.bytes[key_end..key_end + item.value_len as usize]);
-        EntryRef {
-            key: &self.bytes[key_start..key_end],
-            sequence: item.sequence,
-            value,
-        }
+        Entries::view(&self.bytes, self.items[i])
     }
 
     pub fn first(&self) -> Option<EntryRef<'_>> {
@@ -132,10 +123,7 @@ impl Entries {
     /// Keeps the entries `keep` accepts, in order (their bytes stay where they are).
     pub fn retain(&mut self, mut keep: impl FnMut(EntryRef) -> bool) {
         let bytes = &self.bytes;
-        self.items.retain(|&item| {
-            let one = Entries::view(bytes, item);
-            keep(one)
-        });
+        self.items.retain(|&item| keep(Entries::view(bytes, item)));
     }
 
     pub fn reverse(&mut self) {
