@@ -322,15 +322,19 @@ impl FreeSet {
 
     /// The free set as the checkpoint being written must record it: released blocks and
     /// `unreferenced` (blocks written for work the checkpoint does not include) are free there.
-    pub fn encode_for_checkpoint(&self, unreferenced: &[u64], out: &mut Vec<u8>) {
+    /// Returns how many blocks the encoding records as acquired.
+    pub fn encode_for_checkpoint(&self, unreferenced: &[u64], out: &mut Vec<u8>) -> u64 {
         let mut bits = self.bits.clone();
         for &address in self.released.iter().chain(unreferenced) {
             bits[(address / 64) as usize] &= !(1 << (address % 64));
         }
         out.extend_from_slice(&self.count.to_le_bytes());
+        let mut acquired = 0;
         for word in bits {
+            acquired += u64::from(word.count_ones());
             out.extend_from_slice(&word.to_le_bytes());
         }
+        acquired
     }
 
     /// The encoded size for the current block count.
@@ -615,8 +619,10 @@ mod tests {
             "not reused before checkpoint"
         );
         let mut encoded = Vec::new();
-        free.encode_for_checkpoint(&[2], &mut encoded);
+        let acquired = free.encode_for_checkpoint(&[2], &mut encoded);
         let recorded = FreeSet::decode(&encoded).unwrap();
+        assert_eq!(acquired, 1);
+        assert_eq!(recorded.acquired(), acquired);
         assert!(!recorded.is_acquired(0) && recorded.is_acquired(1) && !recorded.is_acquired(2));
         free.checkpoint_written();
         assert_eq!(

@@ -5,6 +5,7 @@
 //!   [`entries`]: the flat entry buffers merges move entries through.
 //! - [`table`]: tables (data blocks, index, filter); [`block`]: data blocks; [`bloom`]: filters.
 //! - [`grid`]: checksummed blocks, the free set, block stores; [`cache`]: the block cache.
+//! - [`manifest`]: the tree's shape in the grid — a root naming chunks of table metadata.
 //! - [`varint`]: LEB128 variable-length integers for the encodings.
 
 pub mod block;
@@ -13,6 +14,7 @@ pub mod cache;
 pub mod cursor;
 pub mod entries;
 pub mod grid;
+pub mod manifest;
 pub mod memtable;
 pub mod table;
 pub mod tree;

@@ -18,8 +18,9 @@ use super::cache::BlockCache;
 use super::cursor::{self, Cursor, Source};
 use super::entries::{Entries, EntryRef};
 use super::grid::{self, BlockKind, BlockRef, BlockStore, FreeSet, GridError};
+use super::manifest::{self, Chunk, FreeRef, Root};
 use super::memtable::{Found, Frozen, Memtable};
-use super::table::{self, Loaded, Reader, TableBuilder, TableMeta};
+use super::table::{self, Loaded, TableBuilder, TableMeta};
 use std::collections::BTreeMap;
 
 /// A key and its value, as scans return them.
@@ -302,14 +303,14 @@ const DISCARD_MIN_RUN: u64 = 64;
 /// The most blocks a table checkpoint discards (64 MiB of 4 KiB blocks).
 const DISCARD_BUDGET_BLOCKS: u64 = 16_384;
 
-const MANIFEST_MAGIC: u32 = 0x4D53_4C5A; // "ZLSM"
-const MANIFEST_VERSION: u32 = 1;
-const NO_NEXT: u64 = u64::MAX;
-
 pub struct Engine<S: BlockStore> {
     store: S,
     options: Options,
     free: FreeSet,
+    /// The checkpoint's free set, until it is read (see `manifest`): `free` is empty until then.
+    free_pending: Option<FreeRef>,
+    /// Per level, the chunks of its tables not read yet (in key order; see `manifest`).
+    unloaded: Vec<Vec<Chunk>>,
     sequence: u64,
     /// Every write up to here is in tables.
     flushed_sequence: u64,
@@ -331,6 +332,7 @@ pub struct Engine<S: BlockStore> {
     pointers: Vec<Vec<u8>>,
     snapshots: BTreeMap<u64, usize>,
     cache: BlockCache,
+    /// Blocks of the last checkpoint's manifest (those of chunks not read yet excepted).
     manifest_blocks: Vec<u64>,
     stats: Stats,
     scratch: Vec<u8>,
@@ -358,6 +360,8 @@ impl<S: BlockStore> Engine<S> {
         let block_size = store.block_size();
         let mut engine = Engine {
             free: FreeSet::new(store.block_count()),
+            free_pending: None,
+            unloaded: vec![Vec::new(); options.levels],
             sequence: 0,
             flushed_sequence: 0,
             next_table_id: 1,
@@ -395,6 +399,8 @@ impl<S: BlockStore> Engine<S> {
     pub fn reopen(&mut self, checkpoint: Option<Checkpoint>) -> Result<(), Error> {
         let levels = self.options.levels;
         self.free = FreeSet::new(self.store.block_count());
+        self.free_pending = None;
+        self.unloaded = vec![Vec::new(); levels];
         self.sequence = 0;
         self.flushed_sequence = 0;
         self.next_table_id = 1;
@@ -451,7 +457,15 @@ impl<S: BlockStore> Engine<S> {
 
     /// Table count per level.
     pub fn shape(&self) -> Vec<usize> {
-        self.levels.iter().map(|l| l.len()).collect()
+        let unloaded = |l: usize| {
+            self.unloaded[l]
+                .iter()
+                .map(|c| c.tables as usize)
+                .sum::<usize>()
+        };
+        (0..self.levels.len())
+            .map(|l| self.levels[l].len() + unloaded(l))
+            .collect()
     }
 
     /// The tree's shape, one line per level: table ids with key and sequence ranges.
@@ -470,6 +484,10 @@ impl<S: BlockStore> Engine<S> {
                     m.entries
                 ));
             }
+            let unloaded: u64 = self.unloaded[level].iter().map(|c| c.tables).sum();
+            if unloaded > 0 {
+                out.push_str(&format!(" (+{unloaded} tables not read yet)"));
+            }
             out.push('\n');
         }
         out
@@ -482,7 +500,10 @@ impl<S: BlockStore> Engine<S> {
 
     /// Blocks in use (tables, manifest, and blocks awaiting the next durable checkpoint).
     pub fn blocks_in_use(&self) -> u64 {
-        self.free.acquired()
+        match self.free_pending {
+            Some(free) => free.acquired,
+            None => self.free.acquired(),
+        }
     }
 
     pub fn clear_cache(&mut self) {
@@ -491,6 +512,7 @@ impl<S: BlockStore> Engine<S> {
 
     /// Loads every table's index and filter (they stay in memory).
     pub fn load_all_tables(&mut self) -> Result<(), Error> {
+        self.load_manifest_rest()?;
         let ids: Vec<u64> = self.tables.keys().copied().collect();
         for id in ids {
             self.loaded(id)?;
@@ -541,6 +563,7 @@ impl<S: BlockStore> Engine<S> {
 
     /// Freezes the memtable and starts its flush (finishing the previous flush first).
     fn rotate_memtable(&mut self) -> Result<(), Error> {
+        self.load_manifest_rest()?; // a flush needs every table's key range and the free set
         if self.flush.is_some() {
             self.stats.stalls += 1;
             self.finish_flush()?;
@@ -570,6 +593,11 @@ impl<S: BlockStore> Engine<S> {
     /// Background work owed for `written` entries: the flush first, then compaction, whose pace
     /// doubles for each level-0 table past the slowdown mark; at the stop mark the write waits.
     fn pace(&mut self, written: usize) -> Result<(), Error> {
+        if self.manifest_pending() {
+            // After opening: a write reads one more chunk of the manifest; compaction waits for
+            // all of it (level 0 cannot grow meanwhile: a flush reads the rest first).
+            return self.page_in_step();
+        }
         if let Some(job) = self.flush.take() {
             let job = self.step(job, written * 4)?;
             self.flush = job;
@@ -597,6 +625,10 @@ impl<S: BlockStore> Engine<S> {
 
     /// Does up to `budget` entries of background work; returns whether any is left.
     pub fn work(&mut self, budget: usize) -> Result<bool, Error> {
+        if self.manifest_pending() {
+            self.page_in_step()?;
+            return Ok(true);
+        }
         if let Some(job) = self.flush.take() {
             self.flush = self.step(job, budget)?;
         }
@@ -696,6 +728,7 @@ impl<S: BlockStore> Engine<S> {
     }
 
     fn start_compaction(&mut self) -> Result<Option<Job>, Error> {
+        self.load_manifest_rest()?;
         loop {
             let Some(level) = self.pick_compaction() else {
                 return Ok(None);
@@ -824,6 +857,7 @@ impl<S: BlockStore> Engine<S> {
 
     /// Merges up to `budget` entries of `job`; installs it when done (returning None).
     fn step(&mut self, mut job: Job, budget: usize) -> Result<Option<Job>, Error> {
+        assert!(!self.manifest_pending(), "jobs run on the whole manifest");
         let mut spent = 0;
         let snapshots: Vec<u64> = self.snapshots.keys().copied().collect();
         let mut versions = std::mem::take(&mut self.versions);
@@ -979,6 +1013,9 @@ impl<S: BlockStore> Engine<S> {
         }
         let probe = table::key_prefix(key);
         for level in 1..self.levels.len() {
+            if !self.unloaded[level].is_empty() {
+                self.page_in_key(level, key)?;
+            }
             let fences = &self.fences[level];
             let i =
                 fences.partition_point(|f| table::key_below(f.max_prefix, &f.max_key, probe, key));
@@ -1081,6 +1118,11 @@ impl<S: BlockStore> Engine<S> {
     ) -> Result<Vec<KeyValue>, Error> {
         if end.is_some_and(|e| e <= start) {
             return Ok(Vec::new());
+        }
+        for level in 1..self.levels.len() {
+            if !self.unloaded[level].is_empty() {
+                self.page_in_range(level, start, end)?;
+            }
         }
         let mut cursors = self.scan_cursors(start, end, reverse);
         let mut out = Vec::new();
@@ -1410,42 +1452,93 @@ impl<S: BlockStore> Engine<S> {
     }
 
     fn write_checkpoint(&mut self) -> Result<Checkpoint, Error> {
+        self.load_manifest_rest()?;
         let jobs = self.flush.iter().chain(self.compaction.iter());
         let unreferenced: Vec<u64> = jobs.flat_map(|j| j.unreferenced()).collect();
         for address in std::mem::take(&mut self.manifest_blocks) {
             self.free.release(address);
         }
-        let mut body = self.encode_tables();
-        // The manifest's own blocks must be acquired in the free set it records.
-        let payload = grid::payload_size(self.store.block_size()) - BlockRef::ENCODED_SIZE;
-        let mut addresses = Vec::new();
-        while addresses.len() * payload < body.len() + self.free.encoded_size() {
-            addresses.push(self.free.acquire(&mut self.store)?);
-        }
-        self.free.encode_for_checkpoint(&unreferenced, &mut body);
-        let mut next = BlockRef {
-            address: NO_NEXT,
-            checksum: 0,
+        let block_size = self.store.block_size();
+        let target = manifest::chunk_target(block_size);
+        let mut bodies: Vec<Vec<manifest::ChunkBody>> = self.levels[1..]
+            .iter()
+            .map(|ids| manifest::chunk_level(ids.iter().map(|id| &self.tables[id].meta), target))
+            .collect();
+        // Every block of the manifest must be acquired in the free set it records: acquire them
+        // all (the free set's last: acquiring may grow the grid, and the set with it) first.
+        let mut root = Root {
+            sequence: self.flushed_sequence,
+            next_table_id: self.next_table_id,
+            level0: self.levels[0]
+                .iter()
+                .map(|id| self.tables[id].meta.clone())
+                .collect(),
+            chunks: bodies
+                .iter()
+                .map(|level| level.iter().map(|b| b.chunk.clone()).collect())
+                .collect(),
+            free: FreeRef {
+                head: BlockRef {
+                    address: 0,
+                    checksum: 0,
+                },
+                acquired: 0,
+            },
         };
-        self.scratch.resize(self.store.block_size(), 0);
-        let mut chunk = Vec::with_capacity(payload + BlockRef::ENCODED_SIZE);
-        for (i, &address) in addresses.iter().enumerate().rev() {
-            chunk.clear();
-            next.encode(&mut chunk);
-            let from = (i * payload).min(body.len());
-            chunk.extend_from_slice(&body[from..(from + payload).min(body.len())]);
-            next = grid::seal(&mut self.scratch, BlockKind::Manifest, address, &chunk);
-            self.store
-                .write_block(address, &self.scratch)
-                .map_err(GridError::Write)?;
+        let mut root_body = Vec::new();
+        root.encode(&mut root_body); // its length: the references to come are of fixed size
+        let root_blocks =
+            self.acquire_blocks(manifest::chain_blocks(block_size, root_body.len()))?;
+        let mut chunk_blocks = Vec::new();
+        for body in bodies.iter().flatten() {
+            let count = manifest::chain_blocks(block_size, body.body.len());
+            chunk_blocks.push(self.acquire_blocks(count)?);
         }
+        let mut free_blocks = Vec::new();
+        while free_blocks.len() < manifest::chain_blocks(block_size, self.free.encoded_size()) {
+            free_blocks.push(self.free.acquire(&mut self.store)?);
+        }
+        let mut free_body = Vec::with_capacity(self.free.encoded_size());
+        let acquired = self
+            .free
+            .encode_for_checkpoint(&unreferenced, &mut free_body);
+        root.free = FreeRef {
+            head: manifest::write_chain(
+                &mut self.store,
+                &mut self.scratch,
+                &free_blocks,
+                &free_body,
+            )?,
+            acquired,
+        };
+        let mut addresses = chunk_blocks.iter();
+        for (level, bodies) in root.chunks.iter_mut().zip(&mut bodies) {
+            for (chunk, body) in level.iter_mut().zip(bodies.iter()) {
+                let blocks = addresses.next().expect("blocks for every chunk");
+                chunk.head =
+                    manifest::write_chain(&mut self.store, &mut self.scratch, blocks, &body.body)?;
+            }
+        }
+        root_body.clear();
+        root.encode(&mut root_body);
+        let head =
+            manifest::write_chain(&mut self.store, &mut self.scratch, &root_blocks, &root_body)?;
         self.store.sync().map_err(GridError::Write)?;
         self.free.checkpoint_written();
-        self.manifest_blocks = addresses;
+        self.manifest_blocks = root_blocks;
+        self.manifest_blocks
+            .extend(chunk_blocks.into_iter().flatten());
+        self.manifest_blocks.extend(free_blocks);
         Ok(Checkpoint {
-            manifest: next,
+            manifest: head,
             sequence: self.flushed_sequence,
         })
+    }
+
+    fn acquire_blocks(&mut self, count: usize) -> Result<Vec<u64>, Error> {
+        (0..count)
+            .map(|_| Ok(self.free.acquire(&mut self.store)?))
+            .collect()
     }
 
     /// The checkpoint is recorded durably: blocks only older checkpoints referenced are free.
@@ -1459,6 +1552,7 @@ impl<S: BlockStore> Engine<S> {
     /// time in `fallocate`, for space the allocator was about to reuse; discarding every free
     /// run at each full checkpoint, old holes included, cost a 10M-key run 227k calls).
     pub fn checkpoint_durable(&mut self) {
+        assert!(!self.manifest_pending(), "a checkpoint was written");
         let freed = self.free.checkpoint_durable();
         self.undiscarded.extend(freed);
         let full = std::mem::take(&mut self.full_checkpoint);
@@ -1500,95 +1594,143 @@ impl<S: BlockStore> Engine<S> {
         }
     }
 
-    fn encode_tables(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&MANIFEST_MAGIC.to_le_bytes());
-        out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
-        out.extend_from_slice(&self.flushed_sequence.to_le_bytes());
-        out.extend_from_slice(&self.next_table_id.to_le_bytes());
-        out.push(self.levels.len() as u8);
-        for level in &self.levels {
-            super::varint::encode(level.len() as u64, &mut out);
-            for id in level {
-                self.tables[id].meta.encode(&mut out);
-            }
-        }
-        out
-    }
+    // ---- the manifest, read as it is needed (see `manifest`) ----
 
+    /// Reads a checkpoint's root: level 0 and the directory of the other levels' chunks.
     fn load_manifest(&mut self, checkpoint: Checkpoint) -> Result<(), Error> {
-        let mut body = Vec::new();
-        let mut next = checkpoint.manifest;
-        let mut addresses = Vec::new();
-        while next.address != NO_NEXT {
-            if addresses.len() as u64 > self.store.block_count() {
-                return Err(Error::Manifest("the manifest's block chain loops"));
-            }
-            let len = grid::read_verified(
-                &mut self.store,
-                BlockKind::Manifest,
-                next,
-                &mut self.scratch,
-            )?;
-            let payload = &self.scratch[grid::HEADER_SIZE..grid::HEADER_SIZE + len];
-            addresses.push(next.address);
-            let link = BlockRef::decode(payload).ok_or(Error::Manifest("short block"))?;
-            body.extend_from_slice(&payload[BlockRef::ENCODED_SIZE..]);
-            next = link;
+        let (body, addresses) =
+            manifest::read_chain(&mut self.store, &mut self.scratch, checkpoint.manifest)?;
+        let root = Root::decode(&body, self.options.levels)?;
+        if root.sequence != checkpoint.sequence {
+            return Err(Error::Manifest("sequence differs from the checkpoint's"));
         }
-        self.decode_manifest(&body, checkpoint.sequence)?;
+        self.sequence = root.sequence;
+        self.flushed_sequence = root.sequence;
+        self.next_table_id = root.next_table_id;
+        for meta in root.level0 {
+            self.level_totals[0] += meta.bytes;
+            self.levels[0].push(meta.id);
+            self.add_table(meta)?;
+        }
+        for (level, chunks) in root.chunks.into_iter().enumerate() {
+            self.level_totals[level + 1] = chunks.iter().map(|c| c.bytes).sum();
+            self.unloaded[level + 1] = chunks;
+        }
+        self.free = FreeSet::default();
+        self.free_pending = Some(root.free);
         self.manifest_blocks = addresses;
         Ok(())
     }
 
-    fn decode_manifest(&mut self, body: &[u8], sequence: u64) -> Result<(), Error> {
-        let bad = Error::Manifest("malformed");
-        let mut reader = Reader::new(body);
-        let u32_at = |r: &mut Reader| -> Option<u32> {
-            Some(u32::from_le_bytes(r.take(4)?.try_into().ok()?))
-        };
-        if u32_at(&mut reader) != Some(MANIFEST_MAGIC)
-            || u32_at(&mut reader) != Some(MANIFEST_VERSION)
-        {
-            return Err(Error::Manifest("not a manifest of this version"));
+    fn add_table(&mut self, meta: TableMeta) -> Result<(), Error> {
+        let id = meta.id;
+        if id >= self.next_table_id || self.tables.contains_key(&id) {
+            return Err(Error::Manifest("a table id is reused or out of range"));
         }
-        let u64_at = |r: &mut Reader| -> Option<u64> {
-            Some(u64::from_le_bytes(r.take(8)?.try_into().ok()?))
-        };
-        let recorded = u64_at(&mut reader).ok_or(bad.clone())?;
-        self.next_table_id = u64_at(&mut reader).ok_or(bad.clone())?;
-        if recorded != sequence {
-            return Err(Error::Manifest("sequence differs from the checkpoint's"));
+        self.tables.insert(id, Table { meta, loaded: None });
+        Ok(())
+    }
+
+    /// Whether part of the manifest (chunks, the free set) has not been read yet.
+    fn manifest_pending(&self) -> bool {
+        self.free_pending.is_some() || self.unloaded.iter().any(|l| !l.is_empty())
+    }
+
+    /// Reads one more part of the manifest: the first chunk not read yet, else the free set.
+    fn page_in_step(&mut self) -> Result<(), Error> {
+        if let Some(level) = (1..self.levels.len()).find(|&l| !self.unloaded[l].is_empty()) {
+            return self.load_chunk(level, 0);
         }
-        self.sequence = sequence;
-        self.flushed_sequence = sequence;
-        let levels = reader.take(1).ok_or(bad.clone())?[0] as usize;
-        if levels != self.options.levels {
-            return Err(Error::Manifest("level count differs from the options"));
+        if self.free_pending.is_some() {
+            self.load_free_set()?;
         }
-        for level in 0..levels {
-            let count = reader.varint().ok_or(bad.clone())?;
-            for _ in 0..count {
-                let meta = TableMeta::decode(&mut reader).ok_or(bad.clone())?;
-                let id = meta.id;
-                if id >= self.next_table_id || self.tables.contains_key(&id) {
-                    return Err(bad);
+        Ok(())
+    }
+
+    /// Reads the rest of the manifest (what flushes, compactions and checkpoints need).
+    fn load_manifest_rest(&mut self) -> Result<(), Error> {
+        if !self.manifest_pending() {
+            return Ok(());
+        }
+        while self.manifest_pending() {
+            self.page_in_step()?;
+        }
+        self.check_levels();
+        Ok(())
+    }
+
+    /// Reads the chunk of `level` that may hold `key`, if it is not read yet.
+    fn page_in_key(&mut self, level: usize, key: &[u8]) -> Result<(), Error> {
+        let chunks = &self.unloaded[level];
+        let i = chunks.partition_point(|c| c.max_key.as_slice() < key);
+        if chunks.get(i).is_some_and(|c| c.min_key.as_slice() <= key) {
+            self.load_chunk(level, i)?;
+        }
+        Ok(())
+    }
+
+    /// Reads every chunk of `level` overlapping `[start, end)` not read yet.
+    fn page_in_range(
+        &mut self,
+        level: usize,
+        start: &[u8],
+        end: Option<&[u8]>,
+    ) -> Result<(), Error> {
+        loop {
+            let chunks = &self.unloaded[level];
+            let i = chunks.partition_point(|c| c.max_key.as_slice() < start);
+            match chunks.get(i) {
+                Some(c) if end.is_none_or(|e| c.min_key.as_slice() < e) => {
+                    self.load_chunk(level, i)?
                 }
-                self.level_totals[level] += meta.bytes;
-                if level > 0 {
-                    self.fences[level].push(Fence::of(&meta));
-                }
-                self.tables.insert(id, Table { meta, loaded: None });
-                self.levels[level].push(id);
+                _ => return Ok(()),
             }
         }
-        let mut free = FreeSet::decode(reader.rest()).ok_or(Error::Manifest("free set"))?;
+    }
+
+    /// Reads chunk `i` of `level`'s unread chunks and puts its tables into the level (whose
+    /// byte total already counts them). On an error the chunk stays unread.
+    fn load_chunk(&mut self, level: usize, i: usize) -> Result<(), Error> {
+        let head = self.unloaded[level][i].head;
+        let (body, addresses) = manifest::read_chain(&mut self.store, &mut self.scratch, head)?;
+        let metas = manifest::decode_tables(&body, &self.unloaded[level][i])?;
+        let fences = &self.fences[level];
+        let at = fences.partition_point(|f| f.min_key < metas[0].min_key);
+        let disjoint = (at == 0 || fences[at - 1].max_key < metas[0].min_key)
+            && fences
+                .get(at)
+                .is_none_or(|next| metas.last().unwrap().max_key < next.min_key);
+        if !disjoint {
+            return Err(Error::Manifest("a chunk overlaps its level's tables"));
+        }
+        let ids: Vec<u64> = metas.iter().map(|m| m.id).collect();
+        let new_fences: Vec<Fence> = metas.iter().map(Fence::of).collect();
+        for meta in metas {
+            self.add_table(meta)?;
+        }
+        self.unloaded[level].remove(i);
+        self.levels[level].splice(at..at, ids);
+        self.fences[level].splice(at..at, new_fences);
+        self.manifest_blocks.extend(addresses);
+        Ok(())
+    }
+
+    /// Reads the free set the checkpoint recorded.
+    fn load_free_set(&mut self) -> Result<(), Error> {
+        let pending = self.free_pending.expect("a free set to read");
+        let (body, addresses) =
+            manifest::read_chain(&mut self.store, &mut self.scratch, pending.head)?;
+        let mut free = FreeSet::decode(&body).ok_or(Error::Manifest("free set"))?;
         if free.count() > self.store.block_count() {
             return Err(Error::Manifest("free set larger than the grid"));
         }
+        if free.acquired() != pending.acquired {
+            return Err(Error::Manifest("free set differs from the root's count"));
+        }
         free.grow_to(self.store.block_count());
         self.free = free;
-        self.check_levels();
+        self.free_pending = None;
+        self.manifest_blocks.extend(addresses);
         Ok(())
     }
 }
