@@ -250,3 +250,64 @@ fn a_damaged_chunk_is_reported_when_read_and_never_answers_wrong() {
         "a checkpoint cannot be written without the damaged chunk: {checkpoint:?}"
     );
 }
+
+#[test]
+fn random_reads_and_writes_over_a_partly_read_manifest_match_a_map() {
+    let mut tree = Tree::fill(12_000);
+    for seed in 0..6 {
+        let (reopened, _) = tree.reopen();
+        tree = reopened;
+        assert!(tree.engine.describe().contains("not read yet"));
+        let mut prng = ziggy_core::prng::Prng::new(seed);
+        for _ in 0..300 {
+            let k = key(prng.below(14_000));
+            match prng.below(4) {
+                0 => {
+                    let got = tree.engine.get(&k).unwrap();
+                    assert_eq!(got.as_ref(), tree.model.get(&k), "seed {seed} key {k:?}");
+                }
+                1 => {
+                    let reverse = prng.below(2) == 0;
+                    let limit = 1 + prng.below(40) as usize;
+                    let got = tree
+                        .engine
+                        .scan(&k, None, u64::MAX, limit, reverse)
+                        .unwrap();
+                    let expected: Vec<(Vec<u8>, Vec<u8>)> = if reverse {
+                        let start = k.clone();
+                        let mut all: Vec<_> = tree.model.range(start..).collect();
+                        all.reverse();
+                        all.into_iter()
+                            .take(limit)
+                            .map(|(a, b)| (a.clone(), b.clone()))
+                            .collect()
+                    } else {
+                        let range = tree.model.range(k.clone()..);
+                        range
+                            .take(limit)
+                            .map(|(a, b)| (a.clone(), b.clone()))
+                            .collect()
+                    };
+                    assert_eq!(got, expected, "seed {seed} scan from {k:?}");
+                }
+                2 => {
+                    let sequence = tree.engine.sequence() + 1;
+                    let write = Write {
+                        key: &k,
+                        value: None,
+                    };
+                    tree.engine.apply(sequence, &[write]).unwrap();
+                    tree.model.remove(&k);
+                }
+                _ => {
+                    let i = prng.below(14_000);
+                    tree.write(i..i + 1, &format!("s{seed}"));
+                }
+            }
+        }
+        tree.check();
+        tree.checkpoint();
+    }
+    let (mut tree, _) = tree.reopen();
+    tree.check();
+}

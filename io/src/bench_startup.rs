@@ -20,6 +20,8 @@ pub struct StartupOptions {
     pub opens: usize,
     /// Keep the database files afterwards.
     pub keep: bool,
+    /// Open files a kept earlier run filled, instead of filling them again.
+    pub reuse: bool,
 }
 
 struct Row {
@@ -89,8 +91,16 @@ fn fill(path: &Path, size: u64, value_size: usize) -> Result<(u64, Duration), Db
 
 fn measure(options: &StartupOptions, size: u64) -> Result<Row, DbError> {
     let path = options.dir.join(format!("ziggy-startup-{size}.zdb"));
-    let _ = std::fs::remove_file(&path);
-    let (keys, fill_time) = fill(&path, size, options.value_size)?;
+    let (keys, fill_time) = if options.reuse && path.exists() {
+        eprintln!("bench-startup: reusing {}", path.display());
+        (
+            size.div_ceil((16 + options.value_size) as u64),
+            Duration::ZERO,
+        )
+    } else {
+        let _ = std::fs::remove_file(&path);
+        fill(&path, size, options.value_size)?
+    };
     let mut opens = Vec::with_capacity(options.opens);
     let mut first_read = Duration::ZERO;
     let mut tables = 0;
@@ -163,7 +173,7 @@ pub fn run(options: &StartupOptions) -> Result<String, DbError> {
     for r in &rows {
         let _ = writeln!(
             out,
-            "| {:.2} GB | {} | {:.2} GB | {} | {:.1} s | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms |",
+            "| {:.2} GB | {} | {:.2} GB | {} | {:.1} s | {:.3} ms | {:.3} ms | {:.2} ms | {:.1} ms |",
             r.size as f64 / 1e9,
             r.keys,
             r.file_bytes as f64 / 1e9,

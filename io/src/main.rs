@@ -66,10 +66,14 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         value_size: usize,
         /// How many times each database is opened.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 101)]
         opens: usize,
         #[arg(long)]
         keep: bool,
+        /// Open the databases an earlier `--keep` run left (same sizes and value size) instead
+        /// of filling them again.
+        #[arg(long)]
+        reuse: bool,
     },
 }
 
@@ -123,6 +127,7 @@ fn main() -> ExitCode {
             value_size,
             opens,
             keep,
+            reuse,
         } => {
             let options = ziggy_io::bench_startup::StartupOptions {
                 dir,
@@ -130,6 +135,7 @@ fn main() -> ExitCode {
                 value_size,
                 opens,
                 keep,
+                reuse,
             };
             ziggy_io::bench_startup::run(&options)
                 .map(|report| print!("{report}"))

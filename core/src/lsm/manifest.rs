@@ -4,7 +4,7 @@
 //! - the *root*, which the checkpoint names: a header, level 0's tables (few: level 0 is
 //!   bounded), and per sorted level a directory of *chunks* — runs of consecutive tables, each
 //!   entry with its key range, table count, bytes and the first block of its chain;
-//! - one chain per chunk, holding its tables' metadata (about one block's worth);
+//! - one chain per chunk, holding its tables' metadata (about two blocks' worth);
 //! - the free set's chain (one bit per grid block).
 //!
 //! Opening reads the root alone, whose size follows the number of chunks (a few blocks for
@@ -217,9 +217,11 @@ fn link_payload(block_size: usize) -> usize {
     grid::payload_size(block_size) - BlockRef::ENCODED_SIZE
 }
 
-/// The encoded bytes a chunk aims at: one chain block.
+/// The encoded bytes a chunk aims at: two chain blocks (~60 tables of 16-byte keys in 4 KiB
+/// blocks). Larger chunks make the root smaller (10 GB of data: ~100 chunks, a 5 KiB root) and
+/// a first read after opening read more (a chunk per level).
 pub fn chunk_target(block_size: usize) -> usize {
-    link_payload(block_size)
+    2 * link_payload(block_size)
 }
 
 /// Blocks a chain of `len` bytes occupies.

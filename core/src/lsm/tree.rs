@@ -359,7 +359,11 @@ impl<S: BlockStore> Engine<S> {
         assert!(options.l0_slowdown <= options.l0_stop && options.table_blocks > 0);
         let block_size = store.block_size();
         let mut engine = Engine {
-            free: FreeSet::new(store.block_count()),
+            // Opening from a checkpoint reads the free set later (sized by the grid: not here).
+            free: match checkpoint {
+                None => FreeSet::new(store.block_count()),
+                Some(_) => FreeSet::default(),
+            },
             free_pending: None,
             unloaded: vec![Vec::new(); options.levels],
             sequence: 0,
@@ -398,7 +402,10 @@ impl<S: BlockStore> Engine<S> {
     /// since is forgotten, as after a restart. Snapshots taken before are invalid.
     pub fn reopen(&mut self, checkpoint: Option<Checkpoint>) -> Result<(), Error> {
         let levels = self.options.levels;
-        self.free = FreeSet::new(self.store.block_count());
+        self.free = match checkpoint {
+            None => FreeSet::new(self.store.block_count()),
+            Some(_) => FreeSet::default(),
+        };
         self.free_pending = None;
         self.unloaded = vec![Vec::new(); levels];
         self.sequence = 0;
