@@ -77,7 +77,7 @@ impl Tree {
 
     /// Reopens from the checkpoint (nothing was written after it); returns the blocks read.
     fn reopen(self) -> (Tree, u64) {
-        let mut store = self.engine.into_store();
+        let store = self.engine.into_store();
         let before = store.counters.reads;
         let engine = Engine::open(store, options(), Some(self.checkpoint)).unwrap();
         let reads = engine.store().counters.reads - before;
