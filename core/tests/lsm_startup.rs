@@ -154,6 +154,11 @@ fn opening_reads_only_the_root_at_any_size() {
         assert_eq!(tree.engine.shape(), shape);
         opened.push((keys, shape, whole, reads));
     }
+    for (keys, shape, whole, reads) in &opened {
+        println!(
+            "{keys} keys, tables per level {shape:?}: manifest {whole} blocks, open read {reads}"
+        );
+    }
     let (small, large) = (&opened[0], &opened[1]);
     assert!(
         large.2 >= 10 * large.3 as usize,

@@ -1,6 +1,7 @@
 //! Decoders of the LSM's on-disk structures on arbitrary bytes: a data block (iteration, seek,
-//! point lookup, flat decoding), a sealed grid block, a table's metadata, a bloom filter, a free set. None may
-//! panic, and a data block that decodes must iterate in order.
+//! point lookup, flat decoding), a sealed grid block, a table's metadata, a bloom filter, a free set,
+//! a manifest root and a manifest chunk. None may panic, and a data block that decodes must iterate
+//! in order.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,6 +9,7 @@ use ziggy_core::lsm::block::{Block, Kind};
 use ziggy_core::lsm::entries::Entries;
 use ziggy_core::lsm::bloom::Bloom;
 use ziggy_core::lsm::grid::{self, BlockKind, BlockRef, FreeSet};
+use ziggy_core::lsm::manifest::{self, Root};
 use ziggy_core::lsm::table::{Reader, TableMeta};
 
 fuzz_target!(|data: &[u8]| {
@@ -40,4 +42,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = TableMeta::decode(&mut Reader::new(data));
     let _ = Bloom::decode(data).map(|b| b.may_contain(data));
     let _ = FreeSet::decode(data);
+    if let Ok(root) = Root::decode(data, 7) {
+        // A root's chunk entries then check chunk bodies (the same bytes, arbitrary here).
+        for chunk in root.chunks.iter().flatten() {
+            let _ = manifest::decode_tables(data, chunk);
+        }
+    }
 });
