@@ -1338,7 +1338,18 @@ impl<S: BlockStore> Engine<S> {
                             (true, Some(first), _) => first.key < cursor.start.as_slice(),
                             _ => false,
                         };
-                        entries.retain(|e| cursor_in_range(&cursor.start, &cursor.end, e.key));
+                        // A block's keys are sorted: only one that crosses an edge of the range
+                        // needs filtering (compaction's cursors have no edges; filtering every
+                        // entry was ~10% of a fill's CPU in `memcmp`).
+                        let crosses = entries
+                            .first()
+                            .is_some_and(|f| f.key < cursor.start.as_slice())
+                            || entries
+                                .last()
+                                .is_some_and(|l| cursor.end.as_deref().is_some_and(|e| l.key >= e));
+                        if crosses {
+                            entries.retain(|e| cursor_in_range(&cursor.start, &cursor.end, e.key));
+                        }
                         if reverse {
                             entries.reverse();
                         }
