@@ -9,8 +9,8 @@
 //! already logged (the WAL index); `checkpoint` makes everything up to `sequence()` durable in the
 //! grid and returns a [`Checkpoint`] for the caller's superblock; after the superblock switch,
 //! `checkpoint_durable` lets blocks the new checkpoint no longer references be reused. Opening
-//! from a checkpoint reads only its manifest, and the caller replays its log from
-//! `Checkpoint::sequence + 1`.
+//! from a checkpoint reads only its manifest's root (the rest is read as it is needed: see
+//! `manifest`), and the caller replays its log from `Checkpoint::sequence + 1`.
 
 use super::block::{Block, Find, Kind};
 use super::bloom;
