@@ -359,11 +359,7 @@ impl<S: BlockStore> Engine<S> {
         assert!(options.l0_slowdown <= options.l0_stop && options.table_blocks > 0);
         let block_size = store.block_size();
         let mut engine = Engine {
-            // Opening from a checkpoint reads the free set later (sized by the grid: not here).
-            free: match checkpoint {
-                None => FreeSet::new(store.block_count()),
-                Some(_) => FreeSet::default(),
-            },
+            free: FreeSet::default(),
             free_pending: None,
             unloaded: vec![Vec::new(); options.levels],
             sequence: 0,
@@ -392,9 +388,7 @@ impl<S: BlockStore> Engine<S> {
             options,
             store,
         };
-        if let Some(checkpoint) = checkpoint {
-            engine.load_manifest(checkpoint)?;
-        }
+        engine.load_manifest_root(checkpoint)?;
         Ok(engine)
     }
 
@@ -402,10 +396,6 @@ impl<S: BlockStore> Engine<S> {
     /// since is forgotten, as after a restart. Snapshots taken before are invalid.
     pub fn reopen(&mut self, checkpoint: Option<Checkpoint>) -> Result<(), Error> {
         let levels = self.options.levels;
-        self.free = match checkpoint {
-            None => FreeSet::new(self.store.block_count()),
-            Some(_) => FreeSet::default(),
-        };
         self.free_pending = None;
         self.unloaded = vec![Vec::new(); levels];
         self.sequence = 0;
@@ -426,10 +416,7 @@ impl<S: BlockStore> Engine<S> {
         self.manifest_blocks.clear();
         self.undiscarded.clear();
         self.full_checkpoint = false;
-        if let Some(checkpoint) = checkpoint {
-            self.load_manifest(checkpoint)?;
-        }
-        Ok(())
+        self.load_manifest_root(checkpoint)
     }
 
     pub fn store(&self) -> &S {
@@ -1478,7 +1465,7 @@ impl<S: BlockStore> Engine<S> {
         }
         let block_size = self.store.block_size();
         let target = manifest::chunk_target(block_size);
-        let mut bodies: Vec<Vec<manifest::ChunkBody>> = self.levels[1..]
+        let bodies: Vec<Vec<manifest::ChunkBody>> = self.levels[1..]
             .iter()
             .map(|ids| manifest::chunk_level(ids.iter().map(|id| &self.tables[id].meta), target))
             .collect();
@@ -1530,7 +1517,7 @@ impl<S: BlockStore> Engine<S> {
             acquired,
         };
         let mut addresses = chunk_blocks.iter();
-        for (level, bodies) in root.chunks.iter_mut().zip(&mut bodies) {
+        for (level, bodies) in root.chunks.iter_mut().zip(&bodies) {
             for (chunk, body) in level.iter_mut().zip(bodies.iter()) {
                 let blocks = addresses.next().expect("blocks for every chunk");
                 chunk.head =
@@ -1614,8 +1601,13 @@ impl<S: BlockStore> Engine<S> {
 
     // ---- the manifest, read as it is needed (see `manifest`) ----
 
-    /// Reads a checkpoint's root: level 0 and the directory of the other levels' chunks.
-    fn load_manifest(&mut self, checkpoint: Checkpoint) -> Result<(), Error> {
+    /// Reads a checkpoint's root: level 0 and the directory of the other levels' chunks (the
+    /// free set is read later: it is sized by the grid). Without a checkpoint: an empty tree.
+    fn load_manifest_root(&mut self, checkpoint: Option<Checkpoint>) -> Result<(), Error> {
+        let Some(checkpoint) = checkpoint else {
+            self.free = FreeSet::new(self.store.block_count());
+            return Ok(());
+        };
         let (body, addresses) =
             manifest::read_chain(&mut self.store, &mut self.scratch, checkpoint.manifest)?;
         let root = Root::decode(&body, self.options.levels)?;
