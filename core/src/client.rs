@@ -1,12 +1,20 @@
 //! The client library, sans-IO: one client session talking to a cluster.
 //!
-//! It numbers requests (1, 2, 3, ...), keeps one request outstanding, remembers which replica
+//! Before its first request it registers a session (a logged request; the reply names the
+//! session, which every later request carries). It numbers requests (1, 2, 3, ...), keeps one
+//! request outstanding, remembers which replica
 //! leads, follows `NotLeader` redirects, backs off on `Busy`, and on a timeout retries the same
 //! request (same number: the cluster applies it once) at the next replica. Its driver delivers
 //! reply messages and ticks, and sends what [`Client::drain_messages`] yields; the application sees
 //! only requests going in and final replies coming out. The simulator's clients are built on it.
+//!
+//! When more clients register than the cluster has session slots, the least recently used
+//! session is evicted. The evicted client's request in flight fails with
+//! [`ClientError::Evicted`] (it was not applied then; whether an earlier attempt of it was is
+//! unknown), and so does every later call: the application creates a new client, with a new id.
 
 use crate::message::{Command, Header, ReplyStatus, CLIENT};
+use crate::wal::batch::RequestId;
 use crate::wal::header::Operation;
 
 /// Why a request failed for good (not retried).
@@ -17,7 +25,26 @@ pub enum ClientError {
     /// A newer request of this client was already applied (only a bug or a restarted client
     /// reusing its id can cause this).
     Stale,
+    /// The cluster evicted this client's session to make room for others: the request was not
+    /// applied when it was refused, but an earlier attempt of it may have been. Final: make a new
+    /// client (with a new id) to go on.
+    Evicted,
 }
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClientError::Invalid => "the cluster refused the request as malformed or over a limit",
+            ClientError::Stale => "a newer request of this client was already applied",
+            ClientError::Evicted => {
+                "the client's session was evicted (more clients than session slots): \
+                 the outcome of the request is unknown; use a new client"
+            }
+        })
+    }
+}
+
+impl std::error::Error for ClientError {}
 
 /// A final answer to the outstanding request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +77,13 @@ pub struct Client {
     ticks: u64,
     request: u64,
     leader: u8,
+    /// The session number, once registered (0 before).
+    session: u64,
+    evicted: bool,
+    /// The request on the wire: the registration, or the application's request.
     outstanding: Option<Outstanding>,
+    /// The application's first request, waiting for the registration.
+    after_register: Option<Outstanding>,
     outbox: Vec<(u8, Vec<u8>)>,
 }
 
@@ -70,9 +103,21 @@ impl Client {
             ticks: 0,
             request: 0,
             leader: first,
+            session: 0,
+            evicted: false,
             outstanding: None,
+            after_register: None,
             outbox: Vec::new(),
         }
+    }
+
+    /// The session number (0 until registered).
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    pub fn is_evicted(&self) -> bool {
+        self.evicted
     }
 
     pub fn id(&self) -> u64 {
@@ -88,20 +133,36 @@ impl Client {
         self.outstanding.is_none()
     }
 
-    /// Starts a request; returns its number. One request at a time: panics if one is outstanding.
-    pub fn request(&mut self, operation: Operation, body: &[u8]) -> u64 {
+    /// Starts a request (registering first, if this client has no session yet); returns its
+    /// number. One request at a time: panics if one is outstanding. An evicted client takes no
+    /// more requests.
+    pub fn request(&mut self, operation: Operation, body: &[u8]) -> Result<u64, ClientError> {
         assert!(self.outstanding.is_none(), "one request at a time");
+        if self.evicted {
+            return Err(ClientError::Evicted);
+        }
         self.request += 1;
-        self.outstanding = Some(Outstanding {
+        let outstanding = Outstanding {
             request: self.request,
             operation,
             body: body.to_vec(),
             send_at: self.ticks,
             sent: false,
             redirected: false,
-        });
+        };
+        if self.session == 0 {
+            self.after_register = Some(outstanding);
+            self.outstanding = Some(Outstanding {
+                request: 0,
+                operation: Operation::REGISTER,
+                body: Vec::new(),
+                ..outstanding_template(self.ticks)
+            });
+        } else {
+            self.outstanding = Some(outstanding);
+        }
         self.send_due();
-        self.request
+        Ok(self.request)
     }
 
     pub fn tick(&mut self) {
@@ -127,6 +188,7 @@ impl Client {
         header.a = self.id;
         header.b = outstanding.request;
         header.c = outstanding.operation.0 as u64;
+        header.d = self.session;
         let mut bytes = Vec::new();
         header.encode(&outstanding.body, &mut bytes);
         self.outbox.push((self.leader, bytes));
@@ -149,6 +211,10 @@ impl Client {
             ReplyStatus::Ok => Ok(body.to_vec()),
             ReplyStatus::Invalid => Err(ClientError::Invalid),
             ReplyStatus::Stale => Err(ClientError::Stale),
+            ReplyStatus::Evicted => {
+                self.evicted = true;
+                Err(ClientError::Evicted)
+            }
             ReplyStatus::NotLeader => {
                 let hint = header.d >> 8;
                 let next = (self.leader + 1) % self.replica_count;
@@ -170,6 +236,9 @@ impl Client {
         };
         self.outstanding = None;
         self.leader = header.from.min(self.replica_count - 1);
+        if header.b == 0 {
+            return self.on_registered(header.c, header.from, result);
+        }
         Some(ClientReply {
             request: header.b,
             index: header.c,
@@ -178,11 +247,46 @@ impl Client {
         })
     }
 
+    /// The registration was answered: send the application's request, or fail it.
+    fn on_registered(
+        &mut self,
+        session: u64,
+        from: u8,
+        result: Result<Vec<u8>, ClientError>,
+    ) -> Option<ClientReply> {
+        let mut first = self.after_register.take().expect("a request waits for it");
+        if let Err(error) = result {
+            return Some(ClientReply {
+                request: first.request,
+                index: 0,
+                result: Err(error),
+                from,
+            });
+        }
+        assert!(session > 0, "a session is the index of its registration");
+        self.session = session;
+        first.send_at = self.ticks;
+        self.outstanding = Some(first);
+        self.send_due();
+        None
+    }
+
     /// Hands each message to send to `send(replica, bytes)`.
     pub fn drain_messages(&mut self, mut send: impl FnMut(u8, &[u8])) {
         for (to, bytes) in self.outbox.drain(..) {
             send(to, &bytes);
         }
+    }
+}
+
+fn outstanding_template(ticks: u64) -> Outstanding {
+    Outstanding {
+        request: 0,
+        operation: Operation::NOOP,
+        body: Vec::new(),
+        send_at: ticks,
+        sent: false,
+        redirected: false,
     }
 }
 
@@ -202,6 +306,7 @@ pub fn encode_reply(reply: &crate::replica::Reply, from: u8, out: &mut Vec<u8>) 
         Err(RequestError::NotReady) => (ReplyStatus::NotReady, 0),
         Err(RequestError::Halted) => (ReplyStatus::Halted, 0),
         Err(RequestError::StaleRequest { .. }) => (ReplyStatus::Stale, 0),
+        Err(RequestError::Evicted) => (ReplyStatus::Evicted, 0),
         Err(_) => (ReplyStatus::Invalid, 0),
     };
     header.d = status as u64 | (hint << 8);
@@ -209,15 +314,15 @@ pub fn encode_reply(reply: &crate::replica::Reply, from: u8, out: &mut Vec<u8>) 
     header.encode(body, out);
 }
 
-/// Decodes a client request: (client, request, operation, body).
-pub fn decode_request(bytes: &[u8]) -> Option<(u64, u64, Operation, &[u8])> {
+/// Decodes a client request: who sent it, the operation and its body.
+pub fn decode_request(bytes: &[u8]) -> Option<(RequestId, Operation, &[u8])> {
     let (header, body) = decode_any(bytes)?;
-    (header.command == Command::Request).then_some((
-        header.a,
-        header.b,
-        Operation(header.c as u8),
-        body,
-    ))
+    let id = RequestId {
+        client: header.a,
+        session: header.d,
+        request: header.b,
+    };
+    (header.command == Command::Request).then_some((id, Operation(header.c as u8), body))
 }
 
 /// Client messages are not addressed by replica index on the wire's `to` check (a client does
@@ -241,21 +346,46 @@ mod tests {
         }
     }
 
+    /// The replicas the client sent to, checking each message is client 5's request `request`
+    /// of session 7.
     fn sent(client: &mut Client) -> Vec<u8> {
         let mut to = Vec::new();
         client.drain_messages(|replica, bytes| {
             to.push(replica);
-            let (c, r, op, body) = decode_request(bytes).unwrap();
-            assert_eq!((c, op.0, body), (5, 16, &b"body"[..]));
-            assert!(r >= 1);
+            let (id, op, body) = decode_request(bytes).unwrap();
+            assert_eq!(
+                (id.client, id.session, op.0, body),
+                (5, 7, 16, &b"body"[..])
+            );
+            assert!(id.request >= 1);
         });
         to
     }
 
+    /// A client whose first request is under way, registered as session 7 by replica 0.
+    fn registered(timeout: u64) -> (Client, u64) {
+        let mut client = Client::new(5, 3, 0, timeout);
+        let request = client.request(Operation(16), b"body").unwrap();
+        let mut registrations = Vec::new();
+        client.drain_messages(|replica, bytes| registrations.push((replica, bytes.to_vec())));
+        assert_eq!(registrations.len(), 1);
+        let (id, op, body) = decode_request(&registrations[0].1).unwrap();
+        assert_eq!((id.client, id.session, id.request), (5, 0, 0));
+        assert_eq!((op, body), (Operation::REGISTER, &[][..]));
+        let mut bytes = Vec::new();
+        encode_reply(&reply(5, 0, Ok(vec![])), 0, &mut bytes);
+        assert_eq!(
+            client.on_message(&bytes),
+            None,
+            "not the application's reply"
+        );
+        assert_eq!(client.session(), 7);
+        (client, request)
+    }
+
     #[test]
-    fn follows_redirects_backs_off_retries_and_delivers_the_reply() {
-        let mut client = Client::new(5, 3, 0, 50);
-        let request = client.request(Operation(16), b"body");
+    fn registers_then_follows_redirects_backs_off_retries_and_delivers_the_reply() {
+        let (mut client, request) = registered(50);
         assert_eq!(sent(&mut client), vec![0]);
         // Replica 0 is not the leader; it names replica 2: resent there at once.
         let mut bytes = Vec::new();
@@ -289,13 +419,14 @@ mod tests {
         assert_eq!(client.leader(), 1);
         // A late duplicate of that answer is ignored.
         assert_eq!(client.on_message(&bytes), None);
-        assert_eq!(client.request(Operation(16), b"body"), request + 1);
+        // The next request goes out at once, in the same session.
+        assert_eq!(client.request(Operation(16), b"body"), Ok(request + 1));
+        assert_eq!(sent(&mut client), vec![1]);
     }
 
     #[test]
     fn refusals_are_final_and_foreign_replies_ignored() {
-        let mut client = Client::new(5, 3, 0, 50);
-        let request = client.request(Operation(16), b"body");
+        let (mut client, request) = registered(50);
         let mut bytes = Vec::new();
         encode_reply(&reply(6, request, Ok(vec![])), 0, &mut bytes);
         assert_eq!(client.on_message(&bytes), None, "another client's reply");
@@ -309,5 +440,28 @@ mod tests {
             Err(ClientError::Stale)
         );
         assert_eq!(client.on_message(&[1, 2, 3]), None, "garbage");
+    }
+
+    #[test]
+    fn eviction_fails_the_request_and_every_later_one() {
+        let (mut client, request) = registered(50);
+        assert_eq!(sent(&mut client), vec![0]);
+        let mut bytes = Vec::new();
+        encode_reply(
+            &reply(5, request, Err(RequestError::Evicted)),
+            0,
+            &mut bytes,
+        );
+        let got = client.on_message(&bytes).unwrap();
+        assert_eq!(
+            (got.request, got.result),
+            (request, Err(ClientError::Evicted))
+        );
+        assert!(client.is_evicted() && client.is_idle());
+        assert_eq!(
+            client.request(Operation(16), b"body"),
+            Err(ClientError::Evicted)
+        );
+        assert!(sent(&mut client).is_empty(), "nothing more goes out");
     }
 }

@@ -60,15 +60,19 @@ pub enum PlantedBug {
     /// Answer reads from the local state without the log, trusting leadership without
     /// CheckQuorum: a deposed leader serves stale reads.
     LocalReads,
+    /// No eviction check: a request whose session was evicted opens a new session and applies
+    /// (a retry of an applied request from an evicted client is applied twice).
+    EvictedSessionReplay,
 }
 
 impl PlantedBug {
-    pub const NAMES: [&'static str; 5] = [
+    pub const NAMES: [&'static str; 6] = [
         "ack-before-durable",
         "commit-without-quorum",
         "vote-despite-faulty",
         "apply-twice",
         "local-reads",
+        "evicted-session-replay",
     ];
 
     pub fn parse(name: &str) -> Option<PlantedBug> {
@@ -78,6 +82,7 @@ impl PlantedBug {
             "vote-despite-faulty" => Some(PlantedBug::VoteDespiteFaulty),
             "apply-twice" => Some(PlantedBug::ApplyTwice),
             "local-reads" => Some(PlantedBug::LocalReads),
+            "evicted-session-replay" => Some(PlantedBug::EvictedSessionReplay),
             _ => None,
         }
     }

@@ -41,7 +41,7 @@ pub enum Command {
     /// a = success (0/1), b = the sender's durable match index on success, or on failure the
     /// index from which the leader should resend.
     AppendReply = 6,
-    /// a = client, b = request number, c = operation. Body: the request body.
+    /// a = client, b = request number, c = operation, d = session. Body: the request body.
     Request = 7,
     /// a = client, b = request number, c = index applied at, d = status (see `ReplyStatus`).
     /// Body: the reply (or, for `NotLeader`, nothing; `term`'s low byte is unused).
@@ -83,6 +83,8 @@ pub enum ReplyStatus {
     Stale = 4,
     NotReady = 5,
     Halted = 6,
+    /// The client's session was evicted: the request was not applied.
+    Evicted = 7,
 }
 
 impl ReplyStatus {
@@ -95,6 +97,7 @@ impl ReplyStatus {
             4 => ReplyStatus::Stale,
             5 => ReplyStatus::NotReady,
             6 => ReplyStatus::Halted,
+            7 => ReplyStatus::Evicted,
             _ => return None,
         })
     }

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use ziggy_core::wal::batch::RequestId;
 use ziggy_core::{Config, KvStateMachine, Layout, RequestError};
 
 use crate::driver::{Driver, DriverError};
@@ -358,6 +359,7 @@ fn raw_fdatasync(
 /// One logical writer: a client with one put outstanding.
 struct Writer {
     client: u64,
+    session: u64,
     request: u64,
     sent: Instant,
     done: bool,
@@ -393,18 +395,27 @@ fn group_commit(
                 body.extend_from_slice(&key);
                 body.extend_from_slice(&value);
             }
-            driver.submit(writer.client, writer.request, KvStateMachine::PUT, body);
+            let id = RequestId {
+                client: writer.client,
+                session: writer.session,
+                request: writer.request,
+            };
+            driver.submit(id, KvStateMachine::PUT, body);
         };
     let start = Instant::now();
     let deadline = start + options.duration;
     let mut pool: Vec<Writer> = (0..writers)
         .map(|w| Writer {
             client: w as u64 + 1,
+            session: 0,
             request: 0,
             sent: start,
             done: false,
         })
         .collect();
+    for writer in &mut pool {
+        writer.session = driver.register(writer.client)?;
+    }
     // Bodies are rebuilt per put; a writer's current body is kept for `Busy` retries.
     let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); writers];
     for (writer, body) in pool.iter_mut().zip(bodies.iter_mut()) {

@@ -16,6 +16,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use ziggy_core::config::{ConfigError, Zone};
 use ziggy_core::storage_contract::Completion;
 use ziggy_core::superblock;
+use ziggy_core::wal::batch::RequestId;
 use ziggy_core::wal::header::Operation;
 use ziggy_core::{
     Config, Error, Event, KvStateMachine, Layout, Replica, Reply, RequestError, Status,
@@ -83,8 +84,10 @@ pub struct Driver {
     halted: Option<Error>,
     checkpoints: u64,
     started: Instant,
-    /// The client id and last request number of the convenience calls (`put`, `delete`).
+    /// The client id, session (0 until registered) and last request number of the convenience
+    /// calls (`put`, `delete`).
     client: u64,
+    session: u64,
     request: u64,
 }
 
@@ -124,6 +127,7 @@ impl Driver {
             checkpoints: 0,
             started: Instant::now(),
             client: fresh_client_id(),
+            session: 0,
             request: 0,
         };
         driver.replica.open(&mut driver.storage);
@@ -141,6 +145,9 @@ impl Driver {
                 "the replica is electing itself but submitted no IO"
             );
         }
+        // Replaying the log as leader answers the requests it holds again: nobody waits for
+        // those replies, and a caller reusing a (client, request) pair must not receive them.
+        driver.replica.drain_replies().for_each(drop);
         match driver.halted.take() {
             Some(error) => Err(DriverError::Halted(error)),
             None => Ok(driver),
@@ -172,10 +179,20 @@ impl Driver {
 
     /// Submits a client request. Its reply arrives through [`Driver::take_replies`], at once if the
     /// replica refuses it, else once it is durable and applied (after a few steps).
-    pub fn submit(&mut self, client: u64, request: u64, operation: Operation, body: &[u8]) {
+    pub fn submit(&mut self, id: RequestId, operation: Operation, body: &[u8]) {
         self.advance_clock();
-        self.replica
-            .submit(&mut self.storage, client, request, operation, body);
+        self.replica.submit(&mut self.storage, id, operation, body);
+    }
+
+    /// Registers a session for `client` and returns its number, for the requests it submits.
+    pub fn register(&mut self, client: u64) -> Result<u64, DriverError> {
+        let id = RequestId {
+            client,
+            session: 0,
+            request: 0,
+        };
+        let (session, _) = self.call(id, Operation::REGISTER, &[])?;
+        Ok(session)
     }
 
     /// Moves the replies that have arrived into `out`.
@@ -283,31 +300,58 @@ impl Driver {
     /// Submits one request and steps until its reply arrives. A `Busy` refusal (the ring is full
     /// until a checkpoint lands) is retried with the same request number once IO has progressed.
     fn execute(&mut self, operation: Operation, body: &[u8]) -> Result<Vec<u8>, DriverError> {
+        if self.session == 0 {
+            self.session = self.register(self.client)?;
+        }
         self.request += 1;
-        let (client, request) = (self.client, self.request);
-        self.submit(client, request, operation, body);
+        let id = RequestId {
+            client: self.client,
+            session: self.session,
+            request: self.request,
+        };
+        self.call(id, operation, body).map(|(_, reply)| reply)
+    }
+
+    /// Submits one request, steps until its reply arrives, and returns the index it was applied
+    /// at with the reply.
+    pub fn call(
+        &mut self,
+        id: RequestId,
+        operation: Operation,
+        body: &[u8],
+    ) -> Result<(u64, Vec<u8>), DriverError> {
+        self.submit(id, operation, body);
         loop {
-            match self.take_reply(client, request) {
+            match self.take_reply(id) {
                 None => self.step_or_halted()?,
-                Some(Err(RequestError::Busy)) => {
+                Some(Reply {
+                    result: Err(RequestError::Busy),
+                    ..
+                }) => {
                     // Retry once IO has progressed; with nothing pending, nothing would change.
                     if self.step() == 0 {
                         return Err(self.request_error(RequestError::Busy));
                     }
-                    self.submit(client, request, operation, body);
+                    self.submit(id, operation, body);
                 }
-                Some(result) => return result.map_err(|error| self.request_error(error)),
+                Some(reply) => {
+                    let index = reply.index;
+                    return reply
+                        .result
+                        .map(|r| (index, r))
+                        .map_err(|error| self.request_error(error));
+                }
             }
         }
     }
 
-    fn take_reply(&mut self, client: u64, request: u64) -> Option<Result<Vec<u8>, RequestError>> {
+    fn take_reply(&mut self, id: RequestId) -> Option<Reply> {
         self.replies.extend(self.replica.drain_replies());
         let at = self
             .replies
             .iter()
-            .position(|r| r.client == client && r.request == request)?;
-        Some(self.replies.remove(at).result)
+            .position(|r| r.client == id.client && r.request == id.request)?;
+        Some(self.replies.remove(at))
     }
 
     /// Steps once; with nothing pending, a request waiting for a reply can only mean a halt.

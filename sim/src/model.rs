@@ -7,6 +7,10 @@
 //! - **Every entry comes from a real request, and takes effect once**: an applied (client,
 //!   request) was submitted by that client; a write request that reaches the log twice (a retry
 //!   across a leader change) takes effect only the first time — as the replicas must agree.
+//! - **Sessions**: the model keeps its own table of client sessions (registered in log order,
+//!   `clients_max` of them, the least recently used evicted first). A write takes effect only if
+//!   its session is in that table — a request of an evicted session never does, even when no
+//!   earlier attempt of it took effect.
 //! - **Replies are right**: a reply names the index its request took effect at, and carries
 //!   exactly the bytes the model computes there.
 //! - **State matches**: whenever a replica opens or installs a checkpoint, and at the end, its
@@ -83,8 +87,25 @@ struct Committed {
     digest: u64,
 }
 
+/// The model's copy of a client's session.
+struct Session {
+    /// The index of the registration that opened it.
+    number: u64,
+    /// The index of the session's last registration or effective write (eviction order).
+    used: u64,
+}
+
 #[derive(Default)]
 pub struct Model {
+    /// Clients that exist (a registration must come from one).
+    clients: BTreeSet<u64>,
+    sessions: BTreeMap<u64, Session>,
+    /// Every session number each client was given.
+    registrations: BTreeMap<u64, BTreeSet<u64>>,
+    clients_max: usize,
+    /// Sessions evicted, and requests not applied because their session was gone.
+    pub evictions: u64,
+    pub evicted_requests: u64,
     /// Every request any client submitted.
     requests: BTreeMap<(u64, u64), Op>,
     /// The committed log, by index (index i at i - 1).
@@ -101,8 +122,17 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new() -> Model {
-        Model::default()
+    /// A model of a cluster with `clients_max` session slots.
+    pub fn new(clients_max: usize) -> Model {
+        Model {
+            clients_max,
+            ..Model::default()
+        }
+    }
+
+    /// A client came into being (it registers before its first request).
+    pub fn client(&mut self, client: u64) {
+        self.clients.insert(client);
     }
 
     /// The highest index any replica applied completely.
@@ -178,6 +208,7 @@ impl Model {
         count: u32,
         checksum: u32,
         client: u64,
+        session: u64,
         request: u64,
     ) -> Result<(), Violation> {
         self.checks += 1;
@@ -229,7 +260,7 @@ impl Model {
                 digest: 0,
             });
         }
-        self.commit_new(index, position, client, request)
+        self.commit_new(index, position, client, session, request)
     }
 
     fn commit_new(
@@ -237,20 +268,36 @@ impl Model {
         index: u64,
         position: u32,
         client: u64,
+        session: u64,
         request: u64,
     ) -> Result<(), Violation> {
         let (reply, effective) = if client == 0 {
             (Vec::new(), false) // a leader's no-op
+        } else if request == 0 {
+            if !self.clients.contains(&client) {
+                return violation!(
+                    "entry {index}.{position} registers client {client}, which never existed"
+                );
+            }
+            self.register(client, index);
+            (Vec::new(), false)
         } else {
             let Some(op) = self.requests.get(&(client, request)).cloned() else {
                 return violation!("entry {index}.{position} (client {client} request {request}) was never submitted");
             };
+            let current = self
+                .sessions
+                .get(&client)
+                .is_some_and(|s| s.number == session);
             if op.is_read() {
                 self.reads_at
                     .entry((client, request))
                     .or_default()
                     .insert((index, position));
                 (self.execute(&op), true)
+            } else if !current {
+                self.evicted_requests += 1;
+                (Vec::new(), false)
             } else if let Some(&(first, at)) = self.effective_at.get(&(client, request)) {
                 (
                     self.log[first as usize - 1].requests[at as usize]
@@ -261,6 +308,7 @@ impl Model {
             } else {
                 self.effective_at
                     .insert((client, request), (index, position));
+                self.sessions.get_mut(&client).expect("current").used = index;
                 (self.execute(&op), true)
             }
         };
@@ -274,6 +322,30 @@ impl Model {
         });
         entry.digest = digest;
         Ok(())
+    }
+
+    /// A registration at `index`: a client with a session keeps it; otherwise, with the table
+    /// full, the least recently used session (lowest index, then lowest client) makes room.
+    fn register(&mut self, client: u64, index: u64) {
+        if self.sessions.contains_key(&client) {
+            return;
+        }
+        if self.sessions.len() == self.clients_max {
+            let victim = self
+                .sessions
+                .iter()
+                .min_by_key(|(c, s)| (s.used, **c))
+                .map(|(c, _)| *c)
+                .expect("full, so not empty");
+            self.sessions.remove(&victim);
+            self.evictions += 1;
+        }
+        let session = Session {
+            number: index,
+            used: index,
+        };
+        self.sessions.insert(client, session);
+        self.registrations.entry(client).or_default().insert(index);
     }
 
     fn execute(&mut self, op: &Op) -> Vec<u8> {
@@ -306,6 +378,19 @@ impl Model {
         reply: &[u8],
     ) -> Result<(), Violation> {
         self.checks += 1;
+        if request == 0 {
+            // A registration's reply names the session: one the log gave this client.
+            let known = self
+                .registrations
+                .get(&client)
+                .is_some_and(|numbers| numbers.contains(&index));
+            if !known || !reply.is_empty() {
+                return violation!(
+                    "client {client} was told it registered session {index} ({reply:?}), which the log never gave it"
+                );
+            }
+            return Ok(());
+        }
         let op_is_read = self
             .requests
             .get(&(client, request))

@@ -18,6 +18,7 @@ use crate::model::{Model, Op, Violation};
 use crate::network::{NetworkOptions, SimNetwork};
 use crate::prng::{Ppm, Prng};
 use crate::storage::{FaultAtlas, SimGrid, SimStorage, StorageFaults};
+use ziggy_core::client::ClientError;
 use ziggy_core::digest::Digest;
 use ziggy_core::message::{Command, Header, ReplyStatus, CLIENT};
 use ziggy_core::replica::Role;
@@ -164,7 +165,8 @@ impl Options {
         Options {
             seed,
             replicas,
-            clients: prng.range(1, config.clients_max as u64 - 1) as u8,
+            // Past the session table: beyond `clients_max`, registrations evict sessions.
+            clients: prng.range(1, 4 * config.clients_max as u64) as u8,
             key_space: prng.range(1, 24),
             requests: prng.range(50, 1_500),
             crash: Ppm(prng.range(0, 600) as u32),
@@ -288,6 +290,9 @@ struct Pending {
 /// what the checkers need to know about its operation in flight.
 struct Client {
     id: u64,
+    /// The ids this client had before an eviction made it start over with a new one (late
+    /// replies to them still arrive).
+    retired: Vec<u64>,
     node: u8,
     library: ziggy_core::client::Client,
     pending: Option<Pending>,
@@ -329,6 +334,8 @@ pub struct Simulation {
     crashes: u64,
     faults: u64,
     checkpoints: u64,
+    /// Requests answered "evicted" (their clients started over under new ids).
+    evicted: u64,
     settling: bool,
     scratch: Vec<u8>,
     cluster: u64,
@@ -372,7 +379,7 @@ impl Simulation {
                 }
             })
             .collect();
-        let clients = (0..options.clients)
+        let clients: Vec<Client> = (0..options.clients)
             .map(|c| {
                 let id = prng.next_u64() | 1;
                 let first = prng.range(0, options.replicas as u64 - 1) as u8;
@@ -384,6 +391,7 @@ impl Simulation {
                 );
                 Client {
                     id,
+                    retired: Vec::new(),
                     node: options.replicas + c,
                     library,
                     pending: None,
@@ -391,6 +399,10 @@ impl Simulation {
                 }
             })
             .collect();
+        let mut model = Model::new(config.clients_max as usize);
+        for client in &clients {
+            model.client(client.id);
+        }
         let network = SimNetwork::new(
             options.replicas,
             options.clients,
@@ -405,13 +417,14 @@ impl Simulation {
             network,
             clients,
             history: Vec::new(),
-            model: Model::new(),
+            model,
             trace: Digest::new(),
             tick: 0,
             ops: 0,
             crashes: 0,
             faults: 0,
             checkpoints: 0,
+            evicted: 0,
             settling: false,
             scratch: Vec::new(),
             cluster,
@@ -934,14 +947,12 @@ impl Simulation {
             return;
         }
         // A client request.
-        let Some((client, request, operation, body)) = ziggy_core::client::decode_request(data)
-        else {
+        let Some((id, operation, body)) = ziggy_core::client::decode_request(data) else {
             return;
         };
-        tracing::trace!(tick = self.tick, replica = r, client, request, "request");
+        tracing::trace!(tick = self.tick, replica = r, ?id, "request");
         let node = &mut self.nodes[r];
-        node.replica
-            .submit(&mut node.storage, client, request, operation, body);
+        node.replica.submit(&mut node.storage, id, operation, body);
     }
 
     /// Collects what replica `r` produced: events (checked), peer messages (sent), replies
@@ -958,7 +969,8 @@ impl Simulation {
             .drain_messages(|to, bytes| network.send(tick, r as u8, to, bytes));
         let replies: Vec<_> = self.nodes[r].replica.drain_replies().collect();
         for reply in replies {
-            let Some(client) = self.clients.iter().find(|c| c.id == reply.client) else {
+            let of = |c: &&Client| c.id == reply.client || c.retired.contains(&reply.client);
+            let Some(client) = self.clients.iter().find(of) else {
                 return Err(Violation(format!(
                     "reply to unknown client {}",
                     reply.client
@@ -980,6 +992,7 @@ impl Simulation {
                 count,
                 checksum,
                 client,
+                session,
                 request,
             } => {
                 self.trace
@@ -995,8 +1008,9 @@ impl Simulation {
                     request,
                     "applied"
                 );
-                self.model
-                    .applied(replica, index, position, count, checksum, client, request)?;
+                self.model.applied(
+                    replica, index, position, count, checksum, client, session, request,
+                )?;
             }
             Event::Opened {
                 checkpoint,
@@ -1166,8 +1180,9 @@ impl Simulation {
         self.model.submitted(id, request, op.clone());
         let numbered = self.clients[c].library.request(operation, &body);
         assert_eq!(
-            numbered, request,
-            "the library numbers requests 1, 2, 3, ..."
+            numbered,
+            Ok(request),
+            "the library numbers requests 1, 2, 3, ... (an evicted client is replaced at once)"
         );
         self.clients[c].pending = Some(Pending {
             request,
@@ -1216,11 +1231,34 @@ impl Simulation {
                 self.ops += 1;
                 Ok(())
             }
+            Err(ClientError::Evicted) => {
+                // The outcome stays unknown (the operation never returns), and the client goes
+                // on under a new id, as an application would.
+                self.evicted += 1;
+                self.replace_client(c);
+                Ok(())
+            }
             Err(error) => Err(Violation(format!(
                 "client {} request {} refused: {error:?}",
                 self.clients[c].id, reply.request
             ))),
         }
+    }
+
+    /// Gives client `c` a new id and a new library (a new session), keeping its network node.
+    fn replace_client(&mut self, c: usize) {
+        let id = self.prng.next_u64() | 1;
+        let first = self.prng.range(0, self.options.replicas as u64 - 1) as u8;
+        let client = &mut self.clients[c];
+        client.retired.push(client.id);
+        client.id = id;
+        client.library = ziggy_core::client::Client::new(
+            id,
+            self.options.replicas,
+            first,
+            self.options.request_timeout,
+        );
+        self.model.client(id);
     }
 }
 

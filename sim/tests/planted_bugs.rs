@@ -50,6 +50,11 @@ fn stale_read_from_a_deposed_leader_is_caught() {
 }
 
 #[test]
+fn a_retry_from_an_evicted_session_applied_again_is_caught() {
+    assert_caught(PlantedBug::EvictedSessionReplay);
+}
+
+#[test]
 fn the_hunting_profiles_pass_without_the_bugs() {
     for bug in [PlantedBug::VoteDespiteFaulty, PlantedBug::LocalReads] {
         for seed in 0..40u64 {

@@ -22,12 +22,14 @@
 use super::{Error, Event, Replica, Role, Status};
 use crate::checkpoint;
 use crate::checksum::{checksum, Checksum};
+use crate::config::PlantedBug;
 use crate::io::{IoId, IoKind, Storage};
 use crate::message::{Command, Header};
+use crate::replica::RequestError;
 use crate::sessions::Sessions;
 use crate::state_machine::{Reader, StateError, StateMachine};
 use crate::superblock::{Superblock, NO_VOTE};
-use crate::wal::batch;
+use crate::wal::batch::{self, RequestId};
 use crate::wal::header::{EntryHeader, Operation};
 
 /// A superblock version being written.
@@ -117,7 +119,12 @@ impl<S: StateMachine> Replica<S> {
         self.applied = header.index;
         self.timestamp = self.timestamp.max(header.timestamp);
         if header.operation != Operation::BATCH {
-            return self.apply_request(header, 0, 1, body);
+            assert_eq!(
+                (header.operation, header.client),
+                (Operation::NOOP, 0),
+                "client requests are logged only in batch entries"
+            );
+            return self.push_applied(header, 0, 0, 1);
         }
         debug_assert!(
             batch::is_well_formed(body),
@@ -134,59 +141,109 @@ impl<S: StateMachine> Replica<S> {
                 request: record.request,
                 ..*header
             };
-            self.apply_request(&request, position as u32, count, record.body);
+            self.push_applied(&request, record.session, position as u32, count);
+            self.apply_request(&request, record.session, record.body);
         }
     }
 
-    /// Applies one request (alone in its entry, or one of a batch): exactly once per client
-    /// request, with the leader replying.
-    fn apply_request(&mut self, header: &EntryHeader, position: u32, count: u32, body: &[u8]) {
+    fn push_applied(&mut self, header: &EntryHeader, session: u64, position: u32, count: u32) {
         self.events.push(Event::Applied {
             index: header.index,
             position,
             count,
             checksum: header.checksum,
             client: header.client,
+            session,
             request: header.request,
         });
-        if header.operation == Operation::NOOP || header.client == 0 {
-            return;
-        }
-        let mut out = std::mem::take(&mut self.reply_scratch);
-        let read_only = S::is_read_only(header.operation);
-        let duplicate = !read_only
-            && self.config.planted_bug != Some(crate::config::PlantedBug::ApplyTwice)
-            && self
-                .sessions
-                .find(header.client)
-                .is_some_and(|(_, s)| s.request >= header.request);
-        let index = if duplicate {
-            // The same request reached the log twice (retried across a leader change): every
-            // replica skips it alike, and the client gets the first application's reply.
-            let (_, session) = self.sessions.find(header.client).unwrap();
-            out.clear();
-            out.extend_from_slice(&session.reply);
-            session.index
+    }
+
+    /// Applies one request of a batch entry: a registration opens a session; a write applies
+    /// exactly once per session and request number, and never for an evicted session. The
+    /// leader replies.
+    fn apply_request(&mut self, header: &EntryHeader, session: u64, body: &[u8]) {
+        let id = RequestId {
+            client: header.client,
+            session,
+            request: header.request,
+        };
+        let result = if header.operation == Operation::REGISTER {
+            self.apply_register(header)
         } else {
-            if let Err(e) = self.state.apply(header, body, &mut out) {
-                self.reply_scratch = out;
-                return self.on_state_error(e);
-            }
-            if !read_only {
-                self.sessions
-                    .record(header.client, header.request, header.index, &out);
-            }
-            header.index
+            self.apply_write(header, id, body)
+        };
+        let Some((index, result)) = result else {
+            return; // the state machine failed: no reply
         };
         if self.raft.role == Role::Leader {
             self.replies.push(crate::replica::Reply {
                 client: header.client,
                 request: header.request,
                 index,
-                result: Ok(out.clone()),
+                result,
             });
         }
+    }
+
+    /// Opens the client's session (or finds the one it has); the reply's index is its number.
+    fn apply_register(
+        &mut self,
+        header: &EntryHeader,
+    ) -> Option<(u64, Result<Vec<u8>, RequestError>)> {
+        let (session, evicted) = self.sessions.register(header.client, header.index);
+        if evicted.is_some() {
+            self.stats.sessions_evicted += 1;
+        }
+        Some((session, Ok(Vec::new())))
+    }
+
+    fn apply_write(
+        &mut self,
+        header: &EntryHeader,
+        id: RequestId,
+        body: &[u8],
+    ) -> Option<(u64, Result<Vec<u8>, RequestError>)> {
+        let read_only = S::is_read_only(header.operation);
+        let planted = self.config.planted_bug;
+        let replay = planted == Some(PlantedBug::EvictedSessionReplay);
+        let session = self.sessions.current(id.client, id.session);
+        if !read_only && session.is_none() && !replay {
+            // Evicted (or superseded) before this entry applied: on every replica alike, the
+            // request is not applied; whether an earlier attempt of it was is unknown.
+            self.stats.evicted_refused += 1;
+            return Some((0, Err(RequestError::Evicted)));
+        }
+        let duplicate = !read_only
+            && planted != Some(PlantedBug::ApplyTwice)
+            && session.is_some_and(|s| s.request >= id.request);
+        if duplicate {
+            // The same request reached the log twice (retried across a leader change): every
+            // replica skips it alike, and the client gets the first application's reply.
+            let session = session.expect("checked above");
+            if session.request > id.request {
+                let latest = session.request;
+                return Some((0, Err(RequestError::StaleRequest { latest })));
+            }
+            return Some((session.index, Ok(session.reply.clone())));
+        }
+        let mut out = std::mem::take(&mut self.reply_scratch);
+        if let Err(e) = self.state.apply(header, body, &mut out) {
+            self.reply_scratch = out;
+            self.on_state_error(e);
+            return None;
+        }
+        if !read_only {
+            if replay && self.sessions.current(id.client, id.session).is_none() {
+                // Planted bug: a request of an evicted session opens a session and applies.
+                self.sessions
+                    .register(id.client, id.session.min(header.index));
+            }
+            self.sessions
+                .record(id.client, id.request, header.index, &out);
+        }
+        let reply = out.clone();
         self.reply_scratch = out;
+        Some((header.index, Ok(reply)))
     }
 
     /// The journal made more entries durable: the follower owes an acknowledgement.

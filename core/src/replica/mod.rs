@@ -31,8 +31,9 @@ use crate::message::Header;
 use crate::sessions::{Sessions, REPLY_HEADER_SIZE};
 use crate::state_machine::{Grid, InvalidRequest, StateError, StateMachine};
 use crate::superblock::Superblock;
+use crate::wal::batch::RequestId;
 use crate::wal::header::Operation;
-use crate::wal::journal::{AppendError, Journal};
+use crate::wal::journal::Journal;
 use crate::wal::recovery::Recovery;
 
 pub use raft::Role;
@@ -111,6 +112,10 @@ pub enum RequestError {
     ZeroRequestNumber,
     /// A newer request from this client was already applied; this one's reply is gone.
     StaleRequest { latest: u64 },
+    /// The client's session was evicted (more clients than `clients_max` registered after it):
+    /// this request was not applied, nor will any later one of this session be. Whether an
+    /// earlier attempt of it took effect is unknown; the client must register anew.
+    Evicted,
 }
 
 impl std::fmt::Display for RequestError {
@@ -133,6 +138,10 @@ impl std::fmt::Display for RequestError {
                     "stale request: request {latest} of this client was already applied"
                 )
             }
+            RequestError::Evicted => write!(
+                f,
+                "client session evicted: the request was not applied; register a new session"
+            ),
         }
     }
 }
@@ -158,13 +167,16 @@ pub enum Event {
         faulty: u64,
     },
     /// A request was applied to the state machine: request `position` of the `count` in entry
-    /// `index` (a batch entry holds several; a no-op is one request of client 0).
+    /// `index` (a batch entry holds several; a no-op is one request of client 0). Applied means
+    /// decided in log order: a registration, a duplicate or a request of an evicted session
+    /// changes no state.
     Applied {
         index: u64,
         position: u32,
         count: u32,
         checksum: Checksum,
         client: u64,
+        session: u64,
         request: u64,
     },
     /// A checkpoint became durable; the ring may wrap past it.
@@ -199,8 +211,7 @@ pub enum Status {
 
 /// A read waiting for ReadIndex (see `Replica::serve_reads`).
 pub(crate) struct PendingRead {
-    client: u64,
-    request: u64,
+    id: RequestId,
     operation: Operation,
     body: Vec<u8>,
     /// The commit index when the read arrived: it must be applied before the read is served.
@@ -228,6 +239,10 @@ pub struct Stats {
     pub state_transfers: u64,
     /// Messages refused because their sender's data file was replaced.
     pub refused_replaced: u64,
+    /// Sessions evicted by a registration into a full table, and requests refused because their
+    /// session was evicted (at submission or when their entry applied).
+    pub sessions_evicted: u64,
+    pub evicted_refused: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,8 +286,8 @@ pub struct Replica<S: StateMachine> {
     /// Requests gathered while an entry write is in flight, as batch records (see `wal::batch`).
     pub(crate) queue: Vec<u8>,
     pub(crate) queue_count: u32,
-    /// The (client, request) pairs in `queue`, so a retry is found without rescanning it.
-    pub(crate) queued: std::collections::BTreeSet<(u64, u64)>,
+    /// The requests in `queue`, so a retry is found without rescanning it.
+    pub(crate) queued: std::collections::BTreeSet<RequestId>,
     /// Whether the driver announces its flushes ([`Replica::prepare_flush`]): then every request
     /// between two flushes goes into one entry; otherwise a request on an idle journal is
     /// appended at once.
@@ -577,64 +592,52 @@ impl<S: StateMachine> Replica<S> {
 
     /// Submits a client request. The reply arrives in [`Replica::drain_replies`] once the request
     /// is committed and applied — or at once, if refused, or a retry of an applied request.
+    ///
+    /// A client registers first ([`Operation::REGISTER`], request 0, session 0, empty body): the
+    /// reply's index is its session number, which every later request carries in `id.session`.
     pub fn submit<T: Storage>(
         &mut self,
         storage: &mut T,
-        client: u64,
-        request: u64,
+        id: RequestId,
         operation: Operation,
         body: &[u8],
     ) {
-        if let Err(error) = self.admit(request, operation, body) {
-            return self.replies.push(Reply {
-                client,
-                request,
-                index: 0,
-                result: Err(error),
-            });
+        if let Err(error) = self.admit(id, operation, body) {
+            return self.refuse(id, error);
         }
         let read_only = S::is_read_only(operation);
-        if !read_only {
-            if let Some((_, session)) = self.sessions.find(client) {
-                if request < session.request {
-                    let latest = session.request;
-                    let result = Err(RequestError::StaleRequest { latest });
-                    return self.replies.push(Reply {
-                        client,
-                        request,
-                        index: 0,
-                        result,
-                    });
-                }
-                if request == session.request {
-                    let reply = Reply {
-                        client,
-                        request,
-                        index: session.index,
-                        result: Ok(session.reply.clone()),
-                    };
-                    return self.replies.push(reply);
-                }
+        if operation == Operation::REGISTER {
+            if let Some((_, session)) = self.sessions.find(id.client) {
+                let index = session.session;
+                return self.replies.push(Reply {
+                    client: id.client,
+                    request: 0,
+                    index,
+                    result: Ok(Vec::new()),
+                });
             }
+        } else if !read_only && self.answered_from_session(id) {
+            return;
+        }
+        if !read_only {
             let duplicate_check =
                 self.config.planted_bug != Some(crate::config::PlantedBug::ApplyTwice);
-            let pending = self.queued(client, request)
-                || self.journal.contains_request(self.applied, client, request);
+            let pending =
+                self.queued.contains(&id) || self.journal.contains_request(self.applied, id);
             if duplicate_check && pending {
                 return; // a retry of a request in the log: its reply comes when it applies
             }
         }
         if read_only && self.config.planted_bug == Some(crate::config::PlantedBug::LocalReads) {
             // Planted bug: answer reads from local state, without the log or a lease.
-            return self.answer_locally(client, request, operation, body);
+            return self.answer_locally(id, operation, body);
         }
         if read_only {
             // ReadIndex: no log entry; served once a heartbeat round begun after this read is
             // acknowledged by a quorum (this replica still leads) and the commit index it saw
             // is applied.
             self.reads.push_back(PendingRead {
-                client,
-                request,
+                id,
                 operation,
                 body: body.to_vec(),
                 index: self.commit,
@@ -642,9 +645,51 @@ impl<S: StateMachine> Replica<S> {
             });
             self.raft.round_wanted = true;
         } else {
-            self.enqueue(client, request, operation, body);
+            self.enqueue(id, operation, body);
         }
         self.advance(storage);
+    }
+
+    /// Answers a write from its client's session when the session settles it: a retry of the
+    /// last applied request gets its reply again, an older one is stale, and a request of an
+    /// evicted session is refused. False when the request must go to the log.
+    fn answered_from_session(&mut self, id: RequestId) -> bool {
+        let Some(session) = self.sessions.current(id.client, id.session) else {
+            // Only a session registered at or before `applied` is known here: a later one may be
+            // in a committed entry this replica has not applied yet (applying decides then).
+            let replay =
+                self.config.planted_bug == Some(crate::config::PlantedBug::EvictedSessionReplay);
+            if id.session <= self.applied && !replay {
+                self.stats.evicted_refused += 1;
+                self.refuse(id, RequestError::Evicted);
+                return true;
+            }
+            return false;
+        };
+        let result = match id.request.cmp(&session.request) {
+            std::cmp::Ordering::Greater => return false,
+            std::cmp::Ordering::Less => Err(RequestError::StaleRequest {
+                latest: session.request,
+            }),
+            std::cmp::Ordering::Equal => Ok(session.reply.clone()),
+        };
+        let index = if result.is_ok() { session.index } else { 0 };
+        self.replies.push(Reply {
+            client: id.client,
+            request: id.request,
+            index,
+            result,
+        });
+        true
+    }
+
+    fn refuse(&mut self, id: RequestId, error: RequestError) {
+        self.replies.push(Reply {
+            client: id.client,
+            request: id.request,
+            index: 0,
+            result: Err(error),
+        });
     }
 
     /// Answers the reads whose leadership round and index are confirmed.
@@ -665,8 +710,8 @@ impl<S: StateMachine> Replica<S> {
             }
             // Index 0: served outside the log (at the state of `read.index` or later).
             let reply = Reply {
-                client: read.client,
-                request: read.request,
+                client: read.id.client,
+                request: read.id.request,
                 index: 0,
                 result: Ok(out.clone()),
             };
@@ -675,43 +720,25 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// Appends a request at once when the journal is idle (the lowest latency); otherwise queues
-    /// it, to be written with the others that arrive meanwhile as one batch entry.
-    fn enqueue(&mut self, client: u64, request: u64, operation: Operation, body: &[u8]) {
-        let refuse = |error| Reply {
-            client,
-            request,
-            index: 0,
-            result: Err(error),
-        };
-        let too_large = || {
-            let why = InvalidRequest::Malformed("entry exceeds wal_entry_size_max");
-            refuse(RequestError::Invalid(why))
-        };
-        if !self.flush_points && self.queue_count == 0 && self.journal.writes_now() {
-            self.timestamp = (self.ticks * self.config.tick_ns).max(self.timestamp + 1);
-            let term = self.raft.term;
-            match self
-                .journal
-                .append(operation, term, self.timestamp, client, request, &[body])
-            {
-                Ok(_) => self.replicate_all(false),
-                Err(AppendError::TooLarge) => self.replies.push(too_large()),
-                Err(_) => self.replies.push(refuse(RequestError::Busy)),
-            }
-            return;
-        }
+    /// Queues a request for the next batch entry, and appends that entry at once when the
+    /// journal is idle (the lowest latency); otherwise the requests that arrive meanwhile join
+    /// it, to be written as one entry.
+    fn enqueue(&mut self, id: RequestId, operation: Operation, body: &[u8]) {
         let record = crate::wal::batch::RECORD_HEADER_SIZE + body.len();
         let body_max = self.config.entry_body_max();
         if record > body_max {
-            return self.replies.push(too_large());
+            let why = InvalidRequest::Malformed("entry exceeds wal_entry_size_max");
+            return self.refuse(id, RequestError::Invalid(why));
         }
         if self.queue.len() + record > body_max && !self.seal_queue() {
-            return self.replies.push(refuse(RequestError::Busy));
+            return self.refuse(id, RequestError::Busy);
         }
-        crate::wal::batch::push(&mut self.queue, client, request, operation, body);
+        crate::wal::batch::push(&mut self.queue, id, operation, body);
         self.queue_count += 1;
-        self.queued.insert((client, request));
+        self.queued.insert(id);
+        if !self.flush_points && self.journal.writes_now() {
+            self.seal_queue();
+        }
     }
 
     /// Appends the queued requests as one batch entry. False when the journal has no room yet.
@@ -736,12 +763,7 @@ impl<S: StateMachine> Replica<S> {
         true
     }
 
-    /// Whether a request is queued for the next batch entry.
-    fn queued(&self, client: u64, request: u64) -> bool {
-        self.queued.contains(&(client, request))
-    }
-
-    fn admit(&self, request: u64, operation: Operation, body: &[u8]) -> Result<(), RequestError> {
+    fn admit(&self, id: RequestId, operation: Operation, body: &[u8]) -> Result<(), RequestError> {
         match self.status {
             Status::Ready => {}
             Status::Halted => return Err(RequestError::Halted),
@@ -758,8 +780,21 @@ impl<S: StateMachine> Replica<S> {
         if !self.raft.leader_ready {
             return Err(RequestError::Busy); // not yet committed an entry of its own term
         }
-        if request == 0 {
+        let malformed = |why| Err(RequestError::Invalid(InvalidRequest::Malformed(why)));
+        if operation == Operation::REGISTER {
+            if id.client == 0 || id.request != 0 || id.session != 0 || !body.is_empty() {
+                return malformed("a registration is request 0 of session 0, with no body");
+            }
+            return Ok(());
+        }
+        if operation.0 < Operation::STATE_MACHINE_FIRST {
+            return malformed("operation reserved for the replica");
+        }
+        if id.request == 0 {
             return Err(RequestError::ZeroRequestNumber);
+        }
+        if id.session == 0 && !S::is_read_only(operation) {
+            return malformed("no session: register before the first write");
         }
         self.state
             .validate(operation, body)
@@ -771,15 +806,15 @@ impl<S: StateMachine> Replica<S> {
         2 * self.config.batch_max as u64
     }
 
-    fn answer_locally(&mut self, client: u64, request: u64, operation: Operation, body: &[u8]) {
+    fn answer_locally(&mut self, id: RequestId, operation: Operation, body: &[u8]) {
         let mut out = std::mem::take(&mut self.reply_scratch);
         if let Err(e) = self.state.query(operation, body, &mut out) {
             self.reply_scratch = out;
             return self.on_state_error(e);
         }
         self.replies.push(Reply {
-            client,
-            request,
+            client: id.client,
+            request: id.request,
             index: 0, // served outside the log
             result: Ok(out.clone()),
         });

@@ -8,6 +8,7 @@
 //! | size | field |
 //! |---|---|
 //! | 8 | client |
+//! | 8 | session (the index of the client's register entry; 0 for a register) |
 //! | 8 | request number |
 //! | 1 | operation |
 //! | 4 | body size |
@@ -16,21 +17,46 @@
 use crate::state_machine::Reader;
 use crate::wal::header::Operation;
 
+/// Who sent a request: the client, its session (see `sessions`) and the request's number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestId {
+    pub client: u64,
+    pub session: u64,
+    pub request: u64,
+}
+
+impl<'a> Record<'a> {
+    pub fn id(&self) -> RequestId {
+        RequestId {
+            client: self.client,
+            session: self.session,
+            request: self.request,
+        }
+    }
+}
+
 /// The bytes of a record before its body.
-pub const RECORD_HEADER_SIZE: usize = 21;
+pub const RECORD_HEADER_SIZE: usize = 29;
 
 /// One request inside a batch entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record<'a> {
     pub client: u64,
+    pub session: u64,
     pub request: u64,
     pub operation: Operation,
     pub body: &'a [u8],
 }
 
 /// Appends a record to a batch body.
-pub fn push(out: &mut Vec<u8>, client: u64, request: u64, operation: Operation, body: &[u8]) {
+pub fn push(out: &mut Vec<u8>, id: RequestId, operation: Operation, body: &[u8]) {
+    let RequestId {
+        client,
+        session,
+        request,
+    } = id;
     out.extend_from_slice(&client.to_le_bytes());
+    out.extend_from_slice(&session.to_le_bytes());
     out.extend_from_slice(&request.to_le_bytes());
     out.push(operation.0);
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -51,12 +77,14 @@ impl<'a> Iterator for Records<'a> {
     fn next(&mut self) -> Option<Record<'a>> {
         let r = &mut self.0;
         let client = r.u64()?;
+        let session = r.u64()?;
         let request = r.u64()?;
         let operation = Operation(r.take(1)?[0]);
         let len = r.u32()? as usize;
         let body = r.take(len)?;
         Some(Record {
             client,
+            session,
             request,
             operation,
             body,
@@ -74,7 +102,7 @@ pub fn is_well_formed(body: &[u8]) -> bool {
         let Some(header) = rest.take(RECORD_HEADER_SIZE) else {
             return false;
         };
-        let len = u32::from_le_bytes(header[17..21].try_into().unwrap()) as usize;
+        let len = u32::from_le_bytes(header[25..29].try_into().unwrap()) as usize;
         if rest.take(len).is_none() {
             return false;
         }
@@ -88,12 +116,23 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let mut body = Vec::new();
-        push(&mut body, 1, 10, Operation(16), b"abc");
-        push(&mut body, 2, 20, Operation(17), b"");
+        let id = |client, session, request| RequestId {
+            client,
+            session,
+            request,
+        };
+        push(&mut body, id(1, 5, 10), Operation(16), b"abc");
+        push(&mut body, id(2, 6, 20), Operation(17), b"");
         let got: Vec<_> = records(&body)
-            .map(|r| (r.client, r.request, r.operation.0, r.body.to_vec()))
+            .map(|r| (r.id(), r.operation.0, r.body.to_vec()))
             .collect();
-        assert_eq!(got, vec![(1, 10, 16, b"abc".to_vec()), (2, 20, 17, vec![])]);
+        assert_eq!(
+            got,
+            vec![
+                (id(1, 5, 10), 16, b"abc".to_vec()),
+                (id(2, 6, 20), 17, vec![])
+            ]
+        );
         assert!(is_well_formed(&body));
         assert!(!is_well_formed(&body[..body.len() - 1]));
         assert!(is_well_formed(&[]));

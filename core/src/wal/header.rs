@@ -33,6 +33,8 @@ impl Operation {
     pub const NOOP: Operation = Operation(1);
     /// Many client requests in one entry (see `wal::batch`).
     pub const BATCH: Operation = Operation(2);
+    /// A client opens a session (request number 0; see `sessions`). Only inside batch entries.
+    pub const REGISTER: Operation = Operation(3);
     /// The first operation number a state machine may define.
     pub const STATE_MACHINE_FIRST: u8 = 16;
 

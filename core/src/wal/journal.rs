@@ -305,16 +305,12 @@ impl Journal {
         Some((header, &bytes[HEADER_SIZE..]))
     }
 
-    /// Whether a request from `client` with `request` is in the log after `after` (alone, or in
-    /// a batch entry).
-    pub fn contains_request(&self, after: u64, client: u64, request: u64) -> bool {
+    /// Whether a request is in the log after `after` (in a batch entry: client requests are
+    /// only ever logged in batches).
+    pub fn contains_request(&self, after: u64, id: super::batch::RequestId) -> bool {
         (after.max(self.checkpoint) + 1..=self.head).any(|index| {
             self.entry(index).is_some_and(|(h, body)| {
-                if h.operation == Operation::BATCH {
-                    super::batch::records(body).any(|r| r.client == client && r.request == request)
-                } else {
-                    h.client == client && h.request == request
-                }
+                h.operation == Operation::BATCH && super::batch::records(body).any(|r| r.id() == id)
             })
         })
     }
