@@ -14,6 +14,7 @@ pub mod config;
 pub mod digest;
 pub mod io;
 pub mod lsm;
+pub mod marks;
 pub mod message;
 pub mod prng;
 pub mod replica;

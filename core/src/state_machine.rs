@@ -112,6 +112,8 @@ pub trait StateMachine: Sized {
     fn import(&mut self, bytes: &[u8]) -> Result<(), StateError>;
     /// A digest of the whole state, equal on replicas with equal states.
     fn digest(&mut self) -> Result<u64, StateError>;
+    /// Adds the state machine's coverage marks (its storage engine's flushes and compactions).
+    fn marks(&self, _marks: &mut crate::marks::Marks) {}
 }
 
 /// The key-value machine: put, get and delete on byte keys and values.
@@ -222,6 +224,15 @@ const CHECKPOINT_EMPTY: u8 = 0;
 const CHECKPOINT_LSM: u8 = 1;
 
 impl StateMachine for KvStateMachine {
+    fn marks(&self, marks: &mut crate::marks::Marks) {
+        use crate::marks::Mark;
+        let stats = self.engine.stats();
+        marks.hit_n(Mark::MemtableFlush, stats.flushes);
+        for (level, n) in stats.compactions_into.iter().enumerate() {
+            marks.hit_n(Mark::compaction_into(level + 1), *n);
+        }
+    }
+
     fn new(config: &Config, grid: Grid) -> Self {
         let engine = Engine::open(grid, config.lsm.clone(), None).expect("an empty engine opens");
         KvStateMachine {

@@ -44,7 +44,8 @@ fn a_retry_from_an_evicted_session_is_refused_not_applied_again() {
     for client in 3..3 + config.clients_max as u64 {
         driver.register(client).unwrap();
     }
-    assert!(driver.replica().stats.sessions_evicted >= 1);
+    let marks = driver.replica().marks();
+    assert!(marks.count(ziggy_core::marks::Mark::SessionEviction) >= 2);
 
     // Client 1 retries its applied request: refused as evicted, and k keeps the later write.
     match put(&mut driver, id(1, first, 1), b"k", b"first") {

@@ -9,6 +9,7 @@ use clap::Parser;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use ziggy_core::marks::{Mark, Marks};
 use ziggy_core::PlantedBug;
 use ziggy_sim::{run_seed, Options, Verdict};
 
@@ -46,6 +47,8 @@ const EXIT_CORRECTNESS: u8 = 129;
 
 struct SeedResult {
     seed: u64,
+    /// The coverage marks the run hit (empty for a crash).
+    marks: Marks,
     line: String,
     exit: u8,
     detail: Option<String>,
@@ -72,6 +75,7 @@ fn run_one(seed: u64, bug: Option<PlantedBug>, liveness: bool, replicas: Option<
             };
             SeedResult {
                 seed,
+                marks: outcome.marks,
                 line: format!(
                     "vopr: seed={seed} result={result} ops={} crashes={} faults={} replicas={} trace_hash={:016x}",
                     outcome.ops, outcome.crashes, outcome.faults, outcome.replicas, outcome.trace_hash
@@ -82,12 +86,30 @@ fn run_one(seed: u64, bug: Option<PlantedBug>, liveness: bool, replicas: Option<
         }
         Err(panic) => SeedResult {
             seed,
+            marks: Marks::default(),
             line: format!(
                 "vopr: seed={seed} result=fail ops=0 crashes=0 faults=0 replicas=0 trace_hash=0"
             ),
             exit: EXIT_CRASH,
             detail: Some(format!("crash: {panic}")),
         },
+    }
+}
+
+/// Per coverage mark, how many seeds hit it (and how often in all); unhit marks are named.
+fn print_coverage(results: &[SeedResult]) {
+    println!("vopr: coverage (seeds that hit each mark / times hit):");
+    let mut unhit = Vec::new();
+    for mark in Mark::ALL {
+        let seeds = results.iter().filter(|r| r.marks.count(mark) > 0).count();
+        let times: u64 = results.iter().map(|r| r.marks.count(mark)).sum();
+        println!("vopr:   {:<26} {seeds:>7} {times:>12}", mark.name());
+        if seeds == 0 {
+            unhit.push(mark.name());
+        }
+    }
+    if !unhit.is_empty() {
+        println!("vopr: marks no seed hit: {}", unhit.join(", "));
     }
 }
 
@@ -207,6 +229,7 @@ fn main() -> ExitCode {
             results.len() - failed.len(),
             failed.len(),
         );
+        print_coverage(&results);
     } else if let Some(r) = results.first() {
         if let (0, Some(detail)) = (r.exit, &r.detail) {
             eprintln!("vopr: {detail}");

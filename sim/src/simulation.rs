@@ -20,6 +20,7 @@ use crate::prng::{Ppm, Prng};
 use crate::storage::{FaultAtlas, SimGrid, SimStorage, StorageFaults};
 use ziggy_core::client::ClientError;
 use ziggy_core::digest::Digest;
+use ziggy_core::marks::Marks;
 use ziggy_core::message::{Command, Header, ReplyStatus, CLIENT};
 use ziggy_core::replica::Role;
 use ziggy_core::storage_contract::Completion;
@@ -152,6 +153,14 @@ impl Options {
         let storage = (0..replicas)
             .map(|r| storage_faults(prng, fatal, replicas > 1 && (r as u64) < faulty))
             .collect();
+        // A third of the seeds go past the session table (up to 4x `clients_max`), where
+        // registrations evict sessions; the rest stay within it, where sessions live long.
+        let clients_max = config.clients_max as u64;
+        let clients = if prng.chance(Ppm::percent(33)) {
+            prng.range(clients_max + 1, 4 * clients_max)
+        } else {
+            prng.range(1, clients_max)
+        } as u8;
         let network = NetworkOptions {
             drop: Ppm(prng.range(0, 100_000) as u32),
             duplicate: Ppm(prng.range(0, 50_000) as u32),
@@ -165,8 +174,7 @@ impl Options {
         Options {
             seed,
             replicas,
-            // Past the session table: beyond `clients_max`, registrations evict sessions.
-            clients: prng.range(1, 4 * config.clients_max as u64) as u8,
+            clients,
             key_space: prng.range(1, 24),
             requests: prng.range(50, 1_500),
             crash: Ppm(prng.range(0, 600) as u32),
@@ -276,6 +284,9 @@ pub struct Outcome {
     /// Data files replaced, and messages the other replicas refused from them.
     pub replaced: u8,
     pub refused_replaced: u64,
+    /// Coverage marks of every replica in every incarnation, and requests answered "evicted".
+    pub marks: Marks,
+    pub evicted: u64,
     pub trace_hash: u64,
 }
 
@@ -336,6 +347,8 @@ pub struct Simulation {
     checkpoints: u64,
     /// Requests answered "evicted" (their clients started over under new ids).
     evicted: u64,
+    /// The marks of replica incarnations that ended (a restart makes a new `Replica`).
+    marks: Marks,
     settling: bool,
     scratch: Vec<u8>,
     cluster: u64,
@@ -425,6 +438,7 @@ impl Simulation {
             faults: 0,
             checkpoints: 0,
             evicted: 0,
+            marks: Marks::default(),
             settling: false,
             scratch: Vec::new(),
             cluster,
@@ -456,6 +470,10 @@ impl Simulation {
             network = ?self.network.stats,
             "end"
         );
+        let mut marks = self.marks;
+        for node in &self.nodes {
+            marks.add(&node.replica.marks());
+        }
         let storage_faults: u64 = self
             .nodes
             .iter()
@@ -481,6 +499,8 @@ impl Simulation {
                 .iter()
                 .map(|n| n.replica.stats.refused_replaced)
                 .sum(),
+            marks,
+            evicted: self.evicted,
             trace_hash: self.trace.finish(),
         }
     }
@@ -906,6 +926,7 @@ impl Simulation {
         let seed = self.prng.next_u64();
         let node = &mut self.nodes[r];
         tracing::debug!(tick = self.tick, replica = r, "restart");
+        self.marks.add(&node.replica.marks());
         node.replica =
             Replica::new(self.config.clone(), seed, node.grid.handle()).expect("valid config");
         node.up = true;

@@ -210,6 +210,8 @@ pub struct Stats {
     pub block_reads: u64,
     pub flushes: u64,
     pub compactions: u64,
+    /// Compactions (and trivial moves) by output level: 1, 2, 3 and deeper.
+    pub compactions_into: [u64; 3],
     pub trivial_moves: u64,
     /// Writes that had to finish a flush or compaction before returning.
     pub stalls: u64,
@@ -807,6 +809,7 @@ impl<S: BlockStore> Engine<S> {
         self.remove_from_level(level, id);
         self.insert_into_level(level + 1, id);
         self.stats.trivial_moves += 1;
+        self.stats.compactions_into[(level + 1).clamp(1, 3) - 1] += 1;
     }
 
     /// Takes table `id` out of `level` (its fence and its bytes with it).
@@ -948,6 +951,7 @@ impl<S: BlockStore> Engine<S> {
             self.stats.flushes += 1;
         } else {
             self.stats.compactions += 1;
+            self.stats.compactions_into[job.output_level.clamp(1, 3) - 1] += 1;
         }
     }
 

@@ -24,6 +24,7 @@ use crate::checkpoint;
 use crate::checksum::{checksum, Checksum};
 use crate::config::PlantedBug;
 use crate::io::{IoId, IoKind, Storage};
+use crate::marks::Mark;
 use crate::message::{Command, Header};
 use crate::replica::RequestError;
 use crate::sessions::Sessions;
@@ -118,6 +119,10 @@ impl<S: StateMachine> Replica<S> {
         );
         self.applied = header.index;
         self.timestamp = self.timestamp.max(header.timestamp);
+        let slots = self.layout.wal_slot_count;
+        if header.index > slots && header.index % slots == 1 {
+            self.marks.hit(Mark::WalWrap); // the first entry of a new lap of the ring
+        }
         if header.operation != Operation::BATCH {
             assert_eq!(
                 (header.operation, header.client),
@@ -192,7 +197,7 @@ impl<S: StateMachine> Replica<S> {
     ) -> Option<(u64, Result<Vec<u8>, RequestError>)> {
         let (session, evicted) = self.sessions.register(header.client, header.index);
         if evicted.is_some() {
-            self.stats.sessions_evicted += 1;
+            self.marks.hit(Mark::SessionEviction);
         }
         Some((session, Ok(Vec::new())))
     }
@@ -210,7 +215,7 @@ impl<S: StateMachine> Replica<S> {
         if !read_only && session.is_none() && !replay {
             // Evicted (or superseded) before this entry applied: on every replica alike, the
             // request is not applied; whether an earlier attempt of it was is unknown.
-            self.stats.evicted_refused += 1;
+            self.marks.hit(Mark::EvictedRequestRefused);
             return Some((0, Err(RequestError::Evicted)));
         }
         let duplicate = !read_only
@@ -506,7 +511,9 @@ impl<S: StateMachine> Replica<S> {
         self.checkpoint_blob = std::mem::take(&mut self.pending_blob);
         std::mem::swap(&mut self.checkpoint_replies, &mut self.pending_replies);
         self.transfer_payload = None;
+        self.marks.hit(Mark::Checkpoint);
         if progress.installed {
+            self.marks.hit(Mark::StateSync);
             self.transfer = None;
             self.state_lost = false;
             self.events.push(Event::Installed {

@@ -27,6 +27,7 @@ use crate::checksum::Checksum;
 use crate::config::{Config, ConfigError, Layout, Zone};
 use crate::digest::Digest;
 use crate::io::{IoId, IoKind, ReadError, Storage, WriteError};
+use crate::marks::{Mark, Marks};
 use crate::message::Header;
 use crate::sessions::{Sessions, REPLY_HEADER_SIZE};
 use crate::state_machine::{Grid, InvalidRequest, StateError, StateMachine};
@@ -239,10 +240,6 @@ pub struct Stats {
     pub state_transfers: u64,
     /// Messages refused because their sender's data file was replaced.
     pub refused_replaced: u64,
-    /// Sessions evicted by a registration into a full table, and requests refused because their
-    /// session was evicted (at submission or when their entry applied).
-    pub sessions_evicted: u64,
-    pub evicted_refused: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,6 +320,8 @@ pub struct Replica<S: StateMachine> {
     pub(crate) superblock_repairs: Vec<u16>,
     pub(crate) repairs_in_flight: u32,
     pub stats: Stats,
+    /// Coverage marks of this replica's own decisions (see [`Replica::marks`]).
+    pub(crate) marks: Marks,
 }
 
 impl<S: StateMachine> Replica<S> {
@@ -382,6 +381,7 @@ impl<S: StateMachine> Replica<S> {
             superblock_repairs: Vec::new(),
             repairs_in_flight: 0,
             stats: Stats::default(),
+            marks: Marks::default(),
             layout,
             config,
         })
@@ -533,6 +533,14 @@ impl<S: StateMachine> Replica<S> {
         self.outbox = outbox;
     }
 
+    /// How often each coverage mark was hit since this replica was created: its own, and its
+    /// state machine's (flushes, compactions).
+    pub fn marks(&self) -> Marks {
+        let mut marks = self.marks;
+        self.state.marks(&mut marks);
+        marks
+    }
+
     /// Whether the state was lost to a storage failure and awaits a checkpoint from the leader.
     pub fn state_lost(&self) -> bool {
         self.state_lost
@@ -548,6 +556,7 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         self.state_lost = true;
+        self.marks.hit(Mark::StateLost);
         self.events.push(Event::StateLost {
             error: error.to_string(),
         });
@@ -660,7 +669,7 @@ impl<S: StateMachine> Replica<S> {
             let replay =
                 self.config.planted_bug == Some(crate::config::PlantedBug::EvictedSessionReplay);
             if id.session <= self.applied && !replay {
-                self.stats.evicted_refused += 1;
+                self.marks.hit(Mark::EvictedRequestRefused);
                 self.refuse(id, RequestError::Evicted);
                 return true;
             }

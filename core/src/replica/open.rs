@@ -14,11 +14,12 @@ use crate::checkpoint;
 use crate::checksum::checksum;
 use crate::config::Zone;
 use crate::io::{IoId, IoKind, ReadError, Storage};
+use crate::marks::Mark;
 use crate::sessions::{Sessions, REPLY_HEADER_SIZE};
 use crate::state_machine::{StateError, StateMachine};
 use crate::superblock;
 use crate::wal::journal::Journal;
-use crate::wal::recovery::{self, Decision, RecoveryInput};
+use crate::wal::recovery::{self, Decision, Recovery, RecoveryInput};
 
 /// Recovery reads, by buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +154,9 @@ impl<S: StateMachine> Replica<S> {
         self.raft.peers = sb.peers;
         self.journal = Journal::new(&self.config, sb.cluster);
         self.superblock_repairs = selection.stale_copies;
+        if !self.superblock_repairs.is_empty() {
+            self.marks.hit(Mark::SuperblockRepair);
+        }
         self.superblock_repairs.reverse();
         self.repair_superblock(storage);
     }
@@ -260,6 +264,21 @@ impl<S: StateMachine> Replica<S> {
         Ok(())
     }
 
+    /// Counts the recovery decisions taken, one mark per row group of the decision table.
+    fn mark_recovery(&mut self, result: &Recovery) {
+        for decision in &result.decisions {
+            let mark = match decision {
+                Decision::Clean => Mark::RecoveryClean,
+                Decision::FixHeader => Mark::RecoveryHeaderRepair,
+                Decision::Faulty => Mark::RecoveryFaulty,
+                Decision::Torn => Mark::RecoveryTornHeadCut,
+                Decision::Cut => Mark::RecoveryStaleCut,
+                Decision::Empty => continue,
+            };
+            self.marks.hit(mark);
+        }
+    }
+
     pub(crate) fn reply_max(&self) -> usize {
         self.layout.reply_slot_size as usize - REPLY_HEADER_SIZE
     }
@@ -274,6 +293,7 @@ impl<S: StateMachine> Replica<S> {
             headers: &self.recovery_buffers[Buffer::Headers as usize],
             entries: &self.recovery_buffers[Buffer::Entries as usize],
         });
+        self.mark_recovery(&result);
         if let (Some(&index), 1) = (result.faulty.first(), self.count) {
             let slot = self.layout.slot_of(index);
             return self.halt(Error::Corrupt {

@@ -25,6 +25,7 @@
 use super::{Event, Replica, Status};
 use crate::config::PlantedBug;
 use crate::io::Storage;
+use crate::marks::Mark;
 use crate::message::{Command, Header};
 use crate::state_machine::StateMachine;
 use crate::wal::header::{EntryHeader, Operation, HEADER_SIZE};
@@ -310,6 +311,7 @@ impl<S: StateMachine> Replica<S> {
 
     fn become_leader(&mut self) {
         self.raft.role = Role::Leader;
+        self.marks.hit(Mark::ElectionWon);
         self.raft.leader = Some(self.id);
         self.raft.round = 0;
         self.raft.round_acked.iter_mut().for_each(|r| *r = 0);
@@ -604,6 +606,7 @@ impl<S: StateMachine> Replica<S> {
                         break;
                     }
                     self.stats.repaired += 1;
+                    self.marks.hit(Mark::EntryRepair);
                     self.events.push(Event::Repaired { index });
                     last = index;
                     continue;
@@ -620,6 +623,7 @@ impl<S: StateMachine> Replica<S> {
                     break; // writes in flight: the leader resends
                 }
                 self.stats.truncated += 1;
+                self.marks.hit(Mark::LogTruncation);
             }
             match self.journal.append_entry(bytes) {
                 Ok(_) => last = index,
