@@ -36,3 +36,16 @@ impl Digest {
         self.0
     }
 }
+
+/// The digest of a key-value set: the wrapping sum of each pair's hash, so that it is kept up to
+/// date in O(1) per write ([`pair_hash`] added on insert, subtracted on removal) by a model that
+/// checks the state after every request, whatever the number of keys.
+pub fn pairs_digest<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
+    pairs.into_iter().fold(0, |sum, (key, value)| {
+        sum.wrapping_add(pair_hash(key, value))
+    })
+}
+
+pub fn pair_hash(key: &[u8], value: &[u8]) -> u64 {
+    Digest::new().field(key).field(value).finish()
+}

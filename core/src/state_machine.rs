@@ -5,7 +5,6 @@
 //! Later data models (Redis types, graph, vectors) are further state machines on the same core.
 
 use crate::config::Config;
-use crate::digest::Digest;
 use crate::lsm::tree::KeyValue;
 use crate::lsm::{self, BlockStore, Engine, Snapshot, Write};
 use crate::wal::header::{EntryHeader, Operation};
@@ -430,11 +429,9 @@ impl StateMachine for KvStateMachine {
     }
 
     fn digest(&mut self) -> Result<u64, StateError> {
-        let mut digest = Digest::new();
-        for (key, value) in self.all_pairs(self.engine.sequence())? {
-            digest.field(&key).field(&value);
-        }
-        Ok(digest.finish())
+        let pairs = self.all_pairs(self.engine.sequence())?;
+        let pairs = pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+        Ok(crate::digest::pairs_digest(pairs))
     }
 }
 

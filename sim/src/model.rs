@@ -21,7 +21,7 @@
 //! ([`crate::linearizability`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use ziggy_core::digest::Digest;
+use ziggy_core::digest::{pair_hash, pairs_digest};
 use ziggy_core::KvStateMachine;
 
 /// A client operation.
@@ -115,6 +115,8 @@ pub struct Model {
     /// Where each read request was applied (it may be applied more than once).
     reads_at: BTreeMap<(u64, u64), BTreeSet<(u64, u32)>>,
     kv: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The digest of `kv` (see `digest::pairs_digest`), kept as it changes.
+    kv_sum: u64,
     /// Each replica's last applied request in its current incarnation: (index, position, count).
     replica_applied: BTreeMap<u8, (u64, u32, u32)>,
     pub max_acked: u64,
@@ -185,17 +187,28 @@ impl Model {
 
     fn digest_at(&self, index: u64) -> u64 {
         match index {
-            0 => Digest::new().finish(),
+            0 => pairs_digest([]),
             i => self.log[i as usize - 1].digest,
         }
     }
 
     fn kv_digest(&self) -> u64 {
-        let mut digest = Digest::new();
-        for (key, value) in &self.kv {
-            digest.field(key).field(value);
+        self.kv_sum
+    }
+
+    /// Sets (or with `None` removes) a key, keeping the running digest.
+    fn kv_set(&mut self, key: &[u8], value: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        let old = match value {
+            Some(value) => {
+                self.kv_sum = self.kv_sum.wrapping_add(pair_hash(key, &value));
+                self.kv.insert(key.to_vec(), value)
+            }
+            None => self.kv.remove(key),
+        };
+        if let Some(old) = &old {
+            self.kv_sum = self.kv_sum.wrapping_sub(pair_hash(key, old));
         }
-        digest.finish()
+        old
     }
 
     /// Replica `replica` applied request `position` of the `count` in entry `index`.
@@ -351,10 +364,10 @@ impl Model {
     fn execute(&mut self, op: &Op) -> Vec<u8> {
         match op {
             Op::Put { key, value } => {
-                self.kv.insert(key.clone(), value.clone());
+                self.kv_set(key, Some(value.clone()));
                 vec![KvStateMachine::REPLY_OK]
             }
-            Op::Delete { key } => vec![self.kv.remove(key).is_some() as u8],
+            Op::Delete { key } => vec![self.kv_set(key, None).is_some() as u8],
             Op::Get { key } => match self.kv.get(key) {
                 Some(value) => [&[1u8][..], value].concat(),
                 None => vec![0],
@@ -362,7 +375,7 @@ impl Model {
             Op::Cas { key, expected, new } => {
                 let swapped = self.kv.get(key) == expected.as_ref();
                 if swapped {
-                    self.kv.insert(key.clone(), new.clone());
+                    self.kv_set(key, Some(new.clone()));
                 }
                 vec![swapped as u8]
             }

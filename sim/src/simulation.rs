@@ -33,6 +33,8 @@ pub struct Options {
     pub replicas: u8,
     pub clients: u8,
     pub key_space: u64,
+    /// The longest value a write pads to (values are unique, so at least their name's length).
+    pub value_size: u64,
     /// Client operations to complete before the settle phase.
     pub requests: u64,
     /// Per tick, per replica: the chance that it crashes; while it recovers; that a crashed
@@ -175,7 +177,10 @@ impl Options {
             seed,
             replicas,
             clients,
-            key_space: prng.range(1, 24),
+            // Log-uniform from 1 to 100,000 keys: many seeds contend on a few keys, some spread
+            // over more keys than a memtable holds (the LSM grows levels).
+            key_space: 10f64.powf(prng.range(0, 5_000) as f64 / 1_000.0) as u64,
+            value_size: [0, 16, 64, config.value_size_max as u64][prng.index(4)],
             requests: prng.range(50, 1_500),
             crash: Ppm(prng.range(0, 600) as u32),
             crash_recovering: Ppm(prng.range(0, 100_000) as u32),
@@ -1165,7 +1170,9 @@ impl Simulation {
         let id = client.id;
         // The request number the library will give this request (it numbers them 1, 2, 3, ...).
         let request = self.history.iter().filter(|h| h.client == id).count() as u64 + 1;
-        let value = format!("c{id:x}-r{request}").into_bytes();
+        let mut value = format!("c{id:x}-r{request}").into_bytes();
+        let padded = self.prng.range(0, self.options.value_size) as usize;
+        value.resize(padded.max(value.len()), b'.');
         let op = if self.prng.chance(self.options.reads) {
             Op::Get { key }
         } else if self.prng.chance(self.options.deletes) {
