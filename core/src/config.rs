@@ -63,16 +63,20 @@ pub enum PlantedBug {
     /// No eviction check: a request whose session was evicted opens a new session and applies
     /// (a retry of an applied request from an evicted client is applied twice).
     EvictedSessionReplay,
+    /// Truncation clears the discarded entries' redundant headers in memory only: after a
+    /// crash, recovery finds them on disk and brings a discarded suffix back.
+    StaleTruncate,
 }
 
 impl PlantedBug {
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "ack-before-durable",
         "commit-without-quorum",
         "vote-despite-faulty",
         "apply-twice",
         "local-reads",
         "evicted-session-replay",
+        "stale-truncate",
     ];
 
     pub fn parse(name: &str) -> Option<PlantedBug> {
@@ -83,6 +87,7 @@ impl PlantedBug {
             "apply-twice" => Some(PlantedBug::ApplyTwice),
             "local-reads" => Some(PlantedBug::LocalReads),
             "evicted-session-replay" => Some(PlantedBug::EvictedSessionReplay),
+            "stale-truncate" => Some(PlantedBug::StaleTruncate),
             _ => None,
         }
     }

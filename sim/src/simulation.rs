@@ -87,7 +87,7 @@ impl Options {
     /// few hundred seeds show whether the checkers catch it.
     pub fn for_bug(seed: u64, bug: PlantedBug) -> Options {
         let mut options = match bug {
-            PlantedBug::VoteDespiteFaulty | PlantedBug::LocalReads => {
+            PlantedBug::VoteDespiteFaulty | PlantedBug::LocalReads | PlantedBug::StaleTruncate => {
                 Options::with_replicas(seed, 3)
             }
             _ => Options::from_seed(seed),
@@ -113,6 +113,12 @@ impl Options {
                 // Slow clocks: a deposed leader notices late that it lost its quorum.
                 let mut prng = Prng::new(seed ^ 0xd41f7);
                 options.drift = (0..3).map(|_| Ppm(prng.range(0, 700_000) as u32)).collect();
+            }
+            PlantedBug::StaleTruncate => {
+                // Leaders change often (so followers truncate), and replicas crash soon after.
+                options.network.partition = Ppm(5_000);
+                options.network.heal = Ppm(2_000);
+                options.crash = Ppm(2_000);
             }
             _ => {}
         }
@@ -1053,6 +1059,20 @@ impl Simulation {
                     faulty,
                     "opened"
                 );
+                // An entry is faulty only where a fault damaged the WAL (a stale redundant header
+                // left by a truncation would otherwise pass for one: planted bug stale-truncate).
+                let wal_damaged = [Zone::WalEntries, Zone::WalHeaders].iter().any(|&zone| {
+                    let layout = &self.layout;
+                    self.nodes[r]
+                        .storage
+                        .damaged_within(layout.zone_start(zone), layout.zone_size(zone))
+                });
+                if faulty > 0 && !wal_damaged {
+                    return Err(Violation(format!(
+                        "replica {replica} recovered {faulty} faulty WAL entries, but no fault \
+                         ever damaged its WAL"
+                    )));
+                }
                 // A replica whose grid is damaged opens without its state and awaits the leader's.
                 if let Ok((digest, applied)) = self.nodes[r].replica.state_digest() {
                     self.model.opened(replica, applied, digest)?;

@@ -14,7 +14,11 @@ fn a_fixed_batch_hits_every_mark() {
     let mut seeds_hitting = Marks::default();
     for seed in 0..SEEDS {
         let outcome = run_seed(Options::from_seed(seed)).unwrap_or_else(|p| panic!("{seed}: {p}"));
-        assert!(outcome.verdict.passed(), "seed {seed}: {:?}", outcome.verdict);
+        assert!(
+            outcome.verdict.passed(),
+            "seed {seed}: {:?}",
+            outcome.verdict
+        );
         for (mark, n) in outcome.marks.iter() {
             if n > 0 {
                 seeds_hitting.hit(mark);

@@ -55,8 +55,17 @@ fn a_retry_from_an_evicted_session_applied_again_is_caught() {
 }
 
 #[test]
+fn stale_truncate_is_caught() {
+    assert_caught(PlantedBug::StaleTruncate);
+}
+
+#[test]
 fn the_hunting_profiles_pass_without_the_bugs() {
-    for bug in [PlantedBug::VoteDespiteFaulty, PlantedBug::LocalReads] {
+    for bug in [
+        PlantedBug::VoteDespiteFaulty,
+        PlantedBug::LocalReads,
+        PlantedBug::StaleTruncate,
+    ] {
         for seed in 0..40u64 {
             let mut options = Options::for_bug(seed, bug);
             options.planted_bug = None;

@@ -74,6 +74,15 @@ pub struct Journal {
     submitted: u64,
     written: u64,
     headers_submitted: u64,
+    /// The slots `cleared_after + 1 ..= cleared_through` a truncation cleared in memory but not
+    /// yet on disk (`cleared_through` 0: none). Their zeroed header sectors are written, and
+    /// durable, before any entry is written again: otherwise recovery would find the discarded
+    /// entries' headers, current by index, beside new entries, and report a false hole or bring a
+    /// discarded suffix back.
+    cleared_after: u64,
+    cleared_through: u64,
+    /// Whether the header write in flight is such a clearing (it makes nothing more durable).
+    clearing: bool,
     durable: u64,
     entry_writes_in_flight: u32,
     header_writes_in_flight: u32,
@@ -105,6 +114,9 @@ impl Journal {
             submitted: 0,
             written: 0,
             headers_submitted: 0,
+            cleared_after: 0,
+            cleared_through: 0,
+            clearing: false,
             durable: 0,
             entry_writes_in_flight: 0,
             header_writes_in_flight: 0,
@@ -230,6 +242,7 @@ impl Journal {
         if self.writes_in_flight() {
             return Err(WritesInFlight);
         }
+        self.clear_headers(checkpoint.0);
         self.set_anchor(checkpoint);
         self.faulty.clear();
         self.head = checkpoint.0;
@@ -409,12 +422,7 @@ impl Journal {
         if self.writes_in_flight() {
             return Err(WritesInFlight);
         }
-        // Forget the redundant headers of the discarded entries, so a later header sector write
-        // cannot vouch for an entry that is no longer in the log.
-        for index in after + 1..=self.head {
-            let range = Self::header_range(&self.layout, self.layout.slot_of(index));
-            self.headers[range].fill(0);
-        }
+        self.clear_headers(after);
         self.faulty.retain(|&index| index <= after);
         self.repairs_unsubmitted.retain(|&index| index <= after);
         self.head = after;
@@ -423,6 +431,24 @@ impl Journal {
         self.headers_submitted = self.headers_submitted.min(after);
         self.durable = self.durable.min(after);
         Ok(())
+    }
+
+    /// Forgets the redundant headers of the entries after `after`, in memory at once and on disk
+    /// with the next header write (see `cleared_through`).
+    fn clear_headers(&mut self, after: u64) {
+        let end = self.head.min(after + self.layout.wal_slot_count);
+        for index in after + 1..=end {
+            let range = Self::header_range(&self.layout, self.layout.slot_of(index));
+            self.headers[range].fill(0);
+        }
+        if end > after && self.bug != Some(PlantedBug::StaleTruncate) {
+            self.cleared_after = if self.cleared_through == 0 {
+                after
+            } else {
+                self.cleared_after.min(after)
+            };
+            self.cleared_through = self.cleared_through.max(end);
+        }
     }
 
     /// Fills a hole with the leader's copy of the entry, verified against its neighbours in the
@@ -498,6 +524,16 @@ impl Journal {
         // Entries are written as soon as they are appended — the replica decides when to append
         // (at once when idle, else gathered into a batch entry at the driver's next flush), so
         // several entry writes may be in flight; completion is tracked per entry.
+        if self.cleared_through > 0 {
+            // A truncation's cleared headers go to disk before anything else.
+            if self.header_writes_in_flight == 0 {
+                self.submit_clearing(storage);
+            }
+            return;
+        }
+        if self.clearing {
+            return;
+        }
         if self.head > self.submitted {
             let end = self.head;
             for index in self.submitted + 1..=end {
@@ -527,6 +563,7 @@ impl Journal {
     fn submit_headers<S: Storage>(&mut self, storage: &mut S) {
         let first = self.headers_submitted + 1;
         let last = self.written;
+        debug_assert_eq!(self.cleared_through, 0, "clearing goes first");
         for index in first..=last {
             let slot = self.layout.slot_of(index);
             let range = Self::header_range(&self.layout, slot);
@@ -536,9 +573,25 @@ impl Journal {
             );
             rest.copy_from_slice(head);
         }
-        // The slots of first..=last form one or two contiguous runs (the ring may wrap).
+        self.write_header_slots(storage, first, last);
+        self.header_target = last;
+        self.headers_submitted = last;
+    }
+
+    /// Writes the zeroed header sectors of the slots a truncation cleared.
+    fn submit_clearing<S: Storage>(&mut self, storage: &mut S) {
+        let (after, through) = (self.cleared_after, self.cleared_through);
+        self.cleared_through = 0;
+        self.clearing = true;
+        self.write_header_slots(storage, after + 1, through);
+    }
+
+    /// Writes the header sectors holding the slots of indices `first..=through`.
+    fn write_header_slots<S: Storage>(&mut self, storage: &mut S, first: u64, through: u64) {
+        assert!(first <= through && through - first < self.layout.wal_slot_count);
+        // The slots of first..=through form one or two contiguous runs (the ring may wrap).
         let slot_first = self.layout.slot_of(first);
-        let slot_last = self.layout.slot_of(last);
+        let slot_last = self.layout.slot_of(through);
         let runs: [(u64, u64); 2] = if slot_first <= slot_last {
             [(slot_first, slot_last), (1, 0)]
         } else {
@@ -559,8 +612,6 @@ impl Journal {
             writes += 1;
         }
         self.header_writes_in_flight = writes;
-        self.header_target = last;
-        self.headers_submitted = last;
     }
 
     /// An entry write completed (is durable).
@@ -590,6 +641,9 @@ impl Journal {
         self.header_writes_in_flight -= 1;
         if self.header_writes_in_flight > 0 {
             return None;
+        }
+        if std::mem::take(&mut self.clearing) {
+            return None; // the clearing is durable: entries may be written again
         }
         // A truncation may have cut below the target while the write was in flight; it cannot,
         // since truncation waits for writes, but stay within the log regardless.
