@@ -11,6 +11,7 @@ pub mod network;
 pub mod prng;
 pub mod simulation;
 pub mod storage;
+pub mod witness;
 
 pub use simulation::{Options, Outcome, Simulation, Verdict};
 

@@ -137,6 +137,11 @@ impl Model {
         self.clients.insert(client);
     }
 
+    /// Where a write request took effect (its first application in the log), if it did.
+    pub fn effective_at(&self, client: u64, request: u64) -> Option<(u64, u32)> {
+        self.effective_at.get(&(client, request)).copied()
+    }
+
     /// The highest index any replica applied completely.
     pub fn committed(&self) -> u64 {
         match self.log.last() {

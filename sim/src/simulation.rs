@@ -13,11 +13,14 @@
 //!
 //! At the end the clients' history must be linearizable.
 
+use std::collections::BTreeMap;
+
 use crate::linearizability::{self, Budget, Input, Output};
 use crate::model::{Model, Op, Violation};
 use crate::network::{NetworkOptions, SimNetwork};
 use crate::prng::{Ppm, Prng};
 use crate::storage::{FaultAtlas, SimGrid, SimStorage, StorageFaults};
+use crate::witness;
 use ziggy_core::client::ClientError;
 use ziggy_core::digest::Digest;
 use ziggy_core::marks::Marks;
@@ -338,6 +341,8 @@ struct Node {
 pub const SETTLE_TICKS: u64 = 30_000;
 /// Liveness mode: ticks a request issued after the heal may take to commit.
 pub const LIVENESS_TICKS: u64 = 3_000;
+/// The most search states per key the linearizability check may spend before the seed fails.
+const LINEARIZABILITY_BUDGET_MAX: u64 = 1 << 26;
 /// Ticks the fault phase may take, at most (then the faults stop regardless).
 const FAULT_PHASE_TICKS: u64 = 200_000;
 
@@ -465,6 +470,12 @@ impl Simulation {
         }
         let mut liveness_ticks = 0;
         let verdict = match self.run_phases(&mut liveness_ticks) {
+            // A run that halted as expected still answered what it answered before the halt:
+            // those answers must be linearizable (requests in flight count as indeterminate).
+            Ok(Verdict::PassHalted(why)) => match self.check_linearizable() {
+                Ok(()) => Verdict::PassHalted(why),
+                Err(violation) => Verdict::Correctness(violation.0),
+            },
             Ok(verdict) => verdict,
             Err(violation) => Verdict::Correctness(violation.0),
         };
@@ -699,17 +710,50 @@ impl Simulation {
         Ok(())
     }
 
+    /// An undecided check fails the seed: the budget grows (up to 2^26 states per key, a few
+    /// GiB at worst) until the search decides, else the seed is reported.
     fn check_linearizable(&mut self) -> Result<(), Violation> {
-        match linearizability::check(&self.history, Budget::default()) {
-            linearizability::Verdict::NotLinearizable { explanation, .. } => Err(Violation(
-                format!("history not linearizable: {explanation}"),
-            )),
-            linearizability::Verdict::Unknown { reason, .. } => {
-                tracing::warn!(%reason, "linearizability unknown");
-                Ok(())
-            }
-            linearizability::Verdict::Linearizable => Ok(()),
+        // The log's order is a candidate linearization: when it fits, no search is needed.
+        if witness::fits(&self.history, &self.witness_places()) {
+            return Ok(());
         }
+        tracing::warn!("the log order is no linearization: searching");
+        let mut budget = Budget::default();
+        loop {
+            match linearizability::check(&self.history, budget) {
+                linearizability::Verdict::NotLinearizable { explanation, .. } => {
+                    return Err(Violation(format!(
+                        "history not linearizable: {explanation}"
+                    )))
+                }
+                linearizability::Verdict::Linearizable => return Ok(()),
+                linearizability::Verdict::Unknown { reason, key } => {
+                    if budget.max_states_per_key >= LINEARIZABILITY_BUDGET_MAX {
+                        return Err(Violation(format!(
+                            "linearizability undecided for key {:?} within {} states: {reason}",
+                            String::from_utf8_lossy(&key),
+                            budget.max_states_per_key
+                        )));
+                    }
+                    tracing::warn!(%reason, "linearizability unknown: growing the budget");
+                    budget.max_states_per_key *= 4;
+                }
+            }
+        }
+    }
+
+    /// Where each operation of the history took effect in the log (`None`: reads, and writes
+    /// that never did).
+    fn witness_places(&self) -> Vec<Option<witness::Place>> {
+        let mut requests: BTreeMap<u64, u64> = BTreeMap::new();
+        self.history
+            .iter()
+            .map(|op| {
+                let request = requests.entry(op.client).or_default();
+                *request += 1; // the sim numbers each client's requests 1, 2, 3, ... (`issue`)
+                self.model.effective_at(op.client, *request)
+            })
+            .collect()
     }
 
     fn halted_note(&self) -> Option<String> {
