@@ -33,7 +33,8 @@ pub enum Command {
     PreVoteReply = 2,
     /// a = last index, b = last term.
     Vote = 3,
-    /// a = granted (0/1).
+    /// a = granted (0/1), c = the voter's log head (an upper bound on what it holds in this
+    /// term; a candidate with a full ring uses it to find entries no quorum holds).
     VoteReply = 4,
     /// a = previous index, b = previous entry's checksum, c = leader commit, d = entry count.
     /// Body: the entries, each a whole encoded WAL entry (header + body), back to back.

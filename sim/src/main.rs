@@ -39,6 +39,9 @@ struct Args {
     /// Fix the cluster size (1-5) instead of drawing it from the seed.
     #[arg(long)]
     replicas: Option<u8>,
+    /// Make this percentage of the seeds long (100,000 requests).
+    #[arg(long, default_value_t = 0)]
+    long_share: u32,
 }
 
 const EXIT_CRASH: u8 = 127;
@@ -54,13 +57,29 @@ struct SeedResult {
     detail: Option<String>,
 }
 
-fn run_one(seed: u64, bug: Option<PlantedBug>, liveness: bool, replicas: Option<u8>) -> SeedResult {
+/// What every seed of a batch shares: the command line's choices.
+#[derive(Clone, Copy)]
+struct Mode {
+    bug: Option<PlantedBug>,
+    liveness: bool,
+    replicas: Option<u8>,
+    long_share: u32,
+}
+
+fn run_one(seed: u64, mode: Mode) -> SeedResult {
+    let Mode {
+        bug,
+        liveness,
+        replicas,
+        long_share,
+    } = mode;
     let mut options = match (bug, replicas) {
         (Some(bug), _) => Options::for_bug(seed, bug),
         (None, Some(n)) => Options::with_replicas(seed, n),
         (None, None) => Options::from_seed(seed),
     };
     options.liveness = liveness;
+    let options = options.long_share(long_share);
     match run_seed(options) {
         Ok(outcome) => {
             let (result, exit, detail) = match &outcome.verdict {
@@ -177,12 +196,14 @@ fn main() -> ExitCode {
                 }
                 // Each seed runs on a fresh thread, so no thread-local state leaks between runs.
                 let seed = first.wrapping_add(k);
-                let (liveness, replicas) = (args.liveness, args.replicas);
-                let result = std::thread::scope(|s| {
-                    s.spawn(move || run_one(seed, bug, liveness, replicas))
-                        .join()
-                        .unwrap()
-                });
+                let mode = Mode {
+                    bug,
+                    liveness: args.liveness,
+                    replicas: args.replicas,
+                    long_share: args.long_share,
+                };
+                let result =
+                    std::thread::scope(|s| s.spawn(move || run_one(seed, mode)).join().unwrap());
                 if tx.send(result).is_err() {
                     break;
                 }

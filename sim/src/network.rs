@@ -27,6 +27,15 @@ pub struct NetworkOptions {
     pub heal: Ppm,
     /// Of partitions: the chance that one is one-way (A hears B, B does not hear A).
     pub one_way: Ppm,
+    /// Per packet: the chance of a delay spike of up to `spike_max` ticks (longer than an
+    /// election timeout: the packet arrives terms late).
+    pub spike: Ppm,
+    pub spike_max: u64,
+    /// Per packet: the chance that a bit of it flips on the way.
+    pub corrupt: Ppm,
+    /// Per tick, while no client is cut off: the chance that a client loses its links to some
+    /// replicas (healed with `heal`).
+    pub client_cut: Ppm,
 }
 
 impl NetworkOptions {
@@ -40,6 +49,10 @@ impl NetworkOptions {
             partition: Ppm::NEVER,
             heal: Ppm::ALWAYS,
             one_way: Ppm::NEVER,
+            spike: Ppm::NEVER,
+            spike_max: 1,
+            corrupt: Ppm::NEVER,
+            client_cut: Ppm::NEVER,
         }
     }
 }
@@ -67,6 +80,9 @@ pub struct NetworkStats {
     pub partitioned: u64,
     pub overflowed: u64,
     pub partitions: u64,
+    pub spikes: u64,
+    pub corrupted: u64,
+    pub client_cuts: u64,
 }
 
 pub struct SimNetwork {
@@ -79,6 +95,8 @@ pub struct SimNetwork {
     in_flight: Vec<InFlight>,
     /// Directed links that are cut: (from, to).
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// Links between a client and replicas that are cut, both ways: (client, replica).
+    client_cut: BTreeSet<(NodeId, NodeId)>,
     seq: u64,
     pub stats: NetworkStats,
 }
@@ -93,6 +111,7 @@ impl SimNetwork {
             prng,
             in_flight: Vec::new(),
             cut: BTreeSet::new(),
+            client_cut: BTreeSet::new(),
             seq: 0,
             stats: NetworkStats::default(),
         }
@@ -104,7 +123,8 @@ impl SimNetwork {
 
     /// Whether `from` can currently reach `to`.
     pub fn connected(&self, from: NodeId, to: NodeId) -> bool {
-        !self.cut.contains(&(from, to))
+        let (client, replica) = if from < to { (to, from) } else { (from, to) };
+        !self.cut.contains(&(from, to)) && !self.client_cut.contains(&(client, replica))
     }
 
     pub fn partitioned(&self) -> bool {
@@ -119,6 +139,7 @@ impl SimNetwork {
     pub fn heal(&mut self) {
         self.faults = false;
         self.cut.clear();
+        self.client_cut.clear();
     }
 
     pub fn send(&mut self, now: u64, from: NodeId, to: NodeId, data: &[u8]) {
@@ -138,14 +159,13 @@ impl SimNetwork {
             1
         };
         for _ in 0..copies {
-            self.enqueue(
-                now,
-                Packet {
-                    from,
-                    to,
-                    data: data.to_vec(),
-                },
-            );
+            let mut data = data.to_vec();
+            if self.faults && !data.is_empty() && self.prng.chance(self.options.corrupt) {
+                self.stats.corrupted += 1;
+                let bit = self.prng.range(0, data.len() as u64 * 8 - 1);
+                data[(bit / 8) as usize] ^= 1 << (bit % 8);
+            }
+            self.enqueue(now, Packet { from, to, data });
         }
     }
 
@@ -178,6 +198,10 @@ impl SimNetwork {
 
     /// `delay_min` plus a roughly exponential share of `delay_mean`: mostly short, sometimes long.
     fn delay(&mut self) -> u64 {
+        if self.faults && self.prng.chance(self.options.spike) {
+            self.stats.spikes += 1;
+            return self.options.delay_min + self.prng.range(0, self.options.spike_max);
+        }
         let mean = self.options.delay_mean.max(1);
         let mut extra = 0;
         // Geometric with success probability 1/mean: mean ~= mean, integer arithmetic only.
@@ -189,7 +213,11 @@ impl SimNetwork {
 
     /// Advances the partition state by one tick.
     pub fn tick(&mut self) {
-        if !self.faults || self.replicas < 2 {
+        if !self.faults {
+            return;
+        }
+        self.tick_client_cuts();
+        if self.replicas < 2 {
             return;
         }
         if self.cut.is_empty() {
@@ -198,6 +226,28 @@ impl SimNetwork {
             }
         } else if self.prng.chance(self.options.heal) {
             self.cut.clear();
+        }
+    }
+
+    /// A client loses its links to a random nonempty set of replicas (all of them, at times),
+    /// or gets them back.
+    fn tick_client_cuts(&mut self) {
+        if !self.client_cut.is_empty() {
+            if self.prng.chance(self.options.heal) {
+                self.client_cut.clear();
+            }
+            return;
+        }
+        if self.nodes == self.replicas || !self.prng.chance(self.options.client_cut) {
+            return;
+        }
+        self.stats.client_cuts += 1;
+        let client = self.replicas + self.prng.index((self.nodes - self.replicas) as usize) as u8;
+        let keep = self.prng.index(self.replicas as usize) as u8;
+        for replica in 0..self.replicas {
+            if replica != keep || self.prng.bool() {
+                self.client_cut.insert((client, replica));
+            }
         }
     }
 
@@ -245,7 +295,7 @@ impl SimNetwork {
         due.sort_by_key(|p| (p.due, p.seq));
         let mut out = Vec::with_capacity(due.len());
         for p in due {
-            if self.cut.contains(&(p.packet.from, p.packet.to)) {
+            if !self.connected(p.packet.from, p.packet.to) {
                 self.stats.partitioned += 1;
                 continue;
             }
@@ -323,6 +373,42 @@ mod tests {
         n.send(10, a, b, b"y");
         assert_eq!(n.deliver(20).len(), 1);
         assert!(n.connected(a, b));
+    }
+
+    #[test]
+    fn corrupted_and_late_packets_arrive() {
+        let mut options = NetworkOptions::perfect();
+        options.corrupt = Ppm::ALWAYS;
+        options.spike = Ppm::ALWAYS;
+        options.spike_max = 500;
+        let mut n = net(options);
+        for _ in 0..20 {
+            n.send(0, 0, 1, &[0u8; 8]);
+        }
+        let got: Vec<Packet> = (0..=501).flat_map(|t| n.deliver(t)).collect();
+        assert_eq!(got.len(), 20);
+        assert!(got
+            .iter()
+            .all(|p| p.data.iter().map(|b| b.count_ones()).sum::<u32>() == 1));
+        assert_eq!(n.stats.spikes, 20);
+    }
+
+    #[test]
+    fn clients_lose_links_to_replicas() {
+        let mut options = NetworkOptions::perfect();
+        options.client_cut = Ppm::ALWAYS;
+        options.heal = Ppm::NEVER;
+        let mut n = net(options);
+        n.tick();
+        let cut: Vec<u8> = (0..3).filter(|&r| !n.connected(3, r)).collect();
+        assert!(!cut.is_empty());
+        assert!(cut.iter().all(|&r| !n.connected(r, 3)), "both ways");
+        assert!(
+            n.connected(0, 1) && n.connected(1, 2),
+            "replicas still talk"
+        );
+        n.heal();
+        assert!((0..3).all(|r| n.connected(3, r)));
     }
 
     #[test]

@@ -6,8 +6,13 @@
 //!   Pending reads vanish.
 //! - **Latent faults**: a sector marked faulty returns a read error or a bit-flipped copy on every
 //!   read (so a retry does not fix it) until it is overwritten.
+//!   The damage is one bit, several bits, a whole sector of garbage or a zeroed sector, fixed
+//!   per sector.
 //! - **Misdirected writes**: a write lands at another sector-aligned offset of the same zone; its
-//!   intended location keeps its old bytes.
+//!   intended location keeps its old bytes. **Misdirected reads** return another place of the
+//!   same zone, once (a retry may read the right place).
+//! - **Write errors**: a write fails (EIO or ENOSPC) and lands nowhere.
+//! - **Stalls**: an IO now and then takes far longer than the rest (up to `stall_max` ticks).
 //!
 //! Where faults may strike is decided by [`FaultAtlas`]: the simulator keeps each run within what
 //! the design promises to survive, or, in a "fatal" run, checks that damage beyond it is detected
@@ -18,7 +23,7 @@
 use crate::prng::{Ppm, Prng};
 use std::collections::BTreeSet;
 use ziggy_core::storage_contract::{Completion, ContractStorage};
-use ziggy_core::{IoId, Layout, ReadError, Storage, Zone};
+use ziggy_core::{IoId, Layout, ReadError, Storage, WriteError, Zone};
 
 /// Which zones may suffer which faults in a run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +60,14 @@ pub struct StorageFaults {
     pub latency_max: u64,
     /// Per LSM grid block read: the chance that the block has rotted (a bit flipped for good).
     pub grid_rot: Ppm,
+    /// Per read: the chance that it returns another place of its zone (within the atlas's
+    /// misdirect zones).
+    pub misdirect_read: Ppm,
+    /// Per write: the chance that it fails with an error (EIO or ENOSPC) and lands nowhere.
+    pub write_error: Ppm,
+    /// Per IO: the chance that it stalls, completing after up to `stall_max` ticks.
+    pub stall: Ppm,
+    pub stall_max: u64,
 }
 
 impl StorageFaults {
@@ -66,6 +79,10 @@ impl StorageFaults {
             latent_error: Ppm::NEVER,
             latency_max: 1,
             grid_rot: Ppm::NEVER,
+            misdirect_read: Ppm::NEVER,
+            write_error: Ppm::NEVER,
+            stall: Ppm::NEVER,
+            stall_max: 1,
         }
     }
 }
@@ -81,6 +98,8 @@ enum Pending {
         id: IoId,
         target: u64,
         data: Vec<u8>,
+        /// An injected write error: the write lands nowhere and completes with it.
+        error: Option<WriteError>,
     },
 }
 
@@ -103,6 +122,9 @@ pub struct StorageStats {
     pub misdirected: u64,
     pub latent_injected: u64,
     pub latent_hits: u64,
+    pub misdirected_reads: u64,
+    pub write_errors: u64,
+    pub stalls: u64,
 }
 
 pub struct SimStorage {
@@ -180,6 +202,10 @@ impl SimStorage {
     }
 
     fn latency(&mut self) -> u64 {
+        if self.prng.chance(self.faults.stall) {
+            self.stats.stalls += 1;
+            return self.prng.range(1, self.faults.stall_max.max(1));
+        }
         self.prng.range(1, self.faults.latency_max.max(1))
     }
 
@@ -203,15 +229,33 @@ impl SimStorage {
     fn complete(&mut self, io: Pending) -> Completion {
         match io {
             Pending::Write {
-                id, target, data, ..
+                id,
+                target,
+                data,
+                error: Some(error),
+            } => {
+                let _ = (target, data);
+                Completion::Write {
+                    id,
+                    result: Err(error),
+                }
+            }
+            Pending::Write {
+                id,
+                target,
+                data,
+                error: None,
             } => {
                 self.land(target, &data);
                 Completion::Write { id, result: Ok(()) }
             }
-            Pending::Read { id, offset, len } => Completion::Read {
-                id,
-                result: self.read_now(offset, len),
-            },
+            Pending::Read { id, offset, len } => {
+                let from = self.misdirect_source(offset, len as u64);
+                Completion::Read {
+                    id,
+                    result: self.read_now(from, len),
+                }
+            }
         }
     }
 
@@ -238,9 +282,8 @@ impl SimStorage {
             if local.chance(self.faults.latent_error) {
                 return Err(ReadError::Io);
             }
-            let bit = local.range(0, sector * 8 - 1);
-            let at = ((s - first) * sector) as usize + (bit / 8) as usize;
-            data[at] ^= 1 << (bit % 8);
+            let start = ((s - first) * sector) as usize;
+            corrupt_sector(&mut local, &mut data[start..start + sector as usize]);
         }
         Ok(data)
     }
@@ -250,7 +293,13 @@ impl SimStorage {
         let in_flight = std::mem::take(&mut self.in_flight);
         let sector = self.layout.sector_size as usize;
         for io in in_flight {
-            let Pending::Write { target, data, .. } = io.io else {
+            let Pending::Write {
+                target,
+                data,
+                error: None,
+                ..
+            } = io.io
+            else {
                 continue;
             };
             let zone = self.layout.zone_of(target).expect("inside the file").0;
@@ -300,6 +349,33 @@ impl SimStorage {
         Some(s)
     }
 
+    /// Where a read really reads: its own place, or (misdirected) another place of its zone,
+    /// which the replica must take for damage there.
+    fn misdirect_source(&mut self, offset: u64, len: u64) -> u64 {
+        let zone = self.layout.zone_of(offset).expect("inside the file").0;
+        if !self.faults.atlas.misdirect.contains(&zone)
+            || !self.prng.chance(self.faults.misdirect_read)
+        {
+            return offset;
+        }
+        let sector = self.layout.sector_size;
+        let start = self.layout.zone_start(zone);
+        let size = self.layout.zone_size(zone);
+        if len >= size {
+            return offset;
+        }
+        let source = start + self.prng.range(0, (size - len) / sector) * sector;
+        if source != offset {
+            self.stats.misdirected_reads += 1;
+            // What the replica read there is wrong, as if the sectors were damaged: a report
+            // naming them is explained.
+            for s in (offset / sector)..(offset + len).div_ceil(sector) {
+                self.damaged.insert(s);
+            }
+        }
+        source
+    }
+
     fn misdirect_target(&mut self, offset: u64, len: u64) -> u64 {
         let zone = self.layout.zone_of(offset).expect("inside the file").0;
         if !self.faults.atlas.misdirect.contains(&zone) || !self.prng.chance(self.faults.misdirect)
@@ -347,6 +423,14 @@ impl Storage for SimStorage {
         self.stats.bytes_written += data.len() as u64;
         self.seq += 1;
         let target = self.misdirect_target(offset, data.len() as u64);
+        let error = self.prng.chance(self.faults.write_error).then(|| {
+            self.stats.write_errors += 1;
+            if self.prng.bool() {
+                WriteError::Io
+            } else {
+                WriteError::NoSpace
+            }
+        });
         let ready_at = self.now + self.latency();
         self.in_flight.push(InFlight {
             ready_at,
@@ -355,6 +439,7 @@ impl Storage for SimStorage {
                 id,
                 target,
                 data: data.to_vec(),
+                error,
             },
         });
     }
@@ -362,8 +447,28 @@ impl Storage for SimStorage {
 
 impl ContractStorage for SimStorage {
     fn complete_all(&mut self) -> Vec<Completion> {
-        let far = self.now + self.faults.latency_max + 1;
+        let far = self.now + self.faults.latency_max.max(self.faults.stall_max) + 1;
         self.advance(far)
+    }
+}
+
+/// A latent fault's damage to one sector, fixed by `local` (seeded from the sector): one bit,
+/// a few bits, garbage or zeros.
+fn corrupt_sector(local: &mut Prng, sector: &mut [u8]) {
+    let bits = sector.len() as u64 * 8;
+    let mut flip = |local: &mut Prng| {
+        let bit = local.range(0, bits - 1);
+        sector[(bit / 8) as usize] ^= 1 << (bit % 8);
+    };
+    match local.range(0, 99) {
+        0..=49 => flip(local),
+        50..=69 => {
+            for _ in 0..local.range(2, 16) {
+                flip(local);
+            }
+        }
+        70..=84 => local.fill(sector),
+        _ => sector.fill(0),
     }
 }
 
@@ -404,23 +509,84 @@ mod tests {
     }
 
     #[test]
+    fn latent_damage_takes_every_shape() {
+        let mut shapes = BTreeSet::new();
+        for seed in 0..200 {
+            let mut sector = [0x5au8; 512];
+            corrupt_sector(&mut Prng::new(seed), &mut sector);
+            let flipped: u32 = sector.iter().map(|b| (b ^ 0x5a).count_ones()).sum();
+            shapes.insert(match flipped {
+                1 => "one bit",
+                2..=16 => "a few bits",
+                _ if sector == [0; 512] => "zeros",
+                _ => "garbage",
+            });
+        }
+        assert_eq!(shapes.len(), 4, "{shapes:?}");
+    }
+
+    #[test]
+    fn failed_writes_land_nowhere_and_stalls_complete_late() {
+        let mut faults = StorageFaults::none();
+        faults.write_error = Ppm::ALWAYS;
+        faults.stall = Ppm::ALWAYS;
+        faults.stall_max = 1_000;
+        let mut s = storage(faults);
+        let offset = s.layout().zone_start(Zone::WalEntries);
+        s.submit_write(IoId(1), offset, &[7u8; 512]);
+        let completions = s.complete_all();
+        assert!(matches!(
+            completions[..],
+            [Completion::Write { result: Err(_), .. }]
+        ));
+        assert_eq!(s.read_durable(offset, 512), &[0u8; 512][..]);
+        assert_eq!((s.stats.write_errors, s.stats.stalls), (1, 1));
+    }
+
+    #[test]
+    fn misdirected_reads_read_elsewhere_once() {
+        let mut faults = StorageFaults::none();
+        faults.atlas.misdirect.insert(Zone::WalEntries);
+        faults.misdirect_read = Ppm::ALWAYS;
+        let mut s = storage(faults);
+        let offset = s.layout().zone_start(Zone::WalEntries);
+        s.write_durable(offset, &[7u8; 512]);
+        s.submit_read(IoId(1), offset, 512);
+        let Completion::Read { result, .. } = s.complete_all().remove(0) else {
+            panic!("a read")
+        };
+        assert_ne!(result.unwrap(), vec![7u8; 512]);
+        assert!(
+            s.damaged_within(offset, 512),
+            "the misread place counts as damaged"
+        );
+        assert_eq!(
+            s.read_durable(offset, 512),
+            &[7u8; 512][..],
+            "nothing changed"
+        );
+    }
+
+    #[test]
     fn latent_faults_persist_until_overwritten() {
         let mut faults = StorageFaults::none();
         faults.atlas.latent.insert(Zone::WalHeaders);
         let mut s = storage(faults);
         let sector = s.inject_latent().unwrap();
         let offset = sector * 512;
+        s.write_durable(offset, &[0x5a; 512]);
+        let mut reads = Vec::new();
         for id in 0..2 {
             s.submit_read(IoId(id), offset, 512);
-            match &s.complete_all()[0] {
+            match s.complete_all().remove(0) {
                 Completion::Read {
                     result: Ok(data), ..
-                } => {
-                    assert_eq!(data.iter().map(|b| b.count_ones()).sum::<u32>(), 1)
-                }
+                } => reads.push(data),
                 other => panic!("{other:?}"),
             }
         }
+        assert_ne!(reads[0], vec![0x5a; 512], "the sector reads damaged");
+        assert_eq!(reads[0], reads[1], "a retry sees the same damage");
         s.submit_write(IoId(5), offset, &[0u8; 512]);
         s.complete_all();
         s.submit_read(IoId(6), offset, 512);

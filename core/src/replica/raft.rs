@@ -84,6 +84,9 @@ pub(crate) struct Raft {
     pub round_acked: Vec<u64>,
     pub round_wanted: bool,
     pub leader_round: u64,
+    /// Candidate: the log heads the other replicas reported with their votes in this term
+    /// (granted or not), for `make_room_for_noop`.
+    pub heads: Vec<Option<u64>>,
 }
 
 impl Raft {
@@ -108,6 +111,7 @@ impl Raft {
             refused: [0; crate::superblock::REPLICAS_MAX],
             round: 0,
             round_acked: vec![0; count as usize],
+            heads: vec![None; count as usize],
             round_wanted: false,
             leader_round: 0,
         }
@@ -275,6 +279,7 @@ impl<S: StateMachine> Replica<S> {
         self.raft.leader_contact = None;
         self.raft.votes = bit(self.id);
         self.raft.votes_requested = false;
+        self.raft.heads.iter_mut().for_each(|h| *h = None);
         self.stats.elections += 1;
         self.reset_election_timer();
         self.role_event();
@@ -304,9 +309,48 @@ impl<S: StateMachine> Replica<S> {
         if self.raft.role == Role::Candidate
             && self.raft.votes_requested
             && self.raft.votes.count_ones() >= self.quorum()
+            && self.make_room_for_noop()
         {
             self.become_leader();
         }
+    }
+
+    /// Whether the ring has a slot for the new term's no-op, making one if it can.
+    ///
+    /// A ring full of entries past the checkpoint leaves no slot for the no-op; without it no
+    /// older entry commits (Raft §5.4.2), so no checkpoint frees a slot: a deadlock, reached by
+    /// leaders that win and lose again before their no-op commits (each leaves one more) or by
+    /// a crash while a slow checkpoint let the ring fill. Two ways out:
+    ///
+    /// - A single replica is its own quorum: every durable entry of its log is committed.
+    /// - In a cluster, an entry beyond every head a quorum of the *other* replicas reported in
+    ///   this term is on no quorum (any quorum that holds it meets those replicas), so it is not
+    ///   committed: the candidate discards such entries from its own log (as VSR's view change
+    ///   drops the ops no quorum holds). Until enough heads are in, it waits for more replies.
+    fn make_room_for_noop(&mut self) -> bool {
+        if self.journal.ring_free() > 0 {
+            return true;
+        }
+        if self.count == 1 {
+            // Commits the log; the checkpoint that follows frees the ring for a later election.
+            self.commit = self.commit.max(self.journal.durable());
+            return false;
+        }
+        let reported: Vec<u64> = self
+            .peers()
+            .filter_map(|p| self.raft.heads[p as usize])
+            .collect();
+        if (reported.len() as u32) < self.quorum() {
+            return false;
+        }
+        let held = reported.into_iter().max().unwrap_or(0);
+        let keep = held.max(self.commit).max(self.journal.checkpoint());
+        if keep >= self.journal.head() || self.journal.truncate(keep).is_err() {
+            return false;
+        }
+        self.stats.truncated += 1;
+        self.marks.hit(Mark::LogTruncation);
+        true
     }
 
     fn become_leader(&mut self) {
@@ -502,6 +546,7 @@ impl<S: StateMachine> Replica<S> {
         } else {
             let mut reply = self.header(Command::VoteReply, header.from);
             reply.a = 0;
+            reply.c = self.journal.head();
             self.send(reply, &[]);
         }
     }
@@ -519,15 +564,20 @@ impl<S: StateMachine> Replica<S> {
             self.raft.vote_reply_pending = None;
             let mut reply = self.header(Command::VoteReply, candidate);
             reply.a = 1;
+            reply.c = self.journal.head();
             self.send(reply, &[]);
         }
     }
 
     fn on_vote_reply(&mut self, header: &Header) {
-        if self.raft.role == Role::Candidate && header.a == 1 {
-            self.raft.votes |= bit(header.from);
-            self.check_votes();
+        if self.raft.role != Role::Candidate {
+            return;
         }
+        self.raft.heads[header.from as usize] = Some(header.c);
+        if header.a == 1 {
+            self.raft.votes |= bit(header.from);
+        }
+        self.check_votes();
     }
 
     /// A message from the leader of the current term: follow it, and reset the election timer.
