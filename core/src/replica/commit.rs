@@ -538,6 +538,12 @@ impl<S: StateMachine> Replica<S> {
 
     /// Leader: sends a lagging peer the latest checkpoint, in chunks.
     pub(crate) fn send_state(&mut self, peer: u8) {
+        // Building the payload for an earlier peer of the same heartbeat may have found the
+        // grid rotten: the state is then lost (the engine emptied) and this replica no longer
+        // leads. An export now would send that empty state as the checkpoint's.
+        if self.state_lost || self.raft.role != Role::Leader {
+            return;
+        }
         let sb = self.superblock;
         if self.transfer_payload.is_none() {
             // Payload: blob length (u64), the blob in portable form (client table, then the
