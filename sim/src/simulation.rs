@@ -271,8 +271,7 @@ impl Options {
     /// under faults) when the seed falls in a share of `percent` percent. `vopr --long-share`.
     ///
     /// Off by default until state sync goes by blocks (issue 10 defect 4): a replica that falls
-    /// behind the leader's checkpoint in a long seed cannot catch up yet (seeds 129, 1756, 2920
-    /// with 3%).
+    /// behind the leader's checkpoint in a long seed cannot catch up yet (docs/testing.md).
     pub fn long_share(mut self, percent: u32) -> Options {
         if Prng::new(self.seed ^ 0x0001_0465_eed5).chance(Ppm::percent(percent)) {
             self.requests = 100_000;
