@@ -45,10 +45,13 @@ pub enum Mark {
     CompactionLevel1,
     CompactionLevel2,
     CompactionLevel3Plus,
+    /// A candidate found its WAL ring full, with no slot for its no-op, and made one: a single
+    /// replica committed its durable log, a cluster member discarded entries no quorum holds.
+    FullRingNoopSlot,
 }
 
 impl Mark {
-    pub const ALL: [Mark; 19] = [
+    pub const ALL: [Mark; 20] = [
         Mark::ElectionWon,
         Mark::LogTruncation,
         Mark::EntryRepair,
@@ -68,6 +71,7 @@ impl Mark {
         Mark::CompactionLevel1,
         Mark::CompactionLevel2,
         Mark::CompactionLevel3Plus,
+        Mark::FullRingNoopSlot,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +95,7 @@ impl Mark {
             Mark::CompactionLevel1 => "compaction_level_1",
             Mark::CompactionLevel2 => "compaction_level_2",
             Mark::CompactionLevel3Plus => "compaction_level_3_plus",
+            Mark::FullRingNoopSlot => "full_ring_noop_slot",
         }
     }
 

@@ -27,8 +27,34 @@ fn a_fixed_batch_hits_every_mark() {
     }
     let unhit: Vec<&str> = Mark::ALL
         .iter()
-        .filter(|&&m| seeds_hitting.count(m) == 0)
+        .filter(|&&m| seeds_hitting.count(m) == 0 && !RARE.iter().any(|(r, _)| *r == m))
         .map(|m| m.name())
         .collect();
     assert!(unhit.is_empty(), "no seed of 0..{SEEDS} hit {unhit:?}");
+}
+
+/// Marks too rare for the fixed batch (a few seeds in a thousand), with seeds that hit them.
+/// `full_ring_noop_slot`: about 2 seeds in 1,000 reach it on a single replica; the cluster
+/// branch (a candidate discarding entries no quorum holds) is reached only in long seeds
+/// (`vopr --long-share 100`, seeds 5, 75, 89), which still fail later on state sync.
+const RARE: [(Mark, &[u64]); 1] = [(Mark::FullRingNoopSlot, &[634, 1586])];
+
+#[test]
+fn the_rare_marks_are_hit_by_their_seeds() {
+    for (mark, seeds) in RARE {
+        for &seed in seeds {
+            let outcome =
+                run_seed(Options::from_seed(seed)).unwrap_or_else(|p| panic!("{seed}: {p}"));
+            assert!(
+                outcome.verdict.passed(),
+                "seed {seed}: {:?}",
+                outcome.verdict
+            );
+            assert!(
+                outcome.marks.count(mark) > 0,
+                "seed {seed} no longer hits {}",
+                mark.name()
+            );
+        }
+    }
 }

@@ -333,7 +333,10 @@ impl<S: StateMachine> Replica<S> {
         }
         if self.count == 1 {
             // Commits the log; the checkpoint that follows frees the ring for a later election.
-            self.commit = self.commit.max(self.journal.durable());
+            if self.journal.durable() > self.commit {
+                self.marks.hit(Mark::FullRingNoopSlot);
+                self.commit = self.journal.durable();
+            }
             return false;
         }
         let reported: Vec<u64> = self
@@ -350,6 +353,7 @@ impl<S: StateMachine> Replica<S> {
         }
         self.stats.truncated += 1;
         self.marks.hit(Mark::LogTruncation);
+        self.marks.hit(Mark::FullRingNoopSlot);
         true
     }
 
