@@ -35,8 +35,8 @@ fn a_fixed_batch_hits_every_mark() {
 
 /// Marks too rare for the fixed batch (a few seeds in a thousand), with seeds that hit them.
 /// `full_ring_noop_slot`: about 2 seeds in 1,000 reach it on a single replica; the cluster
-/// branch (a candidate discarding entries no quorum holds) is reached only in long seeds
-/// (`vopr --long-share 100`, seeds 5, 75, 89), which still fail later on state sync.
+/// branch (a candidate discarding entries no quorum holds) in long seeds (`vopr --long-share
+/// 100`), and on purpose in `sim/tests/full_ring.rs`.
 const RARE: [(Mark, &[u64]); 1] = [(Mark::FullRingNoopSlot, &[634, 1586])];
 
 #[test]
