@@ -410,6 +410,9 @@ struct Node {
     /// reached it meanwhile (its socket buffers).
     paused: Option<(u64, u64)>,
     inbox: Vec<(u8, Vec<u8>)>,
+    /// The last index durable on this replica when it last crashed while ready: recovery must
+    /// bring back at least that much (`Event::Opened`).
+    durable_at_crash: Option<u64>,
 }
 
 /// Ticks the settle phase may take to answer every outstanding request and converge.
@@ -485,6 +488,7 @@ impl Simulation {
                     incarnation,
                     paused: None,
                     inbox: Vec::new(),
+                    durable_at_crash: None,
                 }
             })
             .collect();
@@ -1084,6 +1088,7 @@ impl Simulation {
             self.prng.fork(),
         );
         self.nodes[r].replaced = true;
+        self.nodes[r].durable_at_crash = None; // a fresh data file holds nothing
         self.nodes[r].incarnation = incarnation;
         if !self.nodes[r].up {
             self.restart(r);
@@ -1095,6 +1100,9 @@ impl Simulation {
         self.trace.u64(0xc4a5).u64(r as u64).u64(self.tick);
         let node = &mut self.nodes[r];
         tracing::debug!(tick = self.tick, replica = r, status = ?node.replica.status(), pending = node.storage.pending(), "crash");
+        if node.replica.status() == Status::Ready {
+            node.durable_at_crash = Some(node.replica.durable_index());
+        }
         node.storage.crash();
         node.grid.crash(self.prng.next_u64());
         node.up = false;
@@ -1241,6 +1249,13 @@ impl Simulation {
                         .storage
                         .damaged_within(layout.zone_start(zone), layout.zone_size(zone))
                 });
+                // Recovery never drops a durable entry: it keeps a damaged one as faulty.
+                if let Some(durable) = self.nodes[r].durable_at_crash.filter(|&d| head < d) {
+                    return Err(Violation(format!(
+                        "replica {replica} recovered its log up to {head}, but {durable} was \
+                         durable when it crashed: recovery dropped durable entries"
+                    )));
+                }
                 if faulty > 0 && !wal_damaged {
                     return Err(Violation(format!(
                         "replica {replica} recovered {faulty} faulty WAL entries, but no fault \

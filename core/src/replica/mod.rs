@@ -467,6 +467,17 @@ impl<S: StateMachine> Replica<S> {
         self.journal.head()
     }
 
+    /// The last index durable here (entries and redundant headers, or the durable checkpoint):
+    /// recovery must bring back at least that much. While a checkpoint from the leader installs,
+    /// the journal already counts the new anchor, which is not durable until its superblock is:
+    /// then only the durable checkpoint is certain.
+    pub fn durable_index(&self) -> u64 {
+        if self.installing() {
+            return self.superblock.checkpoint_index;
+        }
+        self.journal.durable()
+    }
+
     pub fn checkpoint_index(&self) -> u64 {
         self.superblock.checkpoint_index
     }
