@@ -1100,7 +1100,9 @@ impl Simulation {
         self.trace.u64(0xc4a5).u64(r as u64).u64(self.tick);
         let node = &mut self.nodes[r];
         tracing::debug!(tick = self.tick, replica = r, status = ?node.replica.status(), pending = node.storage.pending(), "crash");
-        if node.replica.status() == Status::Ready {
+        // Ready, or stopped by a failed write (which landed nowhere); while opening, what the
+        // last crash left stands.
+        if matches!(node.replica.status(), Status::Ready | Status::Halted) {
             node.durable_at_crash = Some(node.replica.durable_index());
         }
         node.storage.crash();
@@ -1250,7 +1252,8 @@ impl Simulation {
                         .damaged_within(layout.zone_start(zone), layout.zone_size(zone))
                 });
                 // Recovery never drops a durable entry: it keeps a damaged one as faulty.
-                if let Some(durable) = self.nodes[r].durable_at_crash.filter(|&d| head < d) {
+                // (Checked once per crash: a later truncation by a new leader may lower it.)
+                if let Some(durable) = self.nodes[r].durable_at_crash.take().filter(|&d| head < d) {
                     return Err(Violation(format!(
                         "replica {replica} recovered its log up to {head}, but {durable} was \
                          durable when it crashed: recovery dropped durable entries"
