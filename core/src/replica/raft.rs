@@ -273,6 +273,10 @@ impl<S: StateMachine> Replica<S> {
 
     fn become_candidate(&mut self) {
         self.raft.term += 1;
+        // What this replica knew to equal a leader's log was of the old term: the next leader's
+        // log may differ anywhere past the commit index (become_follower resets it only on a
+        // higher term, and a candidate follows the winner of its own term).
+        self.raft.match_bound = self.commit;
         self.raft.voted_for = Some(self.id);
         self.raft.role = Role::Candidate;
         self.raft.leader = None;
