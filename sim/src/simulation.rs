@@ -372,7 +372,25 @@ pub struct Outcome {
     /// Coverage marks of every replica in every incarnation, and requests answered "evicted".
     pub marks: Marks,
     pub evicted: u64,
+    /// How often each fault of the wider model struck (to show a batch reaches them).
+    pub wider: WiderFaults,
     pub trace_hash: u64,
+}
+
+/// Counts of the wider fault model's faults in one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WiderFaults {
+    /// Replicas stopped by a failed write (then restarted), and the write errors injected.
+    pub write_failures: u64,
+    pub write_errors: u64,
+    pub misdirected_reads: u64,
+    pub stalls: u64,
+    pub delay_spikes: u64,
+    pub corrupted_packets: u64,
+    pub client_cuts: u64,
+    /// Requests clients gave up on, and process pauses.
+    pub given_up: u64,
+    pub pauses: u64,
 }
 
 struct Pending {
@@ -441,9 +459,8 @@ pub struct Simulation {
     checkpoints: u64,
     /// Requests answered "evicted" (their clients started over under new ids).
     evicted: u64,
-    /// Replicas stopped by a failed write (then restarted), and requests clients gave up on.
-    write_failures: u64,
-    given_up: u64,
+    /// Counts of the wider model's faults the simulation itself injects.
+    wider: WiderFaults,
     /// The marks of replica incarnations that ended (a restart makes a new `Replica`).
     marks: Marks,
     settling: bool,
@@ -538,8 +555,7 @@ impl Simulation {
             faults: 0,
             checkpoints: 0,
             evicted: 0,
-            write_failures: 0,
-            given_up: 0,
+            wider: WiderFaults::default(),
             marks: Marks::default(),
             settling: false,
             scratch: Vec::new(),
@@ -609,8 +625,24 @@ impl Simulation {
                 .sum(),
             marks,
             evicted: self.evicted,
+            wider: self.wider_faults(),
             trace_hash: self.trace.finish(),
         }
+    }
+
+    fn wider_faults(&self) -> WiderFaults {
+        let mut wider = self.wider;
+        for node in &self.nodes {
+            let stats = &node.storage.stats;
+            wider.write_errors += stats.write_errors;
+            wider.misdirected_reads += stats.misdirected_reads;
+            wider.stalls += stats.stalls;
+        }
+        let network = &self.network.stats;
+        wider.delay_spikes = network.spikes;
+        wider.corrupted_packets = network.corrupted;
+        wider.client_cuts = network.client_cuts;
+        wider
     }
 
     /// Measures leader failover: `trials` times, crash the leader (it stays down) and count the
@@ -992,6 +1024,7 @@ impl Simulation {
                 let until = self.tick + self.prng.range(1, self.options.pause_max);
                 self.trace.u64(0x9a05e).u64(r as u64).u64(until);
                 tracing::debug!(tick = self.tick, replica = r, until, "pause");
+                self.wider.pauses += 1;
                 self.nodes[r].paused = Some((self.tick, until));
             }
             if self.nodes[r].up {
@@ -1346,7 +1379,7 @@ impl Simulation {
                     ?error,
                     "write failed: stop"
                 );
-                self.write_failures += 1;
+                self.wider.write_failures += 1;
                 self.crash(r);
                 if self.settling && !self.nodes[r].up {
                     self.restart(r); // a write submitted before the faults stopped failed after
@@ -1515,7 +1548,7 @@ impl Simulation {
     /// as a new client.
     fn give_up(&mut self, c: usize) {
         let pending = self.clients[c].pending.take().expect("a request in flight");
-        self.given_up += 1;
+        self.wider.given_up += 1;
         self.trace
             .u64(0x9e7)
             .u64(self.clients[c].id)

@@ -230,16 +230,12 @@ impl SimStorage {
         match io {
             Pending::Write {
                 id,
-                target,
-                data,
                 error: Some(error),
-            } => {
-                let _ = (target, data);
-                Completion::Write {
-                    id,
-                    result: Err(error),
-                }
-            }
+                ..
+            } => Completion::Write {
+                id,
+                result: Err(error),
+            },
             Pending::Write {
                 id,
                 target,
@@ -352,54 +348,49 @@ impl SimStorage {
     /// Where a read really reads: its own place, or (misdirected) another place of its zone,
     /// which the replica must take for damage there.
     fn misdirect_source(&mut self, offset: u64, len: u64) -> u64 {
-        let zone = self.layout.zone_of(offset).expect("inside the file").0;
-        if !self.faults.atlas.misdirect.contains(&zone)
-            || !self.prng.chance(self.faults.misdirect_read)
-        {
+        let chance = self.faults.misdirect_read;
+        let Some(source) = self.elsewhere(offset, len, chance) else {
             return offset;
-        }
-        let sector = self.layout.sector_size;
-        let start = self.layout.zone_start(zone);
-        let size = self.layout.zone_size(zone);
-        if len >= size {
-            return offset;
-        }
-        let source = start + self.prng.range(0, (size - len) / sector) * sector;
-        if source != offset {
-            self.stats.misdirected_reads += 1;
-            // What the replica read there is wrong, as if the sectors were damaged: a report
-            // naming them is explained.
-            for s in (offset / sector)..(offset + len).div_ceil(sector) {
-                self.damaged.insert(s);
-            }
-        }
+        };
+        self.stats.misdirected_reads += 1;
+        // What the replica read there is wrong, as if the sectors were damaged: a report naming
+        // them is explained.
+        self.mark_damaged(offset, len);
         source
     }
 
     fn misdirect_target(&mut self, offset: u64, len: u64) -> u64 {
-        let zone = self.layout.zone_of(offset).expect("inside the file").0;
-        if !self.faults.atlas.misdirect.contains(&zone) || !self.prng.chance(self.faults.misdirect)
-        {
+        let Some(target) = self.elsewhere(offset, len, self.faults.misdirect) else {
             return offset;
+        };
+        self.stats.misdirected += 1;
+        // Both the intended location (which keeps stale bytes) and the target are damaged.
+        self.mark_damaged(offset, len);
+        self.mark_damaged(target, len);
+        target
+    }
+
+    /// With `chance`, and where the atlas lets IO of `offset`'s zone go astray: another
+    /// sector-aligned place of the same zone for `len` bytes.
+    fn elsewhere(&mut self, offset: u64, len: u64, chance: Ppm) -> Option<u64> {
+        let zone = self.layout.zone_of(offset).expect("inside the file").0;
+        if !self.faults.atlas.misdirect.contains(&zone) || !self.prng.chance(chance) {
+            return None;
         }
         let sector = self.layout.sector_size;
-        let start = self.layout.zone_start(zone);
         let size = self.layout.zone_size(zone);
         if len >= size {
-            return offset;
+            return None;
         }
-        let target = start + self.prng.range(0, (size - len) / sector) * sector;
-        if target != offset {
-            self.stats.misdirected += 1;
-            // Both the intended location (which keeps stale bytes) and the target are damaged.
-            for s in (offset / sector)..(offset + len).div_ceil(sector) {
-                self.damaged.insert(s);
-            }
-            for s in (target / sector)..(target + len).div_ceil(sector) {
-                self.damaged.insert(s);
-            }
-        }
-        target
+        let place =
+            self.layout.zone_start(zone) + self.prng.range(0, (size - len) / sector) * sector;
+        (place != offset).then_some(place)
+    }
+
+    fn mark_damaged(&mut self, offset: u64, len: u64) {
+        let sector = self.layout.sector_size;
+        self.damaged
+            .extend((offset / sector)..(offset + len).div_ceil(sector));
     }
 }
 

@@ -4,7 +4,10 @@
 //! no seed hits is a branch no checker sees.
 
 use ziggy_core::marks::{Mark, Marks};
-use ziggy_sim::{run_seed, Options};
+use ziggy_sim::{run_seed, Options, WiderFaults};
+
+/// Reads one count of the wider fault model from a run's outcome.
+type Count = fn(&WiderFaults) -> u64;
 
 /// Seeds 0..SEEDS (the batch `vopr --seed 0 --count 300` runs).
 const SEEDS: u64 = 300;
@@ -12,6 +15,7 @@ const SEEDS: u64 = 300;
 #[test]
 fn a_fixed_batch_hits_every_mark() {
     let mut seeds_hitting = Marks::default();
+    let mut wider = Vec::new();
     for seed in 0..SEEDS {
         let outcome = run_seed(Options::from_seed(seed)).unwrap_or_else(|p| panic!("{seed}: {p}"));
         assert!(
@@ -19,6 +23,7 @@ fn a_fixed_batch_hits_every_mark() {
             "seed {seed}: {:?}",
             outcome.verdict
         );
+        wider.push(outcome.wider);
         for (mark, n) in outcome.marks.iter() {
             if n > 0 {
                 seeds_hitting.hit(mark);
@@ -31,6 +36,28 @@ fn a_fixed_batch_hits_every_mark() {
         .map(|m| m.name())
         .collect();
     assert!(unhit.is_empty(), "no seed of 0..{SEEDS} hit {unhit:?}");
+    // Every fault of the wider model strikes somewhere in the batch.
+    let reached = |count: Count| wider.iter().filter(|w| count(w) > 0).count();
+    let faults: [(&str, Count); 9] = [
+        ("write failures", |w| w.write_failures),
+        ("write errors", |w| w.write_errors),
+        ("misdirected reads", |w| w.misdirected_reads),
+        ("stalls", |w| w.stalls),
+        ("delay spikes", |w| w.delay_spikes),
+        ("corrupted packets", |w| w.corrupted_packets),
+        ("client cuts", |w| w.client_cuts),
+        ("requests given up", |w| w.given_up),
+        ("pauses", |w| w.pauses),
+    ];
+    let unreached: Vec<&str> = faults
+        .iter()
+        .filter(|(_, count)| reached(*count) == 0)
+        .map(|(name, _)| *name)
+        .collect();
+    assert!(
+        unreached.is_empty(),
+        "no seed of 0..{SEEDS} had {unreached:?}"
+    );
 }
 
 /// Marks too rare for the fixed batch (a few seeds in a thousand), with seeds that hit them.
