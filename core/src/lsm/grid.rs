@@ -29,7 +29,7 @@ pub enum BlockKind {
 }
 
 impl BlockKind {
-    fn from_u8(byte: u8) -> Option<BlockKind> {
+    pub fn from_u8(byte: u8) -> Option<BlockKind> {
         Some(match byte {
             1 => BlockKind::Data,
             2 => BlockKind::Index,

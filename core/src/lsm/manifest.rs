@@ -260,6 +260,14 @@ pub fn write_chain(
     Ok(next)
 }
 
+/// Splits the payload of one chain block into the link to the next block (None at the chain's
+/// end) and this block's share of the chain's bytes.
+pub fn chain_link(payload: &[u8]) -> Option<(Option<BlockRef>, &[u8])> {
+    let link = BlockRef::decode(payload)?;
+    let next = (link.address != NO_NEXT).then_some(link);
+    Some((next, &payload[BlockRef::ENCODED_SIZE..]))
+}
+
 /// Reads a chain written by [`write_chain`]: its bytes and the addresses of its blocks.
 pub fn read_chain(
     store: &mut dyn BlockStore,

@@ -6,6 +6,7 @@
 //! - [`table`]: tables (data blocks, index, filter); [`block`]: data blocks; [`bloom`]: filters.
 //! - [`grid`]: checksummed blocks, the free set, block stores; [`cache`]: the block cache.
 //! - [`manifest`]: the tree's shape in the grid — a root naming chunks of table metadata.
+//! - [`sync`]: state sync — which blocks of a checkpoint a replica lacks, fetched by reference.
 //! - [`varint`]: LEB128 variable-length integers for the encodings.
 
 pub mod block;
@@ -16,6 +17,7 @@ pub mod entries;
 pub mod grid;
 pub mod manifest;
 pub mod memtable;
+pub mod sync;
 pub mod table;
 pub mod tree;
 pub mod varint;

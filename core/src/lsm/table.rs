@@ -240,7 +240,8 @@ impl Loaded {
     }
 }
 
-fn decode_index(bytes: &[u8]) -> Option<Vec<IndexEntry>> {
+/// Decodes a table's index blob (the data blocks' last keys and references).
+pub fn decode_index(bytes: &[u8]) -> Option<Vec<IndexEntry>> {
     let mut reader = Reader::new(bytes);
     let n = usize::try_from(reader.varint()?).ok()?;
     if n > bytes.len() {
