@@ -37,6 +37,10 @@ pub enum Mark {
     WalWrap,
     /// A lagging or state-lost replica installed a checkpoint from the leader.
     StateSync,
+    /// A state sync restarted at a newer checkpoint (the leader checkpointed again, or changed).
+    StateSyncRetarget,
+    /// A replica opened with a state sync under way (its grid no longer holds its checkpoint).
+    StateSyncResume,
     /// The state machine's storage failed and the replica dropped its state for the leader's.
     StateLost,
     /// The LSM flushed a memtable into level 0.
@@ -51,7 +55,7 @@ pub enum Mark {
 }
 
 impl Mark {
-    pub const ALL: [Mark; 20] = [
+    pub const ALL: [Mark; 22] = [
         Mark::ElectionWon,
         Mark::LogTruncation,
         Mark::EntryRepair,
@@ -66,6 +70,8 @@ impl Mark {
         Mark::Checkpoint,
         Mark::WalWrap,
         Mark::StateSync,
+        Mark::StateSyncRetarget,
+        Mark::StateSyncResume,
         Mark::StateLost,
         Mark::MemtableFlush,
         Mark::CompactionLevel1,
@@ -90,6 +96,8 @@ impl Mark {
             Mark::Checkpoint => "checkpoint",
             Mark::WalWrap => "wal_wrap",
             Mark::StateSync => "state_sync",
+            Mark::StateSyncRetarget => "state_sync_retarget",
+            Mark::StateSyncResume => "state_sync_resume",
             Mark::StateLost => "state_lost",
             Mark::MemtableFlush => "memtable_flush",
             Mark::CompactionLevel1 => "compaction_level_1",

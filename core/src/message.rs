@@ -49,9 +49,17 @@ pub enum Command {
     Reply = 8,
     /// a = the checkpoint index the sender has (asks for a newer checkpoint).
     StateRequest = 9,
-    /// a = checkpoint index, b = offset of this chunk, c = total size, d = checkpoint checksum
-    /// (low 32 bits) and checkpoint term (high 32 bits). Body: a chunk of the checkpoint blob.
-    StateChunk = 10,
+    // 10 was `StateChunk`, the whole-state transfer that state sync replaced.
+    /// Leader to a peer behind its checkpoint: a = checkpoint index, b = checkpoint checksum (low
+    /// 32 bits) and term (high 32 bits), c = checkpoint timestamp, d = the blob's checksum.
+    /// Body: the checkpoint blob (client table, then the state machine's bytes).
+    SyncOffer = 11,
+    /// A syncing replica asks for blocks of the checkpoint it syncs to: a = its index, b = its
+    /// blob checksum. Body: up to a few (address u64, checksum u32, kind u8) records.
+    BlockRequest = 12,
+    /// Leader: a = its checkpoint index, b = address, c = checksum, d = kind | found << 8.
+    /// Body: the block without its zero padding (empty when not found).
+    Block = 13,
 }
 
 impl Command {
@@ -66,7 +74,9 @@ impl Command {
             7 => Command::Request,
             8 => Command::Reply,
             9 => Command::StateRequest,
-            10 => Command::StateChunk,
+            11 => Command::SyncOffer,
+            12 => Command::BlockRequest,
+            13 => Command::Block,
             _ => return None,
         })
     }
@@ -239,6 +249,16 @@ mod tests {
             Header::decode(&bytes[..10], 9, 2),
             Err(MessageError::Truncated)
         );
+        let retired = Header::new(9, 3, Command::Append, 1, 2);
+        let mut old = Vec::new();
+        retired.encode(b"", &mut old);
+        old[28] = 10; // StateChunk, retired (the checksum is fixed up below)
+        let sum = checksum(&old[4..MESSAGE_HEADER_SIZE]);
+        old[0..4].copy_from_slice(&sum.to_le_bytes());
+        assert!(Header::decode(&old, 9, 2).is_err(), "a retired command");
+        for command in [Command::SyncOffer, Command::BlockRequest, Command::Block] {
+            assert_eq!(Command::from_u8(command as u8), Some(command));
+        }
         for at in 0..bytes.len() {
             let mut copy = bytes.clone();
             copy[at] ^= 0x40;

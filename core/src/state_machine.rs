@@ -5,10 +5,10 @@
 //! Later data models (Redis types, graph, vectors) are further state machines on the same core.
 
 use crate::config::Config;
+use crate::lsm::sync::{Walk, WalkStats, Want};
 use crate::lsm::tree::KeyValue;
-use crate::lsm::{self, BlockStore, Engine, Snapshot, Write};
+use crate::lsm::{self, BlockStore, Engine, Write};
 use crate::wal::header::{EntryHeader, Operation};
-use std::collections::BTreeMap;
 
 /// A snapshot that does not decode.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,10 +105,21 @@ pub trait StateMachine: Sized {
     /// Returns to the state named by [`StateMachine::checkpoint`]'s bytes (empty: the empty
     /// state), as after a restart. Never panics on bad bytes.
     fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError>;
-    /// The state as of the last checkpoint (or restore), in a form any replica can import.
-    fn export(&mut self, out: &mut Vec<u8>) -> Result<(), StateError>;
-    /// Makes the state equal to an export's. Never panics on bad bytes.
-    fn import(&mut self, bytes: &[u8]) -> Result<(), StateError>;
+    /// Starts taking in a peer's checkpoint, named by the bytes its [`StateMachine::checkpoint`]
+    /// made: from here the state is unusable until [`StateMachine::sync_finish`] (the sync
+    /// overwrites the grid under it). Never panics on bad bytes.
+    fn sync_begin(&mut self, bytes: &[u8]) -> Result<(), StateError>;
+    /// Appends up to `max` more blocks the sync lacks to `wants`; returns whether it lacks none.
+    fn sync_poll(&mut self, wants: &mut Vec<Want>, max: usize) -> Result<bool, StateError>;
+    /// A wanted block arrived; false (and nothing written) if it is not the block wanted.
+    fn sync_block(&mut self, want: Want, bytes: &[u8]) -> Result<bool, StateError>;
+    /// The sync's counters so far.
+    fn sync_stats(&self) -> WalkStats;
+    /// Makes what the sync wrote durable and opens the checkpoint `bytes` name (the ones given
+    /// to [`StateMachine::sync_begin`]).
+    fn sync_finish(&mut self, bytes: &[u8]) -> Result<(), StateError>;
+    /// Copies the block `want` names into `out` (without its padding) if this grid holds it.
+    fn serve_block(&mut self, want: Want, out: &mut Vec<u8>) -> bool;
     /// A digest of the whole state, equal on replicas with equal states.
     fn digest(&mut self) -> Result<u64, StateError>;
     /// Adds the state machine's coverage marks (its storage engine's flushes and compactions).
@@ -121,10 +132,8 @@ pub trait StateMachine: Sized {
 /// follows what changed, not the data's size.
 pub struct KvStateMachine {
     engine: Engine<Grid>,
-    /// Pinned at the last durable checkpoint (or restore), so that `export` can read that state.
-    checkpointed: Option<Snapshot>,
-    /// Pinned at the checkpoint being made durable.
-    pending: Option<Snapshot>,
+    /// A peer's checkpoint being taken in (state sync).
+    sync: Option<Walk>,
     key_size_max: usize,
     value_size_max: usize,
 }
@@ -205,13 +214,6 @@ impl KvStateMachine {
     }
 
     /// The pending checkpoint's snapshot becomes the exported one.
-    fn promote_pending(&mut self) {
-        if let Some(old) = self.checkpointed.take() {
-            self.engine.release(old);
-        }
-        self.checkpointed = self.pending.take();
-    }
-
     /// Every live pair at `sequence`.
     fn all_pairs(&mut self, sequence: u64) -> Result<Vec<KeyValue>, StateError> {
         Ok(self.engine.scan(&[], None, sequence, usize::MAX, false)?)
@@ -221,6 +223,19 @@ impl KvStateMachine {
 /// The bytes naming a checkpoint: a marker, then the LSM checkpoint (or nothing when empty).
 const CHECKPOINT_EMPTY: u8 = 0;
 const CHECKPOINT_LSM: u8 = 1;
+
+/// The LSM checkpoint a state machine's checkpoint bytes name (None: the empty state).
+fn decode_checkpoint(bytes: &[u8]) -> Result<Option<lsm::Checkpoint>, StateError> {
+    match bytes.split_first() {
+        None | Some((&CHECKPOINT_EMPTY, [])) => Ok(None),
+        Some((&CHECKPOINT_LSM, rest)) if rest.len() == lsm::Checkpoint::ENCODED_SIZE => {
+            let checkpoint =
+                lsm::Checkpoint::decode(rest).ok_or(StateError::Decode("checkpoint"))?;
+            Ok(Some(checkpoint))
+        }
+        _ => Err(StateError::Decode("unknown checkpoint form")),
+    }
+}
 
 impl StateMachine for KvStateMachine {
     fn marks(&self, marks: &mut crate::marks::Marks) {
@@ -236,8 +251,7 @@ impl StateMachine for KvStateMachine {
         let engine = Engine::open(grid, config.lsm.clone(), None).expect("an empty engine opens");
         KvStateMachine {
             engine,
-            checkpointed: None,
-            pending: None,
+            sync: None,
             key_size_max: config.key_size_max as usize,
             value_size_max: config.value_size_max as usize,
         }
@@ -341,91 +355,76 @@ impl StateMachine for KvStateMachine {
     }
 
     fn checkpoint(&mut self, out: &mut Vec<u8>) -> Result<(), StateError> {
+        assert!(self.sync.is_none(), "no checkpoint of a state being synced");
         let checkpoint = self.engine.checkpoint()?;
         out.push(CHECKPOINT_LSM);
         out.extend_from_slice(&checkpoint.encode());
-        assert!(self.pending.is_none(), "one checkpoint at a time");
-        self.pending = Some(self.engine.snapshot());
         Ok(())
     }
 
     fn checkpoint_durable(&mut self) {
         self.engine.checkpoint_durable();
-        self.promote_pending();
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
-        // Reopening forgets every snapshot.
-        self.checkpointed = None;
-        self.pending = None;
-        let checkpoint = match bytes.split_first() {
-            None => None,
-            Some((&CHECKPOINT_EMPTY, [])) => None,
-            Some((&CHECKPOINT_LSM, rest)) if rest.len() == lsm::Checkpoint::ENCODED_SIZE => {
-                Some(lsm::Checkpoint::decode(rest).ok_or(StateError::Decode("checkpoint"))?)
-            }
-            _ => return Err(StateError::Decode("unknown checkpoint form")),
-        };
+        self.sync = None;
+        let checkpoint = decode_checkpoint(bytes)?;
         self.engine.reopen(checkpoint)?;
-        self.pending = Some(self.engine.snapshot());
-        self.promote_pending();
         Ok(())
     }
 
-    /// Count (u64), then per pair: key length (u16), key, value length (u32), value.
-    fn export(&mut self, out: &mut Vec<u8>) -> Result<(), StateError> {
-        let sequence = match &self.checkpointed {
-            Some(snapshot) => snapshot.sequence,
-            None => self.engine.sequence(),
-        };
-        let pairs = self.all_pairs(sequence)?;
-        out.extend_from_slice(&(pairs.len() as u64).to_le_bytes());
-        for (key, value) in &pairs {
-            out.extend_from_slice(&(key.len() as u16).to_le_bytes());
-            out.extend_from_slice(key);
-            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-            out.extend_from_slice(value);
+    fn sync_begin(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let checkpoint = decode_checkpoint(bytes)?;
+        let levels = self.engine.options().levels;
+        self.sync = Some(Walk::new(checkpoint.map(|c| c.manifest), levels));
+        Ok(())
+    }
+
+    fn sync_poll(&mut self, wants: &mut Vec<Want>, max: usize) -> Result<bool, StateError> {
+        let walk = self.sync.as_mut().expect("a sync in progress");
+        Ok(walk.poll(self.engine.store_mut(), wants, max)?)
+    }
+
+    fn sync_block(&mut self, want: Want, bytes: &[u8]) -> Result<bool, StateError> {
+        let walk = self.sync.as_mut().expect("a sync in progress");
+        Ok(walk.arrived(self.engine.store_mut(), want, bytes)?)
+    }
+
+    fn sync_stats(&self) -> WalkStats {
+        self.sync.as_ref().map(Walk::stats).unwrap_or_default()
+    }
+
+    fn sync_finish(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let walk = self.sync.take().expect("a sync in progress");
+        assert!(walk.is_done(), "a sync finishes with every block in place");
+        let store = self.engine.store_mut();
+        if store.block_count() < walk.free_count() {
+            store.grow(walk.free_count()).map_err(lsm::Error::from)?;
         }
-        Ok(())
+        store
+            .sync()
+            .map_err(|e| lsm::Error::from(lsm::GridError::Write(e)))?;
+        self.restore(bytes)
     }
 
-    /// Applied as writes on top of the current state (deleting what the export lacks), so that
-    /// the last durable checkpoint's blocks stay intact until the next checkpoint replaces it.
-    fn import(&mut self, bytes: &[u8]) -> Result<(), StateError> {
-        let mut reader = Reader(bytes);
-        let count = reader.u64().ok_or(DecodeError("truncated count"))?;
-        let mut pairs: BTreeMap<&[u8], &[u8]> = BTreeMap::new();
-        for _ in 0..count {
-            let key_len = reader.u16().ok_or(DecodeError("truncated key length"))? as usize;
-            let key = reader.take(key_len).ok_or(DecodeError("truncated key"))?;
-            let value_len = reader.u32().ok_or(DecodeError("truncated value length"))? as usize;
-            let value = reader
-                .take(value_len)
-                .ok_or(DecodeError("truncated value"))?;
-            if key.is_empty()
-                || key.len() > self.key_size_max
-                || value.len() > self.value_size_max
-                || pairs.insert(key, value).is_some()
-            {
-                return Err(StateError::Decode("bad or duplicate pair"));
+    fn serve_block(&mut self, want: Want, out: &mut Vec<u8>) -> bool {
+        let store = self.engine.store_mut();
+        let address = want.reference.address;
+        if address >= store.block_count() {
+            return false;
+        }
+        out.resize(store.block_size(), 0);
+        if store.read_block(address, out).is_err() {
+            return false;
+        }
+        match lsm::grid::open(out, want.kind, want.reference) {
+            Ok(payload) => {
+                let len = lsm::grid::HEADER_SIZE + payload.len();
+                out.truncate(len);
+                true
             }
+            Err(_) => false,
         }
-        if !reader.0.is_empty() {
-            return Err(StateError::Decode("trailing bytes"));
-        }
-        let current = self.all_pairs(self.engine.sequence())?;
-        let mut writes: Vec<Write> = current
-            .iter()
-            .filter(|(key, _)| !pairs.contains_key(key.as_slice()))
-            .map(|(key, _)| Write { key, value: None })
-            .collect();
-        writes.extend(pairs.iter().map(|(key, value)| Write {
-            key,
-            value: Some(value),
-        }));
-        let sequence = self.engine.sequence() + 1;
-        self.engine.apply(sequence, &writes)?;
-        Ok(())
     }
 
     fn digest(&mut self) -> Result<u64, StateError> {
@@ -480,7 +479,7 @@ mod tests {
     }
 
     #[test]
-    fn put_get_delete_cas_checkpoint_restore_export_import() {
+    fn put_get_delete_cas_checkpoint_restore_sync() {
         let config = Config::test();
         let mut kv = machine(&config);
         let put = |k: &[u8], v: &[u8]| KvStateMachine::put_body(k, v);
@@ -502,29 +501,33 @@ mod tests {
         kv.checkpoint(&mut named).unwrap();
         kv.checkpoint_durable();
         let digest = kv.digest().unwrap();
-        let mut export = Vec::new();
-        kv.export(&mut export).unwrap();
-        // Writes after the checkpoint: a restore forgets them, the export never saw them.
+        // Writes after the checkpoint: a restore forgets them, a sync of the checkpoint never
+        // sees them.
         apply(&mut kv, KvStateMachine::PUT, 7, &put(b"c", b"4"));
-        let mut later = Vec::new();
-        kv.export(&mut later).unwrap();
-        assert_eq!(later, export, "export reads the checkpoint's state");
-        kv.restore(&named).unwrap();
-        assert_eq!(kv.digest().unwrap(), digest);
-        assert_eq!(kv.get(b"c").unwrap(), None);
-
         let mut other = machine(&config);
         apply(
             &mut other,
             KvStateMachine::PUT,
             1,
-            &put(b"z", b"gone after import"),
+            &put(b"z", b"gone after sync"),
         );
-        other.import(&export).unwrap();
-        assert_eq!(other.digest().unwrap(), digest);
-        for cut in 0..export.len() {
-            assert!(other.import(&export[..cut]).is_err(), "cut at {cut}");
+        other.sync_begin(&named).unwrap();
+        let mut wants = Vec::new();
+        let mut block = Vec::new();
+        while !other.sync_poll(&mut wants, 4).unwrap() {
+            for want in wants.drain(..) {
+                assert!(kv.serve_block(want, &mut block));
+                assert!(other.sync_block(want, &block).unwrap());
+            }
         }
+        assert!(other.sync_stats().arrived > 0);
+        other.sync_finish(&named).unwrap();
+        assert_eq!(other.digest().unwrap(), digest);
+        assert_eq!(other.get(b"z").unwrap(), None);
+        kv.restore(&named).unwrap();
+        assert_eq!(kv.digest().unwrap(), digest);
+        assert_eq!(kv.get(b"c").unwrap(), None);
+        assert!(other.sync_begin(&named[..named.len() - 1]).is_err());
         assert!(kv.restore(&named[..named.len() - 1]).is_err());
     }
 

@@ -53,6 +53,10 @@ pub struct Superblock {
     /// The size and checksum of the checkpointed state, spread over grid blocks.
     pub state_size: u64,
     pub state_checksum: Checksum,
+    /// A state sync began: the grid may no longer hold the checkpoint's state (the sync writes
+    /// the leader's blocks over it), so opening must not restore it. Only the checkpoint that
+    /// completes the sync clears it.
+    pub state_sync: bool,
 }
 
 /// Why a copy does not decode.
@@ -99,6 +103,7 @@ impl Superblock {
             state_area: 0,
             state_size: 0,
             state_checksum: checksum(&[]),
+            state_sync: false,
         }
     }
 
@@ -124,6 +129,7 @@ impl Superblock {
         out[18..20].copy_from_slice(&copy.to_le_bytes());
         out[20] = self.replica;
         out[21] = self.state_area;
+        out[22] = self.state_sync as u8;
         out[24..32].copy_from_slice(&self.sequence.to_le_bytes());
         out[32..36].copy_from_slice(&self.parent.to_le_bytes());
         out[36..40].copy_from_slice(&self.checkpoint_checksum.to_le_bytes());
@@ -176,7 +182,7 @@ impl Superblock {
         if u16_at(18) != copy {
             return Err(SuperblockError::WrongCopy);
         }
-        if sector[92] == 0 || sector[20] >= sector[92] {
+        if sector[92] == 0 || sector[20] >= sector[92] || sector[22] > 1 {
             return Err(SuperblockError::Checksum);
         }
         Ok(Superblock {
@@ -197,6 +203,7 @@ impl Superblock {
             checkpoint_timestamp: u64_at(72),
             state_size: u64_at(80),
             state_checksum: u32_at(88),
+            state_sync: sector[22] == 1,
         })
     }
 }
@@ -254,6 +261,18 @@ mod tests {
             Superblock::decode(1, &sector),
             Err(SuperblockError::WrongCopy)
         );
+        // The state-sync flag survives successors; a copy from before the flag reads it clear.
+        let synced = Superblock {
+            state_sync: true,
+            ..sb
+        }
+        .successor();
+        synced.encode(0, &mut sector);
+        assert_eq!(sector[22], 1);
+        assert_eq!(Superblock::decode(0, &sector), Ok(synced));
+        sb.encode(0, &mut sector);
+        assert_eq!(sector[22], 0);
+        assert!(!Superblock::decode(0, &sector).unwrap().state_sync);
     }
 
     #[test]

@@ -181,7 +181,10 @@ fn a_candidate_with_a_ring_full_of_its_own_uncommitted_noops_leads_again() {
     let slots = Config::test().wal_slot_count;
     let isolated = |from: u8, header: &Header| {
         (from != 0 && matches!(header.command, Command::PreVote | Command::Vote))
-            || matches!(header.command, Command::Append | Command::StateChunk)
+            || matches!(
+                header.command,
+                Command::Append | Command::SyncOffer | Command::Block
+            )
     };
     let mut ticks = 0;
     while cluster.nodes[0]

@@ -1,5 +1,5 @@
 //! Applying committed entries, client sessions and their replies, checkpoints, superblock writes,
-//! repairs of faulty entries, and state transfer.
+//! repairs of faulty entries.
 //!
 //! **Apply**: entries are applied in index order, up to the commit index but never past what this
 //! replica holds durably (so an applied entry is always in its recovered log after a crash). A
@@ -15,20 +15,18 @@
 //! written to the idle half of the grid, and made current by the next superblock version once the
 //! blocks and the replies they refer to are durable.
 //!
-//! **State transfer**: a follower behind the leader's checkpoint receives it in chunks (the blob,
-//! plus the replies of its client table), installs it, and writes it as its own checkpoint before
-//! taking entries again.
+//! **State sync** (`sync.rs`) ends here: the checkpoint it installed is written as this
+//! replica's own, whose superblock version clears the `state_sync` flag.
 
 use super::{Error, Event, Replica, Role, Status};
 use crate::checkpoint;
-use crate::checksum::{checksum, Checksum};
+use crate::checksum::Checksum;
 use crate::config::PlantedBug;
 use crate::io::{IoId, IoKind, Storage};
 use crate::marks::Mark;
-use crate::message::{Command, Header};
 use crate::replica::RequestError;
 use crate::sessions::Sessions;
-use crate::state_machine::{Reader, StateError, StateMachine};
+use crate::state_machine::StateMachine;
 use crate::superblock::{Superblock, NO_VOTE};
 use crate::wal::batch::{self, RequestId};
 use crate::wal::header::{EntryHeader, Operation};
@@ -58,23 +56,6 @@ pub(crate) struct CheckpointProgress {
     /// Whether this checkpoint came from a peer (state transfer).
     pub installed: bool,
 }
-
-/// A checkpoint arriving from the leader in chunks.
-pub(crate) struct Transfer {
-    pub index: u64,
-    pub checksum: Checksum,
-    pub term: u64,
-    pub payload_checksum: Checksum,
-    /// Which chunks arrived (chunks may arrive in any order, more than once).
-    pub chunks: Vec<bool>,
-    pub payload: Vec<u8>,
-    /// Installed and being written as this replica's own checkpoint.
-    pub installing: bool,
-}
-
-/// The bytes of a state-transfer chunk's body before the payload: payload checksum (4) and the
-/// checkpoint's timestamp (8).
-const CHUNK_PREFIX: usize = 12;
 
 impl<S: StateMachine> Replica<S> {
     // ---------------------------------------------------------------------------------------
@@ -321,7 +302,7 @@ impl<S: StateMachine> Replica<S> {
         self.start_checkpoint(storage, progress, blob, replies);
     }
 
-    fn checkpoint_progress(
+    pub(crate) fn checkpoint_progress(
         &self,
         index: u64,
         checksum: Checksum,
@@ -345,7 +326,7 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    fn start_checkpoint<T: Storage>(
+    pub(crate) fn start_checkpoint<T: Storage>(
         &mut self,
         storage: &mut T,
         mut progress: CheckpointProgress,
@@ -423,9 +404,11 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         let vote = self.raft.voted_for.unwrap_or(NO_VOTE);
+        let state_sync = self.state_sync_flag();
         let raft_dirty = self.superblock.term != self.raft.term
             || self.superblock.voted_for != vote
-            || self.superblock.peers != self.raft.peers;
+            || self.superblock.peers != self.raft.peers
+            || self.superblock.state_sync != state_sync;
         let checkpoint_ready = self.checkpoint.as_ref().is_some_and(|c| c.ready);
         if !raft_dirty && !checkpoint_ready {
             return;
@@ -434,7 +417,10 @@ impl<S: StateMachine> Replica<S> {
         target.term = self.raft.term;
         target.voted_for = vote;
         target.peers = self.raft.peers;
+        target.state_sync = state_sync;
         if let Some(c) = self.checkpoint.as_ref().filter(|c| c.ready) {
+            // The checkpoint that completes a sync clears the flag in the same version.
+            target.state_sync &= !c.installed;
             target.checkpoint_index = c.index;
             target.checkpoint_checksum = c.checksum;
             target.checkpoint_term = c.term;
@@ -502,7 +488,10 @@ impl<S: StateMachine> Replica<S> {
             .take()
             .expect("a checkpoint was being written");
         let sb = self.superblock;
-        self.state.checkpoint_durable();
+        if !progress.installed {
+            // (An installed checkpoint freed nothing: the state machine opened it as it is.)
+            self.state.checkpoint_durable();
+        }
         self.journal.set_checkpoint(
             sb.checkpoint_index,
             sb.checkpoint_checksum,
@@ -510,16 +499,12 @@ impl<S: StateMachine> Replica<S> {
         );
         self.checkpoint_blob = std::mem::take(&mut self.pending_blob);
         std::mem::swap(&mut self.checkpoint_replies, &mut self.pending_replies);
-        self.transfer_payload = None;
         self.marks.hit(Mark::Checkpoint);
         if progress.installed {
-            self.marks.hit(Mark::StateSync);
-            self.transfer = None;
-            self.state_lost = false;
+            self.sync_installed();
             self.events.push(Event::Installed {
                 index: sb.checkpoint_index,
             });
-            self.raft.append_reply_due = true;
         }
         self.events.push(Event::Checkpointed {
             index: sb.checkpoint_index,
@@ -534,227 +519,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     // ---------------------------------------------------------------------------------------
-    // State transfer
-
-    /// Leader: sends a lagging peer the latest checkpoint, in chunks.
-    pub(crate) fn send_state(&mut self, peer: u8) {
-        // Building the payload for an earlier peer of the same heartbeat may have found the
-        // grid rotten: the state is then lost (the engine emptied) and this replica no longer
-        // leads. An export now would send that empty state as the checkpoint's.
-        if self.state_lost || self.raft.role != Role::Leader {
-            return;
-        }
-        let sb = self.superblock;
-        if self.transfer_payload.is_none() {
-            // Payload: blob length (u64), the blob in portable form (client table, then the
-            // state as of the checkpoint), then the checkpoint's client replies.
-            let blob = match self.portable_blob() {
-                Ok(blob) => blob,
-                Err(e) => return self.on_state_error(e),
-            };
-            let mut payload = (blob.len() as u64).to_le_bytes().to_vec();
-            payload.extend_from_slice(&blob);
-            payload.extend_from_slice(&self.checkpoint_replies);
-            self.transfer_payload = Some(payload);
-        }
-        let payload = self.transfer_payload.take().expect("built above");
-        let chunk_max = self.config.wal_entry_size_max as usize;
-        let payload_checksum = checksum(&payload);
-        let mut body = std::mem::take(&mut self.body_scratch);
-        for offset in (0..payload.len().max(1)).step_by(chunk_max) {
-            let end = (offset + chunk_max).min(payload.len());
-            body.clear();
-            body.extend_from_slice(&payload_checksum.to_le_bytes());
-            body.extend_from_slice(&sb.checkpoint_timestamp.to_le_bytes());
-            body.extend_from_slice(&payload[offset..end]);
-            let mut header = self.peer_header(Command::StateChunk, peer);
-            header.a = sb.checkpoint_index;
-            header.b = offset as u64;
-            header.c = payload.len() as u64;
-            header.d = sb.checkpoint_checksum as u64 | (sb.checkpoint_term << 32);
-            self.send(header, &body);
-        }
-        self.body_scratch = body;
-        self.transfer_payload = Some(payload);
-        self.stats.state_transfers += 1;
-    }
-
-    /// The last checkpoint's client table followed by the state's export (a local checkpoint
-    /// blob names blocks only this replica's grid holds).
-    fn portable_blob(&mut self) -> Result<Vec<u8>, StateError> {
-        let clients_max = self.config.clients_max as usize;
-        let (_, rest) = Sessions::decode(clients_max, self.reply_max(), &self.checkpoint_blob)
-            .ok_or(StateError::Decode("checkpoint client table"))?;
-        let table = self.checkpoint_blob.len() - rest.len();
-        let mut blob = self.checkpoint_blob[..table].to_vec();
-        self.state.export(&mut blob)?;
-        Ok(blob)
-    }
-
-    pub(crate) fn on_state_request(&mut self, header: &crate::message::Header) {
-        // The peer lost its state; its log starts after its checkpoint `a`, so only a checkpoint
-        // at or after it helps.
-        if self.raft.role != Role::Leader || self.state_lost {
-            return;
-        }
-        let checkpointed = !self.checkpoint_blob.is_empty();
-        if checkpointed && self.superblock.checkpoint_index >= header.a {
-            self.send_state(header.from);
-        } else {
-            self.checkpoint_wanted = true;
-        }
-    }
-
-    pub(crate) fn on_state_chunk(&mut self, header: &Header, body: &[u8]) {
-        self.raft.leader_contact = Some(self.ticks);
-        let index = header.a;
-        let hole_before = self
-            .journal
-            .first_faulty()
-            .is_some_and(|hole| hole <= index);
-        let lost = self.state_lost;
-        if !lost && !hole_before && self.journal.checksum_at(index) == Some(header.d as u32) {
-            // This replica holds the checkpoint's entry itself: by the hash chain its log equals
-            // the leader's up to there. Say so, and the leader resumes sending entries.
-            self.raft.match_bound = self.raft.match_bound.max(index);
-            self.raft.append_reply_due = true;
-            return;
-        }
-        let behind = if lost {
-            index < self.journal.checkpoint()
-        } else {
-            index <= self.applied.max(self.journal.checkpoint())
-        };
-        if behind || body.len() < CHUNK_PREFIX {
-            self.raft.append_reply_due = true;
-            return;
-        }
-        let payload_checksum = u32::from_le_bytes(body[0..4].try_into().unwrap());
-        let timestamp = u64::from_le_bytes(body[4..12].try_into().unwrap());
-        let (offset, total) = (header.b, header.c);
-        let chunk = &body[CHUNK_PREFIX..];
-        let limit = checkpoint::area_capacity(&self.layout) * 2;
-        if total > limit || offset + chunk.len() as u64 > total {
-            return;
-        }
-        let fresh = !self
-            .transfer
-            .as_ref()
-            .is_some_and(|t| t.index == index && t.payload_checksum == payload_checksum);
-        if fresh {
-            if self.transfer.as_ref().is_some_and(|t| t.installing) {
-                return; // finish installing the checkpoint we have first
-            }
-            self.transfer = Some(Transfer {
-                index,
-                checksum: header.d as u32,
-                term: header.d >> 32,
-                payload_checksum,
-                chunks: vec![
-                    false;
-                    (total as usize)
-                        .div_ceil(self.config.wal_entry_size_max as usize)
-                        .max(1)
-                ],
-                payload: vec![0; total as usize],
-                installing: false,
-            });
-            self.transfer_timestamp = timestamp;
-        }
-        let transfer = self.transfer.as_mut().expect("set above");
-        if transfer.installing {
-            return;
-        }
-        let chunk_max = self.config.wal_entry_size_max as usize;
-        let at = offset as usize;
-        if !at.is_multiple_of(chunk_max) || at / chunk_max >= transfer.chunks.len() {
-            return;
-        }
-        transfer.payload[at..at + chunk.len()].copy_from_slice(chunk);
-        transfer.chunks[at / chunk_max] = true;
-    }
-
-    /// Installs a fully received checkpoint once the journal has no writes in flight.
-    pub(crate) fn maybe_install<T: Storage>(&mut self, storage: &mut T) {
-        let Some(transfer) = &self.transfer else {
-            return;
-        };
-        let behind = if self.state_lost {
-            transfer.index < self.journal.checkpoint()
-        } else {
-            transfer.index <= self.applied.max(self.journal.checkpoint())
-        };
-        if behind && !transfer.installing {
-            self.transfer = None; // this replica got there by itself meanwhile
-            return;
-        }
-        let complete = transfer.chunks.iter().all(|&c| c);
-        if transfer.installing || !complete || self.checkpoint.is_some() {
-            return;
-        }
-        if checksum(&transfer.payload) != transfer.payload_checksum {
-            self.transfer = None; // a mix of chunks from different sends: wait for a clean one
-            return;
-        }
-        if self.journal.writes_in_flight() || self.repairs_in_flight > 0 {
-            return;
-        }
-        let transfer = self.transfer.take().unwrap();
-        let area_size = self.layout.reply_area_size() as usize;
-        let Some((blob, replies)) = split_transfer_payload(&transfer.payload, area_size) else {
-            return;
-        };
-        let (portable, replies) = (blob.to_vec(), replies.to_vec());
-        match self.load_transfer(&portable, &replies) {
-            Ok(()) => {}
-            Err(StateError::Decode(_)) => return, // a damaged transfer: wait for the next one
-            Err(e) => return self.on_state_error(e),
-        }
-        let mut blob = Vec::new();
-        self.sessions.encode(&mut blob);
-        if let Err(e) = self.state.checkpoint(&mut blob) {
-            return self.on_state_error(e);
-        }
-        // Entries this replica holds beyond the checkpoint may count toward a commit quorum:
-        // keep them if they continue the checkpoint's chain (only a divergent suffix, which
-        // cannot be committed, is dropped).
-        let anchor = (transfer.index, transfer.checksum, transfer.term);
-        self.journal.rebase(anchor).expect("no writes in flight");
-        self.applied = transfer.index;
-        self.commit = self.commit.max(transfer.index);
-        self.raft.match_bound = transfer.index;
-        let progress = self.checkpoint_progress(
-            transfer.index,
-            transfer.checksum,
-            transfer.term,
-            self.transfer_timestamp,
-            &blob,
-            true,
-        );
-        self.transfer = Some(Transfer {
-            installing: true,
-            payload: Vec::new(),
-            ..transfer
-        });
-        self.start_checkpoint(storage, progress, blob, replies);
-    }
-
-    /// Takes a transferred checkpoint's client table, replies and state; on a decode error
-    /// nothing changes.
-    fn load_transfer(&mut self, blob: &[u8], replies: &[u8]) -> Result<(), StateError> {
-        let clients_max = self.config.clients_max as usize;
-        let (sessions, rest) = Sessions::decode(clients_max, self.reply_max(), blob)
-            .ok_or(StateError::Decode("transferred client table"))?;
-        let previous = std::mem::replace(&mut self.sessions, sessions);
-        let loaded = match self.fill_replies(replies) {
-            Ok(()) => self.state.import(rest),
-            Err(_) => Err(StateError::Decode("transferred replies")),
-        };
-        if loaded.is_err() {
-            self.sessions = previous;
-        }
-        loaded
-    }
+    // Client replies of a checkpoint
 
     /// Fills in every session's reply from a checkpoint's reply sectors; `Err(slot)` names a
     /// sector that does not hold its session's reply.
@@ -778,13 +543,4 @@ impl<S: StateMachine> Replica<S> {
         }
         Ok(())
     }
-}
-
-/// Splits a transfer payload into the checkpoint blob and its reply sectors. Never panics.
-fn split_transfer_payload(payload: &[u8], replies_size: usize) -> Option<(&[u8], &[u8])> {
-    let mut r = Reader(payload);
-    let blob_len = r.u64()? as usize;
-    let blob = r.take(blob_len)?;
-    let replies = r.take(replies_size)?;
-    r.0.is_empty().then_some((blob, replies))
 }

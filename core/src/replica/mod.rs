@@ -16,12 +16,13 @@
 //!
 //! - `open`: recovery.
 //! - `raft`: elections (PreVote, CheckQuorum), replication, commit, log repair.
-//! - `commit`: applying, client sessions and replies, checkpoints, superblock writes, state
-//!   transfer.
+//! - `commit`: applying, client sessions and replies, checkpoints, superblock writes.
+//! - `sync`: state sync — a follower behind the leader's checkpoint fetches its blocks.
 
 mod commit;
 mod open;
 mod raft;
+mod sync;
 
 use crate::checksum::Checksum;
 use crate::config::{Config, ConfigError, Layout, Zone};
@@ -182,7 +183,7 @@ pub enum Event {
     },
     /// A checkpoint became durable; the ring may wrap past it.
     Checkpointed { index: u64, sequence: u64 },
-    /// A checkpoint received from a peer was installed (state transfer).
+    /// A checkpoint synced from the leader was installed (state sync).
     Installed { index: u64 },
     /// The replica's role or term changed.
     Role {
@@ -237,7 +238,18 @@ pub struct Stats {
     pub elections: u64,
     pub truncated: u64,
     pub repaired: u64,
-    pub state_transfers: u64,
+    /// State sync, leader side: offers sent, blocks served.
+    pub sync_offers: u64,
+    pub sync_blocks_served: u64,
+    /// State sync, follower side: syncs completed; blocks fetched, and found in the local grid
+    /// (by the walks of completed syncs); requests sent again after a timeout; restarts at a
+    /// newer target; answers that arrived for nothing in flight.
+    pub syncs: u64,
+    pub sync_blocks_fetched: u64,
+    pub sync_blocks_local: u64,
+    pub sync_retransmits: u64,
+    pub sync_retargets: u64,
+    pub sync_duplicates: u64,
     /// Messages refused because their sender's data file was replaced.
     pub refused_replaced: u64,
 }
@@ -295,7 +307,9 @@ pub struct Replica<S: StateMachine> {
     pub(crate) apply_scratch: Vec<u8>,
     pub(crate) sector_scratch: Vec<u8>,
     pub(crate) block_scratch: Vec<u8>,
-    /// The durable checkpoint's client replies, one sector per slot (served in state transfer).
+    /// A block being served to a syncing peer.
+    pub(crate) serve_scratch: Vec<u8>,
+    /// The durable checkpoint's client replies, one sector per slot (served in state sync).
     pub(crate) checkpoint_replies: Vec<u8>,
     /// The replies of the checkpoint being written.
     pub(crate) pending_replies: Vec<u8>,
@@ -304,16 +318,14 @@ pub struct Replica<S: StateMachine> {
     pub(crate) checkpoint_blob: Vec<u8>,
     /// The blob of the checkpoint being written.
     pub(crate) pending_blob: Vec<u8>,
-    /// The state-transfer payload built from `checkpoint_blob` (rebuilt after each checkpoint).
-    pub(crate) transfer_payload: Option<Vec<u8>>,
-    pub(crate) transfer_timestamp: u64,
     /// The state machine's storage failed (a damaged grid block): the state is gone until a
     /// checkpoint from the leader replaces it. The log is intact, so the replica keeps voting
     /// and acknowledging, but it neither applies nor campaigns.
     pub(crate) state_lost: bool,
     /// A peer that lost its state asked for a checkpoint newer than the last one.
     pub(crate) checkpoint_wanted: bool,
-    pub(crate) transfer: Option<commit::Transfer>,
+    /// The leader's checkpoint being taken in block by block (see `sync.rs`).
+    pub(crate) sync: Option<sync::Sync>,
     pub(crate) recovery_buffers: [Vec<u8>; 5],
     pub(crate) recovery_pending: u32,
     pub(crate) recovery: Option<Recovery>,
@@ -370,11 +382,10 @@ impl<S: StateMachine> Replica<S> {
             checkpoint: None,
             checkpoint_blob: Vec::new(),
             pending_blob: Vec::new(),
-            transfer_payload: None,
-            transfer_timestamp: 0,
             state_lost: false,
             checkpoint_wanted: false,
-            transfer: None,
+            sync: None,
+            serve_scratch: Vec::new(),
             recovery_buffers: Default::default(),
             recovery_pending: 0,
             recovery: None,
@@ -921,7 +932,7 @@ impl<S: StateMachine> Replica<S> {
         self.apply_committed();
         self.maybe_start_round();
         self.serve_reads();
-        self.maybe_install(storage);
+        self.advance_sync(storage);
         self.send_append_reply();
         self.maybe_checkpoint(storage);
         self.maybe_write_superblock(storage);

@@ -217,12 +217,24 @@ impl<S: StateMachine> Replica<S> {
         if blob.len() as u64 != sb.state_size || checksum(&blob) != sb.state_checksum {
             return self.halt(self.corrupt_blob(first, data.len(), "checkpoint blob checksum"));
         }
-        match self.load_blob(&blob) {
-            Ok(()) => {}
-            Err(StateError::Decode(what)) => {
-                return self.halt(self.corrupt_blob(first, data.len(), what))
+        if sb.state_sync {
+            // A state sync was under way: the grid may hold part of the leader's checkpoint over
+            // this one's. Open without a state; the leader's next offer resumes the sync (the
+            // blocks that arrived and were synced are found in the grid).
+            self.marks.hit(Mark::StateSyncResume);
+            self.sessions = Sessions::new(self.config.clients_max as usize, self.reply_max());
+            if let Err(e) = self.state.restore(&[]) {
+                return self.halt(Error::State(e));
             }
-            Err(e) => self.on_state_error(e),
+            self.state_lost = true;
+        } else {
+            match self.load_blob(&blob) {
+                Ok(()) => {}
+                Err(StateError::Decode(what)) => {
+                    return self.halt(self.corrupt_blob(first, data.len(), what))
+                }
+                Err(e) => self.on_state_error(e),
+            }
         }
         self.checkpoint_blob = blob;
         self.applied = sb.checkpoint_index;

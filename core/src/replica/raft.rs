@@ -20,7 +20,7 @@
 //!   committed entry. It never truncates the hole away by itself; the leader's copy fills it.
 //!   A single replica cannot be repaired and halts on open instead.
 //! - **Catch-up**: a follower behind the leader's checkpoint (the ring has wrapped past what it
-//!   needs) receives the checkpoint itself (state transfer, see `commit.rs`).
+//!   needs) takes the checkpoint itself, block by block (state sync, see `sync.rs`).
 
 use super::{Event, Replica, Status};
 use crate::config::PlantedBug;
@@ -134,12 +134,6 @@ impl<S: StateMachine> Replica<S> {
 
     fn reset_election_timer(&mut self) {
         self.raft.election_deadline = self.ticks + self.election_timeout();
-    }
-
-    /// Whether a checkpoint received from the leader is being installed (a transfer still
-    /// collecting chunks blocks nothing: a newer leader may not continue it).
-    pub(crate) fn installing(&self) -> bool {
-        self.transfer.as_ref().is_some_and(|t| t.installing)
     }
 
     /// Whether this replica may vote and campaign: its log is whole and it is not installing a
@@ -368,7 +362,7 @@ impl<S: StateMachine> Replica<S> {
         self.raft.round = 0;
         self.raft.round_acked.iter_mut().for_each(|r| *r = 0);
         self.raft.round_wanted = false;
-        self.transfer = None; // healthy, so not installing: drop a half-received checkpoint
+        debug_assert!(self.sync.is_none(), "a syncing replica does not campaign");
         self.raft.leader_ready = false;
         let next = self.journal.head() + 1;
         for progress in &mut self.raft.progress {
@@ -449,11 +443,13 @@ impl<S: StateMachine> Replica<S> {
                 Command::VoteReply => self.on_vote_reply(&header),
                 Command::Append => self.on_append(&header, body),
                 Command::AppendReply => self.on_append_reply(&header),
-                Command::StateChunk => {
+                Command::SyncOffer => {
                     self.follow(header.from);
-                    self.on_state_chunk(&header, body)
+                    self.on_sync_offer(&header, body)
                 }
                 Command::StateRequest => self.on_state_request(&header),
+                Command::BlockRequest => self.on_block_request(&header, body),
+                Command::Block => self.on_block(&header, body),
                 Command::Request | Command::Reply => self.stats.messages_dropped += 1,
             }
         }
@@ -497,12 +493,12 @@ impl<S: StateMachine> Replica<S> {
             _ => {}
         }
         if header.term > self.raft.term {
-            let leader = matches!(header.command, Command::Append | Command::StateChunk)
+            let leader = matches!(header.command, Command::Append | Command::SyncOffer)
                 .then_some(header.from);
             self.become_follower(header.term, leader);
         }
         if header.term < self.raft.term {
-            if matches!(header.command, Command::Append | Command::StateChunk) {
+            if matches!(header.command, Command::Append | Command::SyncOffer) {
                 // Tell a deposed leader about the newer term.
                 let mut reply = self.header(Command::AppendReply, header.from);
                 reply.a = 0;
@@ -810,7 +806,7 @@ impl<S: StateMachine> Replica<S> {
         let next = progress.next;
         if next <= self.journal.checkpoint() {
             if heartbeat {
-                self.send_state(peer);
+                self.send_offer(peer);
             }
             return;
         }
