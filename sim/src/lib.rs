@@ -13,7 +13,7 @@ pub mod simulation;
 pub mod storage;
 pub mod witness;
 
-pub use simulation::{Options, Outcome, Simulation, Verdict, WiderFaults};
+pub use simulation::{Options, Outcome, Simulation, SyncCounters, Verdict, WiderFaults};
 
 /// Runs one seed, catching a panic of the core as a crash verdict.
 pub fn run_seed(options: Options) -> Result<Outcome, String> {

@@ -76,6 +76,9 @@ pub struct Options {
     /// then resumes with its clock jumped by the ticks it missed.
     pub pause: Ppm,
     pub pause_max: u64,
+    /// Scripted: replica `.0` is down from the `.1`th completed client operation until the
+    /// `.2`th (a follower that falls behind the leader's checkpoints, for state-sync tests).
+    pub down: Option<(u8, u64, u64)>,
 }
 
 impl Options {
@@ -227,6 +230,7 @@ impl Options {
             give_up: Ppm::NEVER,
             pause: Ppm::NEVER,
             pause_max: 1,
+            down: None,
         }
         .widened(&config)
     }
@@ -374,7 +378,35 @@ pub struct Outcome {
     pub evicted: u64,
     /// How often each fault of the wider model struck (to show a batch reaches them).
     pub wider: WiderFaults,
+    /// State sync's counters, over every replica and incarnation.
+    pub sync: SyncCounters,
     pub trace_hash: u64,
+}
+
+/// State sync's counters (`replica::Stats`), summed over replicas and their incarnations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncCounters {
+    pub syncs: u64,
+    pub offers: u64,
+    pub served: u64,
+    pub fetched: u64,
+    pub local: u64,
+    pub retransmits: u64,
+    pub retargets: u64,
+    pub duplicates: u64,
+}
+
+impl SyncCounters {
+    fn add(&mut self, stats: &ziggy_core::replica::Stats) {
+        self.syncs += stats.syncs;
+        self.offers += stats.sync_offers;
+        self.served += stats.sync_blocks_served;
+        self.fetched += stats.sync_blocks_fetched;
+        self.local += stats.sync_blocks_local;
+        self.retransmits += stats.sync_retransmits;
+        self.retargets += stats.sync_retargets;
+        self.duplicates += stats.sync_duplicates;
+    }
 }
 
 /// Counts of the wider fault model's faults in one run.
@@ -463,6 +495,7 @@ pub struct Simulation {
     wider: WiderFaults,
     /// The marks of replica incarnations that ended (a restart makes a new `Replica`).
     marks: Marks,
+    sync: SyncCounters,
     settling: bool,
     scratch: Vec<u8>,
     cluster: u64,
@@ -556,6 +589,7 @@ impl Simulation {
             checkpoints: 0,
             evicted: 0,
             wider: WiderFaults::default(),
+            sync: SyncCounters::default(),
             marks: Marks::default(),
             settling: false,
             scratch: Vec::new(),
@@ -595,8 +629,10 @@ impl Simulation {
             "end"
         );
         let mut marks = self.marks;
+        let mut sync = self.sync;
         for node in &self.nodes {
             marks.add(&node.replica.marks());
+            sync.add(&node.replica.stats);
         }
         let storage_faults: u64 = self
             .nodes
@@ -626,6 +662,7 @@ impl Simulation {
             marks,
             evicted: self.evicted,
             wider: self.wider_faults(),
+            sync,
             trace_hash: self.trace.finish(),
         }
     }
@@ -1027,6 +1064,15 @@ impl Simulation {
                 self.wider.pauses += 1;
                 self.nodes[r].paused = Some((self.tick, until));
             }
+            if let Some((replica, from, to)) = self.options.down.filter(|d| d.0 as usize == r) {
+                let down = (from..to).contains(&self.ops);
+                if down && self.nodes[r].up {
+                    self.crash(r);
+                } else if !down && !self.nodes[r].up {
+                    self.restart(replica as usize);
+                }
+                continue;
+            }
             if self.nodes[r].up {
                 let crash = match self.nodes[r].replica.status() {
                     Status::Opening => self.options.crash_recovering,
@@ -1155,6 +1201,7 @@ impl Simulation {
         let node = &mut self.nodes[r];
         tracing::debug!(tick = self.tick, replica = r, "restart");
         self.marks.add(&node.replica.marks());
+        self.sync.add(&node.replica.stats);
         node.replica =
             Replica::new(self.config.clone(), seed, node.grid.handle()).expect("valid config");
         node.up = true;

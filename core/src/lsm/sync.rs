@@ -250,7 +250,9 @@ impl Walk {
         match chain.role {
             Role::Root => {
                 let root = Root::decode(&chain.body, self.levels)?;
-                let chunks = root.chunks.into_iter().flatten();
+                // The deepest levels first, level 0 last: the newest tables are the likeliest to
+                // be compacted away before the sync ends (a retarget then no longer wants them).
+                let chunks = root.chunks.into_iter().rev().flatten();
                 let chains = chunks.map(|c| (c.head, Role::Chunk(c)));
                 let free = std::iter::once((root.free.head, Role::Free));
                 for (head, role) in free.chain(chains) {

@@ -76,6 +76,17 @@ impl Ask {
     }
 }
 
+/// A request on its way.
+#[derive(Clone, Copy, Debug)]
+struct Inflight {
+    ask: Ask,
+    /// The tick it was last sent.
+    sent: u64,
+    /// Whether the current walk wants it (a request of an earlier target is kept in flight
+    /// after a retarget: the new walk may want the same block, and then takes the answer).
+    wanted: bool,
+}
+
 /// The checkpoint a sync takes in, as the leader offered it.
 pub(crate) struct Target {
     pub index: u64,
@@ -101,8 +112,8 @@ pub(crate) enum SyncPhase {
 pub(crate) struct Sync {
     pub target: Target,
     pub phase: SyncPhase,
-    /// Asked and not yet answered, by (kind, address): what, and the tick it was last sent.
-    inflight: BTreeMap<(u8, u64), (Ask, u64)>,
+    /// Asked and not yet answered, by (kind, address).
+    inflight: BTreeMap<(u8, u64), Inflight>,
     /// Wanted, not yet asked.
     queued: VecDeque<Ask>,
     /// The reply area being assembled, and which of its parts arrived.
@@ -297,9 +308,17 @@ impl<S: StateMachine> Replica<S> {
             self.stats.messages_dropped += 1;
             return debug_assert!(matches!(e, StateError::Decode(_)), "{e}");
         }
-        if self.sync.take().is_some() {
+        let mut inflight = BTreeMap::new();
+        if let Some(previous) = self.sync.take() {
             self.stats.sync_retargets += 1;
             self.marks.hit(Mark::StateSyncRetarget);
+            let blocks = previous
+                .inflight
+                .into_iter()
+                .filter(|(k, _)| k.0 != REPLIES);
+            inflight = blocks
+                .map(|(k, i)| (k, Inflight { wanted: false, ..i }))
+                .collect();
         }
         // From here the state is unusable: the sync writes over the grid under it.
         self.state_lost = true;
@@ -315,7 +334,7 @@ impl<S: StateMachine> Replica<S> {
         self.sync = Some(Sync {
             target,
             phase: SyncPhase::Persisting,
-            inflight: BTreeMap::new(),
+            inflight,
             queued,
             replies: vec![0; area],
             parts: vec![false; parts],
@@ -333,16 +352,21 @@ impl<S: StateMachine> Replica<S> {
             address: header.b,
             checksum: header.c as u32,
         };
-        let expected = sync.inflight.get(&ask.key()).map(|&(a, _)| a);
-        if sync.phase != SyncPhase::Fetching || expected != Some(ask) {
+        let expected = sync.inflight.get(&ask.key()).copied();
+        if sync.phase != SyncPhase::Fetching || expected.is_none_or(|i| i.ask != ask) {
             self.stats.sync_duplicates += 1;
-            return; // answered already, or asked for an earlier target
+            return; // answered already
+        }
+        if expected.is_some_and(|i| !i.wanted) {
+            sync.inflight.remove(&ask.key());
+            self.stats.sync_duplicates += 1;
+            return; // asked for an earlier target, and the current one does not want it
         }
         if header.d >> 8 & 1 == 0 {
             // The leader no longer holds it (a newer checkpoint freed it): its next offer names
-            // a target it can serve.
+            // a target it can serve. What else is in flight may still arrive and be of use.
             sync.stale = true;
-            sync.inflight.clear();
+            sync.inflight.remove(&ask.key());
             sync.queued.clear();
             return;
         }
@@ -397,7 +421,13 @@ impl<S: StateMachine> Replica<S> {
                 Ok(done) => {
                     let sync = self.sync.as_mut().expect("checked above");
                     sync.walked = done;
-                    sync.queued.extend(wants.into_iter().map(Ask::block));
+                    for ask in wants.into_iter().map(Ask::block) {
+                        match sync.inflight.get_mut(&ask.key()) {
+                            // Asked for an earlier target: the answer is on its way.
+                            Some(i) if i.ask == ask => i.wanted = true,
+                            _ => sync.queued.push_back(ask),
+                        }
+                    }
                 }
                 Err(e) => return self.halt(Error::State(e)),
             }
@@ -413,11 +443,14 @@ impl<S: StateMachine> Replica<S> {
         let sync = self.sync.as_mut().expect("a sync in progress");
         let timeout = TIMEOUT_HEARTBEATS * self.config.heartbeat_ticks;
         let ticks = self.ticks;
+        // Unanswered too long: ask again, unless only an earlier target wanted it.
+        sync.inflight
+            .retain(|_, i| i.wanted || i.sent + timeout > ticks);
         let mut asks: Vec<Ask> = Vec::new();
-        for (ask, sent) in sync.inflight.values_mut() {
-            if *sent + timeout <= ticks {
-                *sent = ticks;
-                asks.push(*ask);
+        for i in sync.inflight.values_mut() {
+            if i.sent + timeout <= ticks {
+                i.sent = ticks;
+                asks.push(i.ask);
             }
         }
         self.stats.sync_retransmits += asks.len() as u64;
@@ -425,7 +458,13 @@ impl<S: StateMachine> Replica<S> {
             let Some(ask) = sync.queued.pop_front() else {
                 break;
             };
-            sync.inflight.insert(ask.key(), (ask, ticks));
+            let sent = Inflight {
+                ask,
+                sent: ticks,
+                wanted: true,
+            };
+            let previous = sync.inflight.insert(ask.key(), sent);
+            assert!(previous.is_none(), "a block is asked for once at a time");
             asks.push(ask);
         }
         debug_assert!(sync.inflight.len() <= WINDOW);
