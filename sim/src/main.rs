@@ -42,6 +42,15 @@ struct Args {
     /// Make this percentage of the seeds long (100,000 requests).
     #[arg(long, default_value_t = 0)]
     long_share: u32,
+    /// Fix the key space (1-N keys) instead of drawing it from the seed.
+    #[arg(long)]
+    keys: Option<u64>,
+    /// Fix the longest value a write pads to (at most the config's value_size_max).
+    #[arg(long)]
+    value_size: Option<u64>,
+    /// Fix the client operations before the settle phase.
+    #[arg(long)]
+    requests: Option<u64>,
 }
 
 const EXIT_CRASH: u8 = 127;
@@ -52,6 +61,8 @@ struct SeedResult {
     seed: u64,
     /// The coverage marks the run hit (empty for a crash).
     marks: Marks,
+    /// Own checkpoints compared with another replica's at the same index, and differing.
+    checkpoints: (u64, u64),
     line: String,
     exit: u8,
     detail: Option<String>,
@@ -64,6 +75,30 @@ struct Mode {
     liveness: bool,
     replicas: Option<u8>,
     long_share: u32,
+    workload: Workload,
+}
+
+/// Workload sizes fixed on the command line (None: drawn from the seed).
+#[derive(Clone, Copy, Default)]
+struct Workload {
+    keys: Option<u64>,
+    value_size: Option<u64>,
+    requests: Option<u64>,
+}
+
+impl Workload {
+    fn apply(self, options: &mut Options) {
+        if let Some(keys) = self.keys {
+            options.key_space = keys.max(1);
+        }
+        if let Some(size) = self.value_size {
+            let max = ziggy_core::Config::test().value_size_max as u64;
+            options.value_size = size.min(max);
+        }
+        if let Some(requests) = self.requests {
+            options.requests = requests;
+        }
+    }
 }
 
 fn run_one(seed: u64, mode: Mode) -> SeedResult {
@@ -72,6 +107,7 @@ fn run_one(seed: u64, mode: Mode) -> SeedResult {
         liveness,
         replicas,
         long_share,
+        workload,
     } = mode;
     let mut options = match (bug, replicas) {
         (Some(bug), _) => Options::for_bug(seed, bug),
@@ -79,7 +115,8 @@ fn run_one(seed: u64, mode: Mode) -> SeedResult {
         (None, None) => Options::from_seed(seed),
     };
     options.liveness = liveness;
-    let options = options.long_share(long_share);
+    let mut options = options.long_share(long_share);
+    workload.apply(&mut options);
     match run_seed(options) {
         Ok(outcome) => {
             let (result, exit, detail) = match &outcome.verdict {
@@ -95,6 +132,7 @@ fn run_one(seed: u64, mode: Mode) -> SeedResult {
             SeedResult {
                 seed,
                 marks: outcome.marks,
+                checkpoints: (outcome.checkpoints_compared, outcome.checkpoints_differing),
                 line: format!(
                     "vopr: seed={seed} result={result} ops={} crashes={} faults={} replicas={} trace_hash={:016x}",
                     outcome.ops, outcome.crashes, outcome.faults, outcome.replicas, outcome.trace_hash
@@ -106,6 +144,7 @@ fn run_one(seed: u64, mode: Mode) -> SeedResult {
         Err(panic) => SeedResult {
             seed,
             marks: Marks::default(),
+            checkpoints: (0, 0),
             line: format!(
                 "vopr: seed={seed} result=fail ops=0 crashes=0 faults=0 replicas=0 trace_hash=0"
             ),
@@ -201,6 +240,11 @@ fn main() -> ExitCode {
                     liveness: args.liveness,
                     replicas: args.replicas,
                     long_share: args.long_share,
+                    workload: Workload {
+                        keys: args.keys,
+                        value_size: args.value_size,
+                        requests: args.requests,
+                    },
                 };
                 let result =
                     std::thread::scope(|s| s.spawn(move || run_one(seed, mode)).join().unwrap());
@@ -251,6 +295,12 @@ fn main() -> ExitCode {
             failed.len(),
         );
         print_coverage(&results);
+        let compared: u64 = results.iter().map(|r| r.checkpoints.0).sum();
+        let differing: u64 = results.iter().map(|r| r.checkpoints.1).sum();
+        println!(
+            "vopr: checkpoints at one index on two replicas: {compared} compared, {differing} \
+             differ (block layouts that share nothing in a state sync)"
+        );
     } else if let Some(r) = results.first() {
         if let (0, Some(detail)) = (r.exit, &r.detail) {
             eprintln!("vopr: {detail}");

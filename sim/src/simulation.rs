@@ -380,6 +380,11 @@ pub struct Outcome {
     pub wider: WiderFaults,
     /// State sync's counters, over every replica and incarnation.
     pub sync: SyncCounters,
+    /// Checkpoints a replica took of its own state at an index another replica had checkpointed
+    /// before, and of those, the ones whose blob differs: different block layouts, so a sync
+    /// between them shares no blocks (the measure of deterministic checkpoints).
+    pub checkpoints_compared: u64,
+    pub checkpoints_differing: u64,
     pub trace_hash: u64,
 }
 
@@ -496,6 +501,10 @@ pub struct Simulation {
     /// The marks of replica incarnations that ended (a restart makes a new `Replica`).
     marks: Marks,
     sync: SyncCounters,
+    /// The blob checksum of the first own checkpoint taken at each index, and the comparisons.
+    checkpoint_blobs: BTreeMap<u64, ziggy_core::checksum::Checksum>,
+    checkpoints_compared: u64,
+    checkpoints_differing: u64,
     settling: bool,
     scratch: Vec<u8>,
     cluster: u64,
@@ -590,6 +599,9 @@ impl Simulation {
             evicted: 0,
             wider: WiderFaults::default(),
             sync: SyncCounters::default(),
+            checkpoint_blobs: BTreeMap::new(),
+            checkpoints_compared: 0,
+            checkpoints_differing: 0,
             marks: Marks::default(),
             settling: false,
             scratch: Vec::new(),
@@ -663,7 +675,22 @@ impl Simulation {
             evicted: self.evicted,
             wider: self.wider_faults(),
             sync,
+            checkpoints_compared: self.checkpoints_compared,
+            checkpoints_differing: self.checkpoints_differing,
             trace_hash: self.trace.finish(),
+        }
+    }
+
+    /// Compares a replica's own checkpoint with the first one taken at the same index.
+    fn compare_checkpoint(&mut self, index: u64, state_checksum: ziggy_core::checksum::Checksum) {
+        match self.checkpoint_blobs.get(&index) {
+            None => {
+                self.checkpoint_blobs.insert(index, state_checksum);
+            }
+            Some(&first) => {
+                self.checkpoints_compared += 1;
+                self.checkpoints_differing += (first != state_checksum) as u64;
+            }
         }
     }
 
@@ -1367,9 +1394,17 @@ impl Simulation {
                     _ => self.model.restarted_at(replica, index),
                 }
             }
-            Event::Checkpointed { index, sequence } => {
+            Event::Checkpointed {
+                index,
+                sequence,
+                state_checksum,
+                installed,
+            } => {
                 self.checkpoints += 1;
                 tracing::debug!(tick = self.tick, replica, index, sequence, "checkpoint");
+                if !installed {
+                    self.compare_checkpoint(index, state_checksum);
+                }
             }
             Event::Role { role, term, leader }
                 if self.nodes[r].replaced && role == Role::Leader =>

@@ -8,6 +8,8 @@ struct SeedFile {
     name: String,
     seed: u64,
     bug: Option<PlantedBug>,
+    /// A long seed (100,000 requests; `vopr --long-share 100`).
+    long: bool,
 }
 
 fn parse(path: &Path) -> SeedFile {
@@ -15,6 +17,7 @@ fn parse(path: &Path) -> SeedFile {
     let name = path.file_name().unwrap().to_string_lossy().to_string();
     let mut seed = None;
     let mut bug = None;
+    let mut long = false;
     for line in text
         .lines()
         .map(str::trim)
@@ -38,12 +41,18 @@ fn parse(path: &Path) -> SeedFile {
                         .unwrap_or_else(|| panic!("{name}: unknown bug")),
                 )
             }
+            "long" => long = value.trim() == "true",
             "found" => {}
             other => panic!("{name}: unknown key {other:?}"),
         }
     }
     let seed = seed.unwrap_or_else(|| panic!("{name}: no seed"));
-    SeedFile { name, seed, bug }
+    SeedFile {
+        name,
+        seed,
+        bug,
+        long,
+    }
 }
 
 #[test]
@@ -62,6 +71,7 @@ fn every_regression_seed_passes() {
             Some(bug) => Options::for_bug(file.seed, bug),
             None => Options::from_seed(file.seed),
         };
+        let options = options.long_share(if file.long { 100 } else { 0 });
         let outcome = match run_seed(options) {
             Ok(outcome) => outcome,
             Err(_) if file.bug.is_some() => continue, // an assertion caught the planted bug

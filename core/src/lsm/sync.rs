@@ -294,7 +294,15 @@ impl Walk {
                 return Ok(());
             }
         }
-        let bytes = grid::read_blob(store, BlockKind::Index, &meta.index, &mut self.scratch)?;
+        let bytes = match grid::read_blob(store, BlockKind::Index, &meta.index, &mut self.scratch) {
+            Ok(bytes) => bytes,
+            Err(GridError::Write(e)) => return Err(GridError::Write(e).into()),
+            Err(_) => {
+                // Damaged since it was checked (a latent fault): check again, and fetch it.
+                self.tasks.push_front(Task::Table(meta));
+                return Ok(());
+            }
+        };
         let index = table::decode_index(&bytes).ok_or(Error::Manifest("a table index"))?;
         if index.len() as u64 != meta.data_blocks {
             return Err(Error::Manifest("a table index differs from its table"));

@@ -509,6 +509,8 @@ impl<S: StateMachine> Replica<S> {
         self.events.push(Event::Checkpointed {
             index: sb.checkpoint_index,
             sequence: sb.sequence,
+            state_checksum: sb.state_checksum,
+            installed: progress.installed,
         });
     }
 

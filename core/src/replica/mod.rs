@@ -182,7 +182,15 @@ pub enum Event {
         request: u64,
     },
     /// A checkpoint became durable; the ring may wrap past it.
-    Checkpointed { index: u64, sequence: u64 },
+    Checkpointed {
+        index: u64,
+        sequence: u64,
+        /// The checksum of the checkpoint's blob (client table and the state's manifest root):
+        /// equal on two replicas only if their checkpoints at `index` are equal block for block.
+        state_checksum: Checksum,
+        /// Whether it came from the leader (state sync) rather than from this replica's own state.
+        installed: bool,
+    },
     /// A checkpoint synced from the leader was installed (state sync).
     Installed { index: u64 },
     /// The replica's role or term changed.

@@ -463,8 +463,13 @@ impl<S: StateMachine> Replica<S> {
                 sent: ticks,
                 wanted: true,
             };
+            // An earlier target's request for another block at this address may be in flight:
+            // its answer will not match, and is dropped.
             let previous = sync.inflight.insert(ask.key(), sent);
-            assert!(previous.is_none(), "a block is asked for once at a time");
+            assert!(
+                previous.is_none_or(|p| !p.wanted),
+                "a block is asked for once at a time"
+            );
             asks.push(ask);
         }
         debug_assert!(sync.inflight.len() <= WINDOW);
