@@ -39,8 +39,9 @@ struct Args {
     /// Fix the cluster size (1-5) instead of drawing it from the seed.
     #[arg(long)]
     replicas: Option<u8>,
-    /// Make this percentage of the seeds long (100,000 requests).
-    #[arg(long, default_value_t = 0)]
+    /// Make this percentage of the seeds long (100,000 requests, where the LSM grows 3+ levels
+    /// and followers sync large states).
+    #[arg(long, default_value_t = 1)]
     long_share: u32,
     /// Fix the key space (1-N keys) instead of drawing it from the seed.
     #[arg(long)]

@@ -1,0 +1,105 @@
+//! State sync's cost in blocks, in the simulator (block counts are the claim, and they do not
+//! depend on disk speed): a cluster of 3, no faults, 256-byte values over a key space of
+//! `KEYS`, replica 2 down for part of the run.
+//!
+//! - **A, 1% behind:** replica 2 misses the last 1% of the writes, then comes back once writes
+//!   stop. Today each replica lays out its own grid, so its old checkpoint shares (almost) no
+//!   block with the leader's: the sync fetches about the whole state. Deterministic
+//!   checkpoints (stage 2 of `docs/design/state-sync-plan.md`) would make it about 1%.
+//! - **B, far behind while writes continue:** replica 2 misses the first half, then syncs while
+//!   clients keep writing; the leader checkpoints under it (retargets), and each hop to a newer
+//!   checkpoint fetches what changed.
+//!
+//! `cargo bench -p ziggy-sim --bench state_sync` (env `KEYS`, `REQUESTS`, `SEEDS` to resize).
+//! The simulator's fault phase is a tick budget (200,000): a run that has not completed its
+//! writes by then settles early, so each line reports the writes done.
+
+use std::time::Instant;
+use ziggy_sim::prng::Ppm;
+use ziggy_sim::{run_seed, Options, SyncCounters};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn options(seed: u64, keys: u64, requests: u64, down: (u64, u64)) -> Options {
+    let mut options = Options::fault_free(seed, 3);
+    options.key_space = keys;
+    options.value_size = ziggy_core::Config::test().value_size_max as u64;
+    options.requests = requests;
+    options.reads = Ppm::NEVER;
+    options.deletes = Ppm::NEVER;
+    options.replace = Ppm::NEVER;
+    options.give_up = Ppm::NEVER;
+    options.pause = Ppm::NEVER;
+    options.down = Some((2, down.0, down.1));
+    options
+}
+
+fn scenario(name: &str, seeds: u64, make: impl Fn(u64) -> Options) {
+    let started = Instant::now();
+    let mut total = SyncCounters::default();
+    let mut ticks = 0;
+    for seed in 0..seeds {
+        let outcome = run_seed(make(seed)).unwrap_or_else(|p| panic!("seed {seed}: {p}"));
+        assert!(
+            outcome.verdict.passed(),
+            "seed {seed}: {:?}",
+            outcome.verdict
+        );
+        let s = outcome.sync;
+        let seen = s.fetched + s.local;
+        println!(
+            "{name} seed {seed}: syncs {} fetched {} local {} ({:.1}% fetched) served {} \
+             retransmits {} retargets {} duplicates {} offers {}; {} writes in {} ticks",
+            s.syncs,
+            s.fetched,
+            s.local,
+            100.0 * s.fetched as f64 / seen.max(1) as f64,
+            s.served,
+            s.retransmits,
+            s.retargets,
+            s.duplicates,
+            s.offers,
+            outcome.ops,
+            outcome.ticks
+        );
+        total.syncs += s.syncs;
+        total.fetched += s.fetched;
+        total.local += s.local;
+        total.served += s.served;
+        total.retargets += s.retargets;
+        ticks += outcome.ticks;
+    }
+    let seen = total.fetched + total.local;
+    println!(
+        "{name}: {seeds} seeds, {} syncs, {:.1}% of the blocks walked were fetched ({} of {}), \
+         leader served {} ({:.2}x fetched), {} retargets, {} ticks in all, {:.1} s wall",
+        total.syncs,
+        100.0 * total.fetched as f64 / seen.max(1) as f64,
+        total.fetched,
+        seen,
+        total.served,
+        total.served as f64 / total.fetched.max(1) as f64,
+        total.retargets,
+        ticks,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn main() {
+    let keys = env("KEYS", 10_000);
+    let requests = env("REQUESTS", 20_000);
+    let seeds = env("SEEDS", 3);
+    println!("state sync: 3 replicas, {keys} keys, 256-byte values, {requests} writes");
+    let behind = requests / 100;
+    scenario("A (1% behind)", seeds, |seed| {
+        options(seed, keys, requests, (requests - behind, requests))
+    });
+    scenario("B (half behind, writes go on)", seeds, |seed| {
+        options(seed, keys, requests, (0, requests / 2))
+    });
+}
