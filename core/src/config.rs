@@ -66,10 +66,13 @@ pub enum PlantedBug {
     /// Truncation clears the discarded entries' redundant headers in memory only: after a
     /// crash, recovery finds them on disk and brings a discarded suffix back.
     StaleTruncate,
+    /// State sync writes the leader's blocks without first making the `state_sync` superblock
+    /// flag durable: a crash mid-sync restores the old checkpoint over a half-overwritten grid.
+    SyncWithoutFlag,
 }
 
 impl PlantedBug {
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "ack-before-durable",
         "commit-without-quorum",
         "vote-despite-faulty",
@@ -77,6 +80,7 @@ impl PlantedBug {
         "local-reads",
         "evicted-session-replay",
         "stale-truncate",
+        "sync-without-flag",
     ];
 
     pub fn parse(name: &str) -> Option<PlantedBug> {
@@ -88,6 +92,7 @@ impl PlantedBug {
             "local-reads" => Some(PlantedBug::LocalReads),
             "evicted-session-replay" => Some(PlantedBug::EvictedSessionReplay),
             "stale-truncate" => Some(PlantedBug::StaleTruncate),
+            "sync-without-flag" => Some(PlantedBug::SyncWithoutFlag),
             _ => None,
         }
     }

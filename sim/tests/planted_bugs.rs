@@ -60,6 +60,11 @@ fn stale_truncate_is_caught() {
 }
 
 #[test]
+fn a_state_sync_without_its_superblock_flag_is_caught() {
+    assert_caught(PlantedBug::SyncWithoutFlag);
+}
+
+#[test]
 fn the_hunting_profiles_pass_without_the_bugs() {
     for bug in [
         PlantedBug::VoteDespiteFaulty,

@@ -23,6 +23,7 @@
 use super::{Error, Replica, Role};
 use crate::checkpoint;
 use crate::checksum::{checksum, Checksum};
+use crate::config::PlantedBug;
 use crate::io::Storage;
 use crate::lsm::grid::{BlockKind, BlockRef};
 use crate::lsm::sync::Want;
@@ -143,6 +144,9 @@ impl<S: StateMachine> Replica<S> {
     /// What the next superblock records in `state_sync`: set from the start of a sync until the
     /// checkpoint that completes it.
     pub(crate) fn state_sync_flag(&self) -> bool {
+        if self.config.planted_bug == Some(PlantedBug::SyncWithoutFlag) {
+            return false;
+        }
         self.superblock.state_sync || self.sync.is_some()
     }
 
@@ -407,6 +411,11 @@ impl<S: StateMachine> Replica<S> {
         };
         match sync.phase {
             SyncPhase::Finishing => return,
+            SyncPhase::Persisting
+                if self.config.planted_bug == Some(PlantedBug::SyncWithoutFlag) =>
+            {
+                sync.phase = SyncPhase::Fetching
+            }
             SyncPhase::Persisting if !self.superblock.state_sync => return,
             SyncPhase::Persisting => sync.phase = SyncPhase::Fetching,
             SyncPhase::Fetching => {}
@@ -534,7 +543,7 @@ impl<S: StateMachine> Replica<S> {
         self.applied = target.index;
         self.commit = self.commit.max(target.index);
         self.raft.match_bound = target.index;
-        self.timestamp = target.timestamp;
+        self.timestamp = self.timestamp.max(target.timestamp);
         let progress = self.checkpoint_progress(
             target.index,
             target.checksum,
