@@ -169,8 +169,12 @@ impl Walk {
         if grid::open(&self.scratch, want.kind, want.reference).is_err() {
             return Ok(false);
         }
-        if address >= store.block_count() {
-            store.grow(address + 1)?;
+        let count = store.block_count();
+        if address >= count {
+            // By a quarter at least, as the free set grows it: a fresh replica's grid is filled
+            // in address order, and one growth per block would cost a file extension each.
+            let grown = (address + 1).max(count + count / 4);
+            store.grow(grown).or_else(|_| store.grow(address + 1))?;
         }
         store
             .write_block(address, &self.scratch)
