@@ -89,11 +89,7 @@ fn crash_child() {
         parts[1].parse().unwrap(),
         parts[2].parse().unwrap(),
     );
-    let mut db = if path.exists() {
-        Db::open(path, options()).expect("open")
-    } else {
-        Db::create(path, options()).expect("create")
-    };
+    let mut db = Db::open(path, options()).expect("open");
     let mut out = std::io::stdout().lock();
     for (n, op) in ops(seed, round).enumerate() {
         let result = match &op {
@@ -174,15 +170,17 @@ fn kill_nine_loses_no_acknowledged_write() {
     let mut acknowledged = 0;
     for round in 0..rounds {
         if round % 20 == 0 {
-            // Every 20th round starts on a fresh file; the others continue the last one.
+            // Every 20th round starts on a fresh file; the others continue the last one. The
+            // parent creates it, so that every kill lands in the child's writes.
             path = dir.path().join(format!("crash-{round}.zdb"));
+            Db::create(&path, options())
+                .expect("create")
+                .close()
+                .expect("close");
             model.clear();
         }
         let delay = Duration::from_millis(5 + timing.next() % 300);
         let last = run_child(&path, seed, round, delay);
-        if !path.exists() {
-            continue; // killed before it created the file
-        }
         let mut expected = model.clone();
         let mut ops = ops(seed, round);
         if let Some(last) = last {
@@ -228,6 +226,10 @@ fn a_flipped_byte_in_an_acknowledged_record_is_reported() {
     let (mut tried, mut silent) = (0, Vec::new());
     for round in 0..40 {
         let path = dir.path().join(format!("flip-{round}.zdb"));
+        Db::create(&path, options())
+            .expect("create")
+            .close()
+            .expect("close");
         let delay = Duration::from_millis(50 + prng.next() % 250);
         let Some(last) = run_child(&path, seed, round, delay) else {
             continue;
