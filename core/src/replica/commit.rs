@@ -409,7 +409,15 @@ impl<S: StateMachine> Replica<S> {
             || self.superblock.voted_for != vote
             || self.superblock.peers != self.raft.peers
             || self.superblock.state_sync != state_sync;
-        let checkpoint_ready = self.checkpoint.as_ref().is_some_and(|c| c.ready);
+        // A synced checkpoint reset the log: the headers of the discarded suffix must be
+        // cleared on disk before a superblock names the checkpoint, or a crash in between leaves
+        // a whole entry of the old history after it, which recovery could only call faulty (seed
+        // 841489344). Until then a crash returns to the old checkpoint, where that entry belongs.
+        let clearing = self.journal.clearing_pending();
+        let checkpoint_ready = self
+            .checkpoint
+            .as_ref()
+            .is_some_and(|c| c.ready && !(c.installed && clearing));
         if !raft_dirty && !checkpoint_ready {
             return;
         }
@@ -418,7 +426,11 @@ impl<S: StateMachine> Replica<S> {
         target.voted_for = vote;
         target.peers = self.raft.peers;
         target.state_sync = state_sync;
-        if let Some(c) = self.checkpoint.as_ref().filter(|c| c.ready) {
+        if let Some(c) = self
+            .checkpoint
+            .as_ref()
+            .filter(|c| c.ready && !(c.installed && clearing))
+        {
             // The checkpoint that completes a sync clears the flag in the same version.
             target.state_sync &= !c.installed;
             target.checkpoint_index = c.index;

@@ -215,6 +215,11 @@ impl Journal {
         self.faulty.contains(&index)
     }
 
+    /// Whether headers a truncation (or a reset) cleared in memory are not yet cleared on disk.
+    pub fn clearing_pending(&self) -> bool {
+        self.cleared_through > 0 || self.clearing
+    }
+
     pub fn writes_in_flight(&self) -> bool {
         self.entry_writes_in_flight > 0
             || self.header_writes_in_flight > 0
