@@ -15,7 +15,6 @@
 //! writes by then settles early, so each line reports the writes done.
 
 use std::time::Instant;
-use ziggy_sim::prng::Ppm;
 use ziggy_sim::{run_seed, Options, SyncCounters};
 
 fn env(name: &str, default: u64) -> u64 {
@@ -23,20 +22,6 @@ fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn options(seed: u64, keys: u64, requests: u64, down: (u64, u64)) -> Options {
-    let mut options = Options::fault_free(seed, 3);
-    options.key_space = keys;
-    options.value_size = ziggy_core::Config::test().value_size_max as u64;
-    options.requests = requests;
-    options.reads = Ppm::NEVER;
-    options.deletes = Ppm::NEVER;
-    options.replace = Ppm::NEVER;
-    options.give_up = Ppm::NEVER;
-    options.pause = Ppm::NEVER;
-    options.down = Some((2, down.0, down.1));
-    options
 }
 
 fn scenario(name: &str, seeds: u64, make: impl Fn(u64) -> Options) {
@@ -97,9 +82,9 @@ fn main() {
     println!("state sync: 3 replicas, {keys} keys, 256-byte values, {requests} writes");
     let behind = requests / 100;
     scenario("A (1% behind)", seeds, |seed| {
-        options(seed, keys, requests, (requests - behind, requests))
+        Options::lagging(seed, keys, requests, (requests - behind, requests))
     });
     scenario("B (half behind, writes go on)", seeds, |seed| {
-        options(seed, keys, requests, (0, requests / 2))
+        Options::lagging(seed, keys, requests, (0, requests / 2))
     });
 }

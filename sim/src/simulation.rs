@@ -164,6 +164,22 @@ impl Options {
         options
     }
 
+    /// A fault-free cluster of 3 writing 256-byte values over `keys` keys, whose replica 2 is
+    /// down from the `down.0`th to the `down.1`th operation (state-sync tests and bench).
+    pub fn lagging(seed: u64, keys: u64, requests: u64, down: (u64, u64)) -> Options {
+        let mut options = Options::fault_free(seed, 3);
+        options.key_space = keys;
+        options.value_size = Config::test().value_size_max as u64;
+        options.requests = requests;
+        options.reads = Ppm::NEVER;
+        options.deletes = Ppm::NEVER;
+        options.replace = Ppm::NEVER;
+        options.give_up = Ppm::NEVER;
+        options.pause = Ppm::NEVER;
+        options.down = Some((2, down.0, down.1));
+        options
+    }
+
     fn for_cluster(seed: u64, replicas: u8, prng: &mut Prng) -> Options {
         let config = Config::test();
         let fatal = (replicas == 1 && prng.chance(Ppm::percent(10)))

@@ -5,22 +5,10 @@
 //! the transfer whenever the leader checkpointed again, and never finished ("replicas converge:
 //! not done").
 
-use ziggy_sim::prng::Ppm;
 use ziggy_sim::{run_seed, Options, Outcome};
 
-/// A fault-free cluster of three whose replica 2 is down for the first `down_until` operations.
 fn lagging(seed: u64, keys: u64, requests: u64, down_until: u64) -> Options {
-    let mut options = Options::fault_free(seed, 3);
-    options.key_space = keys;
-    options.value_size = ziggy_core::Config::test().value_size_max as u64;
-    options.requests = requests;
-    options.reads = Ppm::NEVER;
-    options.deletes = Ppm::NEVER;
-    options.replace = Ppm::NEVER;
-    options.give_up = Ppm::NEVER;
-    options.pause = Ppm::NEVER;
-    options.down = Some((2, 0, down_until));
-    options
+    Options::lagging(seed, keys, requests, (0, down_until))
 }
 
 fn run(options: Options) -> Outcome {
