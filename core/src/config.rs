@@ -69,10 +69,14 @@ pub enum PlantedBug {
     /// State sync writes the leader's blocks without first making the `state_sync` superblock
     /// flag durable: a crash mid-sync restores the old checkpoint over a half-overwritten grid.
     SyncWithoutFlag,
+    /// Recovery reads a rotten redundant header beside a rotten entry (above the durable bound)
+    /// as a torn write, and cuts the entry: an acknowledged entry is lost (decision-table row 12
+    /// decided as row 7).
+    TornAnywhere,
 }
 
 impl PlantedBug {
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "ack-before-durable",
         "commit-without-quorum",
         "vote-despite-faulty",
@@ -81,6 +85,7 @@ impl PlantedBug {
         "evicted-session-replay",
         "stale-truncate",
         "sync-without-flag",
+        "torn-anywhere",
     ];
 
     pub fn parse(name: &str) -> Option<PlantedBug> {
@@ -93,6 +98,7 @@ impl PlantedBug {
             "evicted-session-replay" => Some(PlantedBug::EvictedSessionReplay),
             "stale-truncate" => Some(PlantedBug::StaleTruncate),
             "sync-without-flag" => Some(PlantedBug::SyncWithoutFlag),
+            "torn-anywhere" => Some(PlantedBug::TornAnywhere),
             _ => None,
         }
     }

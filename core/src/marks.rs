@@ -52,10 +52,14 @@ pub enum Mark {
     /// A candidate found its WAL ring full, with no slot for its no-op, and made one: a single
     /// replica committed its durable log, a cluster member discarded entries no quorum holds.
     FullRingNoopSlot,
+    /// A replica with a hole and no leader asked its peers (`replica::hole`): a quorum's
+    /// answers let it fill the hole with their one version of the entry, or cut it.
+    HoleInquiryRepair,
+    HoleInquiryCut,
 }
 
 impl Mark {
-    pub const ALL: [Mark; 22] = [
+    pub const ALL: [Mark; 24] = [
         Mark::ElectionWon,
         Mark::LogTruncation,
         Mark::EntryRepair,
@@ -78,6 +82,8 @@ impl Mark {
         Mark::CompactionLevel2,
         Mark::CompactionLevel3Plus,
         Mark::FullRingNoopSlot,
+        Mark::HoleInquiryRepair,
+        Mark::HoleInquiryCut,
     ];
 
     pub fn name(self) -> &'static str {
@@ -104,6 +110,8 @@ impl Mark {
             Mark::CompactionLevel2 => "compaction_level_2",
             Mark::CompactionLevel3Plus => "compaction_level_3_plus",
             Mark::FullRingNoopSlot => "full_ring_noop_slot",
+            Mark::HoleInquiryRepair => "hole_inquiry_repair",
+            Mark::HoleInquiryCut => "hole_inquiry_cut",
         }
     }
 

@@ -60,6 +60,12 @@ pub enum Command {
     /// Leader: a = its checkpoint index, b = address, c = checksum, d = kind | found << 8.
     /// Body: the block without its zero padding (empty when not found).
     Block = 13,
+    /// A replica with a hole in its log (see `replica::hole`), in a term it began for the
+    /// inquiry: a = the hole's index, b = the checksum of the entry before it.
+    HoleQuery = 14,
+    /// a = the queried index, b = the answer (see `replica::hole::Answer`). Body: for
+    /// `Present`, the responder's whole encoded entry at that index.
+    HoleReport = 15,
 }
 
 impl Command {
@@ -77,6 +83,8 @@ impl Command {
             11 => Command::SyncOffer,
             12 => Command::BlockRequest,
             13 => Command::Block,
+            14 => Command::HoleQuery,
+            15 => Command::HoleReport,
             _ => return None,
         })
     }
@@ -256,7 +264,13 @@ mod tests {
         let sum = checksum(&old[4..MESSAGE_HEADER_SIZE]);
         old[0..4].copy_from_slice(&sum.to_le_bytes());
         assert!(Header::decode(&old, 9, 2).is_err(), "a retired command");
-        for command in [Command::SyncOffer, Command::BlockRequest, Command::Block] {
+        for command in [
+            Command::SyncOffer,
+            Command::BlockRequest,
+            Command::Block,
+            Command::HoleQuery,
+            Command::HoleReport,
+        ] {
             assert_eq!(Command::from_u8(command as u8), Some(command));
         }
         for at in 0..bytes.len() {

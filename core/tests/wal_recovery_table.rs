@@ -191,14 +191,97 @@ fn row_11_cut_after_the_end_of_the_log() {
 }
 
 #[test]
+fn row_12_faulty_when_both_copies_of_the_last_acknowledged_entry_rot() {
+    // Entries 1..=5 acknowledged. Rot strikes the header of 5 (so the bound drops to 4) and
+    // entry 5 itself: the pair must not pass for a torn write.
+    let mut image = ring(5);
+    flip(image.header_bytes_mut(5), 40);
+    flip(image.entry_bytes_mut(5), 40);
+    let recovery = image.recover();
+    assert_eq!(recovery.durable_bound, 4);
+    assert_eq!(recovery.decision(0, 5), Decision::Faulty);
+    assert_eq!(recovery.faulty, vec![5]);
+    assert_eq!(recovery.head, 5, "never truncated");
+    assert_eq!(recovery.head_checksum, None, "its checksum is unknown");
+}
+
+#[test]
+fn row_12_with_a_whole_rotten_header_sector_keeps_every_acknowledged_entry() {
+    // Config::test holds 4 headers per 512-byte sector: slots 4..=7 share one. Garbage over the
+    // whole sector hides the headers of 4..=7; entry 7 rots too. 4..=6 are intact (header fix),
+    // 7 is faulty: nothing acknowledged is cut.
+    let mut image = ring(7);
+    let range = image.header_range(4);
+    let sector = range.start / 512 * 512;
+    for (k, byte) in image.headers[sector..sector + 512].iter_mut().enumerate() {
+        *byte = (k as u8).wrapping_mul(37).wrapping_add(11);
+    }
+    flip(image.entry_bytes_mut(7), 40);
+    let recovery = image.recover();
+    assert_eq!(recovery.durable_bound, 3);
+    for index in 4..=6 {
+        assert_eq!(recovery.decision(0, index), Decision::FixHeader);
+    }
+    assert_eq!(recovery.decision(0, 7), Decision::Faulty);
+    assert_eq!(recovery.head, 7);
+}
+
+#[test]
+fn a_hole_header_keeps_a_faulty_entry_durable_through_a_second_crash() {
+    let mut image = ring(5);
+    flip(image.header_bytes_mut(5), 40);
+    flip(image.entry_bytes_mut(5), 40);
+    let first = image.recover();
+    // Recovery rewrites the headers ring: entry 5's header is lost, so a hole stands in for it.
+    let mut rebuilt = vec![0u8; image.headers.len()];
+    ziggy_core::wal::journal::Journal::rebuild_headers(
+        &image.layout,
+        42,
+        0,
+        &first,
+        &image.entries,
+        &image.headers,
+        &mut rebuilt,
+    );
+    image.headers.copy_from_slice(&rebuilt);
+    let second = image.recover();
+    assert_eq!(second.durable_bound, 5, "the hole proves index 5 durable");
+    assert_eq!(second.decision(0, 5), Decision::Faulty);
+    assert_eq!(second.head, 5);
+    // The leader's copy, written over the rotten entry, replaces the hole (row 3).
+    let repaired = image.appended[4];
+    image.write_entry(&repaired, b"body 4");
+    let third = image.recover();
+    assert_eq!(third.decision(0, 5), Decision::FixHeader);
+    assert!(third.faulty.is_empty());
+}
+
+#[test]
+fn hole_headers_never_pass_for_entries() {
+    let mut image = ring(2);
+    let hole = EntryHeader::hole(42, 3);
+    let mut bytes = [0u8; 128];
+    hole.encode(&mut bytes);
+    image.entry_bytes_mut(3)[..128].copy_from_slice(&bytes);
+    assert_eq!(
+        decision(&image, 3),
+        Decision::Torn,
+        "an invalid entry, not a header"
+    );
+}
+
+#[test]
 fn foreign_cluster_entries_are_not_ours() {
     let mut image = ring(3);
     image.cluster = 43;
     let recovery = image.recover();
     assert_eq!(
-        recovery.head, 0,
+        recovery.count(Decision::Clean) + recovery.count(Decision::FixHeader),
+        0,
         "another cluster's entries are never taken as this log"
     );
+    // Both copies of each are invalid for this cluster: damage (row 12), reported, not cut.
+    assert_eq!(recovery.faulty, vec![1, 2, 3]);
 }
 
 #[test]

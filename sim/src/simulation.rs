@@ -79,6 +79,9 @@ pub struct Options {
     /// Scripted: replica `.0` is down from the `.1`th completed client operation until the
     /// `.2`th (a follower that falls behind the leader's checkpoints, for state-sync tests).
     pub down: Option<(u8, u64, u64)>,
+    /// Per crash of a replica whose entries and headers may rot: the chance that both copies of
+    /// its last durable entry rot (`rot_last_durable_slot`).
+    pub colocated: Ppm,
 }
 
 impl Options {
@@ -100,9 +103,10 @@ impl Options {
     /// few hundred seeds show whether the checkers catch it.
     pub fn for_bug(seed: u64, bug: PlantedBug) -> Options {
         let mut options = match bug {
-            PlantedBug::VoteDespiteFaulty | PlantedBug::LocalReads | PlantedBug::StaleTruncate => {
-                Options::with_replicas(seed, 3)
-            }
+            PlantedBug::VoteDespiteFaulty
+            | PlantedBug::LocalReads
+            | PlantedBug::StaleTruncate
+            | PlantedBug::TornAnywhere => Options::with_replicas(seed, 3),
             _ => Options::from_seed(seed),
         };
         options.planted_bug = Some(bug);
@@ -132,6 +136,20 @@ impl Options {
                 // Slow clocks: a deposed leader notices late that it lost its quorum.
                 let mut prng = Prng::new(seed ^ 0xd41f7);
                 options.drift = (0..3).map(|_| Ppm(prng.range(0, 700_000) as u32)).collect();
+            }
+            PlantedBug::TornAnywhere => {
+                // Replica 0 rots in its entries and headers, and both copies of its last durable
+                // entry rot at most crashes.
+                if let Some(r) = (0..options.storage.len())
+                    .find(|&r| options.storage[r].atlas.latent.contains(&Zone::WalEntries))
+                {
+                    options.storage.swap(0, r);
+                }
+                let mut prng = Prng::new(seed ^ 0x7042);
+                options.storage[0] = storage_faults(&mut prng, None, true);
+                options.storage[0].atlas.latent.insert(Zone::WalHeaders);
+                options.colocated = Ppm::percent(80);
+                options.crash = Ppm(2_000);
             }
             PlantedBug::StaleTruncate => {
                 // Leaders change often (so followers truncate), and replicas crash soon after.
@@ -247,6 +265,7 @@ impl Options {
             pause: Ppm::NEVER,
             pause_max: 1,
             down: None,
+            colocated: Ppm::NEVER,
         }
         .widened(&config)
     }
@@ -284,6 +303,7 @@ impl Options {
         self.give_up = maybe(&mut prng, 2_000);
         self.pause = maybe(&mut prng, 300);
         self.pause_max = prng.range(election, 10 * election);
+        self.colocated = maybe(&mut prng, 300_000);
         self
     }
 
@@ -328,10 +348,14 @@ fn storage_faults(prng: &mut Prng, fatal: Option<Zone>, faulty: bool) -> Storage
         atlas.latent.insert(zone);
         atlas.misdirect.insert(zone);
         if zone == Zone::WalEntries {
-            // The redundant headers must stay whole for entry damage to be told from a torn write.
-            atlas.tear.remove(&Zone::WalHeaders);
-            atlas.latent.remove(&Zone::WalHeaders);
+            // Headers may rot beside entries (decision-table row 12). A write that never lands
+            // (misdirected) leaves its slot's old bytes, which look intact, so beside rot of the
+            // other copy it would pass for a torn write or an empty slot: where headers rot, no
+            // WAL write is misdirected.
             atlas.misdirect.remove(&Zone::WalHeaders);
+            if atlas.latent.contains(&Zone::WalHeaders) {
+                atlas.misdirect.remove(&Zone::WalEntries);
+            }
         }
     }
     StorageFaults {
@@ -1232,11 +1256,43 @@ impl Simulation {
         node.up = false;
         node.paused = None;
         node.inbox.clear();
+        self.rot_last_durable_slot(r);
         self.network.forget(r as u8);
         // A single replica restarts at once; a cluster member may stay down a while.
         if self.options.replicas == 1 {
             self.restart(r);
         }
+    }
+
+    /// Co-located damage (decision-table row 12): on a replica whose WAL entries and headers may
+    /// rot, sometimes rot both copies of its last durable entry at a crash — the redundant
+    /// header's sector and the entry — which lowers the durable bound below an acknowledged entry.
+    fn rot_last_durable_slot(&mut self, r: usize) {
+        let latent = &self.options.storage[r].atlas.latent;
+        if !latent.contains(&Zone::WalEntries)
+            || !latent.contains(&Zone::WalHeaders)
+            || !self.prng.chance(self.options.colocated)
+        {
+            return;
+        }
+        let Some(durable) = self.nodes[r].durable_at_crash.filter(|&d| d > 0) else {
+            return;
+        };
+        let layout = self.layout;
+        let sector = layout.sector_size;
+        let slot = layout.slot_of(durable);
+        let header = layout.zone_start(Zone::WalHeaders) / sector + layout.header_sector_of(slot);
+        let entry = (layout.zone_start(Zone::WalEntries) + slot * layout.wal_slot_size) / sector;
+        self.nodes[r].storage.inject_latent_at(header);
+        self.nodes[r].storage.inject_latent_at(entry);
+        self.faults += 2;
+        self.trace.u64(0xc010).u64(r as u64).u64(durable);
+        tracing::debug!(
+            tick = self.tick,
+            replica = r,
+            durable,
+            "fault: header and entry rot"
+        );
     }
 
     fn restart(&mut self, r: usize) {

@@ -132,6 +132,9 @@ pub struct SimStorage {
     disk: Vec<u8>,
     in_flight: Vec<InFlight>,
     latent: BTreeSet<u64>,
+    /// Whether latent damage may read as zeros in the WAL rings: not where both rings rot
+    /// (fixed at creation: sectors damaged then stay damaged when the faults stop).
+    wal_zeros: bool,
     damaged: BTreeSet<u64>,
     faults: StorageFaults,
     prng: Prng,
@@ -147,6 +150,8 @@ impl SimStorage {
             layout,
             in_flight: Vec::new(),
             latent: BTreeSet::new(),
+            wal_zeros: !(faults.atlas.latent.contains(&Zone::WalHeaders)
+                && faults.atlas.latent.contains(&Zone::WalEntries)),
             damaged: BTreeSet::new(),
             faults,
             prng,
@@ -279,7 +284,13 @@ impl SimStorage {
                 return Err(ReadError::Io);
             }
             let start = ((s - first) * sector) as usize;
-            corrupt_sector(&mut local, &mut data[start..start + sector as usize]);
+            let zone = self.layout.zone_of(s * sector).expect("inside the file").0;
+            // Zeros read as "never written" in both WAL rings: beside rot of the other copy that
+            // is damage no decision can see (the rings have no checksummed reserved headers
+            // yet), so a replica whose headers and entries both rot never reads zeros there.
+            let wal = matches!(zone, Zone::WalHeaders | Zone::WalEntries);
+            let zeros = !wal || self.wal_zeros;
+            corrupt_sector(&mut local, &mut data[start..start + sector as usize], zeros);
         }
         Ok(data)
     }
@@ -305,7 +316,11 @@ impl SimStorage {
                 let offset = target + (k * sector) as u64;
                 if may_tear && self.prng.chance(self.faults.tear) {
                     self.stats.torn_sectors += 1;
-                    match self.prng.range(0, 2) {
+                    // A redundant-header sector tears into its old or its new bytes, never
+                    // garbage (sector-atomic writes, as TigerBeetle assumes): garbage there is
+                    // damage, which recovery must not take for a torn write.
+                    let shapes = if zone == Zone::WalHeaders { 1 } else { 2 };
+                    match self.prng.range(0, shapes) {
                         0 => {}
                         1 => self.land(offset, chunk),
                         _ => {
@@ -321,6 +336,13 @@ impl SimStorage {
                 }
             }
         }
+    }
+
+    /// Marks `sector` latently faulty (a fault the simulator aims, within the atlas).
+    pub fn inject_latent_at(&mut self, sector: u64) {
+        self.latent.insert(sector);
+        self.damaged.insert(sector);
+        self.stats.latent_injected += 1;
     }
 
     /// Marks a random sector of a random zone of the atlas as latently faulty. Returns the sector.
@@ -348,6 +370,13 @@ impl SimStorage {
     /// Where a read really reads: its own place, or (misdirected) another place of its zone,
     /// which the replica must take for damage there.
     fn misdirect_source(&mut self, offset: u64, len: u64) -> u64 {
+        // Not the redundant headers: recovery reads them once, and a misread header beside a
+        // torn entry is indistinguishable from rot of an acknowledged one (a single replica
+        // would halt on a transient fault; a retry of the read is not built yet).
+        let zone = self.layout.zone_of(offset).expect("inside the file").0;
+        if zone == Zone::WalHeaders {
+            return offset;
+        }
         let chance = self.faults.misdirect_read;
         let Some(source) = self.elsewhere(offset, len, chance) else {
             return offset;
@@ -445,7 +474,7 @@ impl ContractStorage for SimStorage {
 
 /// A latent fault's damage to one sector, fixed by `local` (seeded from the sector): one bit,
 /// a few bits, garbage or zeros.
-fn corrupt_sector(local: &mut Prng, sector: &mut [u8]) {
+fn corrupt_sector(local: &mut Prng, sector: &mut [u8], zeros: bool) {
     let bits = sector.len() as u64 * 8;
     let mut flip = |local: &mut Prng| {
         let bit = local.range(0, bits - 1);
@@ -459,7 +488,8 @@ fn corrupt_sector(local: &mut Prng, sector: &mut [u8]) {
             }
         }
         70..=84 => local.fill(sector),
-        _ => sector.fill(0),
+        _ if zeros => sector.fill(0),
+        _ => local.fill(sector),
     }
 }
 
@@ -504,7 +534,7 @@ mod tests {
         let mut shapes = BTreeSet::new();
         for seed in 0..200 {
             let mut sector = [0x5au8; 512];
-            corrupt_sector(&mut Prng::new(seed), &mut sector);
+            corrupt_sector(&mut Prng::new(seed), &mut sector, true);
             let flipped: u32 = sector.iter().map(|b| (b ^ 0x5a).count_ones()).sum();
             shapes.insert(match flipped {
                 1 => "one bit",

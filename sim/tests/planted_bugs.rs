@@ -65,11 +65,17 @@ fn a_state_sync_without_its_superblock_flag_is_caught() {
 }
 
 #[test]
+fn torn_anywhere_is_caught() {
+    assert_caught(PlantedBug::TornAnywhere);
+}
+
+#[test]
 fn the_hunting_profiles_pass_without_the_bugs() {
     for bug in [
         PlantedBug::VoteDespiteFaulty,
         PlantedBug::LocalReads,
         PlantedBug::StaleTruncate,
+        PlantedBug::TornAnywhere,
     ] {
         for seed in 0..40u64 {
             let mut options = Options::for_bug(seed, bug);

@@ -530,6 +530,8 @@ impl<S: StateMachine> Replica<S> {
     fn on_superblock_durable(&mut self) {
         self.send_pending_vote();
         self.request_votes();
+        self.send_inquiry();
+        self.send_pending_answer();
     }
 
     // ---------------------------------------------------------------------------------------

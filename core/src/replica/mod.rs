@@ -20,6 +20,7 @@
 //! - `sync`: state sync — a follower behind the leader's checkpoint fetches its blocks.
 
 mod commit;
+mod hole;
 mod open;
 mod raft;
 mod sync;

@@ -297,14 +297,15 @@ impl<S: StateMachine> Replica<S> {
 
     fn on_rings_read<T: Storage>(&mut self, storage: &mut T) {
         let sb = self.superblock;
-        let result = recovery::recover(&RecoveryInput {
+        let input = RecoveryInput {
             layout: &self.layout,
             cluster: sb.cluster,
             checkpoint_index: sb.checkpoint_index,
             checkpoint_checksum: sb.checkpoint_checksum,
             headers: &self.recovery_buffers[Buffer::Headers as usize],
             entries: &self.recovery_buffers[Buffer::Entries as usize],
-        });
+        };
+        let result = recovery::recover_with(&input, self.config.planted_bug);
         self.mark_recovery(&result);
         if let (Some(&index), 1) = (result.faulty.first(), self.count) {
             let slot = self.layout.slot_of(index);
@@ -323,6 +324,7 @@ impl<S: StateMachine> Replica<S> {
         let mut headers = vec![0u8; self.layout.zone_size(Zone::WalHeaders) as usize];
         Journal::rebuild_headers(
             &self.layout,
+            sb.cluster,
             sb.checkpoint_index,
             &result,
             &self.recovery_buffers[Buffer::Entries as usize],

@@ -87,9 +87,17 @@ pub(crate) struct Raft {
     /// Candidate: the log heads the other replicas reported with their votes in this term
     /// (granted or not), for `make_room_for_noop`.
     pub heads: Vec<Option<u64>>,
+    /// A hole inquiry under way (see `hole.rs`), and a peer's query to answer once durable.
+    pub inquiry: Option<super::hole::Inquiry>,
+    pub answer_pending: Option<super::hole::PendingAnswer>,
 }
 
 impl Raft {
+    /// The term of the hole inquiry under way (0: none).
+    fn inquiry_term(&self) -> u64 {
+        self.inquiry.as_ref().map_or(0, super::hole::Inquiry::term)
+    }
+
     pub fn new(count: u8) -> Raft {
         Raft {
             role: Role::Follower,
@@ -114,6 +122,8 @@ impl Raft {
             heads: vec![None; count as usize],
             round_wanted: false,
             leader_round: 0,
+            inquiry: None,
+            answer_pending: None,
         }
     }
 }
@@ -136,13 +146,27 @@ impl<S: StateMachine> Replica<S> {
         self.raft.election_deadline = self.ticks + self.election_timeout();
     }
 
-    /// Whether this replica may vote and campaign: its log is whole and it is not installing a
-    /// checkpoint.
-    fn healthy(&self) -> bool {
-        if self.config.planted_bug == Some(PlantedBug::VoteDespiteFaulty) {
-            return !self.installing();
-        }
+    /// Whether this replica may campaign: its log is whole (a leader must serve every entry)
+    /// and it is not installing a checkpoint.
+    fn may_campaign(&self) -> bool {
         self.journal.first_faulty().is_none() && !self.installing()
+    }
+
+    /// Whether this replica may vote: it knows the term of its last entry. Raft's up-to-date
+    /// rule needs only that (a committed entry this voter holds lies at or below its head, and
+    /// a candidate at least as up to date holds it), so holes below the head do not matter; a
+    /// head lost with its header does, because its term is unknown (see `hole.rs`).
+    fn may_vote(&self) -> bool {
+        if self.installing() {
+            return false;
+        }
+        // Planted bug VoteDespiteFaulty: a lost head reads as term 0.
+        self.config.planted_bug == Some(PlantedBug::VoteDespiteFaulty) || self.last_log_known()
+    }
+
+    fn last_log_known(&self) -> bool {
+        let head = self.journal.head();
+        self.journal.term_at(head).is_some() || self.journal.faulty_header(head).is_some()
     }
 
     fn lease_active(&self) -> bool {
@@ -153,10 +177,15 @@ impl<S: StateMachine> Replica<S> {
                 .is_some_and(|t| self.ticks < t + self.config.election_ticks)
     }
 
-    /// The (index, term) of the last entry, for the up-to-date comparison.
+    /// The (index, term) of the last entry, for the up-to-date comparison (term 0 where a lost
+    /// head hides it: such a replica neither votes nor campaigns, see `may_vote`).
     fn last_log(&self) -> (u64, u64) {
         let head = self.journal.head();
-        (head, self.journal.term_at(head).unwrap_or(0))
+        let term = self
+            .journal
+            .term_at(head)
+            .or_else(|| self.journal.faulty_header(head).map(|h| h.term));
+        (head, term.unwrap_or(0))
     }
 
     fn up_to_date(&self, last_index: u64, last_term: u64) -> bool {
@@ -214,6 +243,7 @@ impl<S: StateMachine> Replica<S> {
         } else if self.ticks >= self.raft.election_deadline {
             self.start_pre_vote();
         }
+        self.settle_inquiry(); // one that waited for writes in flight
         if self.state_lost && self.ticks >= self.raft.heartbeat_due {
             self.raft.heartbeat_due = self.ticks + self.config.heartbeat_ticks;
             self.request_state();
@@ -243,8 +273,11 @@ impl<S: StateMachine> Replica<S> {
 
     fn start_pre_vote(&mut self) {
         self.reset_election_timer();
-        if !self.healthy() || self.state_lost {
-            return; // a replica with holes in its log (or no state) waits for the leader
+        if self.state_lost || self.installing() {
+            return; // a replica without a state waits for the leader
+        }
+        if !self.may_campaign() {
+            return self.start_inquiry(); // no leader came to repair the holes: ask the peers
         }
         self.raft.role = Role::PreCandidate;
         self.raft.votes = bit(self.id);
@@ -413,6 +446,9 @@ impl<S: StateMachine> Replica<S> {
         self.raft.votes = 0;
         self.raft.leader_ready = false;
         self.raft.votes_requested = false;
+        if term > self.raft.inquiry_term() {
+            self.raft.inquiry = None;
+        }
         self.reset_election_timer();
         if changed {
             self.role_event();
@@ -450,6 +486,8 @@ impl<S: StateMachine> Replica<S> {
                 Command::StateRequest => self.on_state_request(&header),
                 Command::BlockRequest => self.on_block_request(&header, body),
                 Command::Block => self.on_block(&header, body),
+                Command::HoleQuery => self.on_hole_query(&header),
+                Command::HoleReport => self.on_hole_report(&header, body),
                 Command::Request | Command::Reply => self.stats.messages_dropped += 1,
             }
         }
@@ -489,7 +527,11 @@ impl<S: StateMachine> Replica<S> {
     fn accept_term(&mut self, header: &Header) -> bool {
         match header.command {
             Command::PreVote | Command::PreVoteReply => return true,
-            Command::Vote if header.term > self.raft.term && self.lease_active() => return false,
+            Command::Vote | Command::HoleQuery
+                if header.term > self.raft.term && self.lease_active() =>
+            {
+                return false
+            }
             _ => {}
         }
         if header.term > self.raft.term {
@@ -514,7 +556,7 @@ impl<S: StateMachine> Replica<S> {
         let granted = header.term > self.raft.term
             && !self.lease_active()
             && self.up_to_date(header.a, header.b)
-            && self.healthy();
+            && self.may_vote();
         let mut reply = self.header(Command::PreVoteReply, header.from);
         reply.term = header.term;
         reply.a = granted as u64;
@@ -541,7 +583,7 @@ impl<S: StateMachine> Replica<S> {
         if free
             && self.raft.role == Role::Follower
             && self.up_to_date(header.a, header.b)
-            && self.healthy()
+            && self.may_vote()
         {
             self.raft.voted_for = Some(header.from);
             self.raft.vote_reply_pending = Some(header.from);
@@ -656,16 +698,20 @@ impl<S: StateMachine> Replica<S> {
             }
             if index <= self.journal.head() {
                 if self.journal.is_faulty(index) {
-                    if self.journal.repair(bytes).is_err() {
-                        break;
+                    match self.journal.repair(bytes) {
+                        Ok(_) => {
+                            self.stats.repaired += 1;
+                            self.marks.hit(Mark::EntryRepair);
+                            self.events.push(Event::Repaired { index });
+                            last = index;
+                            continue;
+                        }
+                        // Our next entry chains to another version of this one: ours is not the
+                        // leader's, so it was never committed. Replace it below.
+                        Err(AppendError::OutOfChain) if index > self.commit => {}
+                        Err(_) => break,
                     }
-                    self.stats.repaired += 1;
-                    self.marks.hit(Mark::EntryRepair);
-                    self.events.push(Event::Repaired { index });
-                    last = index;
-                    continue;
-                }
-                if self.journal.checksum_at(index) == Some(entry.checksum) {
+                } else if self.journal.checksum_at(index) == Some(entry.checksum) {
                     last = index;
                     continue;
                 }

@@ -35,6 +35,9 @@ impl Operation {
     pub const BATCH: Operation = Operation(2);
     /// A client opens a session (request number 0; see `sessions`). Only inside batch entries.
     pub const REGISTER: Operation = Operation(3);
+    /// Stands in the redundant headers ring for a faulty entry whose own header was lost (see
+    /// [`EntryHeader::hole`]); never in the entries ring.
+    pub const HOLE: Operation = Operation(4);
     /// The first operation number a state machine may define.
     pub const STATE_MACHINE_FIRST: u8 = 16;
 
@@ -101,6 +104,18 @@ impl EntryHeader {
         header.encode(&mut bytes);
         header.checksum = checksum(&bytes[4..]);
         header
+    }
+
+    /// The redundant header recovery writes for a faulty entry whose own header is lost: it proves
+    /// the index durable and names no content (term 0, so that the repaired entry replaces it as
+    /// one of a newer term). Without it, the rebuilt headers would hold zeros there, and a crash
+    /// before the repair would read the pair as a torn write and cut a durable entry.
+    pub fn hole(cluster: u64, index: u64) -> EntryHeader {
+        EntryHeader::new(Operation::HOLE, cluster, index, 0, 0, 0, 0, 0, &[])
+    }
+
+    pub fn is_hole(&self) -> bool {
+        self.operation == Operation::HOLE
     }
 
     /// Writes the header into `out` (exactly [`HEADER_SIZE`] bytes).

@@ -158,9 +158,10 @@ impl Journal {
 
     /// The headers ring to write after recovery: the header of every intact entry of the log (so
     /// that recovered entries become provably durable before they are acknowledged), the surviving
-    /// redundant header of a faulty one, zeros elsewhere.
+    /// redundant header of a faulty one (a hole header where none survived), zeros elsewhere.
     pub fn rebuild_headers(
         layout: &Layout,
+        cluster: u64,
         checkpoint: u64,
         recovery: &Recovery,
         entries: &[u8],
@@ -180,6 +181,8 @@ impl Journal {
                     let header = &read_headers[target.clone()];
                     if matches!(EntryHeader::decode(header), Ok(h) if h.index == index) {
                         out[target].copy_from_slice(header);
+                    } else {
+                        EntryHeader::hole(cluster, index).encode(&mut out[target]);
                     }
                 }
                 other => unreachable!("{other:?} inside the log"),
@@ -291,6 +294,18 @@ impl Journal {
         self.header_at(index)
             .map(|h| h.checksum)
             .or_else(|| (index == self.checkpoint).then_some(self.checkpoint_checksum))
+    }
+
+    /// The header a faulty entry is known by: its surviving redundant header (recovery kept it),
+    /// if any. `None` for intact entries and for holes whose header was lost with them.
+    pub fn faulty_header(&self, index: u64) -> Option<EntryHeader> {
+        if !self.faulty.contains(&index) {
+            return None;
+        }
+        let range = Self::header_range(&self.layout, self.layout.slot_of(index));
+        EntryHeader::decode(&self.headers[range])
+            .ok()
+            .filter(|h| h.index == index && h.cluster == self.cluster && !h.is_hole())
     }
 
     /// The term of entry `index` (the checkpoint's for the anchor).

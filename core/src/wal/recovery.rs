@@ -41,11 +41,16 @@
 //! | 4 | current | current, different checksum, E's term not higher | any | **Faulty**: H proves another entry was durable here |
 //! | 5 | current | stale, blank or invalid | any | **Faulty**: the durable entry was lost (corruption, lost or misdirected write) |
 //! | 6 | not current | not current | `i <= bound` | **Faulty**: a later header proves it was durable |
-//! | 7 | not current | invalid | `i > bound` | **Torn**: an interrupted write, never acknowledged: truncated |
+//! | 7 | stale or blank (intact) | invalid | `i > bound` | **Torn**: an interrupted write, never acknowledged: truncated |
 //! | 8 | not current | stale or blank | `i > bound` | **Empty**: never written: the log ends before it |
 //! | 9 | any | current, but its parent is not the checksum of entry `i-1` | `i <= bound` | **Faulty**: out of chain |
 //! | 10 | any | current, but out of chain | `i > bound` | **Cut**: a different history's leftover: truncated |
-//! | 11 | any | current | after the first Torn, Empty or Cut | **Cut**: the log must be contiguous |
+//! | 11 | any | current or invalid | after the first Torn, Empty or Cut | **Cut**: the log must be contiguous (a torn entry is cut only at the head slot) |
+//! | 12 | invalid | invalid | `i > bound` | **Faulty**: both copies damaged. A crash tears a header sector into its old or new bytes, never garbage, so an invalid header is damage, and the bound it would have raised is unknown: the entry may have been acknowledged (TigerBeetle: header corrupt + prepare corrupt = repair) |
+//!
+//! A faulty entry whose header is not current gets a *hole* header in the rebuilt headers ring
+//! ([`EntryHeader::hole`]): it keeps the index durable (row 5 after a second crash, not row 7),
+//! names no checksum (the chain continues unknown), and a repaired entry replaces it (row 3).
 //!
 //! The log is `c+1 ..= head`, where head is the index before the first Torn, Empty or Cut.
 //! Faulty entries lie within the log: the replica keeps their slots, never votes or acknowledges as
@@ -53,7 +58,7 @@
 //! an error that names them ([`Recovery::faulty`]).
 
 use crate::checksum::{checksum, Checksum};
-use crate::config::Layout;
+use crate::config::{Layout, PlantedBug};
 use crate::wal::header::{EntryHeader, HeaderError, HEADER_SIZE};
 
 /// What recovery decided for one index of the ring.
@@ -173,7 +178,9 @@ pub fn entry_view(input: &RecoveryInput, expected: u64) -> SlotView {
     let bytes = slot_bytes(input.layout, input.entries, slot);
     let decoded = EntryHeader::decode(bytes).and_then(|h| {
         let end = HEADER_SIZE + h.size as usize;
-        if end > bytes.len() || checksum(&bytes[HEADER_SIZE..end]) != h.body_checksum {
+        if h.is_hole() {
+            Err(HeaderError::Invalid) // hole headers live in the headers ring only
+        } else if end > bytes.len() || checksum(&bytes[HEADER_SIZE..end]) != h.body_checksum {
             Err(HeaderError::Checksum)
         } else {
             Ok(h)
@@ -191,6 +198,11 @@ pub fn header_view(input: &RecoveryInput, expected: u64) -> SlotView {
 
 /// Runs the decision table over the whole ring. Never panics, whatever the bytes.
 pub fn recover(input: &RecoveryInput) -> Recovery {
+    recover_with(input, None)
+}
+
+/// [`recover`], with a planted bug for the simulator (`TornAnywhere`: row 12 decided as row 7).
+pub fn recover_with(input: &RecoveryInput, bug: Option<PlantedBug>) -> Recovery {
     let layout = input.layout;
     assert_eq!(
         input.headers.len() as u64,
@@ -227,14 +239,23 @@ pub fn recover(input: &RecoveryInput) -> Recovery {
         let index = input.checkpoint_index + 1 + k as u64;
         let durable = index <= durable_bound;
         let decision = if ended {
-            // Row 11 (and anything after the end of the log).
+            // Row 11 (and anything after the end of the log): a torn entry is cut only at the
+            // head slot, so what lies beyond is a leftover.
             match e {
-                SlotView::Current(_) => Decision::Cut,
-                SlotView::Invalid => Decision::Torn,
+                SlotView::Current(_) | SlotView::Invalid => Decision::Cut,
                 _ => Decision::Empty,
             }
         } else {
-            decide(*h, *e, durable, chain)
+            match decide(*h, *e, durable, chain) {
+                Decision::Faulty
+                    if bug == Some(PlantedBug::TornAnywhere)
+                        && !durable
+                        && (*h, *e) == (SlotView::Invalid, SlotView::Invalid) =>
+                {
+                    Decision::Torn
+                }
+                decision => decision,
+            }
         };
         match decision {
             Decision::Clean | Decision::FixHeader => {
@@ -248,7 +269,7 @@ pub fn recover(input: &RecoveryInput) -> Recovery {
             Decision::Faulty => {
                 faulty.push(index);
                 chain = match h {
-                    SlotView::Current(h) => Some(h.checksum),
+                    SlotView::Current(h) if !h.is_hole() => Some(h.checksum),
                     _ => None,
                 };
                 head = index;
@@ -285,6 +306,7 @@ pub fn decide(h: SlotView, e: SlotView, durable: bool, chain: Option<Checksum>) 
         (_, Current(_)) => Decision::FixHeader,       // row 2
         (Current(_), _) => Decision::Faulty,          // row 5
         (_, _) if durable => Decision::Faulty,        // row 6
+        (Invalid, Invalid) => Decision::Faulty,       // row 12
         (_, Invalid) => Decision::Torn,               // row 7
         (_, Stale | Blank) => Decision::Empty,        // row 8
     }
