@@ -1001,6 +1001,19 @@ impl Simulation {
         }
     }
 
+    /// Whether the redundant-header sector of the WAL entry at `offset` was damaged.
+    fn entry_header_damaged(&self, node: &Node, offset: u64) -> bool {
+        let layout = &self.layout;
+        match layout.zone_of(offset) {
+            Some((Zone::WalEntries, within)) => {
+                let slot = within / layout.wal_slot_size;
+                let sector = layout.header_sector_offset(layout.header_sector_of(slot));
+                node.storage.damaged_within(sector, layout.sector_size)
+            }
+            _ => false,
+        }
+    }
+
     /// A halt is acceptable only beyond the fault model, naming damage that was injected.
     fn halt_verdict(&mut self) -> Result<Option<Verdict>, Violation> {
         for node in &self.nodes {
@@ -1010,7 +1023,16 @@ impl Simulation {
                 Error::State(_) => node.grid.rotted() > 0,
                 _ => false,
             };
+            // A torn entry whose redundant header was damaged (rot, or a misdirected write
+            // landing there) reads as a durable entry lost with its header (decision-table row
+            // 12): a single replica cannot tell, so it halts, naming the entry.
+            let header_damaged = match error {
+                Error::Corrupt { offset, .. } => self.entry_header_damaged(node, *offset),
+                _ => false,
+            };
+            let explained = explained || header_damaged;
             let allowed = self.options.fatal.is_some()
+                || header_damaged
                 || self.options.storage[node.replica.id() as usize]
                     .atlas
                     .latent

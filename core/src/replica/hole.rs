@@ -210,6 +210,10 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         let index = inquiry.index;
+        if self.journal.first_faulty() != Some(index) {
+            self.raft.inquiry = None; // a leader repaired it (or a truncation took it) meanwhile
+            return;
+        }
         let mut versions: BTreeMap<Checksum, &[u8]> = BTreeMap::new();
         for entry in inquiry.answers.values().flatten() {
             let header = EntryHeader::decode(entry).expect("checked on arrival");
