@@ -147,7 +147,11 @@ impl Options {
                 }
                 let mut prng = Prng::new(seed ^ 0x7042);
                 options.storage[0] = storage_faults(&mut prng, None, true);
-                options.storage[0].atlas.latent.insert(Zone::WalHeaders);
+                let atlas = &mut options.storage[0].atlas;
+                atlas.latent.insert(Zone::WalHeaders);
+                // As `storage_faults` keeps it where both rings rot: no misdirected WAL writes.
+                atlas.misdirect.remove(&Zone::WalHeaders);
+                atlas.misdirect.remove(&Zone::WalEntries);
                 options.colocated = Ppm::percent(80);
                 options.crash = Ppm(2_000);
             }
