@@ -251,7 +251,10 @@ impl<S: StateMachine> Replica<S> {
         }
         // The next hole, in the same term: the peers' answers stay valid in it.
         if let Some(next) = self.journal.first_faulty() {
-            let parent = self.journal.checksum_at(next - 1).expect("intact before the hole");
+            let parent = self
+                .journal
+                .checksum_at(next - 1)
+                .expect("intact before the hole");
             let term = self.raft.term;
             self.raft.inquiry = Some(Inquiry {
                 term,
