@@ -25,6 +25,13 @@
 //!
 //! A peer whose own entry at `i` is faulty, or lies inside its checkpoint, answers *unknown*,
 //! which does not count.
+//!
+//! `n - q + 1` answers are what it takes, and no fewer can be safe: with a bare quorum left in
+//! a cluster of three or more, the missing replicas may hold the only copies of a committed `e`,
+//! and the inquiry rightly never settles (that is more faults than the cluster tolerates). Where
+//! it matters is a two-replica cluster, whose every election needs both votes (one answer
+//! suffices), and any cluster with more than a bare quorum alive, where it also cuts holes that
+//! a leader could not repair because it never had the entry.
 
 use super::raft::Role;
 use super::Replica;

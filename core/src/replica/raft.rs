@@ -15,10 +15,12 @@
 //! - **Log matching by hash chain**: an Append names the previous entry by index and checksum;
 //!   each entry's parent checksum chains it to the one before, so a match at one index proves the
 //!   whole prefix equal.
-//! - **Faulty entries** (see `wal::recovery`): a replica whose log holds a hole neither votes nor
-//!   campaigns — its log is not whole, and a vote from it could elect a leader that lacks a
-//!   committed entry. It never truncates the hole away by itself; the leader's copy fills it.
-//!   A single replica cannot be repaired and halts on open instead.
+//! - **Faulty entries** (see `wal::recovery`): a replica whose log holds a hole does not
+//!   campaign (a leader must serve every entry). It votes only while it knows its last entry's
+//!   term — the up-to-date rule needs nothing else — so a head lost with its redundant header
+//!   (row 12) silences it. The leader's copy fills a hole; one the leader's log contradicts is
+//!   replaced (it was never committed). Without a leader, the replica asks its peers
+//!   (`hole.rs`). A single replica cannot be repaired and halts on open instead.
 //! - **Catch-up**: a follower behind the leader's checkpoint (the ring has wrapped past what it
 //!   needs) takes the checkpoint itself, block by block (state sync, see `sync.rs`).
 
