@@ -13,12 +13,14 @@
 //!
 //! Properties: recovery never panics; every entry it keeps was really written at that index; no
 //! acknowledged entry is dropped (each is kept intact or reported faulty for repair); an
-//! acknowledged entry whose own copy is intact is never reported faulty.
+//! acknowledged entry whose own copy is intact is never reported faulty; an unacknowledged entry
+//! is reported faulty only where both of its copies are invalid (decision-table row 12: a torn
+//! write beside a damaged header sector, which no decision can tell from lost acknowledged data).
 
 use crate::config::Config;
 use crate::wal::header::{EntryHeader, HEADER_SIZE};
 use crate::wal::image::RingImage;
-use crate::wal::recovery::{Decision, Recovery};
+use crate::wal::recovery::{self, Decision, Recovery, SlotView};
 
 /// One act of damage. Fields are taken modulo what they address, so any values are valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +155,15 @@ fn apply(
     }
 }
 
+/// Whether both copies of entry `index` are invalid (decision-table row 12).
+fn row_12(image: &RingImage, index: u64) -> bool {
+    let input = image.input();
+    (
+        recovery::header_view(&input, index),
+        recovery::entry_view(&input, index),
+    ) == (SlotView::Invalid, SlotView::Invalid)
+}
+
 fn check(
     image: &RingImage,
     recovery: &Recovery,
@@ -182,6 +193,11 @@ fn check(
                         "recovery kept entry {index}, which was never written"
                     ));
                 }
+            }
+            Decision::Faulty if row_12(image, index) => {
+                // Both copies invalid: a torn write beside a damaged header sector reads the
+                // same as rot of an acknowledged entry, so it must be kept (and repaired, or
+                // reported on a single replica), never cut.
             }
             Decision::Faulty => {
                 if index > last_acknowledged {
