@@ -30,7 +30,7 @@ struct Args {
     log: Option<String>,
     /// Plants a known bug, to show that the checkers catch it: ack-before-durable,
     /// commit-without-quorum, vote-despite-faulty, apply-twice, local-reads,
-    /// evicted-session-replay, stale-truncate, sync-without-flag.
+    /// evicted-session-replay, stale-truncate, sync-without-flag, torn-anywhere.
     #[arg(long)]
     plant_bug: Option<String>,
     /// Liveness mode: heal every fault at a random point, then require new requests to commit
