@@ -10,7 +10,6 @@ mod common;
 use common::Cluster;
 use ziggy_core::marks::Mark;
 use ziggy_core::wal::batch::RequestId;
-use ziggy_core::wal::header::Operation;
 use ziggy_core::{Config, KvStateMachine, Layout, Zone};
 
 /// Overwrites both copies of entry `index` on replica `r` with garbage: its slot's first sector
@@ -31,12 +30,7 @@ fn rot_entry_and_header(cluster: &mut Cluster, r: usize, index: u64) {
 fn a_replica_whose_head_rotted_with_its_header_asks_its_peer_and_the_cluster_goes_on() {
     let mut cluster = Cluster::with_replicas(2);
     let client = 7;
-    let register = RequestId {
-        client,
-        session: 0,
-        request: 0,
-    };
-    let session = cluster.call(register, Operation::REGISTER, &[]);
+    let session = cluster.register(client);
     cluster.write(client, session, 1, 4);
     let head = cluster.nodes[1].replica.log_head();
     assert_eq!(head, cluster.nodes[0].replica.log_head());
@@ -107,12 +101,7 @@ fn a_replica_whose_head_rotted_with_its_header_asks_its_peer_and_the_cluster_goe
 fn a_replica_whose_lost_head_its_peer_never_had_cuts_it_and_the_cluster_goes_on() {
     let mut cluster = Cluster::with_replicas(2);
     let client = 9;
-    let register = RequestId {
-        client,
-        session: 0,
-        request: 0,
-    };
-    let session = cluster.call(register, Operation::REGISTER, &[]);
+    let session = cluster.register(client);
     cluster.write(client, session, 1, 4);
     let committed = cluster.nodes[0].replica.log_head();
 

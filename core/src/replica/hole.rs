@@ -91,14 +91,19 @@ impl<S: StateMachine> Replica<S> {
         if self.count == 1 || self.installing() || self.state_lost {
             return;
         }
+        let term = self.raft.term + 1;
+        self.become_follower(term, None);
+        self.inquire(index);
+    }
+
+    /// Opens an inquiry about hole `index` in the current term, and asks once it is durable.
+    fn inquire(&mut self, index: u64) {
         let parent = self
             .journal
             .checksum_at(index - 1)
             .expect("the entry before the first hole is intact or the checkpoint");
-        let term = self.raft.term + 1;
-        self.become_follower(term, None);
         self.raft.inquiry = Some(Inquiry {
-            term,
+            term: self.raft.term,
             index,
             parent,
             sent: false,
@@ -258,19 +263,7 @@ impl<S: StateMachine> Replica<S> {
         }
         // The next hole, in the same term: the peers' answers stay valid in it.
         if let Some(next) = self.journal.first_faulty() {
-            let parent = self
-                .journal
-                .checksum_at(next - 1)
-                .expect("intact before the hole");
-            let term = self.raft.term;
-            self.raft.inquiry = Some(Inquiry {
-                term,
-                index: next,
-                parent,
-                sent: false,
-                answers: BTreeMap::new(),
-            });
-            self.send_inquiry();
+            self.inquire(next);
         }
     }
 

@@ -145,6 +145,16 @@ impl Cluster {
         index
     }
 
+    /// Registers `client` and returns its session.
+    pub fn register(&mut self, client: u64) -> u64 {
+        let id = RequestId {
+            client,
+            session: 0,
+            request: 0,
+        };
+        self.call(id, Operation::REGISTER, &[])
+    }
+
     /// Commits puts of keys `k{first}..` through the leader, one at a time.
     pub fn write(&mut self, client: u64, session: u64, first: u64, count: u64) {
         for request in first..first + count {
