@@ -10,3 +10,4 @@ pub mod header;
 pub mod image;
 pub mod journal;
 pub mod recovery;
+pub mod stage;
