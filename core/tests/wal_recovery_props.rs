@@ -80,6 +80,11 @@ proptest! {
         let recovery = recover(&RecoveryInput {
             layout: &layout, cluster: 1, checkpoint_index, checkpoint_checksum: 0,
             headers: &headers, entries: &entries,
+            // A stage proof anywhere, even past the ring: recovery never panics on it.
+            proof: (seed % 3 == 0).then(|| EntryHeader::new(
+                ziggy_core::wal::header::Operation(5), 1, checkpoint_index + 1 + seed % 80,
+                1, 0, 0, 0, 0, b"",
+            )),
         });
         prop_assert!(recovery.head >= checkpoint_index);
         prop_assert_eq!(recovery.decisions.len() as u64, layout.wal_slot_count);

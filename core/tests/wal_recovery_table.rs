@@ -305,3 +305,63 @@ fn wrapped_ring_recovers_across_the_seam() {
     assert!(recovery.faulty.is_empty());
     assert_eq!(recovery.count(Decision::Clean), 30);
 }
+
+/// The embedded database's unsynced entries: written whole, no redundant header, and the stage
+/// proof naming the last one. A flip below or at the proof is faulty (it was acknowledged), above
+/// it a torn tail; a different entry at the proof's index is faulty (row 4).
+#[test]
+fn stage_proof_makes_unsynced_entries_up_to_it_durable() {
+    let build = || {
+        let mut image = ring(2);
+        for i in 3..=6 {
+            image.append_entry_only(format!("unsynced {i}").as_bytes());
+        }
+        image.proof = Some(image.appended[4]); // entry 5
+        image
+    };
+    let image = build();
+    let recovery = image.recover();
+    assert_eq!(recovery.durable_bound, 5);
+    assert_eq!(recovery.head, 6);
+    assert_eq!(decision(&image, 5), Decision::Clean);
+    assert_eq!(decision(&image, 6), Decision::FixHeader);
+
+    for index in [3, 5] {
+        let mut image = build();
+        flip(image.entry_bytes_mut(index), 130);
+        let recovery = image.recover();
+        assert_eq!(
+            recovery.faulty,
+            vec![index],
+            "entry {index} was acknowledged"
+        );
+        assert_eq!(recovery.head, 6);
+    }
+    let mut image = build();
+    flip(image.entry_bytes_mut(6), 130);
+    assert_eq!(decision(&image, 6), Decision::Torn);
+    assert_eq!(image.recover().head, 5);
+
+    // Without the proof (an OS crash took the stage) the same flip is a torn tail.
+    let mut image = build();
+    image.proof = None;
+    flip(image.entry_bytes_mut(5), 130);
+    assert_eq!(decision(&image, 5), Decision::Torn);
+    assert_eq!(image.recover().head, 4);
+
+    // A different entry at the proof's index.
+    let mut image = build();
+    let other = image.make(1, b"another history");
+    image.proof = Some(EntryHeader { index: 5, ..other });
+    let recovery = image.recover();
+    assert_eq!(recovery.decision(0, 5), Decision::Faulty);
+
+    // A proof from another cluster, or from before the checkpoint, proves nothing.
+    let mut image = build();
+    image.proof = Some(EntryHeader {
+        cluster: 7,
+        ..image.appended[4]
+    });
+    flip(image.entry_bytes_mut(5), 130);
+    assert_eq!(image.recover().durable_bound, 2);
+}

@@ -304,6 +304,7 @@ impl<S: StateMachine> Replica<S> {
             checkpoint_checksum: sb.checkpoint_checksum,
             headers: &self.recovery_buffers[Buffer::Headers as usize],
             entries: &self.recovery_buffers[Buffer::Entries as usize],
+            proof: None,
         };
         let result = recovery::recover_with(&input, self.config.planted_bug);
         self.mark_recovery(&result);

@@ -15,6 +15,8 @@ pub struct RingImage {
     pub entries: Vec<u8>,
     /// Every entry appended, in order.
     pub appended: Vec<EntryHeader>,
+    /// The embedded database's stage proof (see `wal::stage`).
+    pub proof: Option<EntryHeader>,
 }
 
 impl RingImage {
@@ -33,6 +35,7 @@ impl RingImage {
             headers: vec![0; layout.zone_size(Zone::WalHeaders) as usize],
             entries: vec![0; layout.zone_size(Zone::WalEntries) as usize],
             appended: Vec::new(),
+            proof: None,
         }
     }
 
@@ -124,6 +127,7 @@ impl RingImage {
             checkpoint_checksum: self.checkpoint_checksum,
             headers: &self.headers,
             entries: &self.entries,
+            proof: self.proof,
         }
     }
 

@@ -52,6 +52,11 @@
 //! ([`EntryHeader::hole`]): it keeps the index durable (row 5 after a second crash, not row 7),
 //! names no checksum (the chain continues unknown), and a repaired entry replaces it (row 3).
 //!
+//! The embedded database adds one input, its *stage proof* (see [`super::stage`]): the header of
+//! the last entry it wrote whole, kept where a process crash cannot reach it. It is read as the
+//! current redundant header of its index (where the ring holds none), so every row reads as
+//! written: an entry up to it that cannot be read is faulty, never torn.
+//!
 //! The log is `c+1 ..= head`, where head is the index before the first Torn, Empty or Cut.
 //! Faulty entries lie within the log: the replica keeps their slots, never votes or acknowledges as
 //! if it held them, and repairs them from a peer; a single replica cannot, and refuses to start with
@@ -109,6 +114,9 @@ pub struct RecoveryInput<'a> {
     pub headers: &'a [u8],
     /// The whole entries ring zone.
     pub entries: &'a [u8],
+    /// The embedded database's stage proof: the header of the last entry it wrote whole before
+    /// the process died (see [`super::stage`]). Read as one more current redundant header.
+    pub proof: Option<EntryHeader>,
 }
 
 /// The outcome of recovery.
@@ -213,8 +221,20 @@ pub fn recover_with(input: &RecoveryInput, bug: Option<PlantedBug>) -> Recovery 
         layout.zone_size(crate::Zone::WalEntries)
     );
 
+    let proof = input.proof.filter(|p| {
+        p.cluster == input.cluster
+            && p.index > input.checkpoint_index
+            && p.index - input.checkpoint_index <= layout.wal_slot_count
+    });
     let views: Vec<(SlotView, SlotView)> = expected_indices(layout, input.checkpoint_index)
-        .map(|i| (header_view(input, i), entry_view(input, i)))
+        .map(|i| {
+            let h = match (header_view(input, i), proof) {
+                (SlotView::Current(h), _) => SlotView::Current(h),
+                (_, Some(p)) if p.index == i => SlotView::Current(p),
+                (h, _) => h,
+            };
+            (h, entry_view(input, i))
+        })
         .collect();
 
     let durable_bound = views
