@@ -164,6 +164,39 @@ impl Config {
         }
     }
 
+    /// An embedded database's configuration: one process, no clients or peers; grid blocks of
+    /// `grid_block_size` (four of them in the layout's grid zone for the checkpoint, the LSM
+    /// grid grows after the layout), a WAL of `wal_slot_count` entries of `wal_entry_size` bytes.
+    pub fn embedded(
+        grid_block_size: u32,
+        wal_slot_count: u32,
+        wal_entry_size: u32,
+        lsm: crate::lsm::Options,
+    ) -> Config {
+        let entry_max = crate::lsm::table::max_entry_size(grid_block_size as usize) as u32;
+        let body_max = wal_entry_size.saturating_sub(HEADER_SIZE as u32 + 8);
+        let key_size_max = (entry_max / 2).min(1024);
+        Config {
+            sector_size: 4096,
+            superblock_copies: 4,
+            wal_slot_count,
+            wal_entry_size_max: wal_entry_size,
+            clients_max: 1,
+            grid_block_size,
+            grid_block_count: 4,
+            // The pipeline (3 * batch_max) may hold three quarters of the ring unsynced.
+            batch_max: (wal_slot_count / 4).max(1),
+            key_size_max,
+            value_size_max: entry_max.min(body_max).saturating_sub(key_size_max),
+            election_ticks: 100,
+            heartbeat_ticks: 10,
+            append_max: 1,
+            tick_ns: 10_000_000,
+            lsm,
+            planted_bug: None,
+        }
+    }
+
     /// Checks every relation the core relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |why: &str| Err(ConfigError(why.to_string()));

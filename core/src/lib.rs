@@ -12,6 +12,7 @@ pub mod checksum;
 pub mod client;
 pub mod config;
 pub mod digest;
+pub mod embedded;
 pub mod io;
 pub mod lsm;
 pub mod marks;

@@ -57,6 +57,9 @@ pub struct Superblock {
     /// the leader's blocks over it), so opening must not restore it. Only the checkpoint that
     /// completes the sync clears it.
     pub state_sync: bool,
+    /// An embedded database's sizes (grid block size, WAL slot count, WAL entry size), which its
+    /// open needs before it can compute the layout; zeros in a replica's data file.
+    pub embedded: [u32; 3],
 }
 
 /// Why a copy does not decode.
@@ -104,6 +107,7 @@ impl Superblock {
             state_size: 0,
             state_checksum: checksum(&[]),
             state_sync: false,
+            embedded: [0; 3],
         }
     }
 
@@ -146,6 +150,9 @@ impl Superblock {
         out[104..112].copy_from_slice(&self.incarnation.to_le_bytes());
         for (i, peer) in self.peers.iter().enumerate() {
             out[112 + i * 8..120 + i * 8].copy_from_slice(&peer.to_le_bytes());
+        }
+        for (i, size) in self.embedded.iter().enumerate() {
+            out[176 + i * 4..180 + i * 4].copy_from_slice(&size.to_le_bytes());
         }
     }
 
@@ -204,6 +211,7 @@ impl Superblock {
             state_size: u64_at(80),
             state_checksum: u32_at(88),
             state_sync: sector[22] == 1,
+            embedded: std::array::from_fn(|i| u32_at(176 + i * 4)),
         })
     }
 }

@@ -412,6 +412,7 @@ pub struct IoCounters {
 
 /// A store in memory with crash semantics: a write is durable once a `sync` follows it; `crash`
 /// loses or tears (per sector of 512 bytes, chosen by `seed`) every write not yet synced.
+#[derive(Clone)]
 pub struct MemoryStore {
     block_size: usize,
     durable: Vec<Vec<u8>>,
