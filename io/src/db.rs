@@ -1,4 +1,4 @@
-//! The embedded database: ZiggyDB's LSM engine on one real file, with a write-ahead log.
+//! The embedded database: ZiggyDB's LSM engine on one real file, on the core's durability path.
 //!
 //! ```no_run
 //! use ziggy_io::db::{Db, DbOptions};
@@ -9,11 +9,11 @@
 //! assert_eq!(db.get(b"apple")?, Some(b"red".to_vec()));
 //! let fruits = db.scan(b"a", None, 10, false)?; // [(apple, red), (banana, yellow)]
 //! # let _ = fruits;
-//! let snapshot = db.snapshot();
+//! let snapshot = db.snapshot()?;
 //! db.delete(b"apple")?;
 //! assert_eq!(db.get_at(&snapshot, b"apple")?, Some(b"red".to_vec())); // the past stays readable
 //! db.release(snapshot);
-//! let mut txn = db.begin();
+//! let mut txn = db.begin()?;
 //! txn.put(b"cherry", b"dark red");
 //! db.commit(txn)?; // fails with DbError::Conflict if another write to "cherry" came first
 //! db.close()?;
@@ -22,55 +22,53 @@
 //! # Ok(()) }
 //! ```
 //!
-//! File layout: two superblock copies (4 KiB each), the WAL ring, then the grid of LSM blocks,
-//! which grows at the end of the file as the data does.
+//! The file is a replica's data file (superblock copies, the WAL's redundant headers and entries,
+//! the checkpoint), and the LSM grid grows after it. It is written and recovered by the core's
+//! own code (`ziggy_core::embedded`): the WAL decision table the simulator and the fuzzers test.
 //!
-//! Durability: every write is logged (one `pwrite` into the WAL ring) before it is applied. With
-//! `DbOptions::sync` each write also waits for `fdatasync`; without it (the default, as in
-//! RocksDB) writes survive a process crash but an OS crash may lose the last ones; `flush` makes
-//! everything written so far durable. A checkpoint (taken when half the WAL ring is used, and on
-//! `close`) flushes the memtable into the grid, writes the manifest and switches the superblock,
-//! so the ring can wrap. Opening reads the superblock, the manifest and the WAL since the last
-//! checkpoint: its cost does not grow with the data.
+//! Durability: a write is staged in shared memory (`/dev/shm`, see [`crate::stage`]) and applied;
+//! it survives a crash of the process once the call returns. Staged writes are sealed into WAL
+//! entries (one `pwrite` for a few hundred writes); [`Db::flush`] makes every write so far
+//! durable against an OS crash or power loss, as does every write with [`DbOptions::sync`]. After
+//! an OS crash the writes present are a prefix of the acknowledged ones.
+//!
+//! Failures: an acknowledged write that cannot be read on open is reported
+//! ([`DbError::CorruptWal`]: which entries, which writes), never dropped. A failed write or
+//! `fdatasync` poisons the handle: every later call fails with [`DbError::Poisoned`] until the
+//! file is opened again. The data file is never mapped, so no IO error arrives as a signal; a full
+//! disk is an error value.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use ziggy_core::checksum::checksum;
+use ziggy_core::embedded::{self, writes, Embedded, Sizes, WalDamage};
 use ziggy_core::lsm::grid::{BlockStore, GridError};
 use ziggy_core::lsm::tree::KeyValue;
-use ziggy_core::lsm::{self, varint, Checkpoint, Engine, Options, Snapshot, Transaction, Write};
-use ziggy_core::{ReadError, WriteError};
+use ziggy_core::lsm::{self, Options, Snapshot, Transaction, Write};
+use ziggy_core::wal::stage::StageCorrupt;
+use ziggy_core::{Layout, ReadError, WriteError};
 
-use crate::file_storage::lock_data_file;
+use crate::file_storage::{lock_data_file, FileStorage};
 use crate::format::annotate;
-use crate::wal_map::WalMap;
+use crate::stage::{stage_path, ShmStage};
 
-const SUPERBLOCK_SIZE: u64 = 4096;
-const SUPERBLOCK_MAGIC: &[u8; 8] = b"ZIGGYDB1";
-const FORMAT_VERSION: u32 = 1;
-const RECORD_HEADER: usize = 24;
-const RECORD_BATCH: u8 = 1;
-const RECORD_WRAP: u8 = 2;
-/// The WAL ring's unit of space: allocated just before the head reaches it, and given back
-/// (a hole punched) once a checkpoint leaves all of it behind, so the ring occupies on disk only
-/// what replay still needs, as a log of segment files would.
-const WAL_CHUNK: u64 = 1 << 20;
+/// The WAL's entry size: a sealed entry holds a few hundred small writes.
+const WAL_ENTRY_BYTES: u32 = 64 << 10;
 
 /// Settings chosen when a database is created (block size, WAL size) or opened (the rest).
 #[derive(Clone, Debug)]
 pub struct DbOptions {
     /// Grid block size: the unit of table data, cache and IO. Fixed at creation.
     pub block_size: usize,
-    /// The WAL ring's size. Fixed at creation.
+    /// The WAL ring's size (entries of 64 KiB). Fixed at creation.
     pub wal_bytes: u64,
     /// Bytes of block cache, allocated at open.
     pub cache_bytes: usize,
     /// Bytes of writes the memtable gathers before it is flushed.
     pub memtable_bytes: usize,
-    /// Wait for `fdatasync` on every write.
+    /// Make every write durable (against an OS crash) before it returns.
     pub sync: bool,
     pub bits_per_key: u32,
 }
@@ -97,6 +95,25 @@ impl DbOptions {
             ..Options::production()
         }
     }
+
+    fn sizes(&self) -> Result<Sizes, DbError> {
+        if self.block_size < 1024 || !self.block_size.is_power_of_two() {
+            return Err(DbError::Options(
+                "block_size must be a power of two of at least 1024",
+            ));
+        }
+        let slots = self.wal_bytes / WAL_ENTRY_BYTES as u64;
+        if !(16..=1 << 20).contains(&slots) {
+            return Err(DbError::Options(
+                "wal_bytes must be between 1 MiB and 64 GiB",
+            ));
+        }
+        Ok(Sizes {
+            grid_block_size: self.block_size as u32,
+            wal_slot_count: slots as u32,
+            wal_entry_size: WAL_ENTRY_BYTES,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -108,8 +125,14 @@ pub enum DbError {
     Conflict {
         key: Vec<u8>,
     },
-    /// The file is not a database, or its superblock or log is damaged beyond recovery.
+    /// The file is not a database, or a checksummed structure is damaged beyond recovery.
     Corrupt(String),
+    /// Acknowledged WAL entries are damaged (which entries, which writes): nothing was dropped.
+    CorruptWal(WalDamage),
+    /// Acknowledged writes in the stage of unsynced writes are damaged.
+    CorruptStage(StageCorrupt),
+    /// An earlier failure left the file in an unknown state: drop the handle and reopen.
+    Poisoned(String),
     /// Options that cannot work.
     Options(&'static str),
 }
@@ -125,6 +148,20 @@ impl std::fmt::Display for DbError {
                 String::from_utf8_lossy(key)
             ),
             DbError::Corrupt(why) => write!(f, "corrupt database: {why}"),
+            DbError::CorruptWal(d) => write!(
+                f,
+                "corrupt database: {}",
+                embedded::Error::CorruptWal(d.clone())
+            ),
+            DbError::CorruptStage(c) => write!(
+                f,
+                "corrupt database: {}",
+                embedded::Error::CorruptStage(c.clone())
+            ),
+            DbError::Poisoned(cause) => write!(
+                f,
+                "an earlier failure left the database in an unknown state ({cause}): reopen it"
+            ),
             DbError::Options(why) => write!(f, "invalid options: {why}"),
         }
     }
@@ -143,6 +180,31 @@ impl From<lsm::Error> for DbError {
         match e {
             lsm::Error::Conflict { key } => DbError::Conflict { key },
             e => DbError::Engine(e),
+        }
+    }
+}
+
+impl From<embedded::Error> for DbError {
+    fn from(e: embedded::Error) -> DbError {
+        use embedded::Error as E;
+        match e {
+            E::Read { offset, error } => DbError::Io(io::Error::other(format!(
+                "read at byte {offset} failed: {error:?}"
+            ))),
+            E::Write(WriteError::NoSpace) => {
+                DbError::Io(io::Error::from_raw_os_error(libc::ENOSPC))
+            }
+            E::Write(WriteError::Io) => DbError::Io(io::Error::from_raw_os_error(libc::EIO)),
+            E::NoSuperblock => DbError::Corrupt(
+                "no valid superblock (not a ZiggyDB database, or every copy is damaged)".into(),
+            ),
+            E::NotEmbedded(why) => DbError::Corrupt(format!("not an embedded database: {why}")),
+            E::Corrupt(why) => DbError::Corrupt(why),
+            E::CorruptWal(d) => DbError::CorruptWal(d),
+            E::CorruptStage(c) => DbError::CorruptStage(c),
+            E::Engine(e) => e.into(),
+            E::TooLarge { size, max } => DbError::Engine(lsm::Error::EntryTooLarge { size, max }),
+            E::Poisoned(cause) => DbError::Poisoned(cause.to_string()),
         }
     }
 }
@@ -304,65 +366,14 @@ fn allocate(file: &File, from: u64, len: u64) -> io::Result<()> {
     }
 }
 
-/// The newest valid superblock copy, decoded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Superblock {
-    generation: u64,
-    block_size: u32,
-    wal_bytes: u64,
-    checkpoint: Option<Checkpoint>,
-    /// Where the WAL records after the checkpoint start, relative to the ring.
-    wal_start: u64,
-}
-
-impl Superblock {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = vec![0u8; SUPERBLOCK_SIZE as usize];
-        out[4..12].copy_from_slice(SUPERBLOCK_MAGIC);
-        out[12..16].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out[16..24].copy_from_slice(&self.generation.to_le_bytes());
-        out[24..28].copy_from_slice(&self.block_size.to_le_bytes());
-        out[28..36].copy_from_slice(&self.wal_bytes.to_le_bytes());
-        out[36..44].copy_from_slice(&self.wal_start.to_le_bytes());
-        if let Some(c) = self.checkpoint {
-            out[44] = 1;
-            out[45..45 + Checkpoint::ENCODED_SIZE].copy_from_slice(&c.encode());
-        }
-        let sum = checksum(&out[4..]);
-        out[0..4].copy_from_slice(&sum.to_le_bytes());
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Superblock> {
-        let sum = u32::from_le_bytes(bytes.get(0..4)?.try_into().ok()?);
-        if checksum(&bytes[4..]) != sum || &bytes[4..12] != SUPERBLOCK_MAGIC {
-            return None;
-        }
-        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
-        if u32::from_le_bytes(bytes[12..16].try_into().unwrap()) != FORMAT_VERSION {
-            return None;
-        }
-        let checkpoint = match bytes[44] {
-            0 => None,
-            _ => Some(Checkpoint::decode(
-                &bytes[45..45 + Checkpoint::ENCODED_SIZE],
-            )?),
-        };
-        Some(Superblock {
-            generation: u64_at(16),
-            block_size: u32::from_le_bytes(bytes[24..28].try_into().unwrap()),
-            wal_bytes: u64_at(28),
-            wal_start: u64_at(36),
-            checkpoint,
-        })
-    }
-}
-
 /// Counters for benchmarks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DbStats {
     pub engine: lsm::Stats,
     pub wal_bytes_written: u64,
+    /// WAL entries sealed (one `pwrite` each) and sync points (two `fdatasync`s each).
+    pub seals: u64,
+    pub syncs: u64,
     pub grid_block_writes: u64,
     pub grid_block_reads: u64,
     pub checkpoints: u64,
@@ -371,43 +382,22 @@ pub struct DbStats {
     pub grid_blocks_in_use: u64,
 }
 
+/// What the last open found (see [`embedded::OpenReport`]).
+pub use ziggy_core::embedded::OpenReport;
+
 /// An open database. Every method takes `&mut self`: the engine is single-threaded by design.
 pub struct Db {
     path: PathBuf,
-    wal: File,
-    /// The WAL ring, mapped.
-    ring: WalMap,
-    engine: Engine<FileGrid>,
-    options: DbOptions,
-    superblock: Superblock,
-    /// Where the next WAL record goes, relative to the ring.
-    wal_head: u64,
-    record: Vec<u8>,
-    stats: DbStats,
-    /// Where each memtable's writes start in the WAL: (its first sequence, the record's offset).
-    /// A checkpoint of the tables keeps the WAL from the first memtable not yet flushed.
-    marks: std::collections::VecDeque<(u64, u64)>,
-    /// The engine's flush count when the tables were last checkpointed.
-    flushes_checkpointed: u64,
-    /// Per `WAL_CHUNK` of the ring: whether its space may be allocated in the file.
-    wal_chunks: Vec<bool>,
-    /// WAL bytes written since writeback of the ring was last started.
-    wal_unstarted: u64,
+    inner: Embedded<FileStorage, FileGrid, ShmStage>,
+    report: OpenReport,
+    scratch: Vec<u8>,
 }
 
 impl Db {
     /// Creates a new database file; refuses to overwrite an existing one.
     pub fn create(path: &Path, options: DbOptions) -> Result<Db, DbError> {
-        if options.block_size < 1024 || !options.block_size.is_power_of_two() {
-            return Err(DbError::Options(
-                "block_size must be a power of two of at least 1024",
-            ));
-        }
-        if options.wal_bytes < 1 << 20 || !options.wal_bytes.is_multiple_of(4096) {
-            return Err(DbError::Options(
-                "wal_bytes must be a multiple of 4096, at least 1 MiB",
-            ));
-        }
+        let sizes = options.sizes()?;
+        let layout = Layout::new(&sizes.config(options.engine_options()));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -415,28 +405,19 @@ impl Db {
             .open(path)
             .map_err(|e| annotate(e, &format!("creating {}", path.display())))?;
         lock_data_file(&file)?;
-        let superblock = Superblock {
-            generation: 1,
-            block_size: options.block_size as u32,
-            wal_bytes: options.wal_bytes,
-            checkpoint: None,
-            wal_start: 0,
-        };
-        let grid_start = 2 * SUPERBLOCK_SIZE + options.wal_bytes;
-        // The superblocks now; the ring stays a hole until the head reaches each chunk.
-        allocate(&file, 0, 2 * SUPERBLOCK_SIZE)?;
-        file.set_len(grid_start)?;
-        for copy in 0..2 {
-            file.write_all_at(&superblock.encode(), copy * SUPERBLOCK_SIZE)?;
-        }
+        // Sparse: the WAL's space is taken as it is first written (a full disk then fails that
+        // `pwrite`, an error value); the grid's is reserved as it grows.
+        file.set_len(grid_start(&layout, options.block_size))?;
+        let mut storage = FileStorage::from_file(file.try_clone()?, layout.sector_size)?;
+        embedded::format(&mut storage, sizes, incarnation())?;
         file.sync_all()?;
         sync_parent(path)?;
-        drop(file);
+        drop((storage, file));
         Db::open(path, options)
     }
 
-    /// Opens an existing database: the superblock, the manifest, then the WAL since the last
-    /// checkpoint. `block_size` and `wal_bytes` come from the file, not from `options`.
+    /// Opens an existing database: the superblock, the checkpoint, then the WAL since it and the
+    /// writes the stage holds. `block_size` and `wal_bytes` come from the file, not `options`.
     pub fn open(path: &Path, mut options: DbOptions) -> Result<Db, DbError> {
         let file = OpenOptions::new()
             .read(true)
@@ -444,96 +425,63 @@ impl Db {
             .open(path)
             .map_err(|e| annotate(e, &format!("opening {}", path.display())))?;
         lock_data_file(&file).map_err(|e| annotate(e, &format!("opening {}", path.display())))?;
-        let superblock = read_superblock(&file, path)?;
-        options.block_size = superblock.block_size as usize;
-        options.wal_bytes = superblock.wal_bytes;
-        let grid_start = 2 * SUPERBLOCK_SIZE + superblock.wal_bytes;
-        let grid = FileGrid::new(file.try_clone()?, grid_start, options.block_size)?;
-        let wal_chunks = superblock.wal_bytes.div_ceil(WAL_CHUNK) as usize;
-        let engine = Engine::open(grid, options.engine_options(), superblock.checkpoint)?;
-        let mut db = Db {
-            path: path.to_path_buf(),
-            ring: WalMap::new(&file, 2 * SUPERBLOCK_SIZE, superblock.wal_bytes as usize)?,
-            wal: file,
-            engine,
-            wal_head: superblock.wal_start,
-            superblock,
-            options,
-            record: Vec::new(),
-            stats: DbStats::default(),
-            marks: Default::default(),
-            flushes_checkpointed: 0,
-            // Unknown after a restart: taken as allocated, released by the next checkpoint.
-            wal_chunks: vec![true; wal_chunks],
-            wal_unstarted: 0,
-        };
-        db.replay()?;
-        db.flushes_checkpointed = db.engine.stats().flushes;
-        Ok(db)
-    }
-
-    /// Applies every valid record after the checkpoint, in sequence order; stops at the first
-    /// record that is torn, damaged, or from an older lap of the ring.
-    fn replay(&mut self) -> Result<(), DbError> {
-        let mut position = self.superblock.wal_start;
-        let mut expected = self.engine.sequence() + 1;
-        loop {
-            if position + RECORD_HEADER as u64 > self.options.wal_bytes {
-                position = 0;
-            }
-            let ring = self.ring.bytes();
-            let at = position as usize;
-            let header = &ring[at..at + RECORD_HEADER];
-            let length = u32::from_le_bytes(header[4..8].try_into().unwrap()) as u64;
-            let sequence = u64::from_le_bytes(header[8..16].try_into().unwrap());
-            let kind = header[16];
-            if position + RECORD_HEADER as u64 + length > self.options.wal_bytes {
-                break;
-            }
-            let record = &ring[at..at + RECORD_HEADER + length as usize];
-            let sum = u32::from_le_bytes(header[0..4].try_into().unwrap());
-            if checksum(&record[4..]) != sum || sequence != expected {
-                break;
-            }
-            let payload = record[RECORD_HEADER..].to_vec();
-            match kind {
-                RECORD_WRAP => {
-                    position = 0;
-                    continue;
-                }
-                RECORD_BATCH => {
-                    let writes = decode_batch(&payload).ok_or_else(|| {
-                        DbError::Corrupt(format!(
-                            "WAL record {sequence} has a valid checksum but does not decode"
-                        ))
-                    })?;
-                    let borrowed: Vec<Write> = writes
-                        .iter()
-                        .map(|(k, v)| Write {
-                            key: k,
-                            value: v.as_deref(),
-                        })
-                        .collect();
-                    if self.engine.memtable_is_empty() {
-                        self.marks.push_back((sequence, position));
-                    }
-                    self.engine.apply_replayed(sequence, &borrowed)?;
-                }
-                _ => break,
-            }
-            expected += 1;
-            position += RECORD_HEADER as u64 + length;
+        let mut storage = FileStorage::from_file(file.try_clone()?, 4096)?;
+        let (sizes, incarnation) = embedded::read_sizes(&mut storage)?;
+        options.block_size = sizes.grid_block_size as usize;
+        options.wal_bytes = sizes.wal_slot_count as u64 * sizes.wal_entry_size as u64;
+        let config = sizes.config(options.engine_options());
+        let layout = Layout::new(&config);
+        if storage.size() < layout.total_size() {
+            return Err(DbError::Corrupt(format!(
+                "{}: {} bytes, but its layout needs {}: the file was truncated",
+                path.display(),
+                storage.size(),
+                layout.total_size()
+            )));
         }
-        self.wal_head = position;
-        Ok(())
+        let grid = FileGrid::new(
+            file.try_clone()?,
+            grid_start(&layout, options.block_size),
+            options.block_size,
+        )?;
+        let stage_len = ziggy_core::wal::stage::object_size(config.entry_body_max());
+        let stage = ShmStage::open(&stage_path(path, &file, incarnation)?, stage_len)?;
+        let (inner, report) = Embedded::open(
+            storage,
+            grid,
+            stage,
+            sizes,
+            options.engine_options(),
+            options.sync,
+        )?;
+        Ok(Db {
+            path: path.to_path_buf(),
+            inner,
+            report,
+            scratch: Vec::new(),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// What the open found: the checkpoint, the log, writes replayed and re-staged.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// The stage object of unsynced writes (in `/dev/shm`).
+    pub fn stage_path(&self) -> &Path {
+        self.inner.stage().path()
+    }
+
+    fn engine(&mut self) -> Result<&mut lsm::Engine<FileGrid>, DbError> {
+        Ok(self.inner.engine_mut()?)
+    }
+
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
-        Ok(self.engine.get(key)?)
+        Ok(self.engine()?.get(key)?)
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), DbError> {
@@ -549,170 +497,34 @@ impl Db {
 
     /// Writes a batch atomically: all of it survives a crash, or none.
     pub fn write(&mut self, batch: &[Write]) -> Result<(), DbError> {
-        let max = self.engine.max_entry_size();
+        self.check_sizes(batch)?;
+        writes::encode(batch, &mut self.scratch);
+        self.inner.write(&self.scratch, |engine, sequence| {
+            engine.apply(sequence, batch)
+        })?;
+        Ok(())
+    }
+
+    fn check_sizes(&mut self, batch: &[Write]) -> Result<(), DbError> {
+        let max = self.engine()?.max_entry_size();
         for w in batch {
             let size = w.key.len() + w.value.map_or(0, |v| v.len());
             if size > max {
                 return Err(DbError::Engine(lsm::Error::EntryTooLarge { size, max }));
             }
         }
-        let sequence = self.engine.sequence() + 1;
-        self.log(sequence, batch)?;
-        self.engine.apply(sequence, batch)?;
-        self.after_apply()
-    }
-
-    /// After a memtable flush, checkpoints the tables: blocks compaction released become
-    /// reusable once the checkpoint that stops naming them is durable, so checkpoints must
-    /// follow flushes closely for the file not to grow.
-    fn after_apply(&mut self) -> Result<(), DbError> {
-        let flushes = self.engine.stats().flushes;
-        if flushes == self.flushes_checkpointed {
-            return Ok(());
-        }
-        self.flushes_checkpointed = flushes;
-        let checkpoint = self.engine.checkpoint_tables()?;
-        let flushed = checkpoint.sequence;
-        while self
-            .marks
-            .front()
-            .is_some_and(|&(first, _)| first <= flushed)
-        {
-            self.marks.pop_front();
-        }
-        let wal_start = match self.marks.front() {
-            Some(&(first, offset)) => {
-                assert_eq!(first, flushed + 1, "the WAL resumes right after the tables");
-                offset
-            }
-            None => self.wal_head,
-        };
-        self.record_checkpoint(checkpoint, wal_start)
-    }
-
-    /// Appends one record to the WAL ring (checkpointing first when half the ring is in use).
-    fn log(&mut self, sequence: u64, batch: &[Write]) -> Result<(), DbError> {
-        encode_batch(batch, &mut self.record);
-        let length = self.record.len() as u64;
-        let ring = self.options.wal_bytes;
-        let needed = RECORD_HEADER as u64 * 2 + length;
-        // Flushes checkpoint the tables and free the ring up to the oldest unflushed memtable;
-        // a full checkpoint is the fallback when that is not enough.
-        if self.ring_used() + needed > ring - ring / 4 {
-            self.checkpoint()?;
-        }
-        if self.wal_head + RECORD_HEADER as u64 + length > ring {
-            if self.wal_head + RECORD_HEADER as u64 <= ring {
-                self.write_record(RECORD_WRAP, sequence, 0)?;
-            }
-            self.wal_head = 0;
-        }
-        if self.engine.memtable_is_empty() {
-            self.marks.push_back((sequence, self.wal_head));
-        }
-        self.write_record(RECORD_BATCH, sequence, length as usize)?;
-        if self.options.sync {
-            self.wal.sync_data()?;
-        }
         Ok(())
     }
 
-    /// Bytes of the ring between the checkpoint's start and the head.
-    fn ring_used(&self) -> u64 {
-        let ring = self.options.wal_bytes;
-        (self.wal_head + ring - self.superblock.wal_start) % ring
-    }
-
-    /// Writes a record at the head; its payload is `self.record[..length]`.
-    fn write_record(&mut self, kind: u8, sequence: u64, length: usize) -> Result<(), DbError> {
-        let at = self.wal_head as usize;
-        let size = RECORD_HEADER + length;
-        self.allocate_wal(at as u64, size as u64)?;
-        let bytes = &mut self.ring.bytes_mut()[at..at + size];
-        bytes[4..8].copy_from_slice(&(length as u32).to_le_bytes());
-        bytes[8..16].copy_from_slice(&sequence.to_le_bytes());
-        bytes[16..24].copy_from_slice(&[kind, 0, 0, 0, 0, 0, 0, 0]);
-        bytes[RECORD_HEADER..].copy_from_slice(&self.record[..length]);
-        let sum = checksum(&bytes[4..]);
-        bytes[0..4].copy_from_slice(&sum.to_le_bytes());
-        self.wal_head += size as u64;
-        self.stats.wal_bytes_written += size as u64;
-        self.wal_unstarted += size as u64;
-        if self.wal_unstarted >= WRITE_BEHIND {
-            self.wal_unstarted = 0;
-            start_writeback(&self.wal, 2 * SUPERBLOCK_SIZE, self.options.wal_bytes);
-        }
-        Ok(())
-    }
-
-    /// Allocates the ring's chunks under `[at, at + size)` that are holes: a full disk fails the
-    /// write here, cleanly, rather than as a fault on the mapping.
-    fn allocate_wal(&mut self, at: u64, size: u64) -> Result<(), DbError> {
-        let ring = self.options.wal_bytes;
-        for chunk in at / WAL_CHUNK..=(at + size - 1) / WAL_CHUNK {
-            if !self.wal_chunks[chunk as usize] {
-                let from = 2 * SUPERBLOCK_SIZE + chunk * WAL_CHUNK;
-                let to = 2 * SUPERBLOCK_SIZE + ((chunk + 1) * WAL_CHUNK).min(ring);
-                allocate(&self.wal, from, to)?;
-                self.wal_chunks[chunk as usize] = true;
-            }
-        }
-        Ok(())
-    }
-
-    /// Punches holes over the ring's chunks that hold nothing replay needs: every chunk outside
-    /// the run from the one holding `wal_start` to the one holding the head.
-    fn release_wal(&mut self) {
-        let chunks = self.wal_chunks.len() as u64;
-        let first = self.superblock.wal_start / WAL_CHUNK;
-        let last = self.wal_head.min(self.options.wal_bytes - 1) / WAL_CHUNK;
-        let live = (last + chunks - first) % chunks + 1;
-        for step in live..chunks {
-            let chunk = (first + step) % chunks;
-            if std::mem::take(&mut self.wal_chunks[chunk as usize]) {
-                let from = 2 * SUPERBLOCK_SIZE + chunk * WAL_CHUNK;
-                let len = WAL_CHUNK.min(self.options.wal_bytes - chunk * WAL_CHUNK);
-                punch_hole(&self.wal, from, len);
-            }
-        }
-    }
-
-    /// Makes every write so far durable.
+    /// Makes every write so far durable (against an OS crash and power loss).
     pub fn flush(&mut self) -> Result<(), DbError> {
-        self.wal.sync_data()?;
-        Ok(())
+        Ok(self.inner.sync()?)
     }
 
-    /// Flushes the memtable into the grid and switches the superblock: the WAL before it is free.
+    /// Flushes the memtable into the grid and switches the superblock: the next open replays
+    /// nothing and the WAL ring is free.
     pub fn checkpoint(&mut self) -> Result<(), DbError> {
-        let checkpoint = self.engine.checkpoint()?; // syncs the file, the WAL included
-        self.marks.clear();
-        self.flushes_checkpointed = self.engine.stats().flushes;
-        let head = self.wal_head;
-        self.record_checkpoint(checkpoint, head)?;
-        // The ring's space is given back here, not after each flush's checkpoint (where
-        // punching the chunks just left behind and allocating them again a lap later cost
-        // two `fallocate` calls per MiB written).
-        self.release_wal();
-        Ok(())
-    }
-
-    /// Switches the superblock to `checkpoint`, with the WAL replayed from `wal_start`.
-    fn record_checkpoint(&mut self, checkpoint: Checkpoint, wal_start: u64) -> Result<(), DbError> {
-        let next = Superblock {
-            generation: self.superblock.generation + 1,
-            checkpoint: Some(checkpoint),
-            wal_start,
-            ..self.superblock.clone()
-        };
-        let copy = next.generation % 2;
-        self.wal
-            .write_all_at(&next.encode(), copy * SUPERBLOCK_SIZE)?;
-        self.wal.sync_data()?;
-        self.superblock = next;
-        self.engine.checkpoint_durable();
-        self.stats.checkpoints += 1;
-        Ok(())
+        Ok(self.inner.checkpoint()?)
     }
 
     /// Range scan: up to `limit` pairs with keys in `[start, end)`, ascending or descending.
@@ -723,17 +535,18 @@ impl Db {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<KeyValue>, DbError> {
-        let sequence = self.engine.sequence();
-        Ok(self.engine.scan(start, end, sequence, limit, reverse)?)
+        let engine = self.engine()?;
+        let sequence = engine.sequence();
+        Ok(engine.scan(start, end, sequence, limit, reverse)?)
     }
 
     /// A consistent read view; writes after it are invisible to reads through it.
-    pub fn snapshot(&mut self) -> Snapshot {
-        self.engine.snapshot()
+    pub fn snapshot(&mut self) -> Result<Snapshot, DbError> {
+        Ok(self.engine()?.snapshot())
     }
 
     pub fn get_at(&mut self, snapshot: &Snapshot, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
-        Ok(self.engine.get_at(key, snapshot.sequence)?)
+        Ok(self.engine()?.get_at(key, snapshot.sequence)?)
     }
 
     pub fn scan_at(
@@ -745,99 +558,110 @@ impl Db {
         reverse: bool,
     ) -> Result<Vec<KeyValue>, DbError> {
         Ok(self
-            .engine
+            .engine()?
             .scan(start, end, snapshot.sequence, limit, reverse)?)
     }
 
     /// Lets compaction drop versions only this snapshot could see.
     pub fn release(&mut self, snapshot: Snapshot) {
-        self.engine.release(snapshot);
+        if let Ok(engine) = self.inner.engine_mut() {
+            engine.release(snapshot);
+        }
     }
 
     /// A snapshot-isolated transaction: buffer writes with `txn.put` / `txn.delete`, read with
     /// [`Db::txn_get`], then [`Db::commit`] or [`Db::abort`].
-    pub fn begin(&mut self) -> Transaction {
-        self.engine.begin()
+    pub fn begin(&mut self) -> Result<Transaction, DbError> {
+        Ok(self.engine()?.begin())
     }
 
     pub fn txn_get(&mut self, txn: &Transaction, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
-        Ok(self.engine.txn_get(txn, key)?)
+        Ok(self.engine()?.txn_get(txn, key)?)
     }
 
     /// Commits atomically through the WAL, or fails with [`DbError::Conflict`] and changes
     /// nothing if a key it writes was written by someone else after its snapshot.
     pub fn commit(&mut self, txn: Transaction) -> Result<(), DbError> {
-        if let Err(e) = self.engine.validate(&txn) {
-            self.engine.abort(txn);
+        let engine = self.engine()?;
+        if let Err(e) = engine.validate(&txn) {
+            engine.abort(txn);
             return Err(e.into());
         }
         if txn.is_read_only() {
-            self.engine.abort(txn);
+            engine.abort(txn);
             return Ok(());
         }
-        let sequence = self.engine.sequence() + 1;
         let writes: Vec<Write> = txn.writes().collect();
-        if let Err(e) = self.log(sequence, &writes) {
+        if let Err(e) = self.check_sizes(&writes) {
             drop(writes);
-            self.engine.abort(txn);
+            self.abort(txn);
             return Err(e);
         }
+        writes::encode(&writes, &mut self.scratch);
         drop(writes);
-        self.engine.commit(txn, sequence)?;
-        self.after_apply()
+        let mut txn = Some(txn);
+        let result = self.inner.write(&self.scratch, |engine, sequence| {
+            engine.commit(txn.take().expect("applied once"), sequence)
+        });
+        if let Some(txn) = txn {
+            self.abort(txn); // not logged: release its snapshot
+        }
+        result?;
+        Ok(())
     }
 
     pub fn abort(&mut self, txn: Transaction) {
-        self.engine.abort(txn);
+        if let Ok(engine) = self.inner.engine_mut() {
+            engine.abort(txn);
+        }
     }
 
     /// Does up to `budget` entries of background compaction; true if more is due.
     pub fn compact(&mut self, budget: usize) -> Result<bool, DbError> {
-        Ok(self.engine.work(budget)?)
+        Ok(self.inner.compact(budget)?)
     }
 
     pub fn stats(&self) -> DbStats {
+        let engine = self.inner.engine();
+        let ours = self.inner.stats();
         DbStats {
-            engine: self.engine.stats(),
-            grid_block_writes: self.engine.store().writes,
-            grid_block_reads: self.engine.store().reads,
-            grid_blocks: self.engine.store().block_count(),
-            grid_blocks_in_use: self.engine.blocks_in_use(),
-            ..self.stats
+            engine: engine.stats(),
+            wal_bytes_written: ours.wal_bytes,
+            seals: ours.seals,
+            syncs: ours.syncs,
+            grid_block_writes: engine.store().writes,
+            grid_block_reads: engine.store().reads,
+            checkpoints: ours.checkpoints,
+            grid_blocks: engine.store().block_count(),
+            grid_blocks_in_use: engine.blocks_in_use(),
         }
     }
 
     /// The tree's shape (tables per level).
     pub fn shape(&self) -> Vec<usize> {
-        self.engine.shape()
+        self.inner.engine().shape()
     }
 
-    /// Checkpoints and closes: the next open replays nothing.
+    /// Checkpoints and closes: the next open replays nothing, and the stage is removed.
     pub fn close(mut self) -> Result<(), DbError> {
-        self.checkpoint()
+        self.checkpoint()?;
+        let (_, _, stage) = self.inner.into_parts();
+        stage.remove()?;
+        Ok(())
     }
 }
 
-fn read_superblock(file: &File, path: &Path) -> Result<Superblock, DbError> {
-    let mut copies = Vec::new();
-    for copy in 0..2 {
-        let mut bytes = vec![0u8; SUPERBLOCK_SIZE as usize];
-        if file
-            .read_exact_at(&mut bytes, copy * SUPERBLOCK_SIZE)
-            .is_ok()
-        {
-            copies.extend(Superblock::decode(&bytes));
-        }
-    }
-    copies
-        .into_iter()
-        .max_by_key(|s| s.generation)
-        .ok_or_else(|| {
-            DbError::Corrupt(format!(
-                "{}: no valid superblock (not a ZiggyDB database, or both copies are damaged)",
-                path.display()
-            ))
-        })
+/// Where the LSM grid starts: after the layout, at a block boundary.
+fn grid_start(layout: &Layout, block_size: usize) -> u64 {
+    layout.total_size().next_multiple_of(block_size as u64)
+}
+
+/// A data file's incarnation: random, so a replaced file never meets its predecessor's stage.
+fn incarnation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(std::process::id() as u64);
+    hasher.finish() | 1
 }
 
 fn sync_parent(path: &Path) -> io::Result<()> {
@@ -846,47 +670,6 @@ fn sync_parent(path: &Path) -> io::Result<()> {
         _ => Path::new("."),
     };
     File::open(parent)?.sync_all()
-}
-
-/// count, then per write: 0 (delete) or 1 (put), key length, key, [value length, value].
-fn encode_batch(batch: &[Write], out: &mut Vec<u8>) {
-    out.clear();
-    varint::encode(batch.len() as u64, out);
-    for w in batch {
-        out.push(w.value.is_some() as u8);
-        varint::encode(w.key.len() as u64, out);
-        out.extend_from_slice(w.key);
-        if let Some(v) = w.value {
-            varint::encode(v.len() as u64, out);
-            out.extend_from_slice(v);
-        }
-    }
-}
-
-type OwnedWrite = (Vec<u8>, Option<Vec<u8>>);
-
-fn decode_batch(bytes: &[u8]) -> Option<Vec<OwnedWrite>> {
-    let mut reader = lsm::table::Reader::new(bytes);
-    let count = reader.varint()? as usize;
-    if count > bytes.len() {
-        return None;
-    }
-    let mut writes = Vec::with_capacity(count);
-    for _ in 0..count {
-        let put = match reader.take(1)?[0] {
-            0 => false,
-            1 => true,
-            _ => return None,
-        };
-        let key = reader.bytes()?.to_vec();
-        let value = if put {
-            Some(reader.bytes()?.to_vec())
-        } else {
-            None
-        };
-        writes.push((key, value));
-    }
-    reader.is_done().then_some(writes)
 }
 
 #[cfg(test)]
@@ -928,69 +711,45 @@ mod tests {
         assert_eq!(db.get(b"key000008").unwrap(), Some(value));
     }
 
-    /// Bytes the file system has allocated to `path`.
-    fn allocated(path: &Path) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(path).unwrap().blocks() * 512
-    }
-
     #[test]
-    fn the_wal_ring_occupies_only_what_replay_needs() {
+    fn the_data_file_is_never_mapped() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let options = DbOptions {
-            wal_bytes: 16 << 20,
-            memtable_bytes: 1 << 20,
-            ..small()
-        };
-        let mut db = Db::create(&path, options.clone()).unwrap();
-        assert!(allocated(&path) < 1 << 20, "a new ring is a hole");
-        let value = vec![7u8; 1000];
-        // 40 MB of records: the ring wraps twice.
-        for i in 0..40_000u32 {
-            db.put(format!("key{:06}", i % 5000).as_bytes(), &value)
-                .unwrap();
-        }
-        db.checkpoint().unwrap();
-        // At most the grid's whole span is allocated beside the ring (less where holes are).
-        let beside_ring = 2 * SUPERBLOCK_SIZE + db.stats().grid_blocks * 4096;
-        let ring_on_disk = allocated(&path).saturating_sub(beside_ring);
+        let path = dir.path().join("mapped");
+        let mut db = Db::create(&path, small()).unwrap();
+        db.put(b"k", b"v").unwrap();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let name = path.to_str().unwrap();
         assert!(
-            ring_on_disk <= 2 * WAL_CHUNK,
-            "after a checkpoint the ring keeps at most two chunks: {ring_on_disk} bytes"
+            !maps.contains(name),
+            "{name} is mapped: an IO error would be a SIGBUS"
         );
-        // Writes go on into the released chunks, and a crash replays them.
-        for i in 0..3000u32 {
-            db.put(format!("new{i:06}").as_bytes(), &value).unwrap();
-        }
-        drop(db);
-        let mut db = Db::open(&path, options).unwrap();
-        assert_eq!(db.get(b"new002999").unwrap(), Some(value.clone()));
-        assert_eq!(db.get(b"key004999").unwrap(), Some(value));
-        assert_eq!(db.scan(b"", None, usize::MAX, false).unwrap().len(), 8000);
+        assert!(
+            maps.contains(db.stage_path().to_str().unwrap()),
+            "the stage is"
+        );
     }
 
     #[test]
-    fn a_torn_wal_tail_is_cut_where_it_breaks() {
+    fn an_os_crash_loses_at_most_the_writes_after_the_last_flush() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let mut db = Db::create(&path, small()).unwrap();
         db.put(b"a", b"1").unwrap();
+        db.flush().unwrap();
         db.put(b"b", b"2").unwrap();
-        let head = db.wal_head;
+        // The OS's crash takes the stage (tmpfs) with it; `b` was never sealed.
+        let stage = db.stage_path().to_path_buf();
         drop(db);
-        // Damage the last record's payload: the record before it survives.
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.write_all_at(&[0xFF], 2 * SUPERBLOCK_SIZE + head - 1)
-            .unwrap();
-        drop(file);
+        std::fs::remove_file(stage).unwrap();
         let mut db = Db::open(&path, small()).unwrap();
         assert_eq!(db.get(b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(db.get(b"b").unwrap(), None);
+        // A process crash keeps it.
         db.put(b"c", b"3").unwrap();
         drop(db);
         let mut db = Db::open(&path, small()).unwrap();
         assert_eq!(db.get(b"c").unwrap(), Some(b"3".to_vec()));
+        assert_eq!(db.open_report().staged_writes, 1);
     }
 
     #[test]
@@ -1014,9 +773,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut db = Db::create(&dir.path().join("db"), small()).unwrap();
         db.put(b"x", b"0").unwrap();
-        let snapshot = db.snapshot();
-        let mut a = db.begin();
-        let mut b = db.begin();
+        let snapshot = db.snapshot().unwrap();
+        let mut a = db.begin().unwrap();
+        let mut b = db.begin().unwrap();
         a.put(b"x", b"a");
         b.put(b"x", b"b");
         db.commit(a).unwrap();

@@ -17,6 +17,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
 
+use ziggy_core::embedded::EmbeddedStorage;
 use ziggy_core::storage_contract::{Completion, ContractStorage};
 use ziggy_core::{IoId, ReadError, Storage, WriteError};
 
@@ -44,6 +45,8 @@ pub struct FileStorage {
     pending: Vec<Completion>,
     /// Whether `pending` holds a write, so that a flush of reads alone skips the `fdatasync`.
     write_pending: bool,
+    /// The first failed `pwrite` not yet reported through [`EmbeddedStorage::take_write_error`].
+    write_error: Option<WriteError>,
     stats: StorageStats,
 }
 
@@ -67,6 +70,7 @@ impl FileStorage {
             sector_size,
             pending: Vec::new(),
             write_pending: false,
+            write_error: None,
             stats: StorageStats::default(),
         })
     }
@@ -164,6 +168,9 @@ impl Storage for FileStorage {
         self.stats.writes += 1;
         self.stats.bytes_written += data.len() as u64;
         self.write_pending = true;
+        if let Err(e) = result {
+            self.write_error.get_or_insert(e);
+        }
         self.pending.push(Completion::Write { id, result });
     }
 }
@@ -171,6 +178,17 @@ impl Storage for FileStorage {
 impl ContractStorage for FileStorage {
     fn complete_all(&mut self) -> Vec<Completion> {
         self.flush()
+    }
+}
+
+impl EmbeddedStorage for FileStorage {
+    fn barrier(&mut self) -> Result<(), WriteError> {
+        self.stats.syncs += 1;
+        self.file.sync_data().map_err(|e| write_error(&e))
+    }
+
+    fn take_write_error(&mut self) -> Option<WriteError> {
+        self.write_error.take()
     }
 }
 

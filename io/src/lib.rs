@@ -7,4 +7,4 @@ pub mod db;
 pub mod driver;
 pub mod file_storage;
 pub mod format;
-mod wal_map;
+pub mod stage;

@@ -90,8 +90,8 @@ pub fn format<S: EmbeddedStorage>(
     write_all(storage)
 }
 
-/// The sizes an embedded database was created with, from its superblock.
-pub fn read_sizes<S: EmbeddedStorage>(storage: &mut S) -> Result<Sizes, Error> {
+/// The sizes an embedded database was created with, and its incarnation, from its superblock.
+pub fn read_sizes<S: EmbeddedStorage>(storage: &mut S) -> Result<(Sizes, u64), Error> {
     let layout = superblock_layout();
     let zone = read(storage, 0, layout.zone_size(Zone::Superblock) as usize)?;
     let sb = superblock::select(&layout, &zone)
@@ -103,11 +103,12 @@ pub fn read_sizes<S: EmbeddedStorage>(storage: &mut S) -> Result<Sizes, Error> {
             "a replica's data file (serve it with `ziggy serve`)".into(),
         ));
     }
-    Ok(Sizes {
+    let sizes = Sizes {
         grid_block_size,
         wal_slot_count,
         wal_entry_size,
-    })
+    };
+    Ok((sizes, sb.incarnation))
 }
 
 impl<S: EmbeddedStorage, G: BlockStore, T: Stage> Embedded<S, G, T> {

@@ -96,6 +96,11 @@ pub fn object_size(area_size: usize) -> usize {
     2 * HEADER_COPY_SIZE + 2 * area_size
 }
 
+/// The area size of a stage object of `len` bytes (the inverse of [`object_size`]).
+pub fn area_size_of(len: usize) -> usize {
+    len.saturating_sub(2 * HEADER_COPY_SIZE) / 2
+}
+
 /// The bytes a record of `payload_len` bytes takes in an area.
 pub fn record_size(payload_len: usize) -> usize {
     (RECORD_HEADER + payload_len.div_ceil(4) * 4 + TRAILER).div_ceil(8) * 8
