@@ -709,6 +709,7 @@ mod tests {
         let mut db = Db::open(&path, small()).unwrap();
         assert_eq!(db.scan(b"key0099", None, 3, true).unwrap().len(), 3);
         assert_eq!(db.get(b"key000008").unwrap(), Some(value));
+        db.close().unwrap(); // removes the stage from /dev/shm
     }
 
     #[test]
@@ -750,6 +751,7 @@ mod tests {
         let mut db = Db::open(&path, small()).unwrap();
         assert_eq!(db.get(b"c").unwrap(), Some(b"3".to_vec()));
         assert_eq!(db.open_report().staged_writes, 1);
+        db.close().unwrap();
     }
 
     #[test]
@@ -784,5 +786,6 @@ mod tests {
         assert_eq!(db.get(b"x").unwrap(), Some(b"a".to_vec()));
         assert_eq!(db.get_at(&snapshot, b"x").unwrap(), Some(b"0".to_vec()));
         db.release(snapshot);
+        db.close().unwrap();
     }
 }
