@@ -377,6 +377,8 @@ pub struct DbStats {
     pub grid_block_writes: u64,
     pub grid_block_reads: u64,
     pub checkpoints: u64,
+    /// Of those, full checkpoints (memtable flushed; at ¾ of the ring, `checkpoint`, `close`).
+    pub full_checkpoints: u64,
     /// Blocks the grid holds now (in use or free).
     pub grid_blocks: u64,
     pub grid_blocks_in_use: u64,
@@ -632,6 +634,7 @@ impl Db {
             grid_block_writes: engine.store().writes,
             grid_block_reads: engine.store().reads,
             checkpoints: ours.checkpoints,
+            full_checkpoints: ours.full_checkpoints,
             grid_blocks: engine.store().block_count(),
             grid_blocks_in_use: engine.blocks_in_use(),
         }
@@ -710,6 +713,46 @@ mod tests {
         assert_eq!(db.scan(b"key0099", None, 3, true).unwrap().len(), 3);
         assert_eq!(db.get(b"key000008").unwrap(), Some(value));
         db.close().unwrap(); // removes the stage from /dev/shm
+    }
+
+    /// Bytes the file system has allocated to `path`.
+    fn allocated(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn a_full_checkpoint_gives_the_wal_space_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let options = DbOptions {
+            wal_bytes: 8 << 20,
+            ..small()
+        };
+        let mut db = Db::create(&path, options.clone()).unwrap();
+        let value = vec![7u8; 1000];
+        for i in 0..6000u32 {
+            db.put(format!("key{:06}", i % 2000).as_bytes(), &value)
+                .unwrap();
+        }
+        let grid = |db: &Db| db.stats().grid_blocks * 4096;
+        assert!(
+            allocated(&path) > grid(&db) + (4 << 20),
+            "the WAL was written"
+        );
+        db.checkpoint().unwrap();
+        let beside_grid = allocated(&path) - grid(&db).min(allocated(&path));
+        assert!(beside_grid < 1 << 20, "{beside_grid} bytes beside the grid");
+        // Writes go on into the released space, and a crash replays them.
+        for i in 0..3000u32 {
+            db.put(format!("new{i:06}").as_bytes(), &value).unwrap();
+        }
+        drop(db);
+        let mut db = Db::open(&path, options).unwrap();
+        assert_eq!(db.get(b"new002999").unwrap(), Some(value.clone()));
+        assert_eq!(db.get(b"key001999").unwrap(), Some(value));
+        assert_eq!(db.scan(b"", None, usize::MAX, false).unwrap().len(), 5000);
+        db.close().unwrap();
     }
 
     #[test]

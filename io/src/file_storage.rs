@@ -190,6 +190,18 @@ impl EmbeddedStorage for FileStorage {
     fn take_write_error(&mut self) -> Option<WriteError> {
         self.write_error.take()
     }
+
+    fn discard(&mut self, offset: u64, len: u64) {
+        // SAFETY: fallocate only reads the descriptor, which `self.file` keeps open.
+        unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            );
+        }
+    }
 }
 
 /// Classifies an OS error for the core: a full device (or quota) is reported as such, because it

@@ -59,6 +59,9 @@ pub trait EmbeddedStorage: ContractStorage {
     /// The first error a submitted write met before its completion (a real file reports a failed
     /// `pwrite` at once; its completion would wait for the next sync).
     fn take_write_error(&mut self) -> Option<WriteError>;
+    /// Gives the space of `len` bytes at `offset` back (they read as zeros after). Best effort:
+    /// a storage that cannot keeps the bytes, which costs space, not correctness.
+    fn discard(&mut self, _offset: u64, _len: u64) {}
 }
 
 /// An embedded database's sizes, fixed when its file is created.
@@ -342,6 +345,11 @@ impl<S: EmbeddedStorage, G: BlockStore, T: Stage> Embedded<S, G, T> {
         let index = self.journal.head();
         self.record_checkpoint(checkpoint, index)?;
         self.stats.full_checkpoints += 1;
+        // The durable checkpoint covers the whole log: no entry is read again, so their space
+        // goes back to the file system until the ring reaches it (recovery reads zeros: empty).
+        let zone = crate::config::Zone::WalEntries;
+        self.storage
+            .discard(self.layout.zone_start(zone), self.layout.zone_size(zone));
         Ok(())
     }
 
