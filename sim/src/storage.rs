@@ -22,6 +22,7 @@
 
 use crate::prng::{Ppm, Prng};
 use std::collections::BTreeSet;
+use ziggy_core::embedded::EmbeddedStorage;
 use ziggy_core::storage_contract::{Completion, ContractStorage};
 use ziggy_core::{IoId, Layout, ReadError, Storage, WriteError, Zone};
 
@@ -100,6 +101,8 @@ enum Pending {
         data: Vec<u8>,
         /// An injected write error: the write lands nowhere and completes with it.
         error: Option<WriteError>,
+        /// Whether the error was already reported at submission (see `take_write_error`).
+        reported: bool,
     },
 }
 
@@ -246,6 +249,7 @@ impl SimStorage {
                 target,
                 data,
                 error: None,
+                ..
             } => {
                 self.land(target, &data);
                 Completion::Write { id, result: Ok(()) }
@@ -334,6 +338,22 @@ impl SimStorage {
                 } else {
                     self.stats.lost_writes += 1;
                 }
+            }
+        }
+    }
+
+    /// A crash of the process alone (the embedded database's): the OS keeps every write it was
+    /// handed, whole; reads in flight vanish.
+    pub fn process_crash(&mut self) {
+        for io in std::mem::take(&mut self.in_flight) {
+            if let Pending::Write {
+                target,
+                data,
+                error: None,
+                ..
+            } = io.io
+            {
+                self.land(target, &data);
             }
         }
     }
@@ -460,6 +480,7 @@ impl Storage for SimStorage {
                 target,
                 data: data.to_vec(),
                 error,
+                reported: false,
             },
         });
     }
@@ -469,6 +490,28 @@ impl ContractStorage for SimStorage {
     fn complete_all(&mut self) -> Vec<Completion> {
         let far = self.now + self.faults.latency_max.max(self.faults.stall_max) + 1;
         self.advance(far)
+    }
+}
+
+impl EmbeddedStorage for SimStorage {
+    /// Completed writes are durable here already.
+    fn barrier(&mut self) -> Result<(), WriteError> {
+        Ok(())
+    }
+
+    /// A real file reports a failed `pwrite` at once: so does this, once per write.
+    fn take_write_error(&mut self) -> Option<WriteError> {
+        self.in_flight.iter_mut().find_map(|f| match &mut f.io {
+            Pending::Write {
+                error: Some(e),
+                reported: reported @ false,
+                ..
+            } => {
+                *reported = true;
+                Some(*e)
+            }
+            _ => None,
+        })
     }
 }
 

@@ -285,8 +285,9 @@ impl<S: EmbeddedStorage, G: BlockStore, T: Stage> Embedded<S, G, T> {
     }
 
     /// Logs `payload` (an encoded batch, see [`writes`]) at the next sequence and applies it
-    /// with `apply`. Returns the sequence. On `Err` the write had no effect, unless the handle
-    /// is poisoned (then a reopen finds it, or not, and every later call fails until then).
+    /// with `apply`. Returns the sequence. On `Err` the write had no effect, except with `sync`
+    /// writes, where a failed sync leaves it staged but maybe not durable. A failure after the
+    /// write was staged poisons the handle and still returns `Ok`: a reopen replays the write.
     pub fn write(
         &mut self,
         payload: &[u8],
@@ -317,9 +318,11 @@ impl<S: EmbeddedStorage, G: BlockStore, T: Stage> Embedded<S, G, T> {
             return Ok(seq);
         }
         if self.sync_writes {
+            // On `Err` the write is staged but maybe not durable: indeterminate, and poisoned.
             self.sync()?;
         }
-        self.after_apply()?;
+        // A failed table checkpoint poisons the handle; the write itself is logged already.
+        let _ = self.after_apply();
         Ok(seq)
     }
 
@@ -419,11 +422,7 @@ impl<S: EmbeddedStorage, G: BlockStore, T: Stage> Embedded<S, G, T> {
             return Ok(());
         }
         self.flushes_checkpointed = flushes;
-        let checkpoint = self
-            .engine
-            .checkpoint_tables()
-            .map_err(|e| self.poison(e.into()))?;
-        let flushed = checkpoint.sequence;
+        let flushed = self.engine.flushed_sequence();
         while self
             .marks
             .front()
@@ -437,7 +436,12 @@ impl<S: EmbeddedStorage, G: BlockStore, T: Stage> Embedded<S, G, T> {
                 index - 1
             }
             None => {
+                // Sealed before the engine writes its checkpoint: a seal may take a full one.
+                let before = self.journal.checkpoint();
                 self.seal()?;
+                if self.journal.checkpoint() != before {
+                    return Ok(());
+                }
                 self.journal.head()
             }
         };
@@ -447,6 +451,14 @@ impl<S: EmbeddedStorage, G: BlockStore, T: Stage> Embedded<S, G, T> {
         if self.journal.durable() < index {
             self.make_durable()?;
         }
+        let checkpoint = self
+            .engine
+            .checkpoint_tables()
+            .map_err(|e| self.poison(e.into()))?;
+        assert_eq!(
+            checkpoint.sequence, flushed,
+            "the tables cover what was flushed"
+        );
         self.record_checkpoint(checkpoint, index)
     }
 

@@ -251,7 +251,7 @@ impl<S: EmbeddedStorage, G: BlockStore, T: Stage> Embedded<S, G, T> {
         report.head = journal.head();
 
         let flushes = engine.stats().flushes;
-        let db = Embedded {
+        let mut db = Embedded {
             layout,
             storage,
             engine,
@@ -266,6 +266,11 @@ impl<S: EmbeddedStorage, G: BlockStore, T: Stage> Embedded<S, G, T> {
             block: vec![0; config.grid_block_size as usize],
             sector: vec![0; config.sector_size as usize],
         };
+        // A crash may leave the ring nearly full (a checkpoint that failed, the stage's entry
+        // above): free it now, as a seal would, so the next seal always finds a slot.
+        if db.journal.ring_free() < db.layout.wal_slot_count / 4 {
+            db.checkpoint()?;
+        }
         Ok((db, report))
     }
 }
