@@ -7,7 +7,8 @@
 //!   least as long as the last completed sync;
 //! - an open may fail only where a fault damaged the file, and then it names the damage.
 //!
-//! `ZIGGY_EMBEDDED_SEEDS` sets the number of seeds (default 300).
+//! `ZIGGY_EMBEDDED_SEEDS` sets the number of seeds (default 100), `ZIGGY_EMBEDDED_FIRST` the
+//! first (default 0).
 
 use std::collections::BTreeMap;
 
@@ -289,9 +290,13 @@ fn embedded_database_under_storage_faults() {
     let seeds: u64 = std::env::var("ZIGGY_EMBEDDED_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(100);
+    let first: u64 = std::env::var("ZIGGY_EMBEDDED_FIRST")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut reached = Reached::default();
-    for seed in 0..seeds {
+    for seed in first..first + seeds {
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(seed, &mut reached)));
         if let Err(panic) = outcome {
