@@ -156,11 +156,7 @@ impl<S: EmbeddedStorage, G: BlockStore, T: Stage> Embedded<S, G, T> {
             layout.zone_start(Zone::WalHeaders),
             layout.zone_size(Zone::WalHeaders) as usize,
         )?;
-        let entries = read(
-            &mut storage,
-            layout.zone_start(Zone::WalEntries),
-            layout.zone_size(Zone::WalEntries) as usize,
-        )?;
+        let entries = read_log(&mut storage, &layout, &sb, &headers, proof)?;
         let input = RecoveryInput {
             layout: &layout,
             cluster: sb.cluster,
@@ -273,6 +269,60 @@ impl<S: EmbeddedStorage, G: BlockStore, T: Stage> Embedded<S, G, T> {
         }
         Ok((db, report))
     }
+}
+
+/// The entries zone as recovery needs it, read slot by slot from the checkpoint on: every entry
+/// up to the durable bound (the highest current redundant header, or the stage proof), then on
+/// while entries follow whole; the rest reads as zeros without a read. An open so costs what the
+/// log holds, not the ring's size (the buffer's untouched pages are never allocated).
+fn read_log<S: EmbeddedStorage>(
+    storage: &mut S,
+    layout: &Layout,
+    sb: &Superblock,
+    headers: &[u8],
+    proof: Option<EntryHeader>,
+) -> Result<Vec<u8>, Error> {
+    let c = sb.checkpoint_index;
+    let n = layout.wal_slot_count;
+    let current =
+        |h: &EntryHeader, index: u64| h.cluster == sb.cluster && h.index == index && !h.is_hole();
+    let mut bound = proof
+        .filter(|p| p.cluster == sb.cluster && p.index > c && p.index - c <= n)
+        .map_or(c, |p| p.index);
+    for index in c + 1..=c + n {
+        let slot = layout.slot_of(index);
+        let bytes = recovery::redundant_header_bytes(layout, headers, slot);
+        if let Ok(h) = EntryHeader::decode(bytes) {
+            if h.index == index && h.cluster == sb.cluster {
+                bound = bound.max(index); // holes too: they prove the index durable
+            }
+        }
+    }
+    let zone = layout.zone_start(Zone::WalEntries);
+    let mut entries = vec![0u8; layout.zone_size(Zone::WalEntries) as usize];
+    let sector = layout.sector_size;
+    for index in c + 1..=c + n {
+        let slot = layout.slot_of(index);
+        let at = (slot * layout.wal_slot_size) as usize;
+        let first = read(storage, zone + at as u64, sector as usize)?;
+        let header = EntryHeader::decode(&first)
+            .ok()
+            .filter(|h| current(h, index));
+        entries[at..at + first.len()].copy_from_slice(&first);
+        match header {
+            Some(h) => {
+                let len = layout.sectors_for((HEADER_SIZE + h.size as usize) as u64);
+                let len = len.min(layout.wal_slot_size);
+                if len > sector {
+                    let rest = read(storage, zone + at as u64 + sector, (len - sector) as usize)?;
+                    entries[at + sector as usize..at + len as usize].copy_from_slice(&rest);
+                }
+            }
+            None if index > bound => break,
+            None => {}
+        }
+    }
+    Ok(entries)
 }
 
 /// Applies the writes of one entry the engine does not hold yet; returns how many.
