@@ -196,8 +196,8 @@ impl<S: EmbeddedStorage, G: BlockStore, T: Stage> Embedded<S, G, T> {
         }
 
         // The recovered log becomes provably durable (its entries may have been in the OS's
-        // cache only), with a rebuilt headers ring, before anything new is written after it.
-        storage.barrier().map_err(Error::Write)?;
+        // cache only), with a rebuilt headers ring, before anything new is written after it. An
+        // empty log (a clean close) has no current header to rewrite.
         let mut rebuilt = vec![0u8; headers.len()];
         Journal::rebuild_headers(
             &layout,
@@ -208,12 +208,15 @@ impl<S: EmbeddedStorage, G: BlockStore, T: Stage> Embedded<S, G, T> {
             &headers,
             &mut rebuilt,
         );
-        storage.submit_write(
-            IoId::new(IoKind::WalHeaders, 0),
-            layout.zone_start(Zone::WalHeaders),
-            &rebuilt,
-        );
-        write_all(&mut storage)?;
+        if recovery.head > sb.checkpoint_index {
+            storage.barrier().map_err(Error::Write)?;
+            storage.submit_write(
+                IoId::new(IoKind::WalHeaders, 0),
+                layout.zone_start(Zone::WalHeaders),
+                &rebuilt,
+            );
+            write_all(&mut storage)?;
+        }
         let mut journal = Journal::new(&config, sb.cluster);
         let anchor = (
             sb.checkpoint_index,

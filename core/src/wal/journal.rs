@@ -56,8 +56,9 @@ pub struct Journal {
     cluster: u64,
     pipeline_max: u64,
     bug: Option<PlantedBug>,
-    /// Encoded entries `checkpoint + 1 ..= head` live at `ring[index % slot_count]`.
-    ring: Vec<Box<[u8]>>,
+    /// Encoded entries `checkpoint + 1 ..= head` live in slot `index % slot_count` of one
+    /// buffer (one zeroed allocation: the OS maps its pages as they are first written).
+    ring: Box<[u8]>,
     /// The headers ring as it is (or is being made) durable on disk.
     headers: Box<[u8]>,
     /// Indices in the log whose content is unknown (faulty on recovery, awaiting repair).
@@ -99,9 +100,8 @@ impl Journal {
             cluster,
             pipeline_max: 3 * config.batch_max as u64,
             bug: config.planted_bug,
-            ring: (0..layout.wal_slot_count)
-                .map(|_| vec![0u8; layout.wal_slot_size as usize].into_boxed_slice())
-                .collect(),
+            ring: vec![0u8; (layout.wal_slot_count * layout.wal_slot_size) as usize]
+                .into_boxed_slice(),
             headers: vec![0u8; layout.zone_size(Zone::WalHeaders) as usize].into_boxed_slice(),
             faulty: BTreeSet::new(),
             repairs_unsubmitted: BTreeSet::new(),
@@ -139,7 +139,7 @@ impl Journal {
         for index in checkpoint.0 + 1..=recovery.head {
             let slot = self.layout.slot_of(index);
             let source = super::recovery::slot_bytes(&self.layout, entries, slot);
-            self.ring[slot as usize].copy_from_slice(source);
+            self.slot_mut(slot).copy_from_slice(source);
         }
         self.faulty = recovery.faulty.iter().copied().collect();
         self.head = recovery.head;
@@ -188,6 +188,19 @@ impl Journal {
                 other => unreachable!("{other:?} inside the log"),
             }
         }
+    }
+
+    fn slot_range(layout: &Layout, slot: u64) -> std::ops::Range<usize> {
+        let size = layout.wal_slot_size as usize;
+        slot as usize * size..(slot as usize + 1) * size
+    }
+
+    fn slot(&self, slot: u64) -> &[u8] {
+        &self.ring[Self::slot_range(&self.layout, slot)]
+    }
+
+    fn slot_mut(&mut self, slot: u64) -> &mut [u8] {
+        &mut self.ring[Self::slot_range(&self.layout, slot)]
     }
 
     fn header_range(layout: &Layout, slot: u64) -> std::ops::Range<usize> {
@@ -325,7 +338,7 @@ impl Journal {
         if index <= self.checkpoint || index > self.head || self.faulty.contains(&index) {
             return None;
         }
-        let bytes = &self.ring[self.layout.slot_of(index) as usize];
+        let bytes = self.slot(self.layout.slot_of(index));
         let size = u32::from_le_bytes(bytes[64..68].try_into().unwrap()) as usize;
         Some(&bytes[..HEADER_SIZE + size])
     }
@@ -383,7 +396,7 @@ impl Journal {
         let parent = self.checksum_at(self.head).ok_or(AppendError::OutOfChain)?;
         let index = self.head + 1;
         let slot = self.layout.slot_of(index) as usize;
-        let buffer = &mut self.ring[slot];
+        let buffer = &mut self.ring[Self::slot_range(&self.layout, slot as u64)];
         let mut at = HEADER_SIZE;
         for part in body_parts {
             buffer[at..at + part.len()].copy_from_slice(part);
@@ -424,7 +437,7 @@ impl Journal {
         }
         self.has_room()?;
         let slot = self.layout.slot_of(header.index) as usize;
-        self.ring[slot][..end].copy_from_slice(&bytes[..end]);
+        self.slot_mut(slot as u64)[..end].copy_from_slice(&bytes[..end]);
         self.head = header.index;
         Ok(header.index)
     }
@@ -499,7 +512,7 @@ impl Journal {
             return Err(AppendError::OutOfChain);
         }
         let slot = self.layout.slot_of(index) as usize;
-        self.ring[slot][..end].copy_from_slice(&bytes[..end]);
+        self.slot_mut(slot as u64)[..end].copy_from_slice(&bytes[..end]);
         self.faulty.remove(&index);
         self.repairs_unsubmitted.insert(index);
         Ok(index)
@@ -518,7 +531,7 @@ impl Journal {
     }
 
     pub fn slot_buffer(&self, slot: u64, len: usize) -> &[u8] {
-        &self.ring[slot as usize][..len]
+        &self.slot(slot)[..len]
     }
 
     pub fn on_repair_written(&mut self, index: u64) {
@@ -562,7 +575,7 @@ impl Journal {
                     .expect("unwritten entries are intact");
                 let len = self.layout.sectors_for(bytes.len() as u64) as usize;
                 let slot = self.layout.slot_of(index);
-                let buffer = &self.ring[slot as usize][..len];
+                let buffer = &self.slot(slot)[..len];
                 storage.submit_write(
                     IoId::new(IoKind::WalEntry, index),
                     self.layout.entry_offset(slot),
@@ -588,7 +601,7 @@ impl Journal {
             let slot = self.layout.slot_of(index);
             let range = Self::header_range(&self.layout, slot);
             let (head, rest) = (
-                &self.ring[slot as usize][..HEADER_SIZE],
+                &self.ring[Self::slot_range(&self.layout, slot)][..HEADER_SIZE],
                 &mut self.headers[range],
             );
             rest.copy_from_slice(head);
