@@ -811,6 +811,7 @@ mod tests {
         assert!(error.to_string().contains("exceeds the maximum"), "{error}");
         let second = Db::open(&path, small()).err().unwrap();
         assert!(second.to_string().contains("in use"), "{second}");
+        db.close().unwrap();
     }
 
     #[test]

@@ -212,6 +212,7 @@ fn kill_nine_loses_no_acknowledged_write() {
         acknowledged > rounds * 10,
         "{acknowledged} operations acknowledged"
     );
+    Db::open(&path, options()).unwrap().close().unwrap(); // removes the stage
 }
 
 /// A flipped bit in an acknowledged write that only the WAL (or the stage of unsynced writes)
