@@ -47,6 +47,8 @@ pub struct FileStorage {
     write_pending: bool,
     /// The first failed `pwrite` not yet reported through [`EmbeddedStorage::take_write_error`].
     write_error: Option<WriteError>,
+    /// Fault injection for tests: `fdatasync`s left before every later one fails with EIO.
+    syncs_until_failure: Option<u64>,
     stats: StorageStats,
 }
 
@@ -71,6 +73,7 @@ impl FileStorage {
             pending: Vec::new(),
             write_pending: false,
             write_error: None,
+            syncs_until_failure: None,
             stats: StorageStats::default(),
         })
     }
@@ -99,13 +102,30 @@ impl FileStorage {
             self.write_pending = false;
             self.stats.syncs += 1;
             let start = Instant::now();
-            let result = self.file.sync_data();
+            let result = self.sync_data();
             self.stats.sync_nanos += start.elapsed().as_nanos() as u64;
             if let Err(error) = result {
                 self.fail_pending_writes(write_error(&error));
             }
         }
         std::mem::take(&mut self.pending)
+    }
+
+    /// Fault injection for tests: after `n` more `fdatasync`s, every one fails with EIO (as a
+    /// device that went away would).
+    #[doc(hidden)]
+    pub fn fail_syncs_after(&mut self, n: u64) {
+        self.syncs_until_failure = Some(n);
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        if let Some(left) = &mut self.syncs_until_failure {
+            if *left == 0 {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            *left -= 1;
+        }
+        self.file.sync_data()
     }
 
     fn fail_pending_writes(&mut self, error: WriteError) {
@@ -184,7 +204,7 @@ impl ContractStorage for FileStorage {
 impl EmbeddedStorage for FileStorage {
     fn barrier(&mut self) -> Result<(), WriteError> {
         self.stats.syncs += 1;
-        self.file.sync_data().map_err(|e| write_error(&e))
+        self.sync_data().map_err(|e| write_error(&e))
     }
 
     fn take_write_error(&mut self) -> Option<WriteError> {
