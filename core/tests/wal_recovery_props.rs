@@ -85,6 +85,7 @@ proptest! {
                 ziggy_core::wal::header::Operation(5), 1, checkpoint_index + 1 + seed % 80,
                 1, 0, 0, 0, 0, b"",
             )),
+            read_through: u64::MAX,
         });
         prop_assert!(recovery.head >= checkpoint_index);
         prop_assert_eq!(recovery.decisions.len() as u64, layout.wal_slot_count);

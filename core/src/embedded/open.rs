@@ -156,7 +156,7 @@ impl<S: EmbeddedStorage, G: BlockStore, T: Stage> Embedded<S, G, T> {
             layout.zone_start(Zone::WalHeaders),
             layout.zone_size(Zone::WalHeaders) as usize,
         )?;
-        let entries = read_log(&mut storage, &layout, &sb, &headers, proof)?;
+        let (entries, read_through) = read_log(&mut storage, &layout, &sb, &headers, proof)?;
         let input = RecoveryInput {
             layout: &layout,
             cluster: sb.cluster,
@@ -165,6 +165,7 @@ impl<S: EmbeddedStorage, G: BlockStore, T: Stage> Embedded<S, G, T> {
             headers: &headers,
             entries: &entries,
             proof,
+            read_through,
         };
         let recovery = recovery::recover(&input);
         if !recovery.faulty.is_empty() {
@@ -284,7 +285,7 @@ fn read_log<S: EmbeddedStorage>(
     sb: &Superblock,
     headers: &[u8],
     proof: Option<EntryHeader>,
-) -> Result<Vec<u8>, Error> {
+) -> Result<(Vec<u8>, u64), Error> {
     let c = sb.checkpoint_index;
     let n = layout.wal_slot_count;
     let current =
@@ -304,6 +305,7 @@ fn read_log<S: EmbeddedStorage>(
     let zone = layout.zone_start(Zone::WalEntries);
     let mut entries = vec![0u8; layout.zone_size(Zone::WalEntries) as usize];
     let sector = layout.sector_size;
+    let mut read_through = c + n;
     for index in c + 1..=c + n {
         let slot = layout.slot_of(index);
         let at = (slot * layout.wal_slot_size) as usize;
@@ -321,11 +323,14 @@ fn read_log<S: EmbeddedStorage>(
                     entries[at + sector as usize..at + len as usize].copy_from_slice(&rest);
                 }
             }
-            None if index > bound => break,
+            None if index > bound => {
+                read_through = index;
+                break;
+            }
             None => {}
         }
     }
-    Ok(entries)
+    Ok((entries, read_through))
 }
 
 /// Applies the writes of one entry the engine does not hold yet; returns how many.

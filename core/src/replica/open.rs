@@ -305,6 +305,7 @@ impl<S: StateMachine> Replica<S> {
             headers: &self.recovery_buffers[Buffer::Headers as usize],
             entries: &self.recovery_buffers[Buffer::Entries as usize],
             proof: None,
+            read_through: u64::MAX,
         };
         let result = recovery::recover_with(&input, self.config.planted_bug);
         self.mark_recovery(&result);

@@ -128,6 +128,7 @@ impl RingImage {
             headers: &self.headers,
             entries: &self.entries,
             proof: self.proof,
+            read_through: u64::MAX,
         }
     }
 

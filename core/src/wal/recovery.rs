@@ -117,6 +117,9 @@ pub struct RecoveryInput<'a> {
     /// The embedded database's stage proof: the header of the last entry it wrote whole before
     /// the process died (see [`super::stage`]). Read as one more current redundant header.
     pub proof: Option<EntryHeader>,
+    /// Entries after this index were not read (they read as blank, and are not touched):
+    /// `u64::MAX` for a whole ring read.
+    pub read_through: u64,
 }
 
 /// The outcome of recovery.
@@ -182,6 +185,9 @@ fn view_of(
 
 /// Classifies the entry in a slot: its header and its body must both verify.
 pub fn entry_view(input: &RecoveryInput, expected: u64) -> SlotView {
+    if expected > input.read_through {
+        return SlotView::Blank;
+    }
     let slot = input.layout.slot_of(expected);
     let bytes = slot_bytes(input.layout, input.entries, slot);
     let decoded = EntryHeader::decode(bytes).and_then(|h| {
