@@ -79,6 +79,10 @@ impl Inquiry {
     pub(crate) fn term(&self) -> u64 {
         self.term
     }
+
+    pub(crate) fn index(&self) -> u64 {
+        self.index
+    }
 }
 
 impl<S: StateMachine> Replica<S> {
@@ -97,7 +101,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Opens an inquiry about hole `index` in the current term, and asks once it is durable.
-    fn inquire(&mut self, index: u64) {
+    pub(crate) fn inquire(&mut self, index: u64) {
         let parent = self
             .journal
             .checksum_at(index - 1)
@@ -133,6 +137,9 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub(crate) fn on_hole_query(&mut self, header: &Header) {
+        // As a granted vote does: the asker's inquiry gets its election timeout to settle
+        // before this replica campaigns over it.
+        self.reset_election_timer();
         self.raft.answer_pending = Some(PendingAnswer {
             to: header.from,
             term: header.term,

@@ -144,7 +144,7 @@ impl<S: StateMachine> Replica<S> {
         base + self.prng.below(base)
     }
 
-    fn reset_election_timer(&mut self) {
+    pub(crate) fn reset_election_timer(&mut self) {
         self.raft.election_deadline = self.ticks + self.election_timeout();
     }
 
@@ -449,9 +449,23 @@ impl<S: StateMachine> Replica<S> {
         self.raft.leader_ready = false;
         self.raft.votes_requested = false;
         if term > self.raft.inquiry_term() {
-            self.raft.inquiry = None;
+            // An inquiry belongs to its term. A candidate's newer term (no leader to repair the
+            // hole) asks it again in that term: dropping it let a candidate that can never lead
+            // (its ring full of entries a peer may hold committed) starve every inquiry by
+            // campaigning once per timeout (seed 9013456).
+            let open = self.raft.inquiry.take().map(|inquiry| inquiry.index());
+            if let Some(index) =
+                open.filter(|&i| leader.is_none() && self.journal.first_faulty() == Some(i))
+            {
+                self.inquire(index);
+            }
         }
-        self.reset_election_timer();
+        // Raft resets the election timer on a leader's message or a granted vote, not on a newer
+        // term alone: a replica that refuses a candidate which can never win keeps its own
+        // timeout, and with it the chance to lead or to ask about its hole (seed 9013456).
+        if leader.is_some() {
+            self.reset_election_timer();
+        }
         if changed {
             self.role_event();
         }
