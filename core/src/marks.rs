@@ -39,6 +39,8 @@ pub enum Mark {
     StateSync,
     /// A state sync restarted at a newer checkpoint (the leader checkpointed again, or changed).
     StateSyncRetarget,
+    /// A replica that lost its state and knew no leader took a peer's checkpoint offer.
+    StateSyncFromPeer,
     /// A replica opened with a state sync under way (its grid no longer holds its checkpoint).
     StateSyncResume,
     /// The state machine's storage failed and the replica dropped its state for the leader's.
@@ -59,7 +61,7 @@ pub enum Mark {
 }
 
 impl Mark {
-    pub const ALL: [Mark; 24] = [
+    pub const ALL: [Mark; 25] = [
         Mark::ElectionWon,
         Mark::LogTruncation,
         Mark::EntryRepair,
@@ -75,6 +77,7 @@ impl Mark {
         Mark::WalWrap,
         Mark::StateSync,
         Mark::StateSyncRetarget,
+        Mark::StateSyncFromPeer,
         Mark::StateSyncResume,
         Mark::StateLost,
         Mark::MemtableFlush,
@@ -103,6 +106,7 @@ impl Mark {
             Mark::WalWrap => "wal_wrap",
             Mark::StateSync => "state_sync",
             Mark::StateSyncRetarget => "state_sync_retarget",
+            Mark::StateSyncFromPeer => "state_sync_from_peer",
             Mark::StateSyncResume => "state_sync_resume",
             Mark::StateLost => "state_lost",
             Mark::MemtableFlush => "memtable_flush",

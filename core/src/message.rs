@@ -50,9 +50,11 @@ pub enum Command {
     /// a = the checkpoint index the sender has (asks for a newer checkpoint).
     StateRequest = 9,
     // 10 was `StateChunk`, the whole-state transfer that state sync replaced.
-    /// Leader to a peer behind its checkpoint: a = checkpoint index, b = checkpoint checksum (low
-    /// 32 bits) and term (high 32 bits), c = checkpoint timestamp, d = the blob's checksum.
-    /// Body: the checkpoint blob (client table, then the state machine's bytes).
+    /// Leader to a peer behind its checkpoint, or any replica with a state to one that lost its
+    /// own and knows no leader: a = checkpoint index, b = checkpoint checksum (low 32 bits) and
+    /// term (high 32 bits), c = checkpoint timestamp, d = the blob's checksum (low 32 bits) and
+    /// [`OFFER_FROM_PEER`] when the sender is not (known to be) the leader. Body: the checkpoint
+    /// blob (client table, then the state machine's bytes).
     SyncOffer = 11,
     /// A syncing replica asks for blocks of the checkpoint it syncs to: a = its index, b = its
     /// blob checksum. Body: up to a few (address u64, checksum u32, kind u8) records.
@@ -67,6 +69,10 @@ pub enum Command {
     /// `Present`, the responder's whole encoded entry at that index.
     HoleReport = 15,
 }
+
+/// The flag in a `SyncOffer`'s `d` of an offer made by a replica that is not the leader: it
+/// neither names a leader nor resets the receiver's election timer.
+pub const OFFER_FROM_PEER: u64 = 1 << 32;
 
 impl Command {
     pub fn from_u8(value: u8) -> Option<Command> {

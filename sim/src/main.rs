@@ -33,6 +33,10 @@ struct Args {
     /// evicted-session-replay, stale-truncate, sync-without-flag, torn-anywhere.
     #[arg(long)]
     plant_bug: Option<String>,
+    /// With --plant-bug: run the bug's hunting profile (its steered faults) without the bug, as
+    /// the planted-bugs test does to show that those profiles pass.
+    #[arg(long, requires = "plant_bug")]
+    without_bug: bool,
     /// Liveness mode: heal every fault at a random point, then require new requests to commit
     /// within a bound.
     #[arg(long)]
@@ -74,6 +78,7 @@ struct SeedResult {
 #[derive(Clone, Copy)]
 struct Mode {
     bug: Option<PlantedBug>,
+    without_bug: bool,
     liveness: bool,
     replicas: Option<u8>,
     long_share: u32,
@@ -106,6 +111,7 @@ impl Workload {
 fn run_one(seed: u64, mode: Mode) -> SeedResult {
     let Mode {
         bug,
+        without_bug,
         liveness,
         replicas,
         long_share,
@@ -117,6 +123,9 @@ fn run_one(seed: u64, mode: Mode) -> SeedResult {
         (None, None) => Options::from_seed(seed),
     };
     options.liveness = liveness;
+    if without_bug {
+        options.planted_bug = None;
+    }
     let mut options = options.long_share(long_share);
     workload.apply(&mut options);
     match run_seed(options) {
@@ -177,6 +186,9 @@ fn replay_command(seed: u64, args: &Args) -> String {
     let mut extra = String::new();
     if let Some(bug) = &args.plant_bug {
         extra.push_str(&format!(" --plant-bug {bug}"));
+    }
+    if args.without_bug {
+        extra.push_str(" --without-bug");
     }
     if args.liveness {
         extra.push_str(" --liveness");
@@ -239,6 +251,7 @@ fn main() -> ExitCode {
                 let seed = first.wrapping_add(k);
                 let mode = Mode {
                     bug,
+                    without_bug: args.without_bug,
                     liveness: args.liveness,
                     replicas: args.replicas,
                     long_share: args.long_share,

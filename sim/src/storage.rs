@@ -126,6 +126,8 @@ pub struct StorageStats {
     pub latent_injected: u64,
     pub latent_hits: u64,
     pub misdirected_reads: u64,
+    /// Redundant-header sectors damaged (latent, or a misdirected write's source or target).
+    pub header_faults: u64,
     pub write_errors: u64,
     pub stalls: u64,
 }
@@ -360,6 +362,7 @@ impl SimStorage {
 
     /// Marks `sector` latently faulty (a fault the simulator aims, within the atlas).
     pub fn inject_latent_at(&mut self, sector: u64) {
+        self.count_header_fault(sector);
         self.latent.insert(sector);
         self.damaged.insert(sector);
         self.stats.latent_injected += 1;
@@ -381,6 +384,7 @@ impl SimStorage {
         if zone == Zone::Superblock && self.latent.range(start..start + count).next().is_some() {
             return None;
         }
+        self.count_header_fault(s);
         self.latent.insert(s);
         self.damaged.insert(s);
         self.stats.latent_injected += 1;
@@ -413,6 +417,7 @@ impl SimStorage {
             return offset;
         };
         self.stats.misdirected += 1;
+        self.count_header_fault(offset / self.layout.sector_size);
         // Both the intended location (which keeps stale bytes) and the target are damaged.
         self.mark_damaged(offset, len);
         self.mark_damaged(target, len);
@@ -434,6 +439,19 @@ impl SimStorage {
         let place =
             self.layout.zone_start(zone) + self.prng.range(0, (size - len) / sector) * sector;
         (place != offset).then_some(place)
+    }
+
+    fn count_header_fault(&mut self, sector: u64) {
+        let zone = self.layout.zone_of(sector * self.layout.sector_size);
+        if zone.expect("inside the file").0 == Zone::WalHeaders {
+            self.stats.header_faults += 1;
+        }
+    }
+
+    /// From now on, no redundant-header sector is damaged (the fault budget is spent elsewhere).
+    pub fn stop_header_faults(&mut self) {
+        self.faults.atlas.latent.remove(&Zone::WalHeaders);
+        self.faults.atlas.misdirect.remove(&Zone::WalHeaders);
     }
 
     fn mark_damaged(&mut self, offset: u64, len: u64) {

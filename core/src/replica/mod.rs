@@ -483,6 +483,21 @@ impl<S: StateMachine> Replica<S> {
         self.commit
     }
 
+    /// A one-line account of what this replica waits for, for liveness failure reports.
+    pub fn liveness_report(&self) -> String {
+        format!(
+            "leader {:?} voted {:?} deadline {:+} first_faulty {:?} state_lost {} installing {} inquiry {:?} superblock t{}",
+            self.raft.leader,
+            self.raft.voted_for,
+            self.raft.election_deadline as i64 - self.ticks as i64,
+            self.journal.first_faulty(),
+            self.state_lost,
+            self.installing(),
+            self.raft.inquiry.as_ref().map(|i| (i.term(), i.index())),
+            self.superblock.term,
+        )
+    }
+
     pub fn log_head(&self) -> u64 {
         self.journal.head()
     }

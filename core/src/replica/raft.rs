@@ -28,7 +28,7 @@ use super::{Event, Replica, Status};
 use crate::config::PlantedBug;
 use crate::io::Storage;
 use crate::marks::Mark;
-use crate::message::{Command, Header};
+use crate::message::{Command, Header, OFFER_FROM_PEER};
 use crate::state_machine::StateMachine;
 use crate::wal::header::{EntryHeader, Operation, HEADER_SIZE};
 use crate::wal::journal::AppendError;
@@ -127,6 +127,15 @@ impl Raft {
             inquiry: None,
             answer_pending: None,
         }
+    }
+}
+
+/// Whether only the leader of the header's term sends a message like this one.
+fn from_leader(header: &Header) -> bool {
+    match header.command {
+        Command::Append => true,
+        Command::SyncOffer => header.d & OFFER_FROM_PEER == 0,
+        _ => false,
     }
 }
 
@@ -263,12 +272,30 @@ impl<S: StateMachine> Replica<S> {
         heard as u32 + 1 >= self.quorum()
     }
 
-    /// Asks the leader for a checkpoint to replace a lost state.
+    /// Asks for a checkpoint to replace a lost state: the leader, or with no leader known, the
+    /// peer serving the sync under way while it answers, else each peer in turn (a replica that
+    /// lost its state may not campaign, so it cannot wait for a leader that needs its vote).
     fn request_state(&mut self) {
-        let Some(leader) = self.raft.leader.filter(|&l| l != self.id) else {
-            return;
+        if self.count == 1 {
+            return; // a single replica halts instead (see `on_state_error`)
+        }
+        let source = match (self.raft.leader, &self.sync) {
+            (Some(leader), _) => leader,
+            (None, Some(sync)) if sync.target.heard + self.config.election_ticks > self.ticks => {
+                sync.target.source
+            }
+            (None, _) => {
+                let turn = self.ticks / self.config.election_ticks;
+                let peers = self.count as u64 - 1;
+                self.peers()
+                    .nth((turn % peers) as usize)
+                    .expect("a cluster")
+            }
         };
-        let mut header = self.header(Command::StateRequest, leader);
+        if source == self.id {
+            return;
+        }
+        let mut header = self.header(Command::StateRequest, source);
         header.a = self.journal.checkpoint();
         self.send(header, &[]);
     }
@@ -496,7 +523,9 @@ impl<S: StateMachine> Replica<S> {
                 Command::Append => self.on_append(&header, body),
                 Command::AppendReply => self.on_append_reply(&header),
                 Command::SyncOffer => {
-                    self.follow(header.from);
+                    if from_leader(&header) {
+                        self.follow(header.from);
+                    }
                     self.on_sync_offer(&header, body)
                 }
                 Command::StateRequest => self.on_state_request(&header),
@@ -551,12 +580,11 @@ impl<S: StateMachine> Replica<S> {
             _ => {}
         }
         if header.term > self.raft.term {
-            let leader = matches!(header.command, Command::Append | Command::SyncOffer)
-                .then_some(header.from);
+            let leader = from_leader(header).then_some(header.from);
             self.become_follower(header.term, leader);
         }
         if header.term < self.raft.term {
-            if matches!(header.command, Command::Append | Command::SyncOffer) {
+            if from_leader(header) {
                 // Tell a deposed leader about the newer term.
                 let mut reply = self.header(Command::AppendReply, header.from);
                 reply.a = 0;

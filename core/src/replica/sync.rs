@@ -28,7 +28,7 @@ use crate::io::Storage;
 use crate::lsm::grid::{BlockKind, BlockRef};
 use crate::lsm::sync::Want;
 use crate::marks::Mark;
-use crate::message::{Command, Header};
+use crate::message::{Command, Header, OFFER_FROM_PEER};
 use crate::sessions::Sessions;
 use crate::state_machine::{StateError, StateMachine};
 use std::collections::{BTreeMap, VecDeque};
@@ -98,7 +98,10 @@ pub(crate) struct Target {
     pub blob_checksum: Checksum,
     /// Where the state machine's bytes start in `blob` (after the client table).
     pub state_at: usize,
-    pub leader: u8,
+    /// The replica serving it: the leader, or a peer while no leader is known.
+    pub source: u8,
+    /// The tick the source last answered (an offer or a block).
+    pub heard: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,13 +158,19 @@ impl<S: StateMachine> Replica<S> {
     }
 
     // ---------------------------------------------------------------------------------------
-    // Leader
+    // Serving: the leader, or any replica with a state while the asker knows no leader
 
-    /// Offers a lagging peer the latest checkpoint.
+    /// Whether this replica's durable checkpoint is whole in its grid, and so may be served.
+    fn may_serve(&self) -> bool {
+        // A replica whose state was just lost (a rotten block while serving) may no longer hold
+        // its checkpoint whole: a leader steps down, a follower stops serving.
+        !self.state_lost && !self.checkpoint_blob.is_empty()
+    }
+
+    /// Offers a lagging peer the latest checkpoint: the leader on heartbeats and state requests,
+    /// any other replica only in answer to a state request (see `request_state`).
     pub(crate) fn send_offer(&mut self, peer: u8) {
-        // A leader whose state was just lost (a rotten block while serving) steps down: its
-        // checkpoint may no longer be whole in its grid.
-        if self.state_lost || self.raft.role != Role::Leader || self.checkpoint_blob.is_empty() {
+        if !self.may_serve() {
             return;
         }
         let sb = self.superblock;
@@ -170,29 +179,33 @@ impl<S: StateMachine> Replica<S> {
         header.b = sb.checkpoint_checksum as u64 | (sb.checkpoint_term << 32);
         header.c = sb.checkpoint_timestamp;
         header.d = sb.state_checksum as u64;
+        if self.raft.role != Role::Leader {
+            header.d |= OFFER_FROM_PEER;
+        }
         let blob = std::mem::take(&mut self.checkpoint_blob);
         self.send(header, &blob);
         self.checkpoint_blob = blob;
         self.stats.sync_offers += 1;
     }
 
+    /// The peer lost its state; its log starts after its checkpoint `a`, so only a checkpoint
+    /// at or after it helps. Any replica with a state answers: a checkpoint holds only committed
+    /// entries, the same on every replica, and without one from a peer two replicas whose states
+    /// were lost could never elect the third, whose log is shorter (seed 12009043).
     pub(crate) fn on_state_request(&mut self, header: &Header) {
-        // The peer lost its state; its log starts after its checkpoint `a`, so only a checkpoint
-        // at or after it helps.
-        if self.raft.role != Role::Leader || self.state_lost {
+        if self.state_lost {
             return;
         }
-        let checkpointed = !self.checkpoint_blob.is_empty();
-        if checkpointed && self.superblock.checkpoint_index >= header.a {
+        if self.may_serve() && self.superblock.checkpoint_index >= header.a {
             self.send_offer(header.from);
-        } else {
+        } else if self.applied >= header.a {
             self.checkpoint_wanted = true;
         }
     }
 
     /// Serves the blocks a syncing peer asks for, each in its own message.
     pub(crate) fn on_block_request(&mut self, header: &Header, body: &[u8]) {
-        if self.raft.role != Role::Leader || self.state_lost {
+        if self.state_lost {
             return;
         }
         if !body.len().is_multiple_of(RECORD) || body.len() / RECORD > REQUEST_BLOCKS {
@@ -250,7 +263,12 @@ impl<S: StateMachine> Replica<S> {
     // Follower
 
     pub(crate) fn on_sync_offer(&mut self, header: &Header, body: &[u8]) {
-        self.raft.leader_contact = Some(self.ticks);
+        let blob_checksum = header.d as u32;
+        if header.d & OFFER_FROM_PEER == 0 {
+            self.raft.leader_contact = Some(self.ticks);
+        } else if self.raft.leader.is_some() || !self.state_lost {
+            return; // a peer's offer answers a replica that lost its state and knows no leader
+        }
         let index = header.a;
         let entry_checksum = header.b as u32;
         let hole_before = self
@@ -266,12 +284,13 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         if let Some(sync) = &mut self.sync {
-            let same = sync.target.index == index && sync.target.blob_checksum == header.d as u32;
+            let same = sync.target.index == index && sync.target.blob_checksum == blob_checksum;
             let keep = sync.phase == SyncPhase::Finishing
                 || (same && !sync.stale)
-                || (sync.target.leader == header.from && index < sync.target.index);
+                || (sync.target.source == header.from && index < sync.target.index);
             if keep {
-                sync.target.leader = header.from;
+                sync.target.source = header.from;
+                sync.target.heard = self.ticks;
                 return;
             }
         }
@@ -285,7 +304,7 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         let capacity = checkpoint::area_capacity(&self.layout);
-        if body.len() as u64 > capacity || checksum(body) != header.d as u32 {
+        if body.len() as u64 > capacity || checksum(body) != blob_checksum {
             self.stats.messages_dropped += 1;
             return;
         }
@@ -300,10 +319,14 @@ impl<S: StateMachine> Replica<S> {
             term: header.b >> 32,
             timestamp: header.c,
             blob: body.to_vec(),
-            blob_checksum: header.d as u32,
+            blob_checksum,
             state_at: body.len() - rest.len(),
-            leader: header.from,
+            source: header.from,
+            heard: self.ticks,
         };
+        if header.d & OFFER_FROM_PEER != 0 {
+            self.marks.hit(Mark::StateSyncFromPeer);
+        }
         self.start_sync(target);
     }
 
@@ -356,6 +379,9 @@ impl<S: StateMachine> Replica<S> {
             address: header.b,
             checksum: header.c as u32,
         };
+        if header.from == sync.target.source {
+            sync.target.heard = self.ticks;
+        }
         let expected = sync.inflight.get(&ask.key()).copied();
         if sync.phase != SyncPhase::Fetching || expected.is_none_or(|i| i.ask != ask) {
             self.stats.sync_duplicates += 1;
@@ -482,8 +508,8 @@ impl<S: StateMachine> Replica<S> {
             asks.push(ask);
         }
         debug_assert!(sync.inflight.len() <= WINDOW);
-        let (leader, index, blob) = (
-            sync.target.leader,
+        let (source, index, blob) = (
+            sync.target.source,
             sync.target.index,
             sync.target.blob_checksum,
         );
@@ -495,7 +521,7 @@ impl<S: StateMachine> Replica<S> {
                 body.extend_from_slice(&ask.checksum.to_le_bytes());
                 body.push(ask.kind);
             }
-            let mut header = self.peer_header(Command::BlockRequest, leader);
+            let mut header = self.peer_header(Command::BlockRequest, source);
             header.a = index;
             header.b = blob as u64;
             self.send(header, &body);
