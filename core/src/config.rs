@@ -73,10 +73,14 @@ pub enum PlantedBug {
     /// as a torn write, and cuts the entry: an acknowledged entry is lost (decision-table row 12
     /// decided as row 7).
     TornAnywhere,
+    /// The LSM frees what a checkpoint released once the checkpoint is durable (a moment of IO
+    /// timing) instead of when the next one starts: replicas at one checkpoint index hold
+    /// different blocks, and a state sync fetches everything.
+    FreeOnDurable,
 }
 
 impl PlantedBug {
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "ack-before-durable",
         "commit-without-quorum",
         "vote-despite-faulty",
@@ -86,6 +90,7 @@ impl PlantedBug {
         "stale-truncate",
         "sync-without-flag",
         "torn-anywhere",
+        "free-on-durable",
     ];
 
     pub fn parse(name: &str) -> Option<PlantedBug> {
@@ -99,6 +104,7 @@ impl PlantedBug {
             "stale-truncate" => Some(PlantedBug::StaleTruncate),
             "sync-without-flag" => Some(PlantedBug::SyncWithoutFlag),
             "torn-anywhere" => Some(PlantedBug::TornAnywhere),
+            "free-on-durable" => Some(PlantedBug::FreeOnDurable),
             _ => None,
         }
     }

@@ -41,6 +41,8 @@ pub enum Mark {
     StateSyncRetarget,
     /// A replica that lost its state and knew no leader took a peer's checkpoint offer.
     StateSyncFromPeer,
+    /// A checkpoint off the interval's boundary (a ring nearly full, or a peer's request).
+    CheckpointOffBoundary,
     /// A replica opened with a state sync under way (its grid no longer holds its checkpoint).
     StateSyncResume,
     /// The state machine's storage failed and the replica dropped its state for the leader's.
@@ -61,7 +63,7 @@ pub enum Mark {
 }
 
 impl Mark {
-    pub const ALL: [Mark; 25] = [
+    pub const ALL: [Mark; 26] = [
         Mark::ElectionWon,
         Mark::LogTruncation,
         Mark::EntryRepair,
@@ -78,6 +80,7 @@ impl Mark {
         Mark::StateSync,
         Mark::StateSyncRetarget,
         Mark::StateSyncFromPeer,
+        Mark::CheckpointOffBoundary,
         Mark::StateSyncResume,
         Mark::StateLost,
         Mark::MemtableFlush,
@@ -107,6 +110,7 @@ impl Mark {
             Mark::StateSync => "state_sync",
             Mark::StateSyncRetarget => "state_sync_retarget",
             Mark::StateSyncFromPeer => "state_sync_from_peer",
+            Mark::CheckpointOffBoundary => "checkpoint_off_boundary",
             Mark::StateSyncResume => "state_sync_resume",
             Mark::StateLost => "state_lost",
             Mark::MemtableFlush => "memtable_flush",

@@ -248,7 +248,16 @@ impl StateMachine for KvStateMachine {
     }
 
     fn new(config: &Config, grid: Grid) -> Self {
-        let engine = Engine::open(grid, config.lsm.clone(), None).expect("an empty engine opens");
+        let mut engine =
+            Engine::open(grid, config.lsm.clone(), None).expect("an empty engine opens");
+        // Replicas at one checkpoint index hold the same blocks: a state sync fetches only
+        // what differs.
+        engine
+            .make_deterministic()
+            .expect("an empty engine has no manifest to read");
+        if config.planted_bug == Some(crate::config::PlantedBug::FreeOnDurable) {
+            engine.plant_free_on_durable();
+        }
         KvStateMachine {
             engine,
             sync: None,

@@ -165,14 +165,27 @@ fn run_one(seed: u64, mode: Mode) -> SeedResult {
     }
 }
 
-/// Per coverage mark, how many seeds hit it (and how often in all); unhit marks are named.
+/// Per coverage mark, how many seeds hit it (and how often in all), naming the seeds of a rare
+/// one; unhit marks are named.
 fn print_coverage(results: &[SeedResult]) {
+    /// Marks hit by at most this many seeds name them (for `sim/tests/coverage.rs`'s list).
+    const RARE: usize = 5;
     println!("vopr: coverage (seeds that hit each mark / times hit):");
     let mut unhit = Vec::new();
     for mark in Mark::ALL {
-        let seeds = results.iter().filter(|r| r.marks.count(mark) > 0).count();
+        let hitting: Vec<u64> = results
+            .iter()
+            .filter(|r| r.marks.count(mark) > 0)
+            .map(|r| r.seed)
+            .collect();
+        let seeds = hitting.len();
         let times: u64 = results.iter().map(|r| r.marks.count(mark)).sum();
-        println!("vopr:   {:<26} {seeds:>7} {times:>12}", mark.name());
+        let named = if (1..=RARE).contains(&seeds) {
+            format!(" (seeds {hitting:?})")
+        } else {
+            String::new()
+        };
+        println!("vopr:   {:<26} {seeds:>7} {times:>12}{named}", mark.name());
         if seeds == 0 {
             unhit.push(mark.name());
         }

@@ -425,8 +425,9 @@ pub struct Outcome {
     /// State sync's counters, over every replica and incarnation.
     pub sync: SyncCounters,
     /// Checkpoints a replica took of its own state at an index another replica had checkpointed
-    /// before, and of those, the ones whose blob differs: different block layouts, so a sync
-    /// between them shares no blocks (the measure of deterministic checkpoints).
+    /// before, and of those, the ones whose blob differs because one of the two had taken a
+    /// checkpoint off the interval's boundary (an escape hatch: its blocks differ until it
+    /// syncs). Any other difference fails the seed.
     pub checkpoints_compared: u64,
     pub checkpoints_differing: u64,
     pub trace_hash: u64,
@@ -505,6 +506,9 @@ struct Node {
     replaced: bool,
     /// Its data file's incarnation.
     incarnation: u64,
+    /// It took a checkpoint off the interval's boundary (and has not installed one from a peer
+    /// on the common path since): its checkpoints may differ from the others' at one index.
+    diverged: bool,
     /// A frozen process: the tick it froze at and the tick it resumes at, and the packets that
     /// reached it meanwhile (its socket buffers).
     paused: Option<(u64, u64)>,
@@ -545,7 +549,8 @@ pub struct Simulation {
     /// The marks of replica incarnations that ended (a restart makes a new `Replica`).
     marks: Marks,
     sync: SyncCounters,
-    /// The blob checksum of the first own checkpoint taken at each index, and the comparisons.
+    /// The blob checksum of the first own checkpoint taken at each index by a replica on the
+    /// common path (see `Node::diverged`), and the comparisons.
     checkpoint_blobs: BTreeMap<u64, ziggy_core::checksum::Checksum>,
     checkpoints_compared: u64,
     checkpoints_differing: u64,
@@ -588,6 +593,7 @@ impl Simulation {
                     up: true,
                     halted: None,
                     replaced: false,
+                    diverged: false,
                     incarnation,
                     paused: None,
                     inbox: Vec::new(),
@@ -726,16 +732,45 @@ impl Simulation {
     }
 
     /// Compares a replica's own checkpoint with the first one taken at the same index.
-    fn compare_checkpoint(&mut self, index: u64, state_checksum: ziggy_core::checksum::Checksum) {
-        match self.checkpoint_blobs.get(&index) {
-            None => {
+    /// Replicas that applied one log take block-identical checkpoints at each multiple of the
+    /// interval (`Engine::make_deterministic`): a state sync between them fetches only what
+    /// differs. A replica that took one off the boundary is exempt until it installs a
+    /// checkpoint of the common path.
+    fn compare_checkpoint(
+        &mut self,
+        r: usize,
+        index: u64,
+        state_checksum: ziggy_core::checksum::Checksum,
+        installed: bool,
+    ) -> Result<(), Violation> {
+        let first = self.checkpoint_blobs.get(&index).copied();
+        if installed {
+            self.nodes[r].diverged = first != Some(state_checksum);
+            return Ok(());
+        }
+        let interval = self.layout.wal_slot_count / 2;
+        if !index.is_multiple_of(interval) {
+            self.nodes[r].diverged = true;
+        }
+        let Some(first) = first else {
+            if !self.nodes[r].diverged {
                 self.checkpoint_blobs.insert(index, state_checksum);
             }
-            Some(&first) => {
-                self.checkpoints_compared += 1;
-                self.checkpoints_differing += (first != state_checksum) as u64;
-            }
+            return Ok(());
+        };
+        self.checkpoints_compared += 1;
+        if first == state_checksum {
+            return Ok(());
         }
+        self.checkpoints_differing += 1;
+        if self.nodes[r].diverged {
+            return Ok(());
+        }
+        Err(Violation(format!(
+            "replica {r}'s checkpoint at {index} differs from another replica's \
+             ({state_checksum:x} vs {first:x}): their blocks differ, so a sync between them \
+             fetches everything"
+        )))
     }
 
     fn wider_faults(&self) -> WiderFaults {
@@ -1251,6 +1286,7 @@ impl Simulation {
             self.prng.fork(),
         );
         self.nodes[r].replaced = true;
+        self.nodes[r].diverged = false;
         self.nodes[r].durable_at_crash = None; // a fresh data file holds nothing
         self.nodes[r].incarnation = incarnation;
         if !self.nodes[r].up {
@@ -1532,10 +1568,16 @@ impl Simulation {
                 installed,
             } => {
                 self.checkpoints += 1;
-                tracing::debug!(tick = self.tick, replica, index, sequence, "checkpoint");
-                if !installed {
-                    self.compare_checkpoint(index, state_checksum);
-                }
+                tracing::debug!(
+                    tick = self.tick,
+                    replica,
+                    index,
+                    sequence,
+                    state_checksum,
+                    installed,
+                    "checkpoint"
+                );
+                self.compare_checkpoint(r, index, state_checksum, installed)?;
             }
             Event::Role { role, term, leader }
                 if self.nodes[r].replaced && role == Role::Leader =>

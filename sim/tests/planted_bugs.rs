@@ -70,6 +70,11 @@ fn torn_anywhere_is_caught() {
 }
 
 #[test]
+fn free_on_durable_is_caught() {
+    assert_caught(PlantedBug::FreeOnDurable);
+}
+
+#[test]
 fn the_hunting_profiles_pass_without_the_bugs() {
     for bug in [
         PlantedBug::VoteDespiteFaulty,

@@ -322,30 +322,66 @@ impl FreeSet {
 
     /// The free set as the checkpoint being written must record it: released blocks and
     /// `unreferenced` (blocks written for work the checkpoint does not include) are free there.
-    /// Returns how many blocks the encoding records as acquired.
-    pub fn encode_for_checkpoint(&self, unreferenced: &[u64], out: &mut Vec<u8>) -> u64 {
-        let mut bits = self.bits.clone();
+    /// With `staged`, the released blocks are listed after the bits, so that a reopen holds them
+    /// until the next checkpoint starts, as a replica that never stopped does (see
+    /// `Engine::make_deterministic`). Returns how many blocks the bits record as acquired.
+    ///
+    /// The recorded count ends at the highest acquired block, not at the grid's size: the grid
+    /// grows by its own history (a replica that restarted may have grown it further), and the
+    /// encoding must be the same on every replica that holds the same blocks.
+    pub fn encode_for_checkpoint(
+        &self,
+        unreferenced: &[u64],
+        staged: bool,
+        out: &mut Vec<u8>,
+    ) -> u64 {
+        let count = self.encoded_count();
+        let mut bits = self.bits[..count.div_ceil(64) as usize].to_vec();
         for &address in self.released.iter().chain(unreferenced) {
             bits[(address / 64) as usize] &= !(1 << (address % 64));
         }
-        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
         let mut acquired = 0;
         for word in bits {
             acquired += u64::from(word.count_ones());
             out.extend_from_slice(&word.to_le_bytes());
         }
+        if staged {
+            out.extend_from_slice(&(self.released.len() as u64).to_le_bytes());
+            for &address in &self.released {
+                out.extend_from_slice(&address.to_le_bytes());
+            }
+        }
         acquired
     }
 
-    /// The encoded size for the current block count.
-    pub fn encoded_size(&self) -> usize {
-        8 + 8 * self.bits.len()
+    /// One past the highest acquired block (released and unreferenced ones are still acquired).
+    fn encoded_count(&self) -> u64 {
+        let Some(word) = self.bits.iter().rposition(|&w| w != 0) else {
+            return 0;
+        };
+        word as u64 * 64 + 64 - u64::from(self.bits[word].leading_zeros())
+    }
+
+    /// The size `encode_for_checkpoint` writes now.
+    pub fn encoded_size(&self, staged: bool) -> usize {
+        let list = if staged {
+            8 + 8 * self.released.len()
+        } else {
+            0
+        };
+        8 + 8 * self.encoded_count().div_ceil(64) as usize + list
     }
 
     /// Called once the checkpoint has been written (before it is durable).
     pub fn checkpoint_written(&mut self) {
         assert!(self.staged.is_empty(), "one checkpoint at a time");
         self.staged = std::mem::take(&mut self.released);
+    }
+
+    /// Blocks released before the last checkpoint written, waiting to be freed.
+    pub fn staged(&self) -> u64 {
+        self.staged.len() as u64
     }
 
     /// The checkpoint is durable: the blocks it no longer references are free (returned).
@@ -381,22 +417,40 @@ impl FreeSet {
         runs
     }
 
+    /// Decodes an encoded free set; blocks listed as staged come back acquired, to be freed by
+    /// the next [`FreeSet::checkpoint_durable`].
     pub fn decode(bytes: &[u8]) -> Option<FreeSet> {
         let count = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
         let words = count.div_ceil(64) as usize;
-        let body = bytes.get(8..8 + words.checked_mul(8)?)?;
-        let bits: Vec<u64> = body
+        let end = 8 + words.checked_mul(8)?;
+        let body = bytes.get(8..end)?;
+        let mut bits: Vec<u64> = body
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
             .collect();
         if count % 64 != 0 && bits.last().is_some_and(|w| w >> (count % 64) != 0) {
             return None;
         }
+        let mut staged = Vec::new();
+        if let Some(list) = bytes.get(end..).filter(|rest| !rest.is_empty()) {
+            let n = u64::from_le_bytes(list.get(0..8)?.try_into().ok()?);
+            let addresses = list.get(8..8 + usize::try_from(n).ok()?.checked_mul(8)?)?;
+            for chunk in addresses.chunks_exact(8) {
+                let address = u64::from_le_bytes(chunk.try_into().unwrap());
+                let (word, bit) = ((address / 64) as usize, 1 << (address % 64));
+                if address >= count || bits[word] & bit != 0 {
+                    return None; // staged blocks are free in the recorded bits, and in range
+                }
+                bits[word] |= bit;
+                staged.push(address);
+            }
+        }
         let acquired = bits.iter().map(|w| w.count_ones() as u64).sum();
         Some(FreeSet {
             bits,
             count,
             acquired,
+            staged,
             ..FreeSet::default()
         })
     }
@@ -620,7 +674,7 @@ mod tests {
             "not reused before checkpoint"
         );
         let mut encoded = Vec::new();
-        let acquired = free.encode_for_checkpoint(&[2], &mut encoded);
+        let acquired = free.encode_for_checkpoint(&[2], false, &mut encoded);
         let recorded = FreeSet::decode(&encoded).unwrap();
         assert_eq!(acquired, 1);
         assert_eq!(recorded.acquired(), acquired);

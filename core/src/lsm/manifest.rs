@@ -19,7 +19,8 @@ use super::tree::Error;
 use super::varint;
 
 const MAGIC: u32 = 0x4D53_4C5A; // "ZLSM"
-const VERSION: u32 = 2;
+/// Version 3 added the compaction pointers; version 2 roots still open (pointers at the start).
+const VERSION: u32 = 3;
 const NO_NEXT: u64 = u64::MAX;
 
 /// A run of consecutive tables of a sorted level, as the root names it.
@@ -56,6 +57,9 @@ pub struct Root {
     /// Per level from 1, its chunks in key order (index 0 is level 1).
     pub chunks: Vec<Vec<Chunk>>,
     pub free: FreeRef,
+    /// Per level from 1, where its next compaction starts: kept, so that a reopened engine
+    /// compacts as one that never stopped.
+    pub pointers: Vec<Vec<u8>>,
 }
 
 impl Root {
@@ -83,6 +87,15 @@ impl Root {
                 out.extend_from_slice(&chunk.max_key);
             }
         }
+        assert_eq!(
+            self.pointers.len(),
+            self.chunks.len(),
+            "a pointer per level"
+        );
+        for pointer in &self.pointers {
+            varint::encode(pointer.len() as u64, out);
+            out.extend_from_slice(pointer);
+        }
     }
 
     /// Decodes a root of a tree with `levels` levels; checks that each level's chunks are sorted
@@ -92,7 +105,11 @@ impl Root {
         let mut r = Reader::new(body);
         let u32_at = |r: &mut Reader| Some(u32::from_le_bytes(r.take(4)?.try_into().ok()?));
         let u64_at = |r: &mut Reader| Some(u64::from_le_bytes(r.take(8)?.try_into().ok()?));
-        if u32_at(&mut r) != Some(MAGIC) || u32_at(&mut r) != Some(VERSION) {
+        if u32_at(&mut r) != Some(MAGIC) {
+            return Err(Error::Manifest("not a manifest"));
+        }
+        let version = u32_at(&mut r).ok_or_else(bad)?;
+        if version != 2 && version != VERSION {
             return Err(Error::Manifest("not a manifest of this version"));
         }
         let sequence = u64_at(&mut r).ok_or_else(bad)?;
@@ -120,6 +137,13 @@ impl Root {
             }
             chunks.push(level);
         }
+        let pointers = if version == 2 {
+            vec![Vec::new(); levels - 1]
+        } else {
+            (1..levels)
+                .map(|_| r.bytes().map(<[u8]>::to_vec).ok_or_else(bad))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         if !r.is_done() {
             return Err(bad());
         }
@@ -129,6 +153,7 @@ impl Root {
             level0,
             chunks,
             free,
+            pointers,
         })
     }
 }
@@ -356,6 +381,7 @@ mod tests {
                 },
                 acquired: 6,
             },
+            pointers: vec![b"k7".to_vec(), Vec::new()],
         };
         let mut bytes = Vec::new();
         root.encode(&mut bytes);
@@ -363,6 +389,7 @@ mod tests {
         assert_eq!(back.level0, root.level0);
         assert_eq!(back.chunks, root.chunks);
         assert_eq!(back.free, root.free);
+        assert_eq!(back.pointers, root.pointers);
         assert!(Root::decode(&bytes, 4).is_err());
         assert!(Root::decode(&bytes[..bytes.len() - 1], 3).is_err());
         root.chunks[0][1].min_key = b"b".to_vec();

@@ -346,6 +346,14 @@ pub struct Engine<S: BlockStore> {
     undiscarded: Vec<u64>,
     /// The checkpoint being written is a full one (memtables flushed).
     full_checkpoint: bool,
+    /// Every replica that applied the same log holds the same blocks at a checkpoint (see
+    /// [`Engine::make_deterministic`]).
+    deterministic: bool,
+    /// Deterministic: the last checkpoint is durable, and what it released is freed when the
+    /// next one starts.
+    staged_durable: bool,
+    /// Planted bug `FreeOnDurable` (see [`Engine::plant_free_on_durable`]).
+    free_on_durable: bool,
     /// One key's versions during merges (reused: merging allocates nothing per entry).
     versions: Entries,
 }
@@ -386,6 +394,9 @@ impl<S: BlockStore> Engine<S> {
             spare_arena: Vec::with_capacity(options.memtable_bytes),
             undiscarded: Vec::new(),
             full_checkpoint: false,
+            deterministic: false,
+            staged_durable: false,
+            free_on_durable: false,
             versions: Entries::new(),
             options,
             store,
@@ -418,7 +429,13 @@ impl<S: BlockStore> Engine<S> {
         self.manifest_blocks.clear();
         self.undiscarded.clear();
         self.full_checkpoint = false;
-        self.load_manifest_root(checkpoint)
+        // Reopened from a durable checkpoint: what it released waits for the next one.
+        self.staged_durable = true;
+        self.load_manifest_root(checkpoint)?;
+        if self.deterministic {
+            self.load_manifest_rest()?;
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &S {
@@ -1433,6 +1450,16 @@ impl<S: BlockStore> Engine<S> {
     /// and free set, syncs. The caller then records the returned checkpoint (its superblock) and
     /// calls [`Engine::checkpoint_durable`].
     pub fn checkpoint(&mut self) -> Result<Checkpoint, Error> {
+        if self.deterministic {
+            if std::mem::take(&mut self.staged_durable) {
+                self.free_staged();
+            }
+            // A job in flight would be redone differently by a replica that restarts from
+            // this checkpoint: finish it, and start none.
+            while let Some(job) = self.compaction.take() {
+                self.compaction = self.step(job, usize::MAX)?;
+            }
+        }
         self.finish_flush()?;
         self.rotate_memtable()?;
         self.finish_flush()?;
@@ -1493,6 +1520,7 @@ impl<S: BlockStore> Engine<S> {
                 },
                 acquired: 0,
             },
+            pointers: self.pointers[1..].to_vec(),
         };
         let mut root_body = Vec::new();
         root.encode(&mut root_body); // its length: the references to come are of fixed size
@@ -1504,13 +1532,15 @@ impl<S: BlockStore> Engine<S> {
             chunk_blocks.push(self.acquire_blocks(count)?);
         }
         let mut free_blocks = Vec::new();
-        while free_blocks.len() < manifest::chain_blocks(block_size, self.free.encoded_size()) {
+        let staged = self.deterministic;
+        while free_blocks.len() < manifest::chain_blocks(block_size, self.free.encoded_size(staged))
+        {
             free_blocks.push(self.free.acquire(&mut self.store)?);
         }
-        let mut free_body = Vec::with_capacity(self.free.encoded_size());
+        let mut free_body = Vec::with_capacity(self.free.encoded_size(staged));
         let acquired = self
             .free
-            .encode_for_checkpoint(&unreferenced, &mut free_body);
+            .encode_for_checkpoint(&unreferenced, staged, &mut free_body);
         root.free = FreeRef {
             head: manifest::write_chain(
                 &mut self.store,
@@ -1562,6 +1592,36 @@ impl<S: BlockStore> Engine<S> {
     /// run at each full checkpoint, old holes included, cost a 10M-key run 227k calls).
     pub fn checkpoint_durable(&mut self) {
         assert!(!self.manifest_pending(), "a checkpoint was written");
+        if self.deterministic && !self.free_on_durable {
+            self.staged_durable = true;
+        } else {
+            self.free_staged();
+        }
+    }
+
+    /// Makes checkpoints a function of the writes alone, so that replicas applying one log hold
+    /// block-identical checkpoints (a state sync then finds the blocks it lacks in its own
+    /// grid). What changes, at a cost to latency and space, not to the data:
+    /// - what a checkpoint released is freed when the next one starts (a point in the log), not
+    ///   when it became durable (a point in IO timing), and a reopen holds it as long;
+    /// - a checkpoint finishes the compaction in flight;
+    /// - the manifest is read whole on open, so compaction's pace does not depend on whether
+    ///   the engine restarted.
+    ///
+    /// The embedded database keeps the default (its checkpoints are its own).
+    pub fn make_deterministic(&mut self) -> Result<(), Error> {
+        self.deterministic = true;
+        self.load_manifest_rest()
+    }
+
+    /// Planted bug `FreeOnDurable`: frees when a checkpoint is durable, as before determinism.
+    pub fn plant_free_on_durable(&mut self) {
+        self.free_on_durable = true;
+    }
+
+    /// Frees the blocks the last durable checkpoint no longer references, and gives some of
+    /// their space back to the store.
+    fn free_staged(&mut self) {
         let freed = self.free.checkpoint_durable();
         self.undiscarded.extend(freed);
         let full = std::mem::take(&mut self.full_checkpoint);
@@ -1621,6 +1681,9 @@ impl<S: BlockStore> Engine<S> {
         self.sequence = root.sequence;
         self.flushed_sequence = root.sequence;
         self.next_table_id = root.next_table_id;
+        for (level, pointer) in root.pointers.into_iter().enumerate() {
+            self.pointers[level + 1] = pointer;
+        }
         for meta in root.level0 {
             self.level_totals[0] += meta.bytes;
             self.levels[0].push(meta.id);
@@ -1738,7 +1801,7 @@ impl<S: BlockStore> Engine<S> {
         if free.count() > self.store.block_count() {
             return Err(Error::Manifest("free set larger than the grid"));
         }
-        if free.acquired() != pending.acquired {
+        if free.acquired() - free.staged() != pending.acquired {
             return Err(Error::Manifest("free set differs from the root's count"));
         }
         free.grow_to(self.store.block_count());

@@ -69,6 +69,14 @@ impl<S: StateMachine> Replica<S> {
         if let Some(hole) = self.journal.first_faulty() {
             limit = limit.min(hole - 1);
         }
+        // Checkpoints fall on multiples of the interval, the same indexes on every replica:
+        // apply stops at the next one until its checkpoint has started.
+        let interval = self.checkpoint_interval();
+        let taken = self
+            .checkpoint
+            .as_ref()
+            .map_or(self.journal.checkpoint(), |c| c.index);
+        limit = limit.min((taken / interval + 1) * interval);
         // The body is copied into a buffer sized at start, so applying does not allocate.
         let mut body = std::mem::take(&mut self.apply_scratch);
         // While a transferred checkpoint is installed, entries wait: the state it replaces is
@@ -258,7 +266,23 @@ impl<S: StateMachine> Replica<S> {
     // ---------------------------------------------------------------------------------------
     // Checkpoints
 
-    /// Starts a checkpoint when the ring is nearly full.
+    /// Entries between two checkpoints: half the ring.
+    pub(crate) fn checkpoint_interval(&self) -> u64 {
+        self.layout.wal_slot_count / 2
+    }
+
+    /// Starts a checkpoint at each multiple of the interval, where every replica takes it: with
+    /// the engine's deterministic checkpoints, replicas at one index then hold the same blocks,
+    /// and a state sync fetches only what differs. Two escape hatches take one off the
+    /// boundary (that replica's blocks then differ until it syncs): a candidate whose full ring
+    /// leaves no slot for its no-op (`make_room_for_noop`), and a peer that lost its state
+    /// asking for a checkpoint newer than this replica's.
+    ///
+    /// A full ring needs no checkpoint of its own otherwise. A leader appends entry `x` only
+    /// while `x - commit <= uncommitted_max`, and says its commit index with it, so a follower
+    /// whose ring is full knows a commit index past the next boundary (the ring holds an
+    /// interval plus more than `uncommitted_max`): applying gets it there, and the boundary's
+    /// checkpoint frees half the ring.
     pub(crate) fn maybe_checkpoint<T: Storage>(&mut self, storage: &mut T) {
         if self.status != Status::Ready
             || self.checkpoint.is_some()
@@ -267,15 +291,14 @@ impl<S: StateMachine> Replica<S> {
         {
             return;
         }
-        // Checkpoint when half the ring is applied, or as soon as the ring could not hold a full
-        // uncommitted tail plus a new leader's no-op: a full ring of uncommitted entries could
-        // never commit (Raft commits old entries only through an entry of the current term).
         let applied_since = self.applied - self.journal.checkpoint();
-        let half = self.layout.wal_slot_count / 2;
-        let tight = self.journal.ring_free() < self.uncommitted_max() + 2;
+        let boundary = self.applied.is_multiple_of(self.checkpoint_interval());
         let wanted = std::mem::take(&mut self.checkpoint_wanted);
-        if applied_since == 0 || (applied_since < half && !tight && !wanted) {
+        if applied_since == 0 || !(boundary || wanted) {
             return;
+        }
+        if !boundary {
+            self.marks.hit(Mark::CheckpointOffBoundary);
         }
         let mut blob = Vec::new();
         self.sessions.encode(&mut blob);

@@ -408,7 +408,13 @@ impl<S: StateMachine> Replica<S> {
         }
         let held = reported.into_iter().max().unwrap_or(0);
         let keep = held.max(self.commit).max(self.journal.checkpoint());
-        if keep >= self.journal.head() || self.journal.truncate(keep).is_err() {
+        if keep >= self.journal.head() {
+            // Every entry may be committed, but this replica knows too little of the commit
+            // index to reach the next boundary: a checkpoint where it stands frees the slots.
+            self.checkpoint_wanted |= self.applied > self.journal.checkpoint();
+            return false;
+        }
+        if self.journal.truncate(keep).is_err() {
             return false;
         }
         self.stats.truncated += 1;
