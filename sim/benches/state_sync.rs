@@ -3,9 +3,10 @@
 //! `KEYS`, replica 2 down for part of the run.
 //!
 //! - **A, 1% behind:** replica 2 misses the last 1% of the writes, then comes back once writes
-//!   stop. Today each replica lays out its own grid, so its old checkpoint shares (almost) no
-//!   block with the leader's: the sync fetches about the whole state. Deterministic
-//!   checkpoints (stage 2 of `docs/design/state-sync-plan.md`) would make it about 1%.
+//!   stop. Checkpoints are deterministic (replicas at one index hold the same blocks), so the
+//!   sync fetches what the missed writes changed: with *appends* (each write a new key past
+//!   the others), about 1% of the blocks; with *random overwrites* over `KEYS`, the tables
+//!   the writes landed in, which compaction rewrites whole.
 //! - **B, far behind while writes continue:** replica 2 misses the first half, then syncs while
 //!   clients keep writing; the leader checkpoints under it (retargets), and each hop to a newer
 //!   checkpoint fetches what changed.
@@ -81,8 +82,13 @@ fn main() {
     let seeds = env("SEEDS", 3);
     println!("state sync: 3 replicas, {keys} keys, 256-byte values, {requests} writes");
     let behind = requests / 100;
-    scenario("A (1% behind)", seeds, |seed| {
+    scenario("A (1% behind, random overwrites)", seeds, |seed| {
         Options::lagging(seed, keys, requests, (requests - behind, requests))
+    });
+    scenario("A (1% behind, appends)", seeds, |seed| {
+        let mut options = Options::lagging(seed, keys, requests, (requests - behind, requests));
+        options.appending = true;
+        options
     });
     scenario("B (half behind, writes go on)", seeds, |seed| {
         Options::lagging(seed, keys, requests, (0, requests / 2))

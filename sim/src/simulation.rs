@@ -82,6 +82,9 @@ pub struct Options {
     /// Per crash of a replica whose entries and headers may rot: the chance that both copies of
     /// its last durable entry rot (`rot_last_durable_slot`).
     pub colocated: Ppm,
+    /// Writes go to new keys, each past every key before it (an append-only workload, as a
+    /// log or a time series writes), instead of keys drawn from `key_space`.
+    pub appending: bool,
 }
 
 impl Options {
@@ -270,6 +273,7 @@ impl Options {
             pause_max: 1,
             down: None,
             colocated: Ppm::NEVER,
+            appending: false,
         }
         .widened(&config)
     }
@@ -529,6 +533,8 @@ const FAULT_PHASE_TICKS: u64 = 200_000;
 
 pub struct Simulation {
     options: Options,
+    /// Keys written so far in an appending workload (the next key's number).
+    appended: u64,
     config: Config,
     prng: Prng,
     nodes: Vec<Node>,
@@ -650,6 +656,7 @@ impl Simulation {
             wider: WiderFaults::default(),
             sync: SyncCounters::default(),
             checkpoint_blobs: BTreeMap::new(),
+            appended: 0,
             checkpoints_compared: 0,
             checkpoints_differing: 0,
             marks: Marks::default(),
@@ -1689,7 +1696,12 @@ impl Simulation {
     }
 
     fn issue(&mut self, c: usize) {
-        let key = format!("k{}", self.prng.range(0, self.options.key_space - 1)).into_bytes();
+        let key = if self.options.appending {
+            self.appended += 1;
+            format!("k{:012}", self.appended).into_bytes()
+        } else {
+            format!("k{}", self.prng.range(0, self.options.key_space - 1)).into_bytes()
+        };
         let client = &mut self.clients[c];
         client.next_action_at = self.tick + self.prng.range(0, self.options.think_max);
         let id = client.id;
