@@ -51,3 +51,24 @@ fn a_follower_far_behind_catches_up_while_writes_continue() {
     assert!(sync.syncs >= 1, "{sync:?}");
     assert!(sync.fetched > 50, "{sync:?}");
 }
+
+/// Cost follows what differs (stage 2, deterministic checkpoints): a follower that misses the
+/// last 1% of an appending workload finds the leader's checkpoint in its own grid but for the
+/// new tables and the manifest. Before checkpoints were deterministic it fetched every block
+/// (each replica laid out its grid in its own way). Seed 1 is the clean case: the follower
+/// syncs once (`docs/bench-sync.md`).
+#[test]
+fn a_follower_1_percent_behind_fetches_about_1_percent_of_the_blocks() {
+    let (requests, keys) = (20_000, 10_000);
+    let mut options = Options::lagging(1, keys, requests, (requests - requests / 100, requests));
+    options.appending = true;
+    let sync = run(options).sync;
+    assert_eq!(sync.syncs, 1, "{sync:?}");
+    let walked = sync.fetched + sync.local;
+    assert!(walked > 1_000, "a state of many blocks: {sync:?}");
+    assert!(
+        sync.fetched * 100 <= 3 * walked,
+        "fetched {} of {walked} blocks: {sync:?}",
+        sync.fetched
+    );
+}
