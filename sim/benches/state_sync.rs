@@ -11,7 +11,8 @@
 //!   clients keep writing; the leader checkpoints under it (retargets), and each hop to a newer
 //!   checkpoint fetches what changed.
 //!
-//! `cargo bench -p ziggy-sim --bench state_sync` (env `KEYS`, `REQUESTS`, `SEEDS` to resize).
+//! `cargo bench -p ziggy-sim --bench state_sync` (env `KEYS`, `REQUESTS`, `SEEDS` to resize;
+//! `MB=1024` runs scenario A with appends at production sizes instead, about 1 GB of state).
 //! The simulator's fault phase is a tick budget (200,000): a run that has not completed its
 //! writes by then settles early, so each line reports the writes done.
 
@@ -76,7 +77,35 @@ fn scenario(name: &str, seeds: u64, make: impl Fn(u64) -> Options) {
     );
 }
 
+/// Scenario A at production block sizes (64 KiB blocks and entries, values up to 60 KiB, the
+/// production LSM options): `MB` megabytes of appended values (about 30 KiB each), the follower
+/// down for the last 1% of them. The ring is shortened to 64 slots (production has 1,024): 1%
+/// of the writes must outrun the leader's log, or the follower catches up from the log alone.
+fn at_scale(megabytes: u64) {
+    let requests = megabytes * 1024 / 30;
+    let mut config = ziggy_core::Config::production();
+    config.wal_slot_count = 64;
+    config.batch_max = 16;
+    println!(
+        "state sync at production block sizes: 3 replicas, ~{megabytes} MB appended in \
+         {requests} writes, a 64-slot ring"
+    );
+    scenario("A at scale (1% behind, appends)", 1, |seed| {
+        let behind = requests / 100;
+        let down = (requests - behind, requests);
+        let mut options = Options::lagging(seed + 1, requests, requests, down);
+        options.value_size = config.value_size_max as u64;
+        options.config = Some(config.clone());
+        options.appending = true;
+        options
+    });
+}
+
 fn main() {
+    let megabytes = env("MB", 0);
+    if megabytes > 0 {
+        return at_scale(megabytes);
+    }
     let keys = env("KEYS", 10_000);
     let requests = env("REQUESTS", 20_000);
     let seeds = env("SEEDS", 3);

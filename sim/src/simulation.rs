@@ -85,6 +85,8 @@ pub struct Options {
     /// Writes go to new keys, each past every key before it (an append-only workload, as a
     /// log or a time series writes), instead of keys drawn from `key_space`.
     pub appending: bool,
+    /// The replicas' configuration instead of `Config::test()` (benchmarks at other sizes).
+    pub config: Option<Config>,
 }
 
 impl Options {
@@ -274,6 +276,7 @@ impl Options {
             down: None,
             colocated: Ppm::NEVER,
             appending: false,
+            config: None,
         }
         .widened(&config)
     }
@@ -569,7 +572,7 @@ pub struct Simulation {
 impl Simulation {
     pub fn new(options: Options) -> Simulation {
         let mut prng = Prng::new(options.seed ^ 0x0005_eed0_fa11);
-        let mut config = Config::test();
+        let mut config = options.config.clone().unwrap_or_else(Config::test);
         config.planted_bug = options.planted_bug;
         let layout = Layout::new(&config);
         let cluster = prng.next_u64();
