@@ -57,6 +57,17 @@ struct Args {
     /// Fix the client operations before the settle phase.
     #[arg(long)]
     requests: Option<u64>,
+    /// Appending workload: each write a new key past the others (the state grows by a key per
+    /// write), instead of keys drawn from the key space.
+    #[arg(long)]
+    appending: bool,
+    /// With --liveness: heal no earlier than this many operations (so that the state is at
+    /// least that large when the faults stop).
+    #[arg(long)]
+    heal_from: Option<u64>,
+    /// The fault phase's tick budget (default 200,000), for runs of many requests.
+    #[arg(long)]
+    fault_ticks: Option<u64>,
 }
 
 const EXIT_CRASH: u8 = 127;
@@ -91,6 +102,9 @@ struct Workload {
     keys: Option<u64>,
     value_size: Option<u64>,
     requests: Option<u64>,
+    appending: bool,
+    heal_from: Option<u64>,
+    fault_ticks: Option<u64>,
 }
 
 impl Workload {
@@ -104,6 +118,13 @@ impl Workload {
         }
         if let Some(requests) = self.requests {
             options.requests = requests;
+        }
+        options.appending |= self.appending;
+        if let Some(ops) = self.heal_from {
+            options.heal_from = ops;
+        }
+        if let Some(ticks) = self.fault_ticks {
+            options.fault_ticks = ticks;
         }
     }
 }
@@ -206,6 +227,20 @@ fn replay_command(seed: u64, args: &Args) -> String {
     if args.liveness {
         extra.push_str(" --liveness");
     }
+    for (flag, value) in [
+        ("--keys", args.keys),
+        ("--value-size", args.value_size),
+        ("--requests", args.requests),
+        ("--heal-from", args.heal_from),
+        ("--fault-ticks", args.fault_ticks),
+    ] {
+        if let Some(value) = value {
+            extra.push_str(&format!(" {flag} {value}"));
+        }
+    }
+    if args.appending {
+        extra.push_str(" --appending");
+    }
     if let Some(n) = args.replicas {
         extra.push_str(&format!(" --replicas {n}"));
     }
@@ -272,6 +307,9 @@ fn main() -> ExitCode {
                         keys: args.keys,
                         value_size: args.value_size,
                         requests: args.requests,
+                        appending: args.appending,
+                        heal_from: args.heal_from,
+                        fault_ticks: args.fault_ticks,
                     },
                 };
                 let result =

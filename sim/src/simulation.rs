@@ -87,6 +87,10 @@ pub struct Options {
     pub appending: bool,
     /// The replicas' configuration instead of `Config::test()` (benchmarks at other sizes).
     pub config: Option<Config>,
+    /// Liveness mode: the heal comes no earlier than this many operations.
+    pub heal_from: u64,
+    /// The fault phase's tick budget: a run that has not finished its requests by then settles.
+    pub fault_ticks: u64,
 }
 
 impl Options {
@@ -277,6 +281,8 @@ impl Options {
             colocated: Ppm::NEVER,
             appending: false,
             config: None,
+            heal_from: 0,
+            fault_ticks: FAULT_PHASE_TICKS,
         }
         .widened(&config)
     }
@@ -845,13 +851,14 @@ impl Simulation {
     fn run_phases(&mut self, liveness_ticks: &mut u64) -> Result<Verdict, Violation> {
         // With --liveness, the heal comes at a random point of the run.
         let heal_after = if self.options.liveness {
-            self.prng.range(0, self.options.requests)
+            let from = self.options.heal_from.min(self.options.requests);
+            self.prng.range(from, self.options.requests)
         } else {
             self.options.requests
         };
         // Faults may be harsh enough to slow progress to a crawl: that is allowed (a stall counts
         // as a bug only once the faults stop), so the fault phase is a budget, not a bound.
-        while self.ops < heal_after && self.tick < FAULT_PHASE_TICKS {
+        while self.ops < heal_after && self.tick < self.options.fault_ticks {
             self.step()?;
             if let Some(verdict) = self.halt_verdict()? {
                 return Ok(verdict);
