@@ -434,7 +434,8 @@ impl FreeSet {
         let mut staged = Vec::new();
         if let Some(list) = bytes.get(end..).filter(|rest| !rest.is_empty()) {
             let n = u64::from_le_bytes(list.get(0..8)?.try_into().ok()?);
-            let addresses = list.get(8..8 + usize::try_from(n).ok()?.checked_mul(8)?)?;
+            let len = usize::try_from(n).ok()?.checked_mul(8)?.checked_add(8)?;
+            let addresses = list.get(8..len)?;
             for chunk in addresses.chunks_exact(8) {
                 let address = u64::from_le_bytes(chunk.try_into().unwrap());
                 let (word, bit) = ((address / 64) as usize, 1 << (address % 64));
@@ -687,6 +688,50 @@ mod tests {
         );
         free.checkpoint_durable();
         assert_eq!(free.acquire(&mut store).unwrap(), 0, "reused after");
+    }
+
+    #[test]
+    fn staged_blocks_survive_a_reopen_until_the_next_checkpoint() {
+        let mut store = MemoryStore::new(512, 64, 256);
+        let mut free = FreeSet::new(200);
+        for _ in 0..70 {
+            free.acquire(&mut store).unwrap();
+        }
+        free.release(3);
+        free.release(65);
+        let mut encoded = Vec::new();
+        let acquired = free.encode_for_checkpoint(&[], true, &mut encoded);
+        assert_eq!(
+            acquired, 68,
+            "released blocks are free in the checkpoint's view"
+        );
+        assert_eq!(encoded.len(), free.encoded_size(true));
+        let mut reopened = FreeSet::decode(&encoded).unwrap();
+        assert_eq!(
+            reopened.count(),
+            70,
+            "the count ends at the highest acquired block"
+        );
+        assert_eq!(reopened.staged(), 2);
+        assert!(
+            reopened.is_acquired(3) && reopened.is_acquired(65),
+            "held until freed"
+        );
+        reopened.grow_to(200);
+        assert_eq!(reopened.acquire(&mut store).unwrap(), 70, "not reused yet");
+        reopened.checkpoint_durable();
+        assert_eq!(
+            reopened.acquire(&mut store).unwrap(),
+            3,
+            "freed by the next checkpoint"
+        );
+        // A staged block the bits record as acquired, or out of range, is malformed.
+        let mut bad = encoded.clone();
+        let n = bad.len();
+        bad[n - 8..].copy_from_slice(&64u64.to_le_bytes());
+        assert!(FreeSet::decode(&bad).is_none());
+        bad[n - 8..].copy_from_slice(&700u64.to_le_bytes());
+        assert!(FreeSet::decode(&bad).is_none());
     }
 
     #[test]
