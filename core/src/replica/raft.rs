@@ -383,10 +383,14 @@ impl<S: StateMachine> Replica<S> {
     /// a crash while a slow checkpoint let the ring fill. Two ways out:
     ///
     /// - A single replica is its own quorum: every durable entry of its log is committed.
-    /// - In a cluster, an entry beyond every head a quorum of the *other* replicas reported in
-    ///   this term is on no quorum (any quorum that holds it meets those replicas), so it is not
+    /// - In a cluster, an entry beyond every head that `n - q + 1` of the *other* replicas
+    ///   reported in this term is on no quorum (a quorum holding it has `q - 1` others besides
+    ///   this replica, and they meet any `n - q + 1` of the `n - 1` others), so it is not
     ///   committed: the candidate discards such entries from its own log (as VSR's view change
     ///   drops the ops no quorum holds). Until enough heads are in, it waits for more replies.
+    ///   (It asked for `q` reports until seed 14019693: in a cluster of two, one peer could never
+    ///   make two, and a candidate restarted with a full ring and its commit index forgotten
+    ///   waited forever.)
     fn make_room_for_noop(&mut self) -> bool {
         if self.journal.ring_free() > 0 {
             return true;
@@ -403,7 +407,7 @@ impl<S: StateMachine> Replica<S> {
             .peers()
             .filter_map(|p| self.raft.heads[p as usize])
             .collect();
-        if (reported.len() as u32) < self.quorum() {
+        if (reported.len() as u32) < self.count as u32 - self.quorum() + 1 {
             return false;
         }
         let held = reported.into_iter().max().unwrap_or(0);
