@@ -68,6 +68,10 @@ struct Args {
     /// The fault phase's tick budget (default 200,000), for runs of many requests.
     #[arg(long)]
     fault_ticks: Option<u64>,
+    /// A calm fill: no faults until this many operations have completed (with --appending,
+    /// a state of that many keys), then the seed's faults.
+    #[arg(long)]
+    calm_until: Option<u64>,
 }
 
 const EXIT_CRASH: u8 = 127;
@@ -105,6 +109,7 @@ struct Workload {
     appending: bool,
     heal_from: Option<u64>,
     fault_ticks: Option<u64>,
+    calm_until: Option<u64>,
 }
 
 impl Workload {
@@ -125,6 +130,9 @@ impl Workload {
         }
         if let Some(ticks) = self.fault_ticks {
             options.fault_ticks = ticks;
+        }
+        if let Some(ops) = self.calm_until {
+            options.calm_until = ops;
         }
     }
 }
@@ -233,6 +241,7 @@ fn replay_command(seed: u64, args: &Args) -> String {
         ("--requests", args.requests),
         ("--heal-from", args.heal_from),
         ("--fault-ticks", args.fault_ticks),
+        ("--calm-until", args.calm_until),
     ] {
         if let Some(value) = value {
             extra.push_str(&format!(" {flag} {value}"));
@@ -310,6 +319,7 @@ fn main() -> ExitCode {
                         appending: args.appending,
                         heal_from: args.heal_from,
                         fault_ticks: args.fault_ticks,
+                        calm_until: args.calm_until,
                     },
                 };
                 let result =

@@ -142,6 +142,11 @@ impl SimNetwork {
         self.client_cut.clear();
     }
 
+    /// Loss, duplication and partitions may happen again (the end of a calm fill).
+    pub fn resume_faults(&mut self) {
+        self.faults = true;
+    }
+
     pub fn send(&mut self, now: u64, from: NodeId, to: NodeId, data: &[u8]) {
         assert!(
             from < self.nodes && to < self.nodes && from != to,

@@ -91,6 +91,9 @@ pub struct Options {
     pub heal_from: u64,
     /// The fault phase's tick budget: a run that has not finished its requests by then settles.
     pub fault_ticks: u64,
+    /// A calm fill: no fault of any kind until this many operations have completed (a large
+    /// state built at full speed, then faults on it). The fault budget counts from then.
+    pub calm_until: u64,
 }
 
 impl Options {
@@ -283,6 +286,7 @@ impl Options {
             config: None,
             heal_from: 0,
             fault_ticks: FAULT_PHASE_TICKS,
+            calm_until: 0,
         }
         .widened(&config)
     }
@@ -570,6 +574,8 @@ pub struct Simulation {
     checkpoints_compared: u64,
     checkpoints_differing: u64,
     settling: bool,
+    /// The calm fill is under way (`Options::calm_until`): nothing injected yet.
+    calm: bool,
     scratch: Vec<u8>,
     cluster: u64,
     layout: Layout,
@@ -670,6 +676,7 @@ impl Simulation {
             checkpoints_differing: 0,
             marks: Marks::default(),
             settling: false,
+            calm: false,
             scratch: Vec::new(),
             cluster,
             layout,
@@ -681,6 +688,9 @@ impl Simulation {
         tracing::info!(options = ?self.options, "start");
         for node in &mut self.nodes {
             node.replica.open(&mut node.storage);
+        }
+        if self.options.calm_until > 0 {
+            self.begin_calm();
         }
         let mut liveness_ticks = 0;
         let verdict = match self.run_phases(&mut liveness_ticks) {
@@ -858,7 +868,12 @@ impl Simulation {
         };
         // Faults may be harsh enough to slow progress to a crawl: that is allowed (a stall counts
         // as a bug only once the faults stop), so the fault phase is a budget, not a bound.
-        while self.ops < heal_after && self.tick < self.options.fault_ticks {
+        let mut fault_deadline = self.options.fault_ticks;
+        while self.ops < heal_after && (self.calm || self.tick < fault_deadline) {
+            if self.calm && self.ops >= self.options.calm_until {
+                self.end_calm();
+                fault_deadline = self.tick + self.options.fault_ticks;
+            }
             self.step()?;
             if let Some(verdict) = self.halt_verdict()? {
                 return Ok(verdict);
@@ -1043,6 +1058,37 @@ impl Simulation {
         })
     }
 
+    /// The calm fill: storage without faults (its latency stays), a healed network.
+    fn begin_calm(&mut self) {
+        self.calm = true;
+        self.network.heal();
+        for r in 0..self.nodes.len() {
+            let mut faults = StorageFaults::none();
+            faults.latency_max = self.options.storage[r].latency_max;
+            self.nodes[r].storage.set_faults(faults);
+        }
+    }
+
+    /// The calm fill is over: every fault the seed drew starts now.
+    fn end_calm(&mut self) {
+        tracing::info!(
+            tick = self.tick,
+            ops = self.ops,
+            "calm fill over: faults on"
+        );
+        self.calm = false;
+        self.network.resume_faults();
+        for r in 0..self.nodes.len() {
+            let faults = self.options.storage[r].clone();
+            self.nodes[r].storage.set_faults(faults);
+        }
+    }
+
+    /// Whether faults are injected now: not during a calm fill, not once settling.
+    fn faulting(&self) -> bool {
+        !self.settling && !self.calm
+    }
+
     /// Stops every fault: heal the network, no more crashes or rot, restart every replica.
     fn settle(&mut self) {
         tracing::info!(tick = self.tick, "settle: faults off");
@@ -1109,7 +1155,7 @@ impl Simulation {
 
     fn step(&mut self) -> Result<(), Violation> {
         self.tick += 1;
-        if !self.settling {
+        if self.faulting() {
             self.inject_faults();
         }
         for c in 0..self.clients.len() {
@@ -1670,7 +1716,7 @@ impl Simulation {
         self.send_client_messages(c);
         let tick = self.tick;
         if self.clients[c].pending.is_some()
-            && !self.settling
+            && self.faulting()
             && self.prng.chance(self.options.give_up)
         {
             self.give_up(c);
