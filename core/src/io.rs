@@ -36,6 +36,18 @@ pub enum WriteError {
     NoSpace,
 }
 
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Io => write!(f, "the device reported an I/O error"),
+            WriteError::NoSpace => write!(
+                f,
+                "no space left (the disk, a quota or the file-size limit is full)"
+            ),
+        }
+    }
+}
+
 /// Sector-addressed, completion-based storage of one data file.
 pub trait Storage {
     /// Submits a read of `len` bytes at byte `offset`.

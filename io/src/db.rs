@@ -50,7 +50,7 @@ use ziggy_core::lsm::{self, Options, Snapshot, Transaction, Write};
 use ziggy_core::wal::stage::StageCorrupt;
 use ziggy_core::{Layout, ReadError, WriteError};
 
-use crate::file_storage::{lock_data_file, FileStorage};
+use crate::file_storage::{lock_data_file, write_error, FileStorage};
 use crate::format::annotate;
 use crate::stage::{stage_path, ShmStage};
 
@@ -252,13 +252,7 @@ impl BlockStore for FileGrid {
         // Reserve the new space now, so that a full disk is an error here and not a lost write
         // later. Only the new range: allocating from 0 would fill the holes punched over freed
         // blocks again (the file's space would never shrink below its high-water mark).
-        allocate(&self.file, from, end).map_err(|e| {
-            GridError::Write(if e.raw_os_error() == Some(libc::ENOSPC) {
-                WriteError::NoSpace
-            } else {
-                WriteError::Io
-            })
-        })?;
+        allocate(&self.file, from, end).map_err(|e| GridError::Write(write_error(&e)))?;
         self.blocks = count;
         Ok(())
     }
@@ -301,11 +295,7 @@ impl BlockStore for FileGrid {
 }
 
 fn io_write_error(e: io::Error) -> WriteError {
-    if e.raw_os_error() == Some(libc::ENOSPC) {
-        WriteError::NoSpace
-    } else {
-        WriteError::Io
-    }
+    write_error(&e)
 }
 
 /// Extends the file to `len` bytes with allocated (not sparse) space.

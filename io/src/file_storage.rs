@@ -224,11 +224,12 @@ impl EmbeddedStorage for FileStorage {
     }
 }
 
-/// Classifies an OS error for the core: a full device (or quota) is reported as such, because it
-/// points at the setup (data files are preallocated) rather than at failing hardware.
+/// Classifies an OS error for the core: a full device, a quota or a file-size limit (`EFBIG`,
+/// `ulimit -f`) is reported as no space, because it points at the setup rather than at failing
+/// hardware; the file cannot grow, and nothing already written is in doubt.
 pub fn write_error(error: &io::Error) -> WriteError {
     match error.raw_os_error() {
-        Some(libc::ENOSPC | libc::EDQUOT) => WriteError::NoSpace,
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => WriteError::NoSpace,
         _ => WriteError::Io,
     }
 }
@@ -260,6 +261,7 @@ mod tests {
         let os = io::Error::from_raw_os_error;
         assert_eq!(write_error(&os(libc::ENOSPC)), WriteError::NoSpace);
         assert_eq!(write_error(&os(libc::EDQUOT)), WriteError::NoSpace);
+        assert_eq!(write_error(&os(libc::EFBIG)), WriteError::NoSpace);
         assert_eq!(write_error(&os(libc::EIO)), WriteError::Io);
         assert_eq!(write_error(&io::Error::other("no errno")), WriteError::Io);
     }

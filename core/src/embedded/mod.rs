@@ -137,8 +137,8 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Read { offset, error } => write!(f, "read at byte {offset} failed: {error:?}"),
-            Error::Write(WriteError::NoSpace) => write!(f, "write failed: no space left"),
-            Error::Write(e) => write!(f, "write or sync failed: {e:?}"),
+            Error::Write(e @ WriteError::NoSpace) => write!(f, "write failed: {e}"),
+            Error::Write(e) => write!(f, "write or sync failed: {e}"),
             Error::NoSuperblock => write!(
                 f,
                 "no valid superblock: not a ZiggyDB database, or every copy is damaged"

@@ -84,7 +84,7 @@ impl std::fmt::Display for GridError {
                 f,
                 "grid block {address} ({kind:?}): checksum mismatch (damaged, misdirected or stale)"
             ),
-            GridError::Write(e) => write!(f, "grid write failed: {e:?}"),
+            GridError::Write(e) => write!(f, "grid write failed: {e}"),
             GridError::Full => write!(f, "grid is full: no free block"),
         }
     }

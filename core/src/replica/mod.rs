@@ -90,7 +90,7 @@ impl std::fmt::Display for Error {
                 f,
                 "state of {size} bytes exceeds the checkpoint capacity of {capacity} bytes"
             ),
-            Error::WriteFailed { kind, error } => write!(f, "a {kind:?} write failed: {error:?}"),
+            Error::WriteFailed { kind, error } => write!(f, "a {kind:?} write failed: {error}"),
             Error::State(e) => write!(f, "{e}"),
         }
     }
