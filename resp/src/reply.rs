@@ -189,3 +189,197 @@ mod tests {
         assert_eq!(format_double(1e20), "100000000000000000000");
     }
 }
+
+/// Why bytes are not a reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplyError {
+    UnknownType(u8),
+    BadLength,
+    BadNumber,
+    /// Aggregates nested deeper than [`NESTING_MAX`].
+    TooDeep,
+    MissingCrlf,
+}
+
+impl std::fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplyError::UnknownType(t) => {
+                write!(
+                    f,
+                    "unknown reply type '{}'",
+                    char::from(*t).escape_default()
+                )
+            }
+            ReplyError::BadLength => f.write_str("bad length in a reply"),
+            ReplyError::BadNumber => f.write_str("bad number in a reply"),
+            ReplyError::TooDeep => write!(f, "reply nested deeper than {NESTING_MAX}"),
+            ReplyError::MissingCrlf => f.write_str("expected CRLF after a bulk reply"),
+        }
+    }
+}
+
+impl std::error::Error for ReplyError {}
+
+/// The deepest nesting of aggregates a reply may have.
+pub const NESTING_MAX: usize = 64;
+
+/// Parses the reply at the start of `buf` (RESP2 or RESP3): the reply and the bytes it took, or
+/// `Ok(None)` when more bytes are needed. For clients, tests and the replies that travel
+/// between replicas; pushes (`>`) are read as arrays.
+pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
+    let mut at = 0;
+    Ok(parse_at(buf, &mut at, 0)?.map(|reply| (reply, at)))
+}
+
+fn parse_at(buf: &[u8], at: &mut usize, depth: usize) -> Result<Option<Reply>, ReplyError> {
+    if depth > NESTING_MAX {
+        return Err(ReplyError::TooDeep);
+    }
+    let Some(&tag) = buf.get(*at) else {
+        return Ok(None);
+    };
+    let Some(newline) = buf[*at..].iter().position(|&b| b == b'\n') else {
+        return Ok(None);
+    };
+    let end = *at + newline;
+    // The shortest line is a tag, CR and LF.
+    if newline < 2 || buf[end - 1] != b'\r' {
+        return Err(ReplyError::MissingCrlf);
+    }
+    let text = &buf[*at + 1..end - 1];
+    let next = end + 1;
+    let text_str = || String::from_utf8_lossy(text).into_owned();
+    let reply = match tag {
+        b'+' => Reply::Status(text_str()),
+        b'-' => Reply::Error(text_str()),
+        b':' => Reply::Integer(integer(text)?),
+        b'_' => Reply::Nil,
+        b'#' => match text {
+            b"t" => Reply::Boolean(true),
+            b"f" => Reply::Boolean(false),
+            _ => return Err(ReplyError::BadNumber),
+        },
+        b',' => Reply::Double(double(text)?),
+        b'$' | b'=' => {
+            let length = integer(text)?;
+            if length == -1 && tag == b'$' {
+                *at = next;
+                return Ok(Some(Reply::Nil));
+            }
+            let length = usize::try_from(length).map_err(|_| ReplyError::BadLength)?;
+            let Some(body) = buf.get(next..next + length + 2) else {
+                return Ok(None);
+            };
+            if &body[length..] != b"\r\n" {
+                return Err(ReplyError::MissingCrlf);
+            }
+            *at = next + length + 2;
+            let bytes = body[..length].to_vec();
+            return Ok(Some(if tag == b'=' {
+                let text = bytes.get(4..).ok_or(ReplyError::BadLength)?.to_vec();
+                Reply::Verbatim(text)
+            } else {
+                Reply::Bulk(bytes)
+            }));
+        }
+        b'*' | b'~' | b'>' | b'%' => {
+            let count = integer(text)?;
+            if count == -1 && tag == b'*' {
+                *at = next;
+                return Ok(Some(Reply::NilArray));
+            }
+            let count = usize::try_from(count).map_err(|_| ReplyError::BadLength)?;
+            let elements = if tag == b'%' { count * 2 } else { count };
+            // The count is the peer's word: reserve for what can have arrived.
+            let mut items = Vec::with_capacity(elements.min(buf.len() - next));
+            let mut cursor = next;
+            for _ in 0..elements {
+                match parse_at(buf, &mut cursor, depth + 1)? {
+                    Some(item) => items.push(item),
+                    None => return Ok(None),
+                }
+            }
+            *at = cursor;
+            return Ok(Some(match tag {
+                b'~' => Reply::Set(items),
+                b'%' => {
+                    let mut pairs = Vec::with_capacity(count);
+                    let mut it = items.into_iter();
+                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        pairs.push((k, v));
+                    }
+                    Reply::Map(pairs)
+                }
+                _ => Reply::Array(items),
+            }));
+        }
+        other => return Err(ReplyError::UnknownType(other)),
+    };
+    *at = next;
+    Ok(Some(reply))
+}
+
+fn integer(text: &[u8]) -> Result<i64, ReplyError> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or(ReplyError::BadNumber)
+}
+
+fn double(text: &[u8]) -> Result<f64, ReplyError> {
+    match text {
+        b"inf" => Ok(f64::INFINITY),
+        b"-inf" => Ok(f64::NEG_INFINITY),
+        b"nan" => Ok(f64::NAN),
+        _ => std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or(ReplyError::BadNumber),
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    fn sample() -> Reply {
+        Reply::Array(vec![
+            Reply::ok(),
+            Reply::error("ERR x"),
+            Reply::Integer(-3),
+            Reply::bulk("a\r\nb"),
+            Reply::Nil,
+            Reply::Double(2.5),
+            Reply::Boolean(false),
+            Reply::Map(vec![(
+                Reply::bulk("k"),
+                Reply::Set(vec![Reply::Integer(1)]),
+            )]),
+            Reply::Verbatim(b"text".to_vec()),
+            Reply::Array(vec![]),
+        ])
+    }
+
+    #[test]
+    fn resp3_round_trips_and_every_prefix_asks_for_more() {
+        let reply = sample();
+        let mut buf = Vec::new();
+        reply.encode(Protocol::Resp3, &mut buf);
+        assert_eq!(parse_reply(&buf), Ok(Some((reply, buf.len()))));
+        for end in 0..buf.len() {
+            assert_eq!(parse_reply(&buf[..end]), Ok(None), "{end}");
+        }
+    }
+
+    #[test]
+    fn resp2_nulls_and_errors() {
+        assert_eq!(parse_reply(b"$-1\r\n"), Ok(Some((Reply::Nil, 5))));
+        assert_eq!(parse_reply(b"*-1\r\n"), Ok(Some((Reply::NilArray, 5))));
+        assert_eq!(parse_reply(b"?x\r\n"), Err(ReplyError::UnknownType(b'?')));
+        assert_eq!(parse_reply(b":x\r\n"), Err(ReplyError::BadNumber));
+        assert_eq!(parse_reply(b"$1\r\nab\r\n"), Err(ReplyError::MissingCrlf));
+        let deep = "*1\r\n".repeat(NESTING_MAX + 2);
+        assert_eq!(parse_reply(deep.as_bytes()), Err(ReplyError::TooDeep));
+    }
+}
