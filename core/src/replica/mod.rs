@@ -293,6 +293,9 @@ pub struct Replica<S: StateMachine> {
     pub(crate) applied: u64,
     pub(crate) commit: u64,
     pub(crate) ticks: u64,
+    /// Where the clock starts (nanoseconds): 0 in the simulator, the Unix time at start in a
+    /// server, so that entry timestamps are wall-clock times (expiry deadlines are).
+    clock_base: u64,
     pub(crate) timestamp: u64,
     pub(crate) raft: raft::Raft,
     pub(crate) prng: crate::prng::Prng,
@@ -369,6 +372,7 @@ impl<S: StateMachine> Replica<S> {
             applied: 0,
             commit: 0,
             ticks: 0,
+            clock_base: 0,
             timestamp: 0,
             raft: raft::Raft::new(1),
             prng: crate::prng::Prng::new(seed),
@@ -759,7 +763,8 @@ impl<S: StateMachine> Replica<S> {
             }
             let read = self.reads.pop_front().expect("checked above");
             let mut out = std::mem::take(&mut self.reply_scratch);
-            if let Err(e) = self.state.query(read.operation, &read.body, &mut out) {
+            let now = self.read_timestamp();
+            if let Err(e) = self.state.query(read.operation, &read.body, now, &mut out) {
                 self.reply_scratch = out;
                 return self.on_state_error(e);
             }
@@ -801,7 +806,7 @@ impl<S: StateMachine> Replica<S> {
         if self.queue_count == 0 {
             return true;
         }
-        self.timestamp = (self.ticks * self.config.tick_ns).max(self.timestamp + 1);
+        self.timestamp = self.clock().max(self.timestamp + 1);
         let term = self.raft.term;
         let queue = std::mem::take(&mut self.queue);
         let result = self
@@ -856,6 +861,22 @@ impl<S: StateMachine> Replica<S> {
             .map_err(RequestError::Invalid)
     }
 
+    /// Starts the replica's clock at `ns` (a server: the Unix time now). Timestamps stay
+    /// monotonic whatever the base: each is above the last one appended or applied.
+    pub fn set_clock_base(&mut self, ns: u64) {
+        self.clock_base = ns;
+    }
+
+    /// The replica's clock: its ticks so far, from the clock base (nanoseconds).
+    pub(crate) fn clock(&self) -> u64 {
+        self.clock_base + self.ticks * self.config.tick_ns
+    }
+
+    /// A read's time: the clock, never below an entry already appended or applied.
+    fn read_timestamp(&self) -> u64 {
+        self.clock().max(self.timestamp)
+    }
+
     /// The most entries a leader keeps beyond the commit index.
     pub(crate) fn uncommitted_max(&self) -> u64 {
         2 * self.config.batch_max as u64
@@ -863,7 +884,8 @@ impl<S: StateMachine> Replica<S> {
 
     fn answer_locally(&mut self, id: RequestId, operation: Operation, body: &[u8]) {
         let mut out = std::mem::take(&mut self.reply_scratch);
-        if let Err(e) = self.state.query(operation, body, &mut out) {
+        let now = self.read_timestamp();
+        if let Err(e) = self.state.query(operation, body, now, &mut out) {
             self.reply_scratch = out;
             return self.on_state_error(e);
         }

@@ -449,7 +449,7 @@ impl<S: StateMachine> Replica<S> {
         self.raft.quorum_check_due = self.ticks + self.config.election_ticks;
         self.role_event();
         // A no-op of the new term: committing it commits every earlier entry (Raft §5.4.2).
-        self.timestamp = (self.ticks * self.config.tick_ns).max(self.timestamp + 1);
+        self.timestamp = self.clock().max(self.timestamp + 1);
         let term = self.raft.term;
         if self
             .journal

@@ -155,7 +155,7 @@ impl StateMachine for KvStateMachine {
                 }
                 reply.push(existed as u8);
             }
-            Self::GET => self.query(header.operation, body, reply)?,
+            Self::GET => self.query(header.operation, body, header.timestamp, reply)?,
             Self::CAS => {
                 let (expected, new) =
                     Self::split_cas(value).expect("validated before it was logged");
@@ -178,6 +178,7 @@ impl StateMachine for KvStateMachine {
         &mut self,
         operation: Operation,
         body: &[u8],
+        _timestamp: u64,
         reply: &mut Vec<u8>,
     ) -> Result<(), StateError> {
         assert_eq!(operation, Self::GET, "only gets are read-only");

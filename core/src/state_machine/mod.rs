@@ -91,11 +91,13 @@ pub trait StateMachine: Sized {
     /// Whether an operation only reads. Reads still go through the log (that is what makes them
     /// linearizable), but they do not occupy the client's session.
     fn is_read_only(operation: Operation) -> bool;
-    /// Evaluates a read-only operation against the current state.
+    /// Evaluates a read-only operation against the current state, at `timestamp` (nanoseconds
+    /// on the leader's clock, never below an applied entry's): what decides expiry for a read.
     fn query(
         &mut self,
         operation: Operation,
         body: &[u8],
+        timestamp: u64,
         reply: &mut Vec<u8>,
     ) -> Result<(), StateError>;
     /// Applies a committed entry, writing the reply into `reply` (at most `reply_max` bytes).

@@ -1,0 +1,206 @@
+//! The command table: each command's name, arity and whether it writes, and what it does to the
+//! keyspace. Replies and error words are Redis's.
+
+mod counters;
+mod expiry;
+mod keys;
+mod strings;
+
+use crate::keyspace::Keyspace;
+use ziggy_core::state_machine::StateError;
+use ziggy_resp::Reply;
+
+/// What a command does, given its arguments (the name first).
+pub type Run = fn(&mut Keyspace, &[&[u8]]) -> Result<Reply, StateError>;
+
+pub struct CommandSpec {
+    /// Lowercase, as `COMMAND` lists it.
+    pub name: &'static str,
+    /// Redis's convention: `n` exactly n arguments (the name included), `-n` at least n.
+    pub arity: i32,
+    /// Whether it may change the keyspace (reads alone need no session slot).
+    pub write: bool,
+    pub run: Run,
+}
+
+impl CommandSpec {
+    pub fn arity_ok(&self, args: usize) -> bool {
+        let args = args as i32;
+        if self.arity >= 0 {
+            args == self.arity
+        } else {
+            args >= -self.arity
+        }
+    }
+}
+
+const fn command(name: &'static str, arity: i32, write: bool, run: Run) -> CommandSpec {
+    CommandSpec {
+        name,
+        arity,
+        write,
+        run,
+    }
+}
+
+/// Every data command, sorted by name.
+static COMMANDS: &[CommandSpec] = &[
+    command("append", 3, true, strings::append),
+    command("decr", 2, true, counters::decr),
+    command("decrby", 3, true, counters::decrby),
+    command("del", -2, true, keys::del),
+    command("exists", -2, false, keys::exists),
+    command("expire", -3, true, expiry::expire),
+    command("expireat", -3, true, expiry::expireat),
+    command("expiretime", 2, false, expiry::expiretime),
+    command("get", 2, false, strings::get),
+    command("getdel", 2, true, strings::getdel),
+    command("getex", -2, true, strings::getex),
+    command("getrange", 4, false, strings::getrange),
+    command("incr", 2, true, counters::incr),
+    command("incrby", 3, true, counters::incrby),
+    command("incrbyfloat", 3, true, counters::incrbyfloat),
+    command("mget", -2, false, strings::mget),
+    command("mset", -3, true, strings::mset),
+    command("msetnx", -3, true, strings::msetnx),
+    command("persist", 2, true, expiry::persist),
+    command("pexpire", -3, true, expiry::pexpire),
+    command("pexpireat", -3, true, expiry::pexpireat),
+    command("pexpiretime", 2, false, expiry::pexpiretime),
+    command("psetex", 4, true, strings::psetex),
+    command("pttl", 2, false, expiry::pttl),
+    command("rename", 3, true, keys::rename),
+    command("renamenx", 3, true, keys::renamenx),
+    command("set", -3, true, strings::set),
+    command("setex", 4, true, strings::setex),
+    command("setnx", 3, true, strings::setnx),
+    command("setrange", 4, true, strings::setrange),
+    command("strlen", 2, false, strings::strlen),
+    command("ttl", 2, false, expiry::ttl),
+    command("type", 2, false, keys::type_),
+    command("unlink", -2, true, keys::del),
+];
+
+/// The data command named `name` (any case).
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    let lower = name.to_ascii_lowercase();
+    COMMANDS
+        .binary_search_by(|c| c.name.as_bytes().cmp(&lower))
+        .ok()
+        .map(|i| &COMMANDS[i])
+}
+
+/// Runs one command against the keyspace: its reply, or Redis's error for a command that is
+/// unknown or has the wrong number of arguments.
+pub fn execute(keyspace: &mut Keyspace, args: &[&[u8]]) -> Result<Reply, StateError> {
+    let Some(spec) = lookup(args[0]) else {
+        return Ok(unknown_command(args));
+    };
+    if !spec.arity_ok(args.len()) {
+        return Ok(wrong_arity(spec.name));
+    }
+    (spec.run)(keyspace, args)
+}
+
+pub fn unknown_command(args: &[&[u8]]) -> Reply {
+    let mut text = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        printable(args[0])
+    );
+    for arg in &args[1..] {
+        text.push_str(&format!("'{}' ", printable(arg)));
+    }
+    Reply::error(text)
+}
+
+pub fn wrong_arity(name: &str) -> Reply {
+    Reply::error(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+/// An argument as error texts quote it: at most 128 bytes, without line breaks.
+fn printable(arg: &[u8]) -> String {
+    String::from_utf8_lossy(&arg[..arg.len().min(128)]).replace(['\r', '\n'], " ")
+}
+
+pub fn wrong_type() -> Reply {
+    Reply::error("WRONGTYPE Operation against a key holding the wrong kind of value")
+}
+
+pub fn not_integer() -> Reply {
+    Reply::error("ERR value is not an integer or out of range")
+}
+
+pub fn syntax_error() -> Reply {
+    Reply::error("ERR syntax error")
+}
+
+/// A decimal integer as Redis accepts one (`string2ll`): an optional minus, no leading zeros,
+/// no spaces or plus sign, within `i64`.
+pub fn parse_i64(arg: &[u8]) -> Option<i64> {
+    let digits = arg.strip_prefix(b"-").unwrap_or(arg);
+    let canonical = match digits {
+        [] => false,
+        [b'0'] => arg.len() == 1, // "-0" is not an integer to Redis
+        [first, ..] => *first != b'0' && digits.iter().all(u8::is_ascii_digit),
+    };
+    if !canonical || digits.len() > 19 {
+        return None;
+    }
+    std::str::from_utf8(arg).ok()?.parse().ok()
+}
+
+/// A float as Redis accepts one: no leading space, not NaN (infinities parse).
+pub fn parse_f64(arg: &[u8]) -> Option<f64> {
+    let text = std::str::from_utf8(arg).ok()?;
+    if text.is_empty() || text.starts_with(|c: char| c.is_ascii_whitespace()) {
+        return None;
+    }
+    let value: f64 = text.parse().ok()?;
+    (!value.is_nan()).then_some(value)
+}
+
+/// Whether `arg` is `word`, in any case.
+pub fn is(arg: &[u8], word: &str) -> bool {
+    arg.eq_ignore_ascii_case(word.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_sorted_and_lookups_ignore_case() {
+        assert!(COMMANDS.windows(2).all(|w| w[0].name < w[1].name));
+        assert_eq!(lookup(b"GeT").unwrap().name, "get");
+        assert!(lookup(b"nope").is_none());
+        assert!(lookup(b"set").unwrap().arity_ok(3));
+        assert!(!lookup(b"get").unwrap().arity_ok(3));
+    }
+
+    #[test]
+    fn integers_parse_as_redis_parses_them() {
+        for (text, value) in [
+            ("0", Some(0)),
+            ("-7", Some(-7)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("007", None),
+            ("-0", None),
+            ("+1", None),
+            (" 1", None),
+            ("1 ", None),
+            ("", None),
+            ("-", None),
+            ("1.0", None),
+        ] {
+            assert_eq!(parse_i64(text.as_bytes()), value, "{text:?}");
+        }
+        assert_eq!(parse_f64(b"1.5"), Some(1.5));
+        assert_eq!(parse_f64(b"inf"), Some(f64::INFINITY));
+        assert_eq!(parse_f64(b"nan"), None);
+        assert_eq!(parse_f64(b" 1"), None);
+    }
+}

@@ -1,0 +1,363 @@
+use super::*;
+use crate::body::encode_group;
+use ziggy_core::lsm::MemoryStore;
+use ziggy_resp::parse_reply;
+
+/// A machine fed one group at a time, as the replica feeds it: writes through `apply` at the
+/// next index, reads through `query`, both at the harness's clock.
+struct Harness {
+    machine: RedisStateMachine,
+    index: u64,
+    /// Unix milliseconds.
+    now: u64,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let config = Config::test();
+        let grid = Box::new(MemoryStore::new(4096, 16, 1 << 16));
+        Harness {
+            machine: RedisStateMachine::new(&config, grid),
+            index: 0,
+            now: 1_700_000_000_000,
+        }
+    }
+
+    fn group(&mut self, commands: &[&[&str]]) -> Vec<Reply> {
+        let group: Vec<Vec<Vec<u8>>> = commands
+            .iter()
+            .map(|c| c.iter().map(|a| a.as_bytes().to_vec()).collect())
+            .collect();
+        let mut body = Vec::new();
+        encode_group(&group, &mut body);
+        let operation = if RedisStateMachine::reads_only(&group) {
+            RedisStateMachine::READ
+        } else {
+            RedisStateMachine::WRITE
+        };
+        self.machine.validate(operation, &body).unwrap();
+        let mut out = Vec::new();
+        let timestamp = self.now * 1_000_000;
+        if operation == RedisStateMachine::READ {
+            self.machine
+                .query(operation, &body, timestamp, &mut out)
+                .unwrap();
+        } else {
+            self.index += 1;
+            let header = EntryHeader::new(operation, 1, self.index, 1, timestamp, 1, 1, 0, &body);
+            self.machine.apply(&header, &body, &mut out).unwrap();
+        }
+        let mut replies = Vec::new();
+        let mut at = 0;
+        while at < out.len() {
+            let (reply, used) = parse_reply(&out[at..]).unwrap().expect("whole replies");
+            replies.push(reply);
+            at += used;
+        }
+        assert_eq!(replies.len(), commands.len(), "a reply per command");
+        replies
+    }
+
+    fn cmd(&mut self, args: &[&str]) -> Reply {
+        self.group(&[args]).remove(0)
+    }
+}
+
+fn ok() -> Reply {
+    Reply::ok()
+}
+
+fn bulk(text: &str) -> Reply {
+    Reply::bulk(text)
+}
+
+fn int(n: i64) -> Reply {
+    Reply::Integer(n)
+}
+
+fn err(text: &str) -> Reply {
+    Reply::error(text)
+}
+
+#[test]
+fn strings() {
+    let mut h = Harness::new();
+    assert_eq!(h.cmd(&["GET", "k"]), Reply::Nil);
+    assert_eq!(h.cmd(&["SET", "k", "hello"]), ok());
+    assert_eq!(h.cmd(&["get", "k"]), bulk("hello"));
+    assert_eq!(h.cmd(&["APPEND", "k", " world"]), int(11));
+    assert_eq!(h.cmd(&["STRLEN", "k"]), int(11));
+    assert_eq!(h.cmd(&["STRLEN", "none"]), int(0));
+    assert_eq!(h.cmd(&["GETRANGE", "k", "0", "4"]), bulk("hello"));
+    assert_eq!(h.cmd(&["GETRANGE", "k", "-5", "-1"]), bulk("world"));
+    assert_eq!(h.cmd(&["GETRANGE", "k", "5", "2"]), bulk(""));
+    assert_eq!(h.cmd(&["GETRANGE", "k", "0", "100"]), bulk("hello world"));
+    assert_eq!(h.cmd(&["SETRANGE", "k", "6", "WORLD"]), int(11));
+    assert_eq!(h.cmd(&["SETRANGE", "pad", "3", "x"]), int(4));
+    assert_eq!(h.cmd(&["GET", "pad"]), Reply::Bulk(b"\0\0\0x".to_vec()));
+    assert_eq!(
+        h.cmd(&["SETRANGE", "k", "-1", "x"]),
+        err("ERR offset is out of range")
+    );
+    assert_eq!(h.cmd(&["GETDEL", "k"]), bulk("hello WORLD"));
+    assert_eq!(h.cmd(&["GETDEL", "k"]), Reply::Nil);
+    assert_eq!(h.cmd(&["SETNX", "n", "1"]), int(1));
+    assert_eq!(h.cmd(&["SETNX", "n", "2"]), int(0));
+    assert_eq!(h.cmd(&["MSET", "a", "1", "b", "2"]), ok());
+    assert_eq!(
+        h.cmd(&["MGET", "a", "missing", "b"]),
+        Reply::Array(vec![bulk("1"), Reply::Nil, bulk("2")])
+    );
+    assert_eq!(h.cmd(&["MSETNX", "a", "9", "c", "3"]), int(0));
+    assert_eq!(h.cmd(&["GET", "c"]), Reply::Nil, "all or nothing");
+    assert_eq!(h.cmd(&["MSETNX", "c", "3", "d", "4"]), int(1));
+    assert_eq!(
+        h.cmd(&["MSET", "a", "1", "b"]),
+        err("ERR wrong number of arguments for 'mset' command")
+    );
+}
+
+#[test]
+fn set_options() {
+    let mut h = Harness::new();
+    assert_eq!(h.cmd(&["SET", "k", "1", "XX"]), Reply::Nil);
+    assert_eq!(h.cmd(&["SET", "k", "1", "NX"]), ok());
+    assert_eq!(h.cmd(&["SET", "k", "2", "NX"]), Reply::Nil);
+    assert_eq!(h.cmd(&["SET", "k", "2", "XX", "GET"]), bulk("1"));
+    assert_eq!(h.cmd(&["SET", "new", "v", "GET"]), Reply::Nil);
+    assert_eq!(h.cmd(&["SET", "k", "3", "NX", "GET"]), bulk("2"));
+    assert_eq!(
+        h.cmd(&["SET", "k", "1", "NX", "XX"]),
+        err("ERR syntax error")
+    );
+    assert_eq!(
+        h.cmd(&["SET", "k", "1", "EX", "10", "PX", "5"]),
+        err("ERR syntax error")
+    );
+    assert_eq!(h.cmd(&["SET", "k", "1", "EX"]), err("ERR syntax error"));
+    assert_eq!(h.cmd(&["SET", "k", "1", "BOGUS"]), err("ERR syntax error"));
+    assert_eq!(
+        h.cmd(&["SET", "k", "1", "EX", "0"]),
+        err("ERR invalid expire time in 'set' command")
+    );
+    assert_eq!(
+        h.cmd(&["SET", "k", "1", "EX", "x"]),
+        err("ERR value is not an integer or out of range")
+    );
+    assert_eq!(
+        h.cmd(&["SET", "k", "1", "EX", "9223372036854775807"]),
+        err("ERR invalid expire time in 'set' command")
+    );
+    assert_eq!(h.cmd(&["SET", "k", "1", "EX", "100"]), ok());
+    assert_eq!(h.cmd(&["SET", "k", "2", "KEEPTTL"]), ok());
+    assert_eq!(h.cmd(&["TTL", "k"]), int(100));
+    assert_eq!(h.cmd(&["SET", "k", "3"]), ok());
+    assert_eq!(h.cmd(&["TTL", "k"]), int(-1), "a plain SET clears the TTL");
+}
+
+#[test]
+fn counters() {
+    let mut h = Harness::new();
+    assert_eq!(h.cmd(&["INCR", "c"]), int(1));
+    assert_eq!(h.cmd(&["INCRBY", "c", "41"]), int(42));
+    assert_eq!(h.cmd(&["DECR", "c"]), int(41));
+    assert_eq!(h.cmd(&["DECRBY", "c", "-9"]), int(50));
+    assert_eq!(h.cmd(&["GET", "c"]), bulk("50"), "stored as text");
+    assert_eq!(
+        h.cmd(&["INCRBY", "c", "x"]),
+        err("ERR value is not an integer or out of range")
+    );
+    h.cmd(&["SET", "text", "abc"]);
+    assert_eq!(
+        h.cmd(&["INCR", "text"]),
+        err("ERR value is not an integer or out of range")
+    );
+    h.cmd(&["SET", "max", "9223372036854775807"]);
+    assert_eq!(
+        h.cmd(&["INCR", "max"]),
+        err("ERR increment or decrement would overflow")
+    );
+    assert_eq!(
+        h.cmd(&["GET", "max"]),
+        bulk("9223372036854775807"),
+        "unchanged"
+    );
+    assert_eq!(
+        h.cmd(&["DECRBY", "c", "-9223372036854775808"]),
+        err("ERR decrement would overflow")
+    );
+    assert_eq!(h.cmd(&["INCRBYFLOAT", "f", "10.5"]), bulk("10.5"));
+    assert_eq!(h.cmd(&["INCRBYFLOAT", "f", "0.1"]), bulk("10.6"));
+    assert_eq!(h.cmd(&["INCRBYFLOAT", "f", "-0.6"]), bulk("10"));
+    assert_eq!(
+        h.cmd(&["INCR", "f"]),
+        int(11),
+        "an integral float is an integer"
+    );
+    assert_eq!(
+        h.cmd(&["INCRBYFLOAT", "text", "1"]),
+        err("ERR value is not a valid float")
+    );
+    assert_eq!(
+        h.cmd(&["INCRBYFLOAT", "f", "inf"]),
+        err("ERR increment would produce NaN or Infinity")
+    );
+}
+
+#[test]
+fn expiry_is_decided_by_the_entry_time() {
+    let mut h = Harness::new();
+    h.cmd(&["SET", "k", "v", "PX", "1500"]);
+    assert_eq!(h.cmd(&["PTTL", "k"]), int(1500));
+    assert_eq!(h.cmd(&["TTL", "k"]), int(2), "rounded as Redis rounds");
+    h.now += 1499;
+    assert_eq!(h.cmd(&["GET", "k"]), bulk("v"));
+    h.now += 1;
+    assert_eq!(h.cmd(&["GET", "k"]), Reply::Nil);
+    assert_eq!(h.cmd(&["TTL", "k"]), int(-2));
+    assert_eq!(h.cmd(&["EXISTS", "k"]), int(0));
+    assert_eq!(
+        h.cmd(&["INCR", "k"]),
+        int(1),
+        "an expired key is absent to writes too"
+    );
+    assert_eq!(h.cmd(&["TTL", "k"]), int(-1));
+
+    assert_eq!(h.cmd(&["EXPIRE", "k", "100", "XX"]), int(0));
+    assert_eq!(h.cmd(&["EXPIRE", "k", "100", "NX"]), int(1));
+    assert_eq!(h.cmd(&["EXPIRE", "k", "50", "GT"]), int(0));
+    assert_eq!(h.cmd(&["EXPIRE", "k", "200", "GT"]), int(1));
+    assert_eq!(h.cmd(&["EXPIRE", "k", "150", "LT"]), int(1));
+    assert_eq!(h.cmd(&["TTL", "k"]), int(150));
+    assert_eq!(
+        h.cmd(&["EXPIRE", "k", "1", "NX", "XX"]),
+        err("ERR NX and XX, GT or LT options at the same time are not compatible")
+    );
+    assert_eq!(
+        h.cmd(&["EXPIRE", "k", "1", "GT", "LT"]),
+        err("ERR GT and LT options at the same time are not compatible")
+    );
+    let at = (h.now / 1000 + 1000).to_string();
+    assert_eq!(h.cmd(&["EXPIREAT", "k", &at]), int(1));
+    assert_eq!(
+        h.cmd(&["EXPIRETIME", "k"]),
+        Reply::Integer(at.parse().unwrap())
+    );
+    assert_eq!(h.cmd(&["PERSIST", "k"]), int(1));
+    assert_eq!(h.cmd(&["PERSIST", "k"]), int(0));
+    assert_eq!(h.cmd(&["EXPIRETIME", "k"]), int(-1));
+    assert_eq!(h.cmd(&["EXPIRE", "missing", "10"]), int(0));
+    assert_eq!(
+        h.cmd(&["EXPIRE", "k", "-1"]),
+        int(1),
+        "a past deadline deletes"
+    );
+    assert_eq!(h.cmd(&["EXISTS", "k"]), int(0));
+
+    h.cmd(&["SET", "g", "v"]);
+    assert_eq!(h.cmd(&["GETEX", "g", "EX", "10"]), bulk("v"));
+    assert_eq!(h.cmd(&["TTL", "g"]), int(10));
+    assert_eq!(h.cmd(&["GETEX", "g", "PERSIST"]), bulk("v"));
+    assert_eq!(h.cmd(&["TTL", "g"]), int(-1));
+    h.cmd(&["SETEX", "s", "5", "v"]);
+    h.cmd(&["PSETEX", "p", "5000", "v"]);
+    assert_eq!(h.cmd(&["PTTL", "s"]), int(5000));
+    assert_eq!(h.cmd(&["PTTL", "p"]), int(5000));
+    assert_eq!(
+        h.cmd(&["SETEX", "s", "0", "v"]),
+        err("ERR invalid expire time in 'setex' command")
+    );
+}
+
+#[test]
+fn keys_and_errors() {
+    let mut h = Harness::new();
+    h.cmd(&["MSET", "a", "1", "b", "2"]);
+    assert_eq!(h.cmd(&["EXISTS", "a", "a", "x"]), int(2));
+    assert_eq!(h.cmd(&["TYPE", "a"]), Reply::Status("string".into()));
+    assert_eq!(h.cmd(&["TYPE", "x"]), Reply::Status("none".into()));
+    h.cmd(&["EXPIRE", "a", "100"]);
+    assert_eq!(h.cmd(&["RENAME", "a", "z"]), ok());
+    assert_eq!(
+        h.cmd(&["TTL", "z"]),
+        int(100),
+        "the TTL moves with the value"
+    );
+    assert_eq!(h.cmd(&["RENAME", "a", "z"]), err("ERR no such key"));
+    assert_eq!(h.cmd(&["RENAMENX", "z", "b"]), int(0));
+    assert_eq!(h.cmd(&["RENAMENX", "z", "c"]), int(1));
+    assert_eq!(h.cmd(&["DEL", "b", "c", "nope"]), int(2));
+    assert_eq!(h.cmd(&["UNLINK", "b"]), int(0));
+    assert_eq!(
+        h.cmd(&["GET"]),
+        err("ERR wrong number of arguments for 'get' command")
+    );
+    assert_eq!(
+        h.cmd(&["FOO", "a", "b"]),
+        err("ERR unknown command 'FOO', with args beginning with: 'a' 'b' ")
+    );
+}
+
+#[test]
+fn a_group_applies_in_order_in_one_entry() {
+    let mut h = Harness::new();
+    let replies = h.group(&[
+        &["SET", "k", "1"],
+        &["INCR", "k"],
+        &["GET", "k"],
+        &["NOPE"],
+        &["INCRBY", "k", "10"],
+    ]);
+    assert_eq!(h.index, 1, "one entry");
+    assert_eq!(replies[..3], [ok(), int(2), bulk("2")]);
+    assert!(
+        replies[3].is_error(),
+        "an error in a group fails only its command"
+    );
+    assert_eq!(replies[4], int(12));
+}
+
+#[test]
+fn the_same_log_gives_the_same_state_and_checkpoints_restore_it() {
+    let script: &[&[&str]] = &[
+        &["SET", "a", "1", "EX", "5"],
+        &["INCR", "n"],
+        &["APPEND", "s", "xyz"],
+        &["DEL", "a"],
+        &["SET", "b", "2"],
+    ];
+    let mut one = Harness::new();
+    let mut two = Harness::new();
+    for command in script {
+        one.cmd(command);
+        two.cmd(command);
+    }
+    let digest = one.machine.digest().unwrap();
+    assert_eq!(two.machine.digest().unwrap(), digest);
+    let mut named = Vec::new();
+    one.machine.checkpoint(&mut named).unwrap();
+    one.machine.checkpoint_durable();
+    one.cmd(&["SET", "later", "x"]);
+    assert_ne!(one.machine.digest().unwrap(), digest);
+    one.machine.restore(&named).unwrap();
+    assert_eq!(one.machine.digest().unwrap(), digest);
+    assert_eq!(one.cmd(&["GET", "b"]), bulk("2"));
+}
+
+#[test]
+fn validation_refuses_what_is_not_a_group() {
+    let h = Harness::new();
+    let refused = |op, body: &[u8]| h.machine.validate(op, body).is_err();
+    assert!(refused(RedisStateMachine::WRITE, b"junk"));
+    assert!(refused(Operation(99), &[]));
+    let mut body = Vec::new();
+    encode_group(
+        &[vec![b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()]],
+        &mut body,
+    );
+    assert!(
+        refused(RedisStateMachine::READ, &body),
+        "a write in a read group"
+    );
+    assert!(!refused(RedisStateMachine::WRITE, &body));
+}
