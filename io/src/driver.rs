@@ -19,7 +19,8 @@ use ziggy_core::superblock;
 use ziggy_core::wal::batch::RequestId;
 use ziggy_core::wal::header::Operation;
 use ziggy_core::{
-    Config, Error, Event, KvStateMachine, Layout, Replica, Reply, RequestError, Status,
+    Config, Error, Event, KvStateMachine, Layout, Replica, Reply, RequestError, StateMachine,
+    Status,
 };
 
 use crate::db::FileGrid;
@@ -76,8 +77,8 @@ impl std::error::Error for DriverError {
 }
 
 /// One replica over one data file. See the module documentation.
-pub struct Driver {
-    replica: Replica<KvStateMachine>,
+pub struct ReplicaDriver<S: StateMachine> {
+    replica: Replica<S>,
     storage: FileStorage,
     /// Replies not yet taken by [`Driver::take_replies`] or a convenience call.
     replies: Vec<Reply>,
@@ -91,12 +92,15 @@ pub struct Driver {
     request: u64,
 }
 
-impl Driver {
+/// The driver of the key-value machine (the simulator's, `bench-wal`'s and the tests').
+pub type Driver = ReplicaDriver<KvStateMachine>;
+
+impl<S: StateMachine> ReplicaDriver<S> {
     /// Opens a formatted data file and recovers it: reads the superblock, the checkpoint and the
     /// WAL, and replays. Returns once the replica is ready, or with the error that halted it.
     ///
     /// The file is locked (`flock`), so that two processes never drive the same data file.
-    pub fn open(path: &Path, config: &Config) -> Result<Driver, DriverError> {
+    pub fn open(path: &Path, config: &Config) -> Result<ReplicaDriver<S>, DriverError> {
         config.validate().map_err(DriverError::Config)?;
         let io_error = |error| DriverError::Io {
             path: path.to_path_buf(),
@@ -119,7 +123,7 @@ impl Driver {
             Replica::new(config.clone(), seed(), Box::new(grid)).map_err(DriverError::Config)?;
         let storage =
             FileStorage::from_file(file, replica.layout().sector_size).map_err(io_error)?;
-        let mut driver = Driver {
+        let mut driver = ReplicaDriver {
             replica,
             storage,
             replies: Vec::new(),
@@ -154,8 +158,13 @@ impl Driver {
         }
     }
 
-    pub fn replica(&self) -> &Replica<KvStateMachine> {
+    pub fn replica(&self) -> &Replica<S> {
         &self.replica
+    }
+
+    /// The replica, for a server that feeds it (peers' messages, its clock base).
+    pub fn replica_mut(&mut self) -> &mut Replica<S> {
+        &mut self.replica
     }
 
     pub fn storage_stats(&self) -> StorageStats {
@@ -266,7 +275,7 @@ impl Driver {
     }
 
     /// Feeds the replica the ticks that elapsed (its timestamps are derived from ticks).
-    fn advance_clock(&mut self) {
+    pub fn advance_clock(&mut self) {
         let tick_ns = self.replica.config().tick_ns as u128;
         let due = (self.started.elapsed().as_nanos() / tick_ns) as u64;
         while self.replica.ticks() < due {
@@ -274,32 +283,9 @@ impl Driver {
         }
     }
 
-    // ---------------------------------------------------------------------------------------
-    // Convenience calls: one request at a time, waiting for its reply.
-
-    /// Stores `value` under `key`; returns once the put is durable and applied.
-    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), DriverError> {
-        self.execute(KvStateMachine::PUT, &KvStateMachine::put_body(key, value))
-            .map(drop)
-    }
-
-    /// Deletes `key`; returns whether it existed, once the delete is durable and applied.
-    pub fn delete(&mut self, key: &[u8]) -> Result<bool, DriverError> {
-        let reply = self.execute(KvStateMachine::DELETE, &KvStateMachine::delete_body(key))?;
-        Ok(reply == [1])
-    }
-
-    /// The value of `key` in the applied state (linearizable: only durable entries are applied).
-    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, DriverError> {
-        let (state, _) = self.replica.state().map_err(DriverError::Request)?;
-        state
-            .get(key)
-            .map_err(|e| DriverError::Halted(ziggy_core::Error::State(e)))
-    }
-
     /// Submits one request and steps until its reply arrives. A `Busy` refusal (the ring is full
     /// until a checkpoint lands) is retried with the same request number once IO has progressed.
-    fn execute(&mut self, operation: Operation, body: &[u8]) -> Result<Vec<u8>, DriverError> {
+    pub fn execute(&mut self, operation: Operation, body: &[u8]) -> Result<Vec<u8>, DriverError> {
         if self.session == 0 {
             self.session = self.register(self.client)?;
         }
@@ -371,6 +357,30 @@ impl Driver {
             (Some(halted), RequestError::Halted) => DriverError::Halted(halted.clone()),
             (_, error) => DriverError::Request(error),
         }
+    }
+}
+
+impl Driver {
+    // Convenience calls: one request at a time, waiting for its reply.
+
+    /// Stores `value` under `key`; returns once the put is durable and applied.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), DriverError> {
+        self.execute(KvStateMachine::PUT, &KvStateMachine::put_body(key, value))
+            .map(drop)
+    }
+
+    /// Deletes `key`; returns whether it existed, once the delete is durable and applied.
+    pub fn delete(&mut self, key: &[u8]) -> Result<bool, DriverError> {
+        let reply = self.execute(KvStateMachine::DELETE, &KvStateMachine::delete_body(key))?;
+        Ok(reply == [1])
+    }
+
+    /// The value of `key` in the applied state (linearizable: only durable entries are applied).
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, DriverError> {
+        let (state, _) = self.replica.state().map_err(DriverError::Request)?;
+        state
+            .get(key)
+            .map_err(|e| DriverError::Halted(ziggy_core::Error::State(e)))
     }
 }
 

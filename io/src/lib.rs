@@ -7,4 +7,5 @@ pub mod db;
 pub mod driver;
 pub mod file_storage;
 pub mod format;
+pub mod server;
 pub mod stage;

@@ -22,6 +22,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the Redis protocol on one node: `redis-cli -p 7379` talks to it.
+    Serve {
+        /// The data file (formatted on first start).
+        #[arg(long, default_value = "ziggy.data")]
+        data: PathBuf,
+        /// The port to listen on.
+        #[arg(long, default_value_t = ziggy_io::server::DEFAULT_PORT)]
+        port: u16,
+        /// The address to listen on (loopback unless you choose otherwise).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+        /// The sizes of the data file's zones, when it is formatted.
+        #[arg(long, value_enum, default_value_t = Preset::Production)]
+        preset: Preset,
+        /// Log lines as JSON instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
     /// Create a data file, fully allocated, holding an empty database.
     Format {
         /// The data file to create.
@@ -96,6 +114,20 @@ impl Preset {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Serve {
+            data,
+            port,
+            bind,
+            preset,
+            log_json,
+        } => {
+            init_logs(log_json);
+            let mut options = ziggy_io::server::ServeOptions::new(data);
+            options.port = port;
+            options.bind = bind;
+            options.config = preset.config();
+            ziggy_io::server::serve(options).map_err(|e| e.into())
+        }
         Command::Format {
             path,
             preset,
@@ -148,6 +180,20 @@ fn main() -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: info).
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
     }
 }
 

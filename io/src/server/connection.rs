@@ -1,0 +1,298 @@
+//! One client connection: parses requests as they arrive, answers connection-level commands
+//! itself, and sends data commands to the core in groups, keeping the replies in request order.
+//!
+//! A pipeline's data commands that arrived together go out as one group (one round trip, one
+//! entry for its writes). A connection has at most one group in flight, so its commands apply in
+//! the order it sent them. A malformed frame gets Redis's protocol error and closes this
+//! connection only.
+
+use std::sync::mpsc::Sender;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use ziggy_resp::{parse, parse_reply, Limits, Protocol, Reply};
+
+use super::core_loop::{CoreMsg, GroupResult};
+
+/// What the connection does after a command.
+enum Next {
+    Continue,
+    Close,
+}
+
+pub struct Connection {
+    id: u64,
+    core: Sender<CoreMsg>,
+    limits: Limits,
+    protocol: Protocol,
+    name: Option<Vec<u8>>,
+    /// Commands queued by MULTI (None: not in a transaction).
+    multi: Option<Vec<Vec<Vec<u8>>>>,
+    /// A command refused while queueing: EXEC aborts.
+    multi_failed: bool,
+    /// Data commands parsed and not yet sent to the core.
+    group: Vec<Vec<Vec<u8>>>,
+    out: Vec<u8>,
+}
+
+impl Connection {
+    pub fn new(id: u64, core: Sender<CoreMsg>, limits: Limits) -> Connection {
+        Connection {
+            id,
+            core,
+            limits,
+            protocol: Protocol::Resp2,
+            name: None,
+            multi: None,
+            multi_failed: false,
+            group: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    pub async fn serve(mut self, mut stream: TcpStream) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(16 << 10);
+        loop {
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Ok(());
+            }
+            let mut used = 0;
+            let mut close = false;
+            loop {
+                match parse(&buf[used..], &self.limits) {
+                    Ok(Some(request)) => {
+                        used += request.consumed;
+                        if request.args.is_empty() {
+                            continue;
+                        }
+                        if let Next::Close = self.request(request.args).await {
+                            close = true;
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        self.send_group().await;
+                        Reply::error(format!("ERR {error}")).encode(self.protocol, &mut self.out);
+                        close = true;
+                        break;
+                    }
+                }
+            }
+            buf.drain(..used);
+            self.send_group().await;
+            stream.write_all(&self.out).await?;
+            self.out.clear();
+            if close {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles one request: connection commands at once (after the group before them), data
+    /// commands into the group.
+    async fn request(&mut self, args: Vec<Vec<u8>>) -> Next {
+        let name = args[0].to_ascii_uppercase();
+        let in_multi = self.multi.is_some();
+        match name.as_slice() {
+            b"MULTI" | b"EXEC" | b"DISCARD" => return self.transaction(&name, args).await,
+            _ if in_multi => {
+                self.queue_in_multi(args);
+                return Next::Continue;
+            }
+            _ => {}
+        }
+        if let Some(reply) = self.connection_command(&name, &args) {
+            self.send_group().await;
+            let close = name == b"QUIT";
+            reply.encode(self.protocol, &mut self.out);
+            return if close { Next::Close } else { Next::Continue };
+        }
+        self.group.push(args);
+        Next::Continue
+    }
+
+    /// Commands that concern the connection, not the data; None for a data command.
+    fn connection_command(&mut self, name: &[u8], args: &[Vec<u8>]) -> Option<Reply> {
+        let arity = |n: usize| args.len() == n;
+        Some(match name {
+            b"PING" if arity(1) => Reply::Status("PONG".into()),
+            b"PING" if arity(2) => Reply::Bulk(args[1].clone()),
+            b"ECHO" if arity(2) => Reply::Bulk(args[1].clone()),
+            b"QUIT" => Reply::ok(),
+            b"SELECT" if arity(2) => match args[1].as_slice() {
+                b"0" => Reply::ok(),
+                _ => Reply::error("ERR DB index is out of range"),
+            },
+            b"HELLO" => self.hello(args),
+            b"CLIENT" if args.len() >= 2 => self.client(args),
+            b"PING" | b"ECHO" | b"SELECT" => Reply::error(format!(
+                "ERR wrong number of arguments for '{}' command",
+                String::from_utf8_lossy(name).to_lowercase()
+            )),
+            _ => return None,
+        })
+    }
+
+    fn hello(&mut self, args: &[Vec<u8>]) -> Reply {
+        if let Some(version) = args.get(1) {
+            match version.as_slice() {
+                b"2" => self.protocol = Protocol::Resp2,
+                b"3" => self.protocol = Protocol::Resp3,
+                _ => return Reply::error("NOPROTO unsupported protocol version"),
+            }
+        }
+        let proto = if self.protocol == Protocol::Resp3 {
+            3
+        } else {
+            2
+        };
+        let field = |k: &str, v: Reply| (Reply::bulk(k), v);
+        Reply::Map(vec![
+            field("server", Reply::bulk("ziggydb")),
+            field("version", Reply::bulk(env!("CARGO_PKG_VERSION"))),
+            field("proto", Reply::Integer(proto)),
+            field("id", Reply::Integer(self.id as i64)),
+            field("mode", Reply::bulk("standalone")),
+            field("role", Reply::bulk("master")),
+            field("modules", Reply::Array(vec![])),
+        ])
+    }
+
+    fn client(&mut self, args: &[Vec<u8>]) -> Reply {
+        match args[1].to_ascii_uppercase().as_slice() {
+            b"SETNAME" if args.len() == 3 => {
+                if args[2].iter().any(|b| *b <= b' ' || *b > b'~') {
+                    return Reply::error(
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                }
+                self.name = (!args[2].is_empty()).then(|| args[2].clone());
+                Reply::ok()
+            }
+            b"GETNAME" if args.len() == 2 => match &self.name {
+                Some(name) => Reply::Bulk(name.clone()),
+                None => Reply::Nil,
+            },
+            b"ID" if args.len() == 2 => Reply::Integer(self.id as i64),
+            _ => Reply::error(format!(
+                "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+                String::from_utf8_lossy(&args[1])
+            )),
+        }
+    }
+
+    fn queue_in_multi(&mut self, args: Vec<Vec<u8>>) {
+        let queued = self.multi.as_mut().expect("in a transaction");
+        match ziggy_redis::lookup(&args[0]) {
+            Some(spec) if spec.arity_ok(args.len()) => {
+                queued.push(args);
+                Reply::Status("QUEUED".into()).encode(self.protocol, &mut self.out);
+            }
+            Some(spec) => {
+                self.multi_failed = true;
+                Reply::error(format!(
+                    "ERR wrong number of arguments for '{}' command",
+                    spec.name
+                ))
+                .encode(self.protocol, &mut self.out);
+            }
+            None => {
+                self.multi_failed = true;
+                Reply::error(format!(
+                    "ERR unknown command '{}'",
+                    String::from_utf8_lossy(&args[0])
+                ))
+                .encode(self.protocol, &mut self.out);
+            }
+        }
+    }
+
+    async fn transaction(&mut self, name: &[u8], args: Vec<Vec<u8>>) -> Next {
+        self.send_group().await;
+        if args.len() != 1 {
+            Reply::error(format!(
+                "ERR wrong number of arguments for '{}' command",
+                String::from_utf8_lossy(name).to_lowercase()
+            ))
+            .encode(self.protocol, &mut self.out);
+            return Next::Continue;
+        }
+        let reply = match (name, self.multi.take()) {
+            (b"MULTI", Some(queued)) => {
+                self.multi = Some(queued);
+                Reply::error("ERR MULTI calls can not be nested")
+            }
+            (b"MULTI", None) => {
+                self.multi = Some(Vec::new());
+                self.multi_failed = false;
+                Reply::ok()
+            }
+            (b"DISCARD", Some(_)) => Reply::ok(),
+            (b"DISCARD", None) => Reply::error("ERR DISCARD without MULTI"),
+            (_, None) => Reply::error("ERR EXEC without MULTI"),
+            (_, Some(_)) if self.multi_failed => {
+                Reply::error("EXECABORT Transaction discarded because of previous errors.")
+            }
+            (_, Some(queued)) if queued.is_empty() => Reply::Array(vec![]),
+            (_, Some(queued)) => match self.execute(queued).await {
+                Ok(replies) => Reply::Array(replies),
+                Err(why) => Reply::error(why),
+            },
+        };
+        reply.encode(self.protocol, &mut self.out);
+        Next::Continue
+    }
+
+    /// Sends the pending group to the core and appends its replies.
+    async fn send_group(&mut self) {
+        if self.group.is_empty() {
+            return;
+        }
+        let commands = std::mem::take(&mut self.group);
+        let count = commands.len();
+        match self.execute(commands).await {
+            Ok(replies) => {
+                for reply in replies {
+                    reply.encode(self.protocol, &mut self.out);
+                }
+            }
+            Err(why) => {
+                for _ in 0..count {
+                    Reply::error(why.clone()).encode(self.protocol, &mut self.out);
+                }
+            }
+        }
+    }
+
+    /// Runs `commands` as one group in the core: a reply per command.
+    async fn execute(&mut self, commands: Vec<Vec<Vec<u8>>>) -> Result<Vec<Reply>, String> {
+        let (tx, rx) = oneshot::channel::<GroupResult>();
+        let count = commands.len();
+        self.core
+            .send(CoreMsg::Group {
+                commands,
+                reply: tx,
+            })
+            .map_err(|_| "ERR the server is shutting down".to_string())?;
+        let bytes = rx
+            .await
+            .map_err(|_| "ERR the server is shutting down".to_string())??;
+        let mut replies = Vec::with_capacity(count);
+        let mut at = 0;
+        while at < bytes.len() {
+            match parse_reply(&bytes[at..]) {
+                Ok(Some((reply, used))) => {
+                    replies.push(reply);
+                    at += used;
+                }
+                _ => return Err("ERR internal: a reply that does not decode".into()),
+            }
+        }
+        if replies.len() != count {
+            return Err("ERR internal: replies do not match the commands".into());
+        }
+        Ok(replies)
+    }
+}

@@ -1,0 +1,217 @@
+//! `ziggy serve`: the core in a real runtime, speaking the Redis protocol.
+//!
+//! One OS thread owns the core ([`core_loop`]): the replica, its data file, the client sessions.
+//! Tokio drives the sockets; each connection ([`connection`]) parses requests and sends groups
+//! of commands to the core over a channel. The design and its stages:
+//! `docs/design/server-plan.md`. Today: a single node.
+
+pub mod connection;
+pub mod core_loop;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use ziggy_core::Config;
+use ziggy_redis::RedisStateMachine;
+use ziggy_resp::Limits;
+
+use crate::driver::{DriverError, ReplicaDriver};
+use connection::Connection;
+use core_loop::{CoreLoop, CoreMsg};
+
+/// The port `ziggy serve` listens on unless told otherwise (Redis's is 6379).
+pub const DEFAULT_PORT: u16 = 7379;
+
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// The data file; formatted on first start.
+    pub data: PathBuf,
+    pub bind: IpAddr,
+    pub port: u16,
+    pub config: Config,
+    pub limits: Limits,
+}
+
+impl ServeOptions {
+    pub fn new(data: PathBuf) -> ServeOptions {
+        ServeOptions {
+            data,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: DEFAULT_PORT,
+            config: Config::production(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ServeError {
+    Open(DriverError),
+    Format(std::io::Error),
+    Bind(SocketAddr, std::io::Error),
+    Runtime(std::io::Error),
+    /// The core stopped on an unrecoverable error.
+    Core(DriverError),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::Open(e) => write!(f, "cannot open the data file: {e}"),
+            ServeError::Format(e) => write!(f, "cannot format the data file: {e}"),
+            ServeError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            ServeError::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
+            ServeError::Core(e) => write!(f, "the core stopped: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// Opens the data file, formatting it first if it does not exist.
+fn open_or_format(
+    path: &Path,
+    config: &Config,
+) -> Result<ReplicaDriver<RedisStateMachine>, ServeError> {
+    if !path.exists() {
+        tracing::info!(path = %path.display(), "formatting a new data file");
+        let cluster = core_loop_cluster_id();
+        crate::format::format(path, config, cluster, false).map_err(ServeError::Format)?;
+    }
+    ReplicaDriver::open(path, config).map_err(ServeError::Open)
+}
+
+/// A fresh cluster id for a single node's new data file.
+fn core_loop_cluster_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    nanos ^ ((std::process::id() as u64) << 40) | 1
+}
+
+/// A running server: where it listens, and how to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    core: mpsc::Sender<CoreMsg>,
+    core_thread: std::thread::JoinHandle<Result<(), DriverError>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Running {
+    /// Stops taking connections, lets the core finish what is in flight, and waits for it.
+    pub fn stop(self) -> Result<(), ServeError> {
+        let _ = self.shutdown.send(true);
+        let _ = self.core.send(CoreMsg::Shutdown);
+        drop(self.core);
+        match self.core_thread.join() {
+            Ok(result) => result.map_err(ServeError::Core),
+            Err(_) => Err(ServeError::Core(DriverError::Io {
+                path: PathBuf::new(),
+                error: std::io::Error::other("the core thread panicked"),
+            })),
+        }
+    }
+}
+
+/// Opens the data file, starts the core thread and listens, on the current tokio runtime.
+pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
+    let addr = SocketAddr::new(options.bind, options.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError::Bind(addr, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServeError::Bind(addr, e))?;
+    // The core is built on its own thread (the grid is not `Send`), which reports when it is
+    // ready to take requests.
+    let (tx, rx) = mpsc::channel();
+    let (ready, is_ready) = tokio::sync::oneshot::channel::<Result<(), ServeError>>();
+    let (data, config) = (options.data.clone(), options.config.clone());
+    let core_thread = std::thread::Builder::new()
+        .name("ziggy-core".into())
+        .spawn(move || {
+            let opened = open_or_format(&data, &config)
+                .and_then(|driver| CoreLoop::new(driver).map_err(ServeError::Open));
+            match opened {
+                Ok(core) => {
+                    let _ = ready.send(Ok(()));
+                    core.run(rx)
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    Ok(())
+                }
+            }
+        })
+        .map_err(ServeError::Runtime)?;
+    match is_ready.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            let _ = core_thread.join();
+            return Err(ServeError::Runtime(std::io::Error::other(
+                "the core thread stopped while opening",
+            )));
+        }
+    }
+    let (shutdown, mut stopped) = tokio::sync::watch::channel(false);
+    let ids = Arc::new(AtomicU64::new(1));
+    let accept_core = tx.clone();
+    let limits = options.limits;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => return,
+                accepted = listener.accept() => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let _ = stream.set_nodelay(true);
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    let connection = Connection::new(id, accept_core.clone(), limits);
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.serve(stream).await {
+                            tracing::debug!(%peer, error = %e, "connection closed");
+                        }
+                    });
+                }
+            }
+        }
+    });
+    tracing::info!(%addr, data = %options.data.display(), "ziggy serve: listening");
+    Ok(Running {
+        addr,
+        core: tx,
+        core_thread,
+        shutdown,
+    })
+}
+
+/// `ziggy serve`: runs until SIGINT or SIGTERM, then closes cleanly.
+pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(async {
+        let running = start(options).await?;
+        wait_for_signal().await;
+        tracing::info!("ziggy serve: shutting down");
+        running.stop()
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
