@@ -1,0 +1,247 @@
+//! `ziggy serve` over real TCP, driven by the `redis` crate (and raw sockets for malformed
+//! frames): commands and their error replies, pipelining, transactions, expiry, a restart.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use redis::{Commands, Value};
+use ziggy_io::server::{start, Running, ServeOptions};
+
+struct Server {
+    runtime: tokio::runtime::Runtime,
+    running: Option<Running>,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut options = ServeOptions::new(data.to_path_buf());
+        options.port = 0;
+        let running = runtime.block_on(start(options)).expect("the server starts");
+        Server {
+            runtime,
+            running: Some(running),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}/", self.running.as_ref().unwrap().addr)
+    }
+
+    fn connect(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    fn stop(mut self) {
+        self.running.take().unwrap().stop().expect("a clean stop");
+        drop(self.runtime);
+    }
+}
+
+fn error_text(result: redis::RedisResult<Value>) -> String {
+    let error = result.expect_err("an error reply");
+    let code = error.code().unwrap_or("").to_string();
+    let detail = error.detail().unwrap_or("").to_string();
+    format!("{code} {detail}").trim().to_string()
+}
+
+#[test]
+fn strings_counters_keys_and_their_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("ziggy.data"));
+    let mut c = server.connect();
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+    let _: () = c.set("k", "v").unwrap();
+    assert_eq!(c.get::<_, String>("k").unwrap(), "v");
+    assert_eq!(c.get::<_, Option<String>>("missing").unwrap(), None);
+    assert_eq!(c.append::<_, _, i64>("k", "w").unwrap(), 2);
+    assert_eq!(c.incr::<_, _, i64>("n", 5).unwrap(), 5);
+    assert_eq!(c.decr::<_, _, i64>("n", 2).unwrap(), 3);
+    let float: String = redis::cmd("INCRBYFLOAT")
+        .arg("f")
+        .arg("1.5")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(float, "1.5");
+    let values: Vec<Option<String>> = c.mget(&["k", "nope", "n"]).unwrap();
+    assert_eq!(values, [Some("vw".into()), None, Some("3".into())]);
+    assert_eq!(c.exists::<_, i64>(&["k", "n", "x"]).unwrap(), 2);
+    assert_eq!(c.del::<_, i64>(&["k", "x"]).unwrap(), 1);
+    let binary = vec![0u8, 255, 13, 10, 7];
+    let _: () = c.set(b"bin", &binary).unwrap();
+    assert_eq!(c.get::<_, Vec<u8>>(b"bin").unwrap(), binary);
+
+    let not_integer = redis::cmd("INCR").arg("bin").query::<Value>(&mut c);
+    assert_eq!(
+        error_text(not_integer),
+        "ERR value is not an integer or out of range"
+    );
+    let _: () = c.set("max", i64::MAX).unwrap();
+    let overflow = redis::cmd("INCR").arg("max").query::<Value>(&mut c);
+    assert_eq!(
+        error_text(overflow),
+        "ERR increment or decrement would overflow"
+    );
+    let arity = redis::cmd("GET").query::<Value>(&mut c);
+    assert_eq!(
+        error_text(arity),
+        "ERR wrong number of arguments for 'get' command"
+    );
+    let unknown = redis::cmd("NOSUCH").arg("a").query::<Value>(&mut c);
+    assert!(error_text(unknown).starts_with("ERR unknown command 'NOSUCH'"));
+    let syntax = redis::cmd("SET")
+        .arg("a")
+        .arg("b")
+        .arg("NX")
+        .arg("XX")
+        .query::<Value>(&mut c);
+    assert_eq!(error_text(syntax), "ERR syntax error");
+    // The connection survives error replies.
+    assert_eq!(c.get::<_, String>("n").unwrap(), "3");
+    server.stop();
+}
+
+#[test]
+fn pipelines_keep_order_and_transactions_apply_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("ziggy.data"));
+    let mut c = server.connect();
+    let mut pipe = redis::pipe();
+    for i in 0..200 {
+        pipe.cmd("SET").arg("p").arg(i).ignore();
+        pipe.cmd("GET").arg("p");
+    }
+    let seen: Vec<i64> = pipe.query(&mut c).unwrap();
+    assert_eq!(
+        seen,
+        (0..200).collect::<Vec<i64>>(),
+        "each GET sees the SET before it"
+    );
+
+    let (a, b): (i64, String) = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg("t")
+        .cmd("SET")
+        .arg("u")
+        .arg("x")
+        .ignore()
+        .cmd("GET")
+        .arg("u")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((a, b), (1, "x".to_string()));
+
+    // A command refused while queueing aborts EXEC.
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: Value = redis::cmd("SET")
+        .arg("only-one-arg")
+        .query(&mut c)
+        .unwrap_or(Value::Nil);
+    let _: Value = redis::cmd("INCR").arg("t").query(&mut c).unwrap();
+    let aborted = redis::cmd("EXEC").query::<Value>(&mut c);
+    assert!(error_text(aborted).starts_with("EXECABORT"));
+    assert_eq!(
+        c.get::<_, i64>("t").unwrap(),
+        1,
+        "nothing of the aborted transaction applied"
+    );
+    let discard = redis::cmd("DISCARD").query::<Value>(&mut c);
+    assert_eq!(error_text(discard), "ERR DISCARD without MULTI");
+    server.stop();
+}
+
+#[test]
+fn keys_expire_and_everything_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ziggy.data");
+    let server = Server::start(&data);
+    let mut c = server.connect();
+    let _: () = redis::cmd("SET")
+        .arg("short")
+        .arg("v")
+        .arg("PX")
+        .arg(150)
+        .query(&mut c)
+        .unwrap();
+    let _: () = c.set_ex("long", "v", 1000).unwrap();
+    let ttl: i64 = c.ttl("long").unwrap();
+    assert!((999..=1000).contains(&ttl), "{ttl}");
+    assert_eq!(
+        c.get::<_, Option<String>>("short").unwrap(),
+        Some("v".into())
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.get::<_, Option<String>>("short").unwrap(), None);
+    assert_eq!(c.ttl::<_, i64>("short").unwrap(), -2);
+    for i in 0..500 {
+        let _: () = c.set(format!("key{i}"), i).unwrap();
+    }
+    drop(c);
+    server.stop();
+
+    let server = Server::start(&data);
+    let mut c = server.connect();
+    for i in 0..500 {
+        assert_eq!(c.get::<_, i64>(format!("key{i}")).unwrap(), i);
+    }
+    let ttl: i64 = c.ttl("long").unwrap();
+    assert!((990..=1000).contains(&ttl), "the deadline survives: {ttl}");
+    server.stop();
+}
+
+#[test]
+fn a_malformed_frame_closes_only_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("ziggy.data"));
+    let addr = server.running.as_ref().unwrap().addr;
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    raw.write_all(b"*1\r\n$x\r\n").unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).unwrap();
+    assert_eq!(
+        answer, "-ERR Protocol error: invalid bulk length\r\n",
+        "then closed"
+    );
+
+    let mut inline = TcpStream::connect(addr).unwrap();
+    inline
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    inline
+        .write_all(b"SET greeting \"hello world\"\r\nGET greeting\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    while got.len() < b"+OK\r\n$11\r\nhello world\r\n".len() {
+        let n = inline.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"+OK\r\n$11\r\nhello world\r\n");
+
+    let mut resp3 = TcpStream::connect(addr).unwrap();
+    resp3
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    resp3.write_all(b"HELLO 3\r\nGET nothing\r\n").unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"_\r\n") {
+        let n = resp3.read(&mut buf).unwrap();
+        assert!(n > 0, "{:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"%7\r\n"), "HELLO 3 answers a map");
+    server.stop();
+}
