@@ -108,6 +108,30 @@ fn strings_counters_keys_and_their_errors() {
     assert_eq!(error_text(syntax), "ERR syntax error");
     // The connection survives error replies.
     assert_eq!(c.get::<_, String>("n").unwrap(), "3");
+
+    let mut keys: Vec<String> = c.keys("*").unwrap();
+    keys.sort();
+    assert_eq!(keys, ["bin", "f", "max", "n"]);
+    let size: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(size, 4);
+    let mut scanned: Vec<String> = c
+        .scan_match("m*")
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    scanned.sort();
+    assert_eq!(scanned, ["max"]);
+    let count: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
+    assert!(count > 40, "{count}");
+    let config: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(config, ["appendonly", "yes"]);
+    let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    let size: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(size, 0);
     server.stop();
 }
 

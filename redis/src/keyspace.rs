@@ -41,6 +41,20 @@ impl<'a> Keyspace<'a> {
         }])
     }
 
+    /// Up to `limit` stored keys from `start` on, in order, with their records, expired ones
+    /// included (callers skip them with [`Record::expired`] against [`Keyspace::now`]).
+    pub fn scan(
+        &mut self,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Record)>, StateError> {
+        let pairs = self.lsm.scan(start, limit)?;
+        pairs
+            .into_iter()
+            .map(|(key, bytes)| Ok((key, Record::decode(bytes)?)))
+            .collect()
+    }
+
     /// Removes `key`; whether it was live. An expired record is removed too (it is garbage).
     pub fn remove(&mut self, key: &[u8]) -> Result<bool, StateError> {
         let Some(bytes) = self.lsm.get(key)? else {

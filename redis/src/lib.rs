@@ -16,5 +16,5 @@ mod machine;
 mod record;
 
 pub use body::{decode_group, encode_group, GroupError};
-pub use commands::{lookup, CommandSpec};
+pub use commands::{all as commands, lookup, CommandSpec};
 pub use machine::RedisStateMachine;

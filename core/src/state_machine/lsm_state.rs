@@ -66,6 +66,12 @@ impl LsmState {
         Ok(())
     }
 
+    /// Up to `limit` live pairs from `start` on, in key order, at the current sequence.
+    pub fn scan(&mut self, start: &[u8], limit: usize) -> Result<Vec<KeyValue>, StateError> {
+        let sequence = self.engine.sequence();
+        Ok(self.engine.scan(start, None, sequence, limit, false)?)
+    }
+
     /// Every live pair at the current sequence.
     pub fn all_pairs(&mut self) -> Result<Vec<KeyValue>, StateError> {
         let sequence = self.engine.sequence();

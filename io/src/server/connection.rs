@@ -127,6 +127,9 @@ impl Connection {
             },
             b"HELLO" => self.hello(args),
             b"CLIENT" if args.len() >= 2 => self.client(args),
+            b"COMMAND" => command_info(args),
+            b"CONFIG" if args.len() >= 2 => config(args),
+            b"INFO" => info(),
             b"PING" | b"ECHO" | b"SELECT" => Reply::error(format!(
                 "ERR wrong number of arguments for '{}' command",
                 String::from_utf8_lossy(name).to_lowercase()
@@ -295,4 +298,99 @@ impl Connection {
         }
         Ok(replies)
     }
+}
+
+/// The connection-level commands, with their arities, for `COMMAND`.
+const CONNECTION_COMMANDS: &[(&str, i64)] = &[
+    ("client", -2),
+    ("command", -1),
+    ("config", -2),
+    ("discard", 1),
+    ("echo", 2),
+    ("exec", 1),
+    ("hello", -1),
+    ("info", -1),
+    ("multi", 1),
+    ("ping", -1),
+    ("quit", -1),
+    ("select", 2),
+];
+
+/// `COMMAND`, `COMMAND COUNT`, `COMMAND INFO name...`, `COMMAND DOCS` (none yet: an empty map).
+fn command_info(args: &[Vec<u8>]) -> Reply {
+    let describe = |name: &str, arity: i64, write: bool| {
+        let flag = if write { "write" } else { "readonly" };
+        Reply::Array(vec![
+            Reply::bulk(name),
+            Reply::Integer(arity),
+            Reply::Set(vec![Reply::Status(flag.into())]),
+            Reply::Integer(1),
+            Reply::Integer(1),
+            Reply::Integer(1),
+        ])
+    };
+    let every = || {
+        ziggy_redis::commands()
+            .iter()
+            .map(|c| (c.name, c.arity as i64, c.write))
+            .chain(CONNECTION_COMMANDS.iter().map(|&(n, a)| (n, a, false)))
+    };
+    match args.get(1).map(|a| a.to_ascii_uppercase()) {
+        None => Reply::Array(every().map(|(n, a, w)| describe(n, a, w)).collect()),
+        Some(sub) if sub == b"COUNT" => Reply::Integer(every().count() as i64),
+        Some(sub) if sub == b"DOCS" => Reply::Map(vec![]),
+        Some(sub) if sub == b"INFO" => Reply::Array(
+            args[2..]
+                .iter()
+                .map(|name| {
+                    let name = String::from_utf8_lossy(name).to_lowercase();
+                    every()
+                        .find(|(n, _, _)| *n == name)
+                        .map_or(Reply::Nil, |(n, a, w)| describe(n, a, w))
+                })
+                .collect(),
+        ),
+        Some(sub) => Reply::error(format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+            String::from_utf8_lossy(&sub)
+        )),
+    }
+}
+
+/// `CONFIG GET` answers what tools ask (`redis-benchmark` asks for `save` and `appendonly`):
+/// ZiggyDB is always durable, with no snapshots to configure.
+fn config(args: &[Vec<u8>]) -> Reply {
+    match args[1].to_ascii_uppercase().as_slice() {
+        b"GET" if args.len() >= 3 => {
+            let mut pairs = Vec::new();
+            for name in &args[2..] {
+                let value = match name.to_ascii_lowercase().as_slice() {
+                    b"save" => "",
+                    b"appendonly" => "yes",
+                    b"appendfsync" => "always",
+                    b"databases" => "1",
+                    _ => continue,
+                };
+                pairs.push((Reply::Bulk(name.clone()), Reply::bulk(value)));
+            }
+            Reply::Map(pairs)
+        }
+        b"RESETSTAT" if args.len() == 2 => Reply::ok(),
+        b"SET" => Reply::error("ERR CONFIG SET is not supported: ZiggyDB is configured at start"),
+        _ => Reply::error(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'",
+            String::from_utf8_lossy(&args[1])
+        )),
+    }
+}
+
+/// `INFO`: the server section for now (the rest comes with observability).
+fn info() -> Reply {
+    let text = format!(
+        "# Server\r\nredis_version:7.0.0\r\nziggydb_version:{}\r\nredis_mode:standalone\r\nos:{}\r\nprocess_id:{}\r\n\r\n# Replication\r\nrole:master\r\n",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::process::id()
+    );
+    Reply::Verbatim(text.into_bytes())
 }

@@ -4,6 +4,7 @@
 mod counters;
 mod expiry;
 mod keys;
+mod scan;
 mod strings;
 
 use crate::keyspace::Keyspace;
@@ -46,6 +47,7 @@ const fn command(name: &'static str, arity: i32, write: bool, run: Run) -> Comma
 /// Every data command, sorted by name.
 static COMMANDS: &[CommandSpec] = &[
     command("append", 3, true, strings::append),
+    command("dbsize", 1, false, scan::dbsize),
     command("decr", 2, true, counters::decr),
     command("decrby", 3, true, counters::decrby),
     command("del", -2, true, keys::del),
@@ -53,6 +55,7 @@ static COMMANDS: &[CommandSpec] = &[
     command("expire", -3, true, expiry::expire),
     command("expireat", -3, true, expiry::expireat),
     command("expiretime", 2, false, expiry::expiretime),
+    command("flushdb", -1, true, scan::flushdb),
     command("get", 2, false, strings::get),
     command("getdel", 2, true, strings::getdel),
     command("getex", -2, true, strings::getex),
@@ -60,6 +63,7 @@ static COMMANDS: &[CommandSpec] = &[
     command("incr", 2, true, counters::incr),
     command("incrby", 3, true, counters::incrby),
     command("incrbyfloat", 3, true, counters::incrbyfloat),
+    command("keys", 2, false, scan::keys),
     command("mget", -2, false, strings::mget),
     command("mset", -3, true, strings::mset),
     command("msetnx", -3, true, strings::msetnx),
@@ -69,8 +73,10 @@ static COMMANDS: &[CommandSpec] = &[
     command("pexpiretime", 2, false, expiry::pexpiretime),
     command("psetex", 4, true, strings::psetex),
     command("pttl", 2, false, expiry::pttl),
+    command("randomkey", 1, false, scan::randomkey),
     command("rename", 3, true, keys::rename),
     command("renamenx", 3, true, keys::renamenx),
+    command("scan", -2, false, scan::scan),
     command("set", -3, true, strings::set),
     command("setex", 4, true, strings::setex),
     command("setnx", 3, true, strings::setnx),
@@ -80,6 +86,11 @@ static COMMANDS: &[CommandSpec] = &[
     command("type", 2, false, keys::type_),
     command("unlink", -2, true, keys::del),
 ];
+
+/// Every data command, sorted by name.
+pub fn all() -> &'static [CommandSpec] {
+    COMMANDS
+}
 
 /// The data command named `name` (any case).
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {

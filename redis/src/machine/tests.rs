@@ -361,3 +361,79 @@ fn validation_refuses_what_is_not_a_group() {
     );
     assert!(!refused(RedisStateMachine::WRITE, &body));
 }
+
+#[test]
+fn walking_the_keyspace() {
+    let mut h = Harness::new();
+    assert_eq!(h.cmd(&["DBSIZE"]), int(0));
+    assert_eq!(h.cmd(&["RANDOMKEY"]), Reply::Nil);
+    // Many keys share their first 7 bytes: a SCAN batch must still move on.
+    let keys: Vec<String> = (0..300)
+        .map(|i| format!("samepfx:{i:03}"))
+        .chain((0..300).map(|i| format!("k{i:03}")))
+        .collect();
+    for chunk in keys.chunks(50) {
+        let mut args = vec!["MSET"];
+        for key in chunk {
+            args.push(key);
+            args.push("v");
+        }
+        h.cmd(&args);
+    }
+    h.cmd(&["SET", "gone", "v", "PX", "10"]);
+    h.now += 20;
+    assert_eq!(
+        h.cmd(&["DBSIZE"]),
+        int(600),
+        "the expired key is not counted"
+    );
+    let Reply::Array(found) = h.cmd(&["KEYS", "k1?5"]) else {
+        panic!("an array")
+    };
+    assert_eq!(
+        found,
+        (0..10)
+            .map(|i| bulk(&format!("k1{i}5")))
+            .collect::<Vec<_>>()
+    );
+    assert!(matches!(h.cmd(&["RANDOMKEY"]), Reply::Bulk(_)));
+
+    let mut cursor = "0".to_string();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut calls = 0;
+    loop {
+        let Reply::Array(reply) = h.cmd(&["SCAN", &cursor, "COUNT", "7"]) else {
+            panic!("an array")
+        };
+        let (Reply::Bulk(next), Reply::Array(batch)) = (&reply[0], &reply[1]) else {
+            panic!("cursor and keys")
+        };
+        for key in batch {
+            let Reply::Bulk(key) = key else { panic!() };
+            seen.insert(String::from_utf8(key.clone()).unwrap());
+        }
+        calls += 1;
+        cursor = String::from_utf8(next.clone()).unwrap();
+        if cursor == "0" {
+            break;
+        }
+        assert!(calls < 1000, "the scan moves on");
+    }
+    assert_eq!(
+        seen,
+        keys.iter().cloned().collect(),
+        "every key, the expired one not"
+    );
+    assert!(calls > 10, "COUNT 7 splits the walk: {calls} calls");
+    let Reply::Array(matched) = h.cmd(&["SCAN", "0", "MATCH", "k29*", "COUNT", "1000"]) else {
+        panic!()
+    };
+    assert_eq!(matched[0], bulk("0"));
+    assert_eq!(
+        matched[1],
+        Reply::Array((0..10).map(|i| bulk(&format!("k29{i}"))).collect())
+    );
+    assert_eq!(h.cmd(&["SCAN", "x"]), err("ERR invalid cursor"));
+    assert_eq!(h.cmd(&["FLUSHDB"]), ok());
+    assert_eq!(h.cmd(&["DBSIZE"]), int(0));
+}
