@@ -152,6 +152,30 @@ fn pipelines_keep_order_and_transactions_apply_together() {
         "each GET sees the SET before it"
     );
 
+    // A thousand writes in one pipeline, with long replies: far more than one write's reply
+    // slot holds, so the server must split them into several write groups.
+    let _: () = c.set("many", 1_000_000_000_000_000_000i64).unwrap();
+    let mut pipe = redis::pipe();
+    for _ in 0..1000 {
+        pipe.cmd("INCR").arg("many");
+    }
+    pipe.cmd("INCRBY").arg("big").arg(i64::MAX - 1);
+    pipe.cmd("SET").arg("many").arg("again").arg("GET");
+    let replies: Vec<Value> = pipe.query(&mut c).unwrap();
+    assert_eq!(replies.len(), 1002);
+    for (i, reply) in replies[..1000].iter().enumerate() {
+        assert_eq!(
+            *reply,
+            Value::Int(1_000_000_000_000_000_001 + i as i64),
+            "{i}"
+        );
+    }
+    assert_eq!(replies[1000], Value::Int(i64::MAX - 1));
+    assert_eq!(
+        replies[1001],
+        Value::BulkString(b"1000000000000001000".to_vec())
+    );
+
     let (a, b): (i64, String) = redis::pipe()
         .atomic()
         .cmd("INCR")

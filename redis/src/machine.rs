@@ -17,7 +17,13 @@ pub struct RedisStateMachine {
     key_size_max: usize,
     /// The longest value a key may hold.
     value_max: usize,
+    /// The most bytes a write group's replies may take: its session keeps them for retries.
+    reply_max: usize,
 }
+
+/// What a write group answers in place of a reply that does not fit beside the ones before it
+/// (the command took effect; only its reply is lost). Servers keep write groups small enough.
+const REPLY_TOO_LARGE: &str = "ERR reply too large for a write's reply slot";
 
 impl RedisStateMachine {
     /// A group that may write: it occupies the client's session (exactly once).
@@ -32,20 +38,35 @@ impl RedisStateMachine {
             .all(|args| commands::lookup(&args[0]).is_none_or(|c| !c.write))
     }
 
-    /// Runs a group against the state at time `now_ms`, appending each reply in RESP3.
-    fn run(&mut self, body: &[u8], now_ms: u64, reply: &mut Vec<u8>) -> Result<(), StateError> {
+    /// Runs a group against the state at time `now_ms`, appending each reply in RESP3. A write
+    /// group's replies are bounded by `reply_max` (see [`REPLY_TOO_LARGE`]).
+    fn run(
+        &mut self,
+        body: &[u8],
+        now_ms: u64,
+        bounded: bool,
+        reply: &mut Vec<u8>,
+    ) -> Result<(), StateError> {
         reply.clear();
         let group = decode_group(body).expect("validated before it was logged");
+        let longest = self.key_size_max.max(self.value_max);
         let mut keyspace = Keyspace::new(&mut self.lsm, now_ms, self.value_max);
+        let mut encoded = Vec::new();
         for args in &group {
-            let answer = match args
-                .iter()
-                .find(|a| a.len() > self.key_size_max.max(self.value_max))
-            {
+            let answer = match args.iter().find(|a| a.len() > longest) {
                 Some(_) => Reply::error("ERR argument exceeds the largest value a key may hold"),
                 None => execute(&mut keyspace, args)?,
             };
-            answer.encode(Protocol::Resp3, reply);
+            encoded.clear();
+            answer.encode(Protocol::Resp3, &mut encoded);
+            if bounded && reply.len() + encoded.len() > self.reply_max {
+                encoded.clear();
+                Reply::error(REPLY_TOO_LARGE).encode(Protocol::Resp3, &mut encoded);
+                if reply.len() + encoded.len() > self.reply_max {
+                    continue; // the server sees fewer replies than commands, and says so
+                }
+            }
+            reply.extend_from_slice(&encoded);
         }
         Ok(())
     }
@@ -61,10 +82,12 @@ mod tests;
 
 impl StateMachine for RedisStateMachine {
     fn new(config: &Config, grid: Grid) -> Self {
+        let layout = ziggy_core::Layout::new(config);
         RedisStateMachine {
             lsm: LsmState::new(config, grid),
             key_size_max: config.key_size_max as usize,
             value_max: (config.value_size_max as usize).saturating_sub(RECORD_OVERHEAD),
+            reply_max: layout.reply_slot_size as usize - ziggy_core::sessions::REPLY_HEADER_SIZE,
         }
     }
 
@@ -96,7 +119,7 @@ impl StateMachine for RedisStateMachine {
         timestamp: u64,
         reply: &mut Vec<u8>,
     ) -> Result<(), StateError> {
-        self.run(body, timestamp / 1_000_000, reply)
+        self.run(body, timestamp / 1_000_000, false, reply)
     }
 
     fn apply(
@@ -109,7 +132,8 @@ impl StateMachine for RedisStateMachine {
         if header.operation == Operation::NOOP {
             return Ok(());
         }
-        self.run(body, millis(header), reply)
+        let bounded = !Self::is_read_only(header.operation);
+        self.run(body, millis(header), bounded, reply)
     }
 
     lsm_storage_methods!(lsm);

@@ -248,22 +248,27 @@ impl Connection {
         Next::Continue
     }
 
-    /// Sends the pending group to the core and appends its replies.
+    /// Sends the pending commands to the core, one group at a time, and appends their replies.
+    /// Reads and writes go in separate groups: a write group's replies are kept for retries in
+    /// a bounded slot, so write groups are kept short, and a write that answers with a value
+    /// (`SET … GET`, `GETDEL`, `GETEX`) goes alone.
     async fn send_group(&mut self) {
-        if self.group.is_empty() {
-            return;
-        }
-        let commands = std::mem::take(&mut self.group);
-        let count = commands.len();
-        match self.execute(commands).await {
-            Ok(replies) => {
-                for reply in replies {
-                    reply.encode(self.protocol, &mut self.out);
+        let mut commands = std::mem::take(&mut self.group);
+        while !commands.is_empty() {
+            let end = run_end(&commands);
+            let rest = commands.split_off(end);
+            let group = std::mem::replace(&mut commands, rest);
+            let count = group.len();
+            match self.execute(group).await {
+                Ok(replies) => {
+                    for reply in replies {
+                        reply.encode(self.protocol, &mut self.out);
+                    }
                 }
-            }
-            Err(why) => {
-                for _ in 0..count {
-                    Reply::error(why.clone()).encode(self.protocol, &mut self.out);
+                Err(why) => {
+                    for _ in 0..count {
+                        Reply::error(why.clone()).encode(self.protocol, &mut self.out);
+                    }
                 }
             }
         }
@@ -393,4 +398,47 @@ fn info() -> Reply {
         std::process::id()
     );
     Reply::Verbatim(text.into_bytes())
+}
+
+/// The most commands in one write group: their replies must fit a reply slot (a sector).
+const WRITE_GROUP_MAX: usize = 64;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Read,
+    Write,
+    /// A write whose reply is a value: in a group of its own.
+    Alone,
+}
+
+fn class(args: &[Vec<u8>]) -> Class {
+    let Some(spec) = ziggy_redis::lookup(&args[0]) else {
+        return Class::Read; // answered with an error, from a read group
+    };
+    let returns_value = matches!(spec.name, "getdel" | "getex")
+        || (spec.name == "set" && args[3..].iter().any(|a| a.eq_ignore_ascii_case(b"GET")));
+    match (spec.write, returns_value) {
+        (false, _) => Class::Read,
+        (true, false) => Class::Write,
+        (true, true) => Class::Alone,
+    }
+}
+
+/// Where the first group of `commands` ends: a run of reads, a run of at most
+/// `WRITE_GROUP_MAX` writes, or one write that answers with a value.
+fn run_end(commands: &[Vec<Vec<u8>>]) -> usize {
+    let first = class(&commands[0]);
+    if first == Class::Alone {
+        return 1;
+    }
+    let limit = if first == Class::Write {
+        WRITE_GROUP_MAX
+    } else {
+        usize::MAX
+    };
+    commands
+        .iter()
+        .take(limit)
+        .position(|c| class(c) != first)
+        .unwrap_or(commands.len().min(limit))
 }

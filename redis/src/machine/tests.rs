@@ -437,3 +437,32 @@ fn walking_the_keyspace() {
     assert_eq!(h.cmd(&["FLUSHDB"]), ok());
     assert_eq!(h.cmd(&["DBSIZE"]), int(0));
 }
+
+#[test]
+fn a_write_groups_replies_never_outgrow_its_reply_slot() {
+    let mut h = Harness::new();
+    // Large enough that two do not fit one write's reply slot, small enough for one.
+    let size = (h.machine.reply_max * 2 / 3).min(h.machine.value_max);
+    assert!(2 * size > h.machine.reply_max, "the config allows the case");
+    let big = "x".repeat(size);
+    h.cmd(&["SET", "a", &big]);
+    h.cmd(&["SET", "b", &big]);
+    // Alone, a large old value fits; two of them in one write group do not.
+    assert_eq!(h.cmd(&["SET", "a", &big, "GET"]), bulk(&big));
+    let replies = h.group(&[&["GETDEL", "a"], &["GETDEL", "b"], &["INCR", "n"]]);
+    assert_eq!(replies[0], bulk(&big));
+    assert_eq!(
+        replies[1],
+        err(REPLY_TOO_LARGE),
+        "its effect stands, its reply is lost"
+    );
+    assert_eq!(replies[2], int(1));
+    assert_eq!(h.cmd(&["EXISTS", "a", "b"]), int(0));
+    // Reads are not kept for retries: no bound.
+    h.cmd(&["SET", "a", &big]);
+    h.cmd(&["SET", "b", &big]);
+    let Reply::Array(both) = h.cmd(&["MGET", "a", "b"]) else {
+        panic!()
+    };
+    assert_eq!(both, [bulk(&big), bulk(&big)]);
+}
