@@ -5,6 +5,7 @@
 //! checkpoints constantly) and [`Config::production`] sizes for a real disk. A [`Layout`] is derived
 //! from a config: the byte offset and size of each zone of the data file.
 
+use crate::sessions::REPLY_HEADER_SIZE;
 use crate::wal::header::HEADER_SIZE;
 
 /// Sizes and limits of one replica. Every buffer is derived from these at start.
@@ -20,6 +21,9 @@ pub struct Config {
     pub wal_entry_size_max: u32,
     /// How many client sessions the replica keeps (the oldest is evicted beyond this).
     pub clients_max: u32,
+    /// The longest reply a session keeps for a retry of its last request (a write's reply).
+    /// Each session's slot holds it with a 32-byte header, rounded up to whole sectors.
+    pub reply_size_max: u32,
     /// The size of one grid block in bytes (a multiple of `sector_size`).
     pub grid_block_size: u32,
     /// How many blocks the grid holds.
@@ -131,6 +135,7 @@ impl Config {
             wal_slot_count: 32,
             wal_entry_size_max: 1024,
             clients_max: 8,
+            reply_size_max: 512 - 32,
             grid_block_size: 4096,
             grid_block_count: 64,
             batch_max: 4,
@@ -152,7 +157,10 @@ impl Config {
             superblock_copies: 4,
             wal_slot_count: 1024,
             wal_entry_size_max: 64 * 1024,
-            clients_max: 1024,
+            // A server's lanes keep sessions few (32 per replica); each keeps a reply as large
+            // as a value, so that a write answering with one (`GETDEL`) can be retried.
+            clients_max: 256,
+            reply_size_max: 64 * 1024 - 32,
             grid_block_size: 64 * 1024,
             grid_block_count: 4096,
             batch_max: 128,
@@ -188,6 +196,7 @@ impl Config {
             wal_slot_count,
             wal_entry_size_max: wal_entry_size,
             clients_max: 1,
+            reply_size_max: 4096 - 32,
             grid_block_size,
             grid_block_count: 4,
             // The pipeline (3 * batch_max) may hold three quarters of the ring unsynced.
@@ -226,6 +235,9 @@ impl Config {
         }
         if self.grid_block_count < 4 || !self.grid_block_count.is_multiple_of(2) {
             return fail("grid_block_count must be even and >= 4");
+        }
+        if self.reply_size_max == 0 {
+            return fail("reply_size_max must be > 0");
         }
         if self.clients_max == 0 {
             return fail("clients_max must be > 0");
@@ -268,10 +280,11 @@ impl Config {
             self.wal_slot_count as u64,
             self.wal_entry_size_max as u64,
             self.clients_max as u64,
+            self.reply_size_max as u64,
             self.grid_block_size as u64,
             self.grid_block_count as u64,
         ];
-        let mut bytes = [0u8; 64];
+        let mut bytes = [0u8; 8 * 9];
         for (i, f) in fields.iter().enumerate() {
             bytes[i * 8..i * 8 + 8].copy_from_slice(&f.to_le_bytes());
         }
@@ -335,7 +348,7 @@ impl Layout {
         let superblock_copy_size = sector;
         let headers_per_sector = sector / HEADER_SIZE as u64;
         let wal_slot_count = config.wal_slot_count as u64;
-        let reply_slot_size = sector;
+        let reply_slot_size = round(config.reply_size_max as u64 + REPLY_HEADER_SIZE as u64);
         let sizes = [
             superblock_copy_size * config.superblock_copies as u64,
             round(wal_slot_count.div_ceil(headers_per_sector) * sector),

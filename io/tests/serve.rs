@@ -77,6 +77,41 @@ fn strings_counters_keys_and_their_errors() {
     assert_eq!(values, [Some("vw".into()), None, Some("3".into())]);
     assert_eq!(c.exists::<_, i64>(&["k", "n", "x"]).unwrap(), 2);
     assert_eq!(c.del::<_, i64>(&["k", "x"]).unwrap(), 1);
+    // A write that answers with a large value keeps that reply for retries.
+    let large = vec![b'L'; 50_000];
+    let _: () = c.set("large", &large).unwrap();
+    let old: Vec<u8> = redis::cmd("SET")
+        .arg("large")
+        .arg("small")
+        .arg("GET")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(old, large);
+    let _: () = c.set("large", &large).unwrap();
+    assert_eq!(c.get_del::<_, Vec<u8>>("large").unwrap(), large);
+    // Large values pipelined: each goes in a group it fits.
+    let mut pipe = redis::pipe();
+    for i in 0..5 {
+        pipe.cmd("SET")
+            .arg(format!("large{i}"))
+            .arg(&large)
+            .ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    let five: Vec<Vec<u8>> = c.mget(&["large0", "large4"]).unwrap();
+    assert_eq!(five, [large.clone(), large.clone()]);
+    let removed: i64 = c
+        .del(&["large0", "large1", "large2", "large3", "large4"])
+        .unwrap();
+    assert_eq!(removed, 5);
+    let too_large = redis::cmd("SET")
+        .arg("x")
+        .arg(vec![0u8; 70_000])
+        .query::<Value>(&mut c);
+    assert!(
+        error_text(too_large).starts_with("ERR"),
+        "a value beyond the limit is refused"
+    );
     let binary = vec![0u8, 255, 13, 10, 7];
     let _: () = c.set(b"bin", &binary).unwrap();
     assert_eq!(c.get::<_, Vec<u8>>(b"bin").unwrap(), binary);

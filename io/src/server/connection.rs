@@ -400,8 +400,11 @@ fn info() -> Reply {
     Reply::Verbatim(text.into_bytes())
 }
 
-/// The most commands in one write group: their replies must fit a reply slot (a sector).
+/// The most commands in one write group: their replies must fit the session's reply slot.
 const WRITE_GROUP_MAX: usize = 64;
+
+/// The most argument bytes in a write group of several commands (one command may be larger).
+const WRITE_GROUP_BYTES: usize = 16 << 10;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
@@ -424,21 +427,66 @@ fn class(args: &[Vec<u8>]) -> Class {
     }
 }
 
-/// Where the first group of `commands` ends: a run of reads, a run of at most
-/// `WRITE_GROUP_MAX` writes, or one write that answers with a value.
+/// Where the first group of `commands` ends: a run of reads, a run of writes (at most
+/// `WRITE_GROUP_MAX` of them and `WRITE_GROUP_BYTES` of arguments, so that the group fits a WAL
+/// entry beside others), or one write that answers with a value.
 fn run_end(commands: &[Vec<Vec<u8>>]) -> usize {
     let first = class(&commands[0]);
     if first == Class::Alone {
         return 1;
     }
-    let limit = if first == Class::Write {
-        WRITE_GROUP_MAX
-    } else {
-        usize::MAX
-    };
-    commands
-        .iter()
-        .take(limit)
-        .position(|c| class(c) != first)
-        .unwrap_or(commands.len().min(limit))
+    let mut bytes = 0;
+    for (i, command) in commands.iter().enumerate() {
+        if class(command) != first {
+            return i;
+        }
+        if first == Class::Write {
+            bytes += command.iter().map(|a| a.len() + 8).sum::<usize>();
+            if i > 0 && (i == WRITE_GROUP_MAX || bytes > WRITE_GROUP_BYTES) {
+                return i;
+            }
+        }
+    }
+    commands.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(args: &[&[u8]]) -> Vec<Vec<u8>> {
+        args.iter().map(|a| a.to_vec()).collect()
+    }
+
+    /// The group sizes `commands` is sent in.
+    fn groups(mut commands: &[Vec<Vec<u8>>]) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        while !commands.is_empty() {
+            let end = run_end(commands);
+            sizes.push(end);
+            commands = &commands[end..];
+        }
+        sizes
+    }
+
+    #[test]
+    fn pipelines_split_into_groups_that_fit() {
+        let set = command(&[b"SET", b"k", b"v"]);
+        let get = command(&[b"GET", b"k"]);
+        let large = command(&[b"SET", b"k", &[b'x'; 50_000]]);
+        let set_get = command(&[b"set", b"k", b"v", b"get"]);
+        assert_eq!(groups(&vec![set.clone(); 100]), [64, 36]);
+        assert_eq!(groups(&vec![get.clone(); 100]), [100]);
+        assert_eq!(
+            groups(&vec![large.clone(); 3]),
+            [1, 1, 1],
+            "each fits an entry alone"
+        );
+        let mixed = [set.clone(), set.clone(), get.clone(), set_get, set, get];
+        assert_eq!(groups(&mixed), [2, 1, 1, 1, 1]);
+        assert_eq!(
+            groups(&[command(&[b"NOSUCH"]), command(&[b"GETDEL", b"k"])]),
+            [1, 1]
+        );
+    }
 }
