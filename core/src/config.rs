@@ -273,18 +273,23 @@ impl Config {
     /// A fingerprint of everything that determines the on-disk layout, stored in the superblock so
     /// that a data file is never opened with a configuration that would misread it.
     pub fn layout_fingerprint(&self) -> u64 {
-        let fields = [
+        let mut fields = vec![
             2, // the client-replies zone holds two halves
             self.sector_size as u64,
             self.superblock_copies as u64,
             self.wal_slot_count as u64,
             self.wal_entry_size_max as u64,
             self.clients_max as u64,
-            self.reply_size_max as u64,
             self.grid_block_size as u64,
             self.grid_block_count as u64,
         ];
-        let mut bytes = [0u8; 8 * 9];
+        // Reply slots of one sector were the only size before `reply_size_max`: files formatted
+        // then (embedded databases among them) keep their fingerprint and still open.
+        let reply_slot = Layout::new(self).reply_slot_size;
+        if reply_slot != self.sector_size as u64 {
+            fields.push(reply_slot);
+        }
+        let mut bytes = vec![0u8; 64.max(fields.len() * 8)];
         for (i, f) in fields.iter().enumerate() {
             bytes[i * 8..i * 8 + 8].copy_from_slice(&f.to_le_bytes());
         }
@@ -511,5 +516,27 @@ mod tests {
         let mut c = Config::test();
         c.batch_max = 8; // not a layout field
         assert_eq!(a.layout_fingerprint(), c.layout_fingerprint());
+    }
+
+    #[test]
+    fn reply_slots_of_one_sector_keep_the_fingerprint_of_older_files() {
+        // The test config's fingerprint before `reply_size_max` existed (one-sector slots): a
+        // file formatted by 59102e4 opens with this code.
+        assert_eq!(Config::test().layout_fingerprint(), 0x302e_dca8_b53c_b655);
+        let mut smaller = Config::test();
+        smaller.reply_size_max = 100; // still one sector per slot: the same layout
+        assert_eq!(
+            smaller.layout_fingerprint(),
+            Config::test().layout_fingerprint()
+        );
+        let mut larger = Config::test();
+        larger.reply_size_max = 4096;
+        assert_ne!(
+            larger.layout_fingerprint(),
+            Config::test().layout_fingerprint()
+        );
+        assert!(
+            Layout::new(&larger).reply_slot_size > Layout::new(&Config::test()).reply_slot_size
+        );
     }
 }
