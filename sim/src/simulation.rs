@@ -13,7 +13,7 @@
 //!
 //! At the end the clients' history must be linearizable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::linearizability::{self, Budget, Input, Output};
 use crate::model::{Model, Op, Violation};
@@ -571,6 +571,9 @@ pub struct Simulation {
     /// The blob checksum of the first own checkpoint taken at each index by a replica on the
     /// common path (see `Node::diverged`), and the comparisons.
     checkpoint_blobs: BTreeMap<u64, ziggy_core::checksum::Checksum>,
+    /// Checkpoints taken by replicas off the common path (exempt): a replica that opens one of
+    /// these synced it from them.
+    diverged_blobs: BTreeSet<(u64, ziggy_core::checksum::Checksum)>,
     checkpoints_compared: u64,
     checkpoints_differing: u64,
     settling: bool,
@@ -671,6 +674,7 @@ impl Simulation {
             wider: WiderFaults::default(),
             sync: SyncCounters::default(),
             checkpoint_blobs: BTreeMap::new(),
+            diverged_blobs: BTreeSet::new(),
             appended: 0,
             checkpoints_compared: 0,
             checkpoints_differing: 0,
@@ -778,6 +782,9 @@ impl Simulation {
         if !index.is_multiple_of(interval) {
             self.nodes[r].diverged = true;
         }
+        if self.nodes[r].diverged {
+            self.diverged_blobs.insert((index, state_checksum));
+        }
         let Some(first) = first else {
             if !self.nodes[r].diverged {
                 self.checkpoint_blobs.insert(index, state_checksum);
@@ -797,6 +804,26 @@ impl Simulation {
              ({state_checksum:x} vs {first:x}): their blocks differ, so a sync between them \
              fetches everything"
         )))
+    }
+
+    /// The checkpoint a replica opened: the common path's (it is back on it), one an exempt
+    /// replica took (it synced from that replica, and is exempt too), or else its own, whose
+    /// event may have died with the process: compared as taken.
+    fn compare_opened(
+        &mut self,
+        r: usize,
+        index: u64,
+        state_checksum: ziggy_core::checksum::Checksum,
+    ) -> Result<(), Violation> {
+        if self.checkpoint_blobs.get(&index) == Some(&state_checksum) {
+            self.nodes[r].diverged = false;
+            return Ok(());
+        }
+        if self.diverged_blobs.contains(&(index, state_checksum)) {
+            self.nodes[r].diverged = true;
+            return Ok(());
+        }
+        self.compare_checkpoint(r, index, state_checksum, false)
     }
 
     fn wider_faults(&self) -> WiderFaults {
@@ -1605,6 +1632,13 @@ impl Simulation {
                 // A replica whose grid is damaged opens without its state and awaits the leader's.
                 if let Ok((digest, applied)) = self.nodes[r].replica.state_digest() {
                     self.model.opened(replica, applied, digest)?;
+                }
+                // The checkpoint it opens may be one a state sync made durable just before the
+                // crash, whose `Checkpointed` event died with the process (seed 418364896): its
+                // blocks are the ones the replica now builds on, so it is compared as installed.
+                let checksum = self.nodes[r].replica.superblock().state_checksum;
+                if checkpoint > 0 {
+                    self.compare_opened(r, checkpoint, checksum)?;
                 }
             }
             Event::Installed { index } => {
