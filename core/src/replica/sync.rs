@@ -538,6 +538,20 @@ impl<S: StateMachine> Replica<S> {
         if self.checkpoint.is_some() || self.superblock_write.is_some() {
             return;
         }
+        if self
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.target.index < self.journal.checkpoint())
+        {
+            // A checkpoint of its own, in flight when the state was lost, became durable past
+            // the target while the sync ran. Installing the older one would move the ring's
+            // start back behind slots it may already reuse, and the log would lose entries it
+            // holds durably, committed ones among them (seed 1012821877). Drop it: the state
+            // requests that follow ask for a checkpoint at or after its own.
+            self.sync = None;
+            self.stats.sync_retargets += 1;
+            return;
+        }
         let mut sync = self.sync.take().expect("a complete sync");
         let clients_max = self.config.clients_max as usize;
         let (sessions, _) = Sessions::decode(clients_max, self.reply_max(), &sync.target.blob)

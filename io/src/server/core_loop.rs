@@ -34,6 +34,9 @@ pub enum CoreMsg {
 /// Client sessions the server keeps for its connections' writes.
 pub const LANES: usize = 32;
 
+/// How long the loop waits for input while requests refused as busy wait to be retried.
+const RETRY_WAIT: Duration = Duration::from_micros(200);
+
 struct Lane {
     client: u64,
     session: u64,
@@ -109,7 +112,13 @@ impl CoreLoop {
         let tick = Duration::from_nanos(self.driver.replica().config().tick_ns);
         loop {
             if !self.driver.has_pending_io() {
-                match inbox.recv_timeout(tick) {
+                // A request refused as busy is retried soon, not a whole tick later.
+                let wait = if self.retry.is_empty() {
+                    tick
+                } else {
+                    RETRY_WAIT
+                };
+                match inbox.recv_timeout(wait) {
                     Ok(msg) => self.take(msg),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => self.shutting_down = true,
