@@ -9,11 +9,6 @@ use ziggy_resp::Reply;
 
 type Result = std::result::Result<Reply, StateError>;
 
-/// The live record at `key` (callers check that it is a string).
-fn string(ks: &mut Keyspace, key: &[u8]) -> std::result::Result<Option<Record>, StateError> {
-    ks.get(key)
-}
-
 fn too_large() -> Reply {
     Reply::error("ERR string exceeds maximum allowed size")
 }
@@ -28,7 +23,7 @@ fn store(ks: &mut Keyspace, key: &[u8], payload: Vec<u8>, expires_at: u64) -> Re
 }
 
 pub fn get(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
-    Ok(match string(ks, args[1])? {
+    Ok(match ks.get(args[1])? {
         None => Reply::Nil,
         Some(r) if r.kind != Kind::String => wrong_type(),
         Some(r) => Reply::Bulk(r.payload),
@@ -70,14 +65,15 @@ pub fn deadline(
     Ok(at)
 }
 
-/// Parses one expiry option at `args[*at]` (EX PX EXAT PXAT, with its value); None if the
-/// argument is not one of them.
-fn expiry_option(
+/// Takes the expiry option at `args[*at]` (EX PX EXAT PXAT, with its value) into `expiry`.
+/// None if the argument is not one of them; an error reply for a bad value or a second expiry.
+fn take_expiry(
     ks: &Keyspace,
     args: &[&[u8]],
     at: &mut usize,
     command: &str,
-) -> Option<std::result::Result<u64, Reply>> {
+    expiry: &mut Option<Expiry>,
+) -> Option<std::result::Result<(), Reply>> {
     let (unit, absolute) = match args[*at] {
         a if is(a, "EX") => (1000, false),
         a if is(a, "PX") => (1, false),
@@ -89,7 +85,10 @@ fn expiry_option(
         return Some(Err(syntax_error()));
     };
     *at += 1;
-    Some(deadline(ks, value, unit, absolute, command))
+    if expiry.is_some() {
+        return Some(Err(syntax_error()));
+    }
+    Some(deadline(ks, value, unit, absolute, command).map(|when| *expiry = Some(Expiry::At(when))))
 }
 
 pub fn set(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
@@ -105,20 +104,16 @@ pub fn set(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
             get = true;
         } else if is(arg, "KEEPTTL") && expiry.is_none() {
             expiry = Some(Expiry::Keep);
-        } else if let Some(deadline) = expiry_option(ks, args, &mut at, "set") {
-            if expiry.is_some() {
-                return Ok(syntax_error());
-            }
-            match deadline {
-                Ok(when) => expiry = Some(Expiry::At(when)),
-                Err(reply) => return Ok(reply),
+        } else if let Some(taken) = take_expiry(ks, args, &mut at, "set", &mut expiry) {
+            if let Err(reply) = taken {
+                return Ok(reply);
             }
         } else {
             return Ok(syntax_error());
         }
         at += 1;
     }
-    let old = string(ks, args[1])?;
+    let old = ks.get(args[1])?;
     if get && old.as_ref().is_some_and(|r| r.kind != Kind::String) {
         return Ok(wrong_type());
     }
@@ -142,7 +137,7 @@ pub fn set(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
 }
 
 pub fn setnx(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
-    if string(ks, args[1])?.is_some() {
+    if ks.get(args[1])?.is_some() {
         return Ok(Reply::Integer(0));
     }
     let stored = store(ks, args[1], args[2].to_vec(), 0)?;
@@ -171,7 +166,7 @@ pub fn psetex(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
 pub fn mget(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
     let mut values = Vec::with_capacity(args.len() - 1);
     for key in &args[1..] {
-        values.push(match string(ks, key)? {
+        values.push(match ks.get(key)? {
             Some(r) if r.kind == Kind::String => Reply::Bulk(r.payload),
             _ => Reply::Nil,
         });
@@ -224,7 +219,7 @@ pub fn msetnx(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
 }
 
 pub fn append(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
-    let (mut payload, expires_at) = match string(ks, args[1])? {
+    let (mut payload, expires_at) = match ks.get(args[1])? {
         Some(r) if r.kind != Kind::String => return Ok(wrong_type()),
         Some(r) => (r.payload, r.expires_at),
         None => (Vec::new(), 0),
@@ -240,7 +235,7 @@ pub fn append(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
 }
 
 pub fn strlen(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
-    Ok(match string(ks, args[1])? {
+    Ok(match ks.get(args[1])? {
         Some(r) if r.kind != Kind::String => wrong_type(),
         Some(r) => Reply::Integer(r.payload.len() as i64),
         None => Reply::Integer(0),
@@ -263,7 +258,7 @@ pub fn getrange(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
     let (Some(start), Some(end)) = (parse_i64(args[2]), parse_i64(args[3])) else {
         return Ok(not_integer());
     };
-    Ok(match string(ks, args[1])? {
+    Ok(match ks.get(args[1])? {
         Some(r) if r.kind != Kind::String => wrong_type(),
         Some(r) => match range(start, end, r.payload.len()) {
             Some(range) => Reply::Bulk(r.payload[range].to_vec()),
@@ -281,7 +276,7 @@ pub fn setrange(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
         return Ok(Reply::error("ERR offset is out of range"));
     }
     let value = args[3];
-    let (mut payload, expires_at) = match string(ks, args[1])? {
+    let (mut payload, expires_at) = match ks.get(args[1])? {
         Some(r) if r.kind != Kind::String => return Ok(wrong_type()),
         Some(r) => (r.payload, r.expires_at),
         None if value.is_empty() => return Ok(Reply::Integer(0)),
@@ -305,7 +300,7 @@ pub fn setrange(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
 }
 
 pub fn getdel(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
-    Ok(match string(ks, args[1])? {
+    Ok(match ks.get(args[1])? {
         Some(r) if r.kind != Kind::String => wrong_type(),
         Some(r) => {
             ks.remove(args[1])?;
@@ -321,20 +316,16 @@ pub fn getex(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
     while at < args.len() {
         if is(args[at], "PERSIST") && expiry.is_none() {
             expiry = Some(Expiry::Clear);
-        } else if let Some(deadline) = expiry_option(ks, args, &mut at, "getex") {
-            if expiry.is_some() {
-                return Ok(syntax_error());
-            }
-            match deadline {
-                Ok(when) => expiry = Some(Expiry::At(when)),
-                Err(reply) => return Ok(reply),
+        } else if let Some(taken) = take_expiry(ks, args, &mut at, "getex", &mut expiry) {
+            if let Err(reply) = taken {
+                return Ok(reply);
             }
         } else {
             return Ok(syntax_error());
         }
         at += 1;
     }
-    let record = match string(ks, args[1])? {
+    let record = match ks.get(args[1])? {
         Some(r) if r.kind != Kind::String => return Ok(wrong_type()),
         Some(r) => r,
         None => return Ok(Reply::Nil),
