@@ -142,8 +142,10 @@ impl<S: StateMachine> ReplicaDriver<S> {
             );
         }
         // A single node is a cluster of one: it elects itself and commits a no-op of its term
-        // (its durable term and vote are superblock writes) before it takes requests.
-        while driver.halted.is_none() && !driver.replica.accepting_requests() {
+        // (its durable term and vote are superblock writes) before it takes requests. A member
+        // of a larger cluster needs its peers for that: its server feeds it their messages.
+        let alone = driver.replica.replica_count() == 1;
+        while alone && driver.halted.is_none() && !driver.replica.accepting_requests() {
             assert!(
                 driver.step() > 0,
                 "the replica is electing itself but submitted no IO"
@@ -202,6 +204,18 @@ impl<S: StateMachine> ReplicaDriver<S> {
         };
         let (session, _) = self.call(id, Operation::REGISTER, &[])?;
         Ok(session)
+    }
+
+    /// Delivers a message from a peer replica (one that fails its checks is dropped and counted).
+    pub fn on_message(&mut self, bytes: &[u8]) {
+        self.advance_clock();
+        self.replica.on_message(&mut self.storage, bytes);
+        self.drain_events();
+    }
+
+    /// Hands each message the replica wants sent to `send(peer, bytes)`.
+    pub fn drain_messages(&mut self, send: impl FnMut(u8, &[u8])) {
+        self.replica.drain_messages(send);
     }
 
     /// Moves the replies that have arrived into `out`.

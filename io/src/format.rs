@@ -12,7 +12,7 @@ use crate::file_storage::lock_data_file;
 /// The size of the zero-filled writes that allocate the file.
 const ZERO_CHUNK: usize = 1 << 20;
 
-/// Creates the data file at `path` for `config`, for cluster `cluster` (replica 0).
+/// Creates the data file at `path` for `config`, for cluster `cluster` (replica 0 of 1).
 ///
 /// Refuses to touch an existing file unless `force` is set. Every byte of the file is written
 /// (zeros), never left sparse: overwriting allocated blocks in place needs no metadata update at
@@ -20,13 +20,52 @@ const ZERO_CHUNK: usize = 1 << 20;
 /// the zeros are durable, so that a format interrupted by a crash leaves a file that refuses to
 /// open (no valid superblock) rather than one that opens over garbage.
 pub fn format(path: &Path, config: &Config, cluster: u64, force: bool) -> io::Result<()> {
+    format_member(path, config, Member::single(cluster), force)
+}
+
+/// Which replica of which cluster a data file belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub cluster: u64,
+    pub replica: u8,
+    pub replica_count: u8,
+}
+
+impl Member {
+    /// The only replica of a cluster of one.
+    pub fn single(cluster: u64) -> Member {
+        Member {
+            cluster,
+            replica: 0,
+            replica_count: 1,
+        }
+    }
+}
+
+/// [`format`] for one replica of a cluster. Each replica is formatted on its own host: it
+/// knows only its own incarnation and learns its peers' on first contact.
+pub fn format_member(path: &Path, config: &Config, member: Member, force: bool) -> io::Result<()> {
     config
         .validate()
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    let count = member.replica_count as usize;
+    if member.replica >= member.replica_count || count > ziggy_core::superblock::REPLICAS_MAX {
+        let why = format!(
+            "replica {} of a cluster of {count}: the index must be below the count, and a \
+             cluster has at most {} replicas",
+            member.replica,
+            ziggy_core::superblock::REPLICAS_MAX
+        );
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+    }
     let layout = Layout::new(config);
     let file = allocate(path, layout.total_size(), force)?;
     let context = |error: io::Error| annotate(error, &format!("formatting {}", path.display()));
-    for (offset, bytes) in Replica::<KvStateMachine>::format(config, cluster, 0, &[incarnation()]) {
+    let mut members = vec![0; member.replica_count as usize];
+    members[member.replica as usize] = incarnation();
+    let genesis =
+        Replica::<KvStateMachine>::format(config, member.cluster, member.replica, &members);
+    for (offset, bytes) in genesis {
         file.write_all_at(&bytes, offset).map_err(context)?;
     }
     file.sync_all().map_err(context)?;

@@ -22,7 +22,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the Redis protocol on one node: `redis-cli -p 7379` talks to it.
+    /// Serve the Redis protocol: `redis-cli -p 7379` talks to it. Alone by default; with
+    /// `--addresses`, as one replica of a cluster (run one per replica, each with its own
+    /// `--replica` index and the same `--cluster-id` and `--addresses`).
     Serve {
         /// The data file (formatted on first start).
         #[arg(long, default_value = "ziggy.data")]
@@ -39,6 +41,16 @@ enum Command {
         /// Log lines as JSON instead of text.
         #[arg(long)]
         log_json: bool,
+        /// Every replica's address for its peers, in replica order (HOST:PORT,HOST:PORT,...):
+        /// serve as one replica of that cluster.
+        #[arg(long, value_delimiter = ',', requires = "replica")]
+        addresses: Vec<std::net::SocketAddr>,
+        /// This replica's index in --addresses (from 0).
+        #[arg(long, requires = "addresses")]
+        replica: Option<u8>,
+        /// The cluster's id: the same number on every replica (any but 0).
+        #[arg(long, default_value_t = 1)]
+        cluster_id: u64,
     },
     /// Create a data file, fully allocated, holding an empty database.
     Format {
@@ -120,12 +132,20 @@ fn main() -> ExitCode {
             bind,
             preset,
             log_json,
+            addresses,
+            replica,
+            cluster_id,
         } => {
             init_logs(log_json);
             let mut options = ziggy_io::server::ServeOptions::new(data);
             options.port = port;
             options.bind = bind;
             options.config = preset.config();
+            options.cluster = replica.map(|replica| ziggy_io::server::ClusterOptions {
+                id: cluster_id,
+                replica,
+                addresses,
+            });
             ziggy_io::server::serve(options).map_err(|e| e.into())
         }
         Command::Format {

@@ -1,21 +1,28 @@
 //! The thread that owns the core: one replica over its data file, fed groups of commands from the
-//! connections through one channel. No lock is held across the core.
+//! connections and messages from the peers through one channel. No lock is held across the core.
 //!
 //! Connections' groups go out on *lanes*: a small pool of client sessions, each with one request
 //! in flight (so thousands of connections never evict one another). Reads go out without a
-//! session and are answered by the replica's ReadIndex path. Groups that arrive while an
+//! session and are answered by the leader's ReadIndex path. Groups that arrive while an
 //! `fdatasync` runs join the next entry: that is the group commit.
+//!
+//! Every request goes to the leader: the local replica when it leads, else over the peer links
+//! ([`super::forward`]). A request that gets no answer is sent again — when the replica learns of
+//! a new leader, or after a timeout — with the same number, so the cluster applies it once.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
+use ziggy_core::message::Command;
+use ziggy_core::replica::Role;
 use ziggy_core::wal::batch::RequestId;
 use ziggy_core::wal::header::Operation;
-use ziggy_core::RequestError;
 use ziggy_redis::{encode_group, RedisStateMachine};
 
+use super::forward::{self, client_id, origin, Answer, Route};
+use super::peers::PeerLinks;
 use crate::driver::{DriverError, ReplicaDriver};
 
 /// What a connection gets back for a group: the replies (RESP3, one per command) or why the
@@ -27,84 +34,123 @@ pub enum CoreMsg {
         commands: Vec<Vec<Vec<u8>>>,
         reply: oneshot::Sender<GroupResult>,
     },
+    /// A frame from a peer replica: a message for the replica, a request forwarded to it, or the
+    /// answer to one this replica forwarded.
+    Peer(Vec<u8>),
     /// Finish what is in flight, then stop.
     Shutdown,
 }
 
-/// Client sessions the server keeps for its connections' writes.
+/// Client sessions the server keeps for its connections' writes (fewer when the configuration
+/// has fewer session slots per replica: lanes must never evict one another).
 pub const LANES: usize = 32;
 
 /// How long the loop waits for input while requests refused as busy wait to be retried.
 const RETRY_WAIT: Duration = Duration::from_micros(200);
 
+/// How long a shutdown waits for requests in flight (a cluster may have no leader).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 struct Lane {
     client: u64,
+    /// 0 while its registration is in flight.
     session: u64,
     request: u64,
     busy: bool,
 }
 
-/// A group submitted and not yet answered.
+/// A request sent and not yet answered: a group, or a lane's registration.
 struct Waiting {
     operation: Operation,
     body: Vec<u8>,
+    session: u64,
     lane: Option<usize>,
-    reply: oneshot::Sender<GroupResult>,
+    /// None for a lane's registration.
+    reply: Option<oneshot::Sender<GroupResult>>,
+    /// The replica it was last sent to, and the tick to send it again at if still unanswered.
+    target: u8,
+    resend_at: u64,
+    /// A replica that answered "not the leader" named this one.
+    hint: Option<u8>,
 }
 
 pub struct CoreLoop {
     driver: ReplicaDriver<RedisStateMachine>,
+    peers: PeerLinks,
+    me: u8,
+    cluster: u64,
     lanes: Vec<Lane>,
     /// Write groups waiting for a free lane.
     queued: VecDeque<(Operation, Vec<u8>, oneshot::Sender<GroupResult>)>,
-    /// Submitted, by (client, request).
+    /// Sent, by (client, request).
     waiting: BTreeMap<(u64, u64), Waiting>,
-    /// Refused as busy: submitted again once IO has progressed.
+    /// Refused as busy by the local replica: submitted again once IO has progressed.
     retry: Vec<(u64, u64)>,
     reads_client: u64,
     reads_request: u64,
-    shutting_down: bool,
+    /// The leader the replica knew at the last look: when it changes, everything unanswered
+    /// goes to the new one at once.
+    leader_seen: Option<u8>,
+    /// The tick of the last look for unanswered requests due again.
+    resend_tick: u64,
+    shutting_down: Option<Instant>,
+    frame: Vec<u8>,
 }
 
-fn client_id(n: u64) -> u64 {
+/// A random number for client ids: sessions outlive the process, so ids must not repeat.
+fn random() -> u64 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64;
-    (nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (std::process::id() as u64) << 32) | 1
+    nanos ^ (std::process::id() as u64) << 32
 }
 
 impl CoreLoop {
-    /// Takes over an open driver: starts its clock at the Unix time and registers the lanes.
-    pub fn new(mut driver: ReplicaDriver<RedisStateMachine>) -> Result<CoreLoop, DriverError> {
-        let tick_ns = driver.replica().config().tick_ns;
+    /// Takes over an open driver: starts its clock at the Unix time and registers the lanes
+    /// (through the leader, once there is one).
+    pub fn new(
+        mut driver: ReplicaDriver<RedisStateMachine>,
+        peers: PeerLinks,
+    ) -> Result<CoreLoop, DriverError> {
+        let config = driver.replica().config().clone();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos() as u64;
-        let base = now.saturating_sub(driver.replica().ticks() * tick_ns);
+        let base = now.saturating_sub(driver.replica().ticks() * config.tick_ns);
         driver.replica_mut().set_clock_base(base);
-        let mut lanes = Vec::with_capacity(LANES);
-        for n in 0..LANES as u64 {
-            let client = client_id(n);
-            let session = driver.register(client)?;
-            lanes.push(Lane {
-                client,
-                session,
-                request: 0,
-                busy: false,
-            });
-        }
-        Ok(CoreLoop {
+        let me = driver.replica().id();
+        let count = driver.replica().replica_count() as usize;
+        let lanes = (config.clients_max as usize / count).clamp(1, LANES);
+        let seed = random();
+        let mut core = CoreLoop {
+            cluster: driver.replica().superblock().cluster,
             driver,
-            lanes,
+            peers,
+            me,
+            lanes: Vec::with_capacity(lanes),
             queued: VecDeque::new(),
             waiting: BTreeMap::new(),
             retry: Vec::new(),
-            reads_client: client_id(u64::MAX),
+            reads_client: client_id(me, u64::MAX, seed),
             reads_request: 0,
-            shutting_down: false,
-        })
+            leader_seen: None,
+            resend_tick: 0,
+            shutting_down: None,
+            frame: Vec::new(),
+        };
+        for n in 0..lanes {
+            core.lanes.push(Lane {
+                client: client_id(me, n as u64, seed),
+                session: 0,
+                request: 0,
+                busy: true,
+            });
+            core.register(n);
+        }
+        core.send_messages();
+        Ok(core)
     }
 
     /// Runs until shut down (or every sender is gone) and nothing is in flight.
@@ -121,7 +167,7 @@ impl CoreLoop {
                 match inbox.recv_timeout(wait) {
                     Ok(msg) => self.take(msg),
                     Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => self.shutting_down = true,
+                    Err(RecvTimeoutError::Disconnected) => self.shut_down(),
                 }
             }
             while let Ok(msg) = inbox.try_recv() {
@@ -136,34 +182,42 @@ impl CoreLoop {
             }
             self.driver.complete(completions);
             self.route_replies();
+            self.resend_unanswered();
+            self.send_messages();
             if let Some(error) = self.driver.halted() {
                 let error = error.clone();
                 self.fail_all(&format!("ERR the replica halted: {error}"));
                 return Err(DriverError::Halted(error));
             }
-            if self.shutting_down && self.waiting.is_empty() && self.queued.is_empty() {
-                return self.driver.pump();
+            if let Some(since) = self.shutting_down {
+                let idle =
+                    self.queued.is_empty() && self.waiting.values().all(|w| w.reply.is_none());
+                if idle || since.elapsed() > SHUTDOWN_GRACE {
+                    self.fail_all("ERR the server is shutting down");
+                    return self.driver.pump();
+                }
             }
         }
     }
 
+    fn shut_down(&mut self) {
+        self.shutting_down.get_or_insert_with(Instant::now);
+    }
+
     fn take(&mut self, msg: CoreMsg) {
         match msg {
-            CoreMsg::Shutdown => self.shutting_down = true,
+            CoreMsg::Shutdown => self.shut_down(),
+            CoreMsg::Peer(bytes) => self.on_peer_frame(&bytes),
             CoreMsg::Group { commands, reply } => {
-                let operation = if RedisStateMachine::reads_only(&commands) {
-                    RedisStateMachine::READ
-                } else {
-                    RedisStateMachine::WRITE
-                };
                 let mut body = Vec::new();
                 encode_group(&commands, &mut body);
-                if operation == RedisStateMachine::READ {
+                if RedisStateMachine::reads_only(&commands) {
                     self.reads_request += 1;
                     let key = (self.reads_client, self.reads_request);
-                    self.submit(key, 0, operation, body, None, reply);
+                    self.start(key, 0, RedisStateMachine::READ, body, None, Some(reply));
                 } else {
-                    self.queued.push_back((operation, body, reply));
+                    self.queued
+                        .push_back((RedisStateMachine::WRITE, body, reply));
                     self.start_queued();
                 }
             }
@@ -180,102 +234,251 @@ impl CoreLoop {
             l.busy = true;
             l.request += 1;
             let (key, session) = ((l.client, l.request), l.session);
-            self.submit(key, session, operation, body, Some(lane), reply);
+            self.start(key, session, operation, body, Some(lane), Some(reply));
         }
     }
 
-    fn submit(
+    /// Sends lane `n`'s registration; the lane is busy until it is answered.
+    fn register(&mut self, n: usize) {
+        let key = (self.lanes[n].client, 0);
+        self.start(key, 0, Operation::REGISTER, Vec::new(), Some(n), None);
+    }
+
+    fn start(
         &mut self,
         key: (u64, u64),
         session: u64,
         operation: Operation,
         body: Vec<u8>,
         lane: Option<usize>,
-        reply: oneshot::Sender<GroupResult>,
+        reply: Option<oneshot::Sender<GroupResult>>,
     ) {
-        let id = RequestId {
-            client: key.0,
+        let waiting = Waiting {
+            operation,
+            body,
             session,
-            request: key.1,
+            lane,
+            reply,
+            target: self.me,
+            resend_at: 0,
+            hint: None,
         };
-        self.driver.submit(id, operation, &body);
-        self.waiting.insert(
-            key,
-            Waiting {
-                operation,
-                body,
-                lane,
-                reply,
-            },
-        );
+        self.waiting.insert(key, waiting);
+        self.send(key);
     }
 
-    fn route_replies(&mut self) {
-        for (client, request) in std::mem::take(&mut self.retry) {
-            if let Some(w) = self.waiting.get(&(client, request)) {
-                let session = w.lane.map_or(0, |l| self.lanes[l].session);
-                let id = RequestId {
-                    client,
-                    session,
-                    request,
+    /// The replica a request should go to: this one if it leads, else the leader it knows, else
+    /// the one a refusal named.
+    fn target(&self, hint: Option<u8>) -> u8 {
+        let replica = self.driver.replica();
+        if replica.role() == Role::Leader {
+            return self.me;
+        }
+        replica.leader().or(hint).unwrap_or(self.me)
+    }
+
+    /// Sends (or sends again) the request waiting under `key`, to the leader.
+    fn send(&mut self, key: (u64, u64)) {
+        let now = self.driver.replica().ticks();
+        let timeout = self.driver.replica().config().election_ticks;
+        let Some(w) = self.waiting.get(&key) else {
+            return;
+        };
+        let target = self.target(w.hint);
+        let id = RequestId {
+            client: key.0,
+            session: w.session,
+            request: key.1,
+        };
+        if target == self.me {
+            let (operation, body) = (w.operation, w.body.clone());
+            self.driver.submit(id, operation, &body);
+        } else {
+            let route = Route {
+                cluster: self.cluster,
+                from: self.me,
+                to: target,
+            };
+            forward::encode_request(&route, id, w.operation, &w.body, &mut self.frame);
+            self.peers.send(target, &self.frame);
+        }
+        if let Some(w) = self.waiting.get_mut(&key) {
+            w.target = target;
+            w.resend_at = now + timeout;
+        }
+    }
+
+    /// Sends again what is due: everything, when the replica has learned of a new leader; else
+    /// what timed out or was told to try again.
+    fn resend_unanswered(&mut self) {
+        let leader = self.driver.replica().leader();
+        let now = self.driver.replica().ticks();
+        let changed = leader != self.leader_seen;
+        if !changed && now == self.resend_tick {
+            return;
+        }
+        self.leader_seen = leader;
+        self.resend_tick = now;
+        let due: Vec<(u64, u64)> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| {
+                (changed && leader.is_some_and(|l| l != w.target)) || w.resend_at <= now
+            })
+            .map(|(&key, _)| key)
+            .collect();
+        for key in due {
+            self.send(key);
+        }
+    }
+
+    fn on_peer_frame(&mut self, bytes: &[u8]) {
+        match forward::command(bytes) {
+            Some(Command::Request) => {
+                let Some((id, operation, body)) =
+                    forward::decode_request(bytes, self.cluster, self.me)
+                else {
+                    return;
                 };
-                let (operation, body) = (w.operation, w.body.clone());
-                self.driver.submit(id, operation, &body);
+                if origin(id.client).is_some_and(|o| o != self.me) {
+                    self.driver.submit(id, operation, body);
+                }
+            }
+            Some(Command::Reply) => {
+                if let Some((client, request, answer)) =
+                    forward::decode_reply(bytes, self.cluster, self.me)
+                {
+                    self.answer((client, request), answer, false);
+                }
+            }
+            _ => self.driver.on_message(bytes),
+        }
+    }
+
+    /// Hands the replica's outgoing messages to the peer links.
+    fn send_messages(&mut self) {
+        let peers = &self.peers;
+        self.driver.drain_messages(|to, bytes| {
+            peers.send(to, bytes);
+        });
+    }
+
+    /// Delivers the local replica's replies: to this replica's waiting requests, or back to the
+    /// replica that forwarded the request.
+    fn route_replies(&mut self) {
+        for key in std::mem::take(&mut self.retry) {
+            if self.waiting.contains_key(&key) {
+                self.send(key);
             }
         }
         let mut replies = Vec::new();
         self.driver.take_replies(&mut replies);
         for reply in replies {
-            let key = (reply.client, reply.request);
-            match reply.result {
-                Err(RequestError::Busy) if self.waiting.contains_key(&key) => self.retry.push(key),
-                Err(RequestError::Evicted) => self.evicted(key),
-                result => {
-                    let Some(waiting) = self.waiting.remove(&key) else {
-                        continue; // a reply to an earlier process's request
+            let answer = Answer::from_reply(reply.index, reply.result);
+            match origin(reply.client) {
+                Some(o) if o == self.me => self.answer((reply.client, reply.request), answer, true),
+                Some(o) => {
+                    let route = Route {
+                        cluster: self.cluster,
+                        from: self.me,
+                        to: o,
                     };
-                    if let Some(lane) = waiting.lane {
-                        self.lanes[lane].busy = false;
-                    }
-                    let answer = result.map_err(|e| format!("ERR {e}"));
-                    let _ = waiting.reply.send(answer);
+                    forward::encode_reply(
+                        &route,
+                        reply.client,
+                        reply.request,
+                        &answer,
+                        &mut self.frame,
+                    );
+                    self.peers.send(o, &self.frame);
                 }
+                None => {} // not a server's client: nobody waits for it
             }
         }
         self.start_queued();
     }
 
-    /// A lane's session was evicted: the group was not applied, so it goes out again on the
-    /// lane's new session.
-    fn evicted(&mut self, key: (u64, u64)) {
-        let Some(waiting) = self.waiting.remove(&key) else {
-            return;
+    /// What to do with the answer to a request of this replica's (`local`: from this replica).
+    fn answer(&mut self, key: (u64, u64), answer: Answer, local: bool) {
+        let now = self.driver.replica().ticks();
+        let Some(w) = self.waiting.get_mut(&key) else {
+            return; // answered already (a resend's second answer), or an earlier process's
         };
-        let Some(lane) = waiting.lane else {
-            let _ = waiting.reply.send(Err("ERR evicted".into()));
-            return;
-        };
-        let client = client_id(lane as u64);
-        match self.driver.register(client) {
-            Ok(session) => {
-                self.lanes[lane] = Lane {
-                    client,
-                    session,
-                    request: 0,
-                    busy: false,
-                };
-                self.queued
-                    .push_front((waiting.operation, waiting.body, waiting.reply));
+        match answer {
+            Answer::Busy if local => self.retry.push(key),
+            Answer::Busy => w.resend_at = now + 1,
+            Answer::NotLeader(hint) => {
+                w.hint = hint;
+                w.resend_at = now + 1;
             }
-            Err(e) => {
-                let _ = waiting.reply.send(Err(format!("ERR {e}")));
+            Answer::Evicted => self.evicted(key),
+            Answer::Done { index, reply } => {
+                let w = self.waiting.remove(&key).expect("looked up above");
+                self.finish(w, index, Ok(reply));
+            }
+            Answer::Failed(why) => {
+                let w = self.waiting.remove(&key).expect("looked up above");
+                self.finish(w, 0, Err(format!("ERR {why}")));
             }
         }
     }
 
+    /// A request is answered: a registration gives its lane a session, a group's reply goes to
+    /// its connection.
+    fn finish(&mut self, w: Waiting, index: u64, result: GroupResult) {
+        let lane = w.lane.map(|n| &mut self.lanes[n]);
+        match (w.reply, lane) {
+            (None, Some(lane)) if result.is_ok() => {
+                assert!(index > 0, "a session is the index of its registration");
+                lane.session = index;
+                lane.busy = false;
+            }
+            (None, Some(_)) => {
+                let n = w.lane.expect("matched above");
+                tracing::warn!(lane = n, error = ?result.err(), "lane registration refused; retrying");
+                self.register(n);
+            }
+            (Some(reply), lane) => {
+                if let Some(lane) = lane {
+                    lane.busy = false;
+                }
+                let _ = reply.send(result);
+            }
+            (None, None) => unreachable!("only lanes register"),
+        }
+        self.start_queued();
+    }
+
+    /// A lane's session was evicted: the group was not applied, so it goes out again once the
+    /// lane has a new session.
+    fn evicted(&mut self, key: (u64, u64)) {
+        let Some(w) = self.waiting.remove(&key) else {
+            return;
+        };
+        let Some(n) = w.lane else {
+            if let Some(reply) = w.reply {
+                let _ = reply.send(Err("ERR evicted".into()));
+            }
+            return;
+        };
+        let client = client_id(self.me, n as u64, random());
+        self.lanes[n] = Lane {
+            client,
+            session: 0,
+            request: 0,
+            busy: true,
+        };
+        if let Some(reply) = w.reply {
+            self.queued.push_front((w.operation, w.body, reply));
+        }
+        self.register(n);
+    }
+
     fn fail_all(&mut self, why: &str) {
         for (_, w) in std::mem::take(&mut self.waiting) {
-            let _ = w.reply.send(Err(why.to_string()));
+            if let Some(reply) = w.reply {
+                let _ = reply.send(Err(why.to_string()));
+            }
         }
         for (_, _, reply) in self.queued.drain(..) {
             let _ = reply.send(Err(why.to_string()));

@@ -2,11 +2,14 @@
 //!
 //! One OS thread owns the core ([`core_loop`]): the replica, its data file, the client sessions.
 //! Tokio drives the sockets; each connection ([`connection`]) parses requests and sends groups
-//! of commands to the core over a channel. The design and its stages:
-//! `docs/design/server-plan.md`. Today: a single node.
+//! of commands to the core over a channel. Replicas of a cluster talk over TCP ([`peers`]), and
+//! a replica that does not lead forwards its connections' requests to the one that does
+//! ([`forward`]). The design and its stages: `docs/design/server-plan.md`.
 
 pub mod connection;
 pub mod core_loop;
+pub mod forward;
+pub mod peers;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -20,8 +23,10 @@ use ziggy_redis::RedisStateMachine;
 use ziggy_resp::Limits;
 
 use crate::driver::{DriverError, ReplicaDriver};
+use crate::format::{format_member, Member};
 use connection::Connection;
 use core_loop::{CoreLoop, CoreMsg};
+use peers::PeerLinks;
 
 /// The port `ziggy serve` listens on unless told otherwise (Redis's is 6379).
 pub const DEFAULT_PORT: u16 = 7379;
@@ -34,6 +39,50 @@ pub struct ServeOptions {
     pub port: u16,
     pub config: Config,
     pub limits: Limits,
+    /// This replica's place in a cluster; None: a single node.
+    pub cluster: Option<ClusterOptions>,
+}
+
+/// A replica of a cluster: the same `id` and `addresses` on every replica, each its own
+/// `replica` index.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// The cluster's id (any number but 0): messages of another cluster are refused.
+    pub id: u64,
+    /// This replica's index in `addresses`.
+    pub replica: u8,
+    /// Where each replica listens for its peers, in replica order.
+    pub addresses: Vec<SocketAddr>,
+}
+
+impl ClusterOptions {
+    fn member(&self) -> Member {
+        Member {
+            cluster: self.id,
+            replica: self.replica,
+            replica_count: self.addresses.len() as u8,
+        }
+    }
+
+    fn check(&self) -> Result<(), ServeError> {
+        let count = self.addresses.len();
+        if self.id == 0 {
+            return Err(ServeError::Cluster("the cluster id must not be 0".into()));
+        }
+        if count < 2 || count > ziggy_core::superblock::REPLICAS_MAX {
+            return Err(ServeError::Cluster(format!(
+                "a cluster has 2 to {} replicas; --addresses names {count}",
+                ziggy_core::superblock::REPLICAS_MAX
+            )));
+        }
+        if self.replica as usize >= count {
+            return Err(ServeError::Cluster(format!(
+                "replica {} is not one of the {count} in --addresses (indexes start at 0)",
+                self.replica
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl ServeOptions {
@@ -44,6 +93,7 @@ impl ServeOptions {
             port: DEFAULT_PORT,
             config: Config::production(),
             limits: Limits::default(),
+            cluster: None,
         }
     }
 }
@@ -56,6 +106,8 @@ pub enum ServeError {
     Runtime(std::io::Error),
     /// The core stopped on an unrecoverable error.
     Core(DriverError),
+    /// The cluster options are wrong, or do not match the data file.
+    Cluster(String),
 }
 
 impl std::fmt::Display for ServeError {
@@ -66,27 +118,54 @@ impl std::fmt::Display for ServeError {
             ServeError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             ServeError::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
             ServeError::Core(e) => write!(f, "the core stopped: {e}"),
+            ServeError::Cluster(why) => write!(f, "{why}"),
         }
     }
 }
 
 impl std::error::Error for ServeError {}
 
-/// Opens the data file, formatting it first if it does not exist.
+/// Opens the data file, formatting it first if it does not exist, and checks that it belongs
+/// where the options say.
 fn open_or_format(
     path: &Path,
     config: &Config,
+    cluster: Option<&ClusterOptions>,
 ) -> Result<ReplicaDriver<RedisStateMachine>, ServeError> {
     if !path.exists() {
         tracing::info!(path = %path.display(), "formatting a new data file");
-        let cluster = core_loop_cluster_id();
-        crate::format::format(path, config, cluster, false).map_err(ServeError::Format)?;
+        let member = cluster.map_or_else(|| Member::single(fresh_cluster_id()), |c| c.member());
+        format_member(path, config, member, false).map_err(ServeError::Format)?;
     }
-    ReplicaDriver::open(path, config).map_err(ServeError::Open)
+    let driver = ReplicaDriver::open(path, config).map_err(ServeError::Open)?;
+    let superblock = driver.replica().superblock();
+    let found = Member {
+        cluster: superblock.cluster,
+        replica: superblock.replica,
+        replica_count: superblock.replica_count,
+    };
+    let mismatch = match cluster {
+        Some(c) if c.member() != found => Some(c.member()),
+        None if found.replica_count != 1 => Some(Member::single(found.cluster)),
+        _ => None,
+    };
+    if let Some(wanted) = mismatch {
+        return Err(ServeError::Cluster(format!(
+            "{} holds replica {} of {} of cluster {}, not replica {} of {} of cluster {}",
+            path.display(),
+            found.replica,
+            found.replica_count,
+            found.cluster,
+            wanted.replica,
+            wanted.replica_count,
+            wanted.cluster
+        )));
+    }
+    Ok(driver)
 }
 
 /// A fresh cluster id for a single node's new data file.
-fn core_loop_cluster_id() -> u64 {
+fn fresh_cluster_id() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -120,6 +199,9 @@ impl Running {
 
 /// Opens the data file, starts the core thread and listens, on the current tokio runtime.
 pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
+    if let Some(cluster) = &options.cluster {
+        cluster.check()?;
+    }
     let addr = SocketAddr::new(options.bind, options.port);
     let listener = TcpListener::bind(addr)
         .await
@@ -130,13 +212,32 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     // The core is built on its own thread (the grid is not `Send`), which reports when it is
     // ready to take requests.
     let (tx, rx) = mpsc::channel();
+    let (shutdown, stopped) = tokio::sync::watch::channel(false);
+    let peers = match &options.cluster {
+        None => PeerLinks::none(),
+        Some(cluster) => {
+            let address = cluster.addresses[cluster.replica as usize];
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|e| ServeError::Bind(address, e))?;
+            tracing::info!(%address, replica = cluster.replica, "listening for peers");
+            peers::start(
+                cluster.replica,
+                &cluster.addresses,
+                listener,
+                tx.clone(),
+                stopped.clone(),
+            )
+        }
+    };
     let (ready, is_ready) = tokio::sync::oneshot::channel::<Result<(), ServeError>>();
     let (data, config) = (options.data.clone(), options.config.clone());
+    let cluster = options.cluster.clone();
     let core_thread = std::thread::Builder::new()
         .name("ziggy-core".into())
         .spawn(move || {
-            let opened = open_or_format(&data, &config)
-                .and_then(|driver| CoreLoop::new(driver).map_err(ServeError::Open));
+            let opened = open_or_format(&data, &config, cluster.as_ref())
+                .and_then(|driver| CoreLoop::new(driver, peers).map_err(ServeError::Open));
             match opened {
                 Ok(core) => {
                     let _ = ready.send(Ok(()));
@@ -159,7 +260,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
             )));
         }
     }
-    let (shutdown, mut stopped) = tokio::sync::watch::channel(false);
+    let mut stopped = stopped;
     let ids = Arc::new(AtomicU64::new(1));
     let accept_core = tx.clone();
     let limits = options.limits;
