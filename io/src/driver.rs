@@ -173,6 +173,11 @@ impl<S: StateMachine> ReplicaDriver<S> {
         self.storage.stats()
     }
 
+    /// The durations of the data file's `fdatasync`s so far.
+    pub fn sync_latency(&self) -> &crate::metrics::Histogram {
+        self.storage.sync_latency()
+    }
+
     /// Checkpoints completed since the driver opened.
     pub fn checkpoints(&self) -> u64 {
         self.checkpoints

@@ -50,6 +50,8 @@ pub struct FileStorage {
     /// Fault injection for tests: `fdatasync`s left before every later one fails with EIO.
     syncs_until_failure: Option<u64>,
     stats: StorageStats,
+    /// Each `fdatasync`'s duration.
+    sync_latency: crate::metrics::Histogram,
 }
 
 impl FileStorage {
@@ -75,6 +77,7 @@ impl FileStorage {
             write_error: None,
             syncs_until_failure: None,
             stats: StorageStats::default(),
+            sync_latency: Default::default(),
         })
     }
 
@@ -86,6 +89,11 @@ impl FileStorage {
     /// Whether any submitted IO still waits for [`FileStorage::flush`] to complete it.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// The durations of the `fdatasync`s so far.
+    pub fn sync_latency(&self) -> &crate::metrics::Histogram {
+        &self.sync_latency
     }
 
     pub fn stats(&self) -> StorageStats {
@@ -103,7 +111,9 @@ impl FileStorage {
             self.stats.syncs += 1;
             let start = Instant::now();
             let result = self.sync_data();
-            self.stats.sync_nanos += start.elapsed().as_nanos() as u64;
+            let nanos = start.elapsed().as_nanos() as u64;
+            self.stats.sync_nanos += nanos;
+            self.sync_latency.record(nanos);
             if let Err(error) = result {
                 self.fail_pending_writes(write_error(&error));
             }

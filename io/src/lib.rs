@@ -7,5 +7,6 @@ pub mod db;
 pub mod driver;
 pub mod file_storage;
 pub mod format;
+pub mod metrics;
 pub mod server;
 pub mod stage;

@@ -45,6 +45,12 @@ enum Command {
         /// serve as one replica of that cluster.
         #[arg(long, value_delimiter = ',', requires = "replica")]
         addresses: Vec<std::net::SocketAddr>,
+        /// The operators' HTTP port (/health, /status, /metrics); default: --port + 1000.
+        #[arg(long)]
+        http_port: Option<u16>,
+        /// Serve no HTTP port.
+        #[arg(long, conflicts_with = "http_port")]
+        no_http: bool,
         /// This replica's index in --addresses (from 0).
         #[arg(long, requires = "addresses")]
         replica: Option<u8>,
@@ -135,12 +141,23 @@ fn main() -> ExitCode {
             addresses,
             replica,
             cluster_id,
+            http_port,
+            no_http,
         } => {
             init_logs(log_json);
             let mut options = ziggy_io::server::ServeOptions::new(data);
             options.port = port;
             options.bind = bind;
             options.config = preset.config();
+            options.http_port = match (no_http, http_port) {
+                (true, _) => None,
+                (false, Some(p)) => Some(p),
+                (false, None) => Some(if port == 0 {
+                    0
+                } else {
+                    port.saturating_add(1000)
+                }),
+            };
             options.cluster = replica.map(|replica| ziggy_io::server::ClusterOptions {
                 id: cluster_id,
                 replica,

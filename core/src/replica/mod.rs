@@ -238,6 +238,17 @@ pub struct Outgoing {
     pub bytes: Vec<u8>,
 }
 
+/// A leader's view of one peer (see [`Replica::peer_progress`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub replica: u8,
+    /// The highest index known durable on the peer and equal to the leader's; None until the
+    /// peer has answered in this term.
+    pub matched: Option<u64>,
+    /// Ticks since the peer last answered.
+    pub silent_ticks: u64,
+}
+
 /// Counters for operators and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -504,6 +515,25 @@ impl<S: StateMachine> Replica<S> {
 
     pub fn log_head(&self) -> u64 {
         self.journal.head()
+    }
+
+    /// What this replica, if it leads, knows of each peer's log (empty otherwise): for operators,
+    /// never for decisions.
+    pub fn peer_progress(&self) -> Vec<PeerProgress> {
+        if self.raft.role != Role::Leader {
+            return Vec::new();
+        }
+        (0..self.count)
+            .filter(|&peer| peer != self.id)
+            .map(|peer| {
+                let progress = &self.raft.progress[peer as usize];
+                PeerProgress {
+                    replica: peer,
+                    matched: progress.acked.then_some(progress.matched),
+                    silent_ticks: self.ticks.saturating_sub(progress.heard),
+                }
+            })
+            .collect()
     }
 
     /// The last index durable here (entries and redundant headers, or the durable checkpoint):

@@ -23,6 +23,7 @@ use ziggy_redis::{encode_group, RedisStateMachine};
 
 use super::forward::{self, client_id, origin, Answer, Route};
 use super::peers::PeerLinks;
+use super::status::NodeStatus;
 use crate::driver::{DriverError, ReplicaDriver};
 
 /// What a connection gets back for a group: the replies (RESP3, one per command) or why the
@@ -37,6 +38,8 @@ pub enum CoreMsg {
     /// A frame from a peer replica: a message for the replica, a request forwarded to it, or the
     /// answer to one this replica forwarded.
     Peer(Vec<u8>),
+    /// The replica's state, for operators.
+    Status(oneshot::Sender<NodeStatus>),
     /// Finish what is in flight, then stop.
     Shutdown,
 }
@@ -208,6 +211,12 @@ impl CoreLoop {
         match msg {
             CoreMsg::Shutdown => self.shut_down(),
             CoreMsg::Peer(bytes) => self.on_peer_frame(&bytes),
+            CoreMsg::Status(reply) => {
+                let mut status = NodeStatus::of(&self.driver);
+                status.in_flight = self.waiting.len();
+                status.queued = self.queued.len();
+                let _ = reply.send(status);
+            }
             CoreMsg::Group { commands, reply } => {
                 let mut body = Vec::new();
                 encode_group(&commands, &mut body);
@@ -316,6 +325,13 @@ impl CoreLoop {
         let changed = leader != self.leader_seen;
         if !changed && now == self.resend_tick {
             return;
+        }
+        if changed {
+            let term = self.driver.replica().term();
+            match leader {
+                Some(l) => tracing::info!(leader = l, term, me = self.me, "leader known"),
+                None => tracing::info!(term, me = self.me, "no leader known"),
+            }
         }
         self.leader_seen = leader;
         self.resend_tick = now;

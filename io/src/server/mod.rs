@@ -9,7 +9,10 @@
 pub mod connection;
 pub mod core_loop;
 pub mod forward;
+pub mod http;
+pub mod metrics;
 pub mod peers;
+pub mod status;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -26,6 +29,7 @@ use crate::driver::{DriverError, ReplicaDriver};
 use crate::format::{format_member, Member};
 use connection::Connection;
 use core_loop::{CoreLoop, CoreMsg};
+use metrics::Metrics;
 use peers::PeerLinks;
 
 /// The port `ziggy serve` listens on unless told otherwise (Redis's is 6379).
@@ -41,6 +45,8 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// This replica's place in a cluster; None: a single node.
     pub cluster: Option<ClusterOptions>,
+    /// The operators' HTTP port (`/health`, `/status`, `/metrics`) on `bind`; None: none.
+    pub http_port: Option<u16>,
 }
 
 /// A replica of a cluster: the same `id` and `addresses` on every replica, each its own
@@ -94,6 +100,7 @@ impl ServeOptions {
             config: Config::production(),
             limits: Limits::default(),
             cluster: None,
+            http_port: None,
         }
     }
 }
@@ -176,6 +183,8 @@ fn fresh_cluster_id() -> u64 {
 /// A running server: where it listens, and how to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where the HTTP port listens, if it does.
+    pub http: Option<SocketAddr>,
     core: mpsc::Sender<CoreMsg>,
     core_thread: std::thread::JoinHandle<Result<(), DriverError>>,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -260,8 +269,30 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
             )));
         }
     }
+    let metrics = Arc::new(Metrics::default());
+    let http = match options.http_port {
+        None => None,
+        Some(port) => {
+            let address = SocketAddr::new(options.bind, port);
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|e| ServeError::Bind(address, e))?;
+            let address = listener
+                .local_addr()
+                .map_err(|e| ServeError::Bind(address, e))?;
+            tokio::spawn(http::serve(
+                listener,
+                tx.clone(),
+                metrics.clone(),
+                stopped.clone(),
+            ));
+            tracing::info!(%address, "HTTP: /health /status /metrics");
+            Some(address)
+        }
+    };
     let mut stopped = stopped;
     let ids = Arc::new(AtomicU64::new(1));
+    let accept_metrics = metrics.clone();
     let accept_core = tx.clone();
     let limits = options.limits;
     tokio::spawn(async move {
@@ -273,10 +304,14 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
                     let _ = stream.set_nodelay(true);
                     let id = ids.fetch_add(1, Ordering::Relaxed);
                     let connection = Connection::new(id, accept_core.clone(), limits);
+                    let metrics = accept_metrics.clone();
+                    metrics.accepted.fetch_add(1, Ordering::Relaxed);
+                    metrics.connections.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
                         if let Err(e) = connection.serve(stream).await {
                             tracing::debug!(%peer, error = %e, "connection closed");
                         }
+                        metrics.connections.fetch_sub(1, Ordering::Relaxed);
                     });
                 }
             }
@@ -285,6 +320,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     tracing::info!(%addr, data = %options.data.display(), "ziggy serve: listening");
     Ok(Running {
         addr,
+        http,
         core: tx,
         core_thread,
         shutdown,
