@@ -39,6 +39,9 @@ enum Command {
         /// Log lines as JSON instead of text.
         #[arg(long)]
         log_json: bool,
+        /// Require clients to `AUTH` with this password first.
+        #[arg(long)]
+        requirepass: Option<String>,
     },
     /// Create a data file, fully allocated, holding an empty database.
     Format {
@@ -120,12 +123,14 @@ fn main() -> ExitCode {
             bind,
             preset,
             log_json,
+            requirepass,
         } => {
             init_logs(log_json);
             let mut options = ziggy_io::server::ServeOptions::new(data);
             options.port = port;
             options.bind = bind;
             options.config = preset.config();
+            options.requirepass = requirepass;
             ziggy_io::server::serve(options).map_err(|e| e.into())
         }
         Command::Format {

@@ -22,5 +22,5 @@ mod record;
 pub use body::{decode_group, encode_group, GroupError};
 pub use commands::reap::{decode_reap_reply, reap_group, Reaped};
 pub use commands::watch::{check_command, exec_aborted, watch_command, watched, Watched};
-pub use commands::{all as commands, is_internal, lookup, CommandSpec};
+pub use commands::{all as commands, is_internal, lookup, parse_i64, unknown_command, CommandSpec};
 pub use machine::RedisStateMachine;

@@ -34,6 +34,8 @@ pub struct ServeOptions {
     pub port: u16,
     pub config: Config,
     pub limits: Limits,
+    /// The password clients must give with `AUTH` before anything else; None: none.
+    pub requirepass: Option<String>,
 }
 
 impl ServeOptions {
@@ -44,6 +46,7 @@ impl ServeOptions {
             port: DEFAULT_PORT,
             config: Config::production(),
             limits: Limits::default(),
+            requirepass: None,
         }
     }
 }
@@ -163,6 +166,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     let ids = Arc::new(AtomicU64::new(1));
     let accept_core = tx.clone();
     let limits = options.limits;
+    let requirepass: Option<Arc<str>> = options.requirepass.as_deref().map(Arc::from);
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -171,7 +175,8 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
                     let Ok((stream, peer)) = accepted else { continue };
                     let _ = stream.set_nodelay(true);
                     let id = ids.fetch_add(1, Ordering::Relaxed);
-                    let connection = Connection::new(id, accept_core.clone(), limits);
+                    let connection =
+                        Connection::new(id, accept_core.clone(), limits, requirepass.clone());
                     tokio::spawn(async move {
                         if let Err(e) = connection.serve(stream).await {
                             tracing::debug!(%peer, error = %e, "connection closed");
