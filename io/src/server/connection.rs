@@ -189,6 +189,7 @@ impl Connection {
             None => Reply::error("ERR internal: a WATCH reply that does not decode"),
         }
     }
+
     /// Commands that concern the connection, not the data; None for a data command.
     fn connection_command(&mut self, name: &[u8], args: &[Vec<u8>]) -> Option<Reply> {
         let arity = |n: usize| args.len() == n;
