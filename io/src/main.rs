@@ -57,6 +57,9 @@ enum Command {
         /// The cluster's id: the same number on every replica (any but 0).
         #[arg(long, default_value_t = 1)]
         cluster_id: u64,
+        /// Require clients to `AUTH` with this password first.
+        #[arg(long)]
+        requirepass: Option<String>,
     },
     /// Create a data file, fully allocated, holding an empty database.
     Format {
@@ -143,6 +146,7 @@ fn main() -> ExitCode {
             cluster_id,
             http_port,
             no_http,
+            requirepass,
         } => {
             init_logs(log_json);
             let mut options = ziggy_io::server::ServeOptions::new(data);
@@ -163,6 +167,7 @@ fn main() -> ExitCode {
                 replica,
                 addresses,
             });
+            options.requirepass = requirepass;
             ziggy_io::server::serve(options).map_err(|e| e.into())
         }
         Command::Format {

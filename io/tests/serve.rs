@@ -1,5 +1,6 @@
 //! `ziggy serve` over real TCP, driven by the `redis` crate (and raw sockets for malformed
-//! frames): commands and their error replies, pipelining, transactions, expiry, a restart.
+//! frames): commands and their error replies, pipelining, transactions, WATCH, AUTH, expiry, a
+//! restart.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -16,6 +17,10 @@ struct Server {
 
 impl Server {
     fn start(data: &Path) -> Server {
+        Server::start_with(data, None)
+    }
+
+    fn start_with(data: &Path, requirepass: Option<&str>) -> Server {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -23,6 +28,7 @@ impl Server {
             .unwrap();
         let mut options = ServeOptions::new(data.to_path_buf());
         options.port = 0;
+        options.requirepass = requirepass.map(str::to_string);
         let running = runtime.block_on(start(options)).expect("the server starts");
         Server {
             runtime,
@@ -41,6 +47,15 @@ impl Server {
             .unwrap()
     }
 
+    /// A raw connection, for replies' exact bytes.
+    fn raw(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.running.as_ref().unwrap().addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+    }
+
     fn stop(mut self) {
         self.running.take().unwrap().stop().expect("a clean stop");
         drop(self.runtime);
@@ -52,6 +67,19 @@ fn error_text(result: redis::RedisResult<Value>) -> String {
     let code = error.code().unwrap_or("").to_string();
     let detail = error.detail().unwrap_or("").to_string();
     format!("{code} {detail}").trim().to_string()
+}
+
+/// Sends `request` and checks that the server answers exactly `expected`.
+fn exchange(stream: &mut TcpStream, request: &str, expected: &str) {
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while got.len() < expected.len() {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(String::from_utf8_lossy(&got), expected, "for {request:?}");
 }
 
 #[test]
@@ -326,5 +354,286 @@ fn a_malformed_frame_closes_only_its_connection() {
         got.extend_from_slice(&buf[..n]);
     }
     assert!(got.starts_with(b"%7\r\n"), "HELLO 3 answers a map");
+    server.stop();
+}
+
+#[test]
+fn watch_aborts_exec_when_a_watched_key_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("ziggy.data"));
+    let mut other = server.connect();
+    let mut raw = server.raw();
+    let _: () = other.set("k", "1").unwrap();
+
+    // Another connection writes the key: EXEC answers a null array, and nothing applies.
+    exchange(&mut raw, "WATCH k\r\n", "+OK\r\n");
+    let _: () = other.set("k", "2").unwrap();
+    exchange(
+        &mut raw,
+        "MULTI\r\nSET k 3\r\nSET side 1\r\nEXEC\r\n",
+        "+OK\r\n+QUEUED\r\n+QUEUED\r\n*-1\r\n",
+    );
+    assert_eq!(other.get::<_, String>("k").unwrap(), "2");
+    assert_eq!(other.exists::<_, i64>("side").unwrap(), 0);
+
+    // No change: it applies, and EXEC unwatched the key.
+    exchange(
+        &mut raw,
+        "WATCH k\r\nMULTI\r\nINCR k\r\nEXEC\r\n",
+        "+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n:3\r\n",
+    );
+    let _: () = other.set("k", "9").unwrap();
+    exchange(
+        &mut raw,
+        "MULTI\r\nINCR k\r\nEXEC\r\n",
+        "+OK\r\n+QUEUED\r\n*1\r\n:10\r\n",
+    );
+
+    // A DEL of a watched key aborts; so does a key written and deleted while it was absent.
+    exchange(&mut raw, "WATCH k gone\r\n", "+OK\r\n");
+    let _: i64 = other.del("k").unwrap();
+    exchange(
+        &mut raw,
+        "MULTI\r\nSET k x\r\nEXEC\r\n",
+        "+OK\r\n+QUEUED\r\n*-1\r\n",
+    );
+    exchange(&mut raw, "WATCH gone\r\n", "+OK\r\n");
+    let _: () = other.set("gone", "v").unwrap();
+    let _: i64 = other.del("gone").unwrap();
+    exchange(
+        &mut raw,
+        "MULTI\r\nSET k x\r\nEXEC\r\n",
+        "+OK\r\n+QUEUED\r\n*-1\r\n",
+    );
+    assert_eq!(other.exists::<_, i64>("k").unwrap(), 0);
+
+    // An absent key that stays absent does not abort.
+    exchange(
+        &mut raw,
+        "WATCH gone\r\nMULTI\r\nSET k x\r\nEXEC\r\n",
+        "+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n",
+    );
+
+    // UNWATCH forgets; DISCARD too.
+    exchange(&mut raw, "WATCH k\r\nUNWATCH\r\n", "+OK\r\n+OK\r\n");
+    let _: () = other.set("k", "other").unwrap();
+    exchange(
+        &mut raw,
+        "MULTI\r\nGET k\r\nEXEC\r\n",
+        "+OK\r\n+QUEUED\r\n*1\r\n$5\r\nother\r\n",
+    );
+    exchange(
+        &mut raw,
+        "WATCH k\r\nMULTI\r\nDISCARD\r\n",
+        "+OK\r\n+OK\r\n+OK\r\n",
+    );
+    let _: () = other.set("k", "again").unwrap();
+    exchange(
+        &mut raw,
+        "MULTI\r\nUNWATCH\r\nEXEC\r\n",
+        "+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n",
+    );
+
+    // WATCH inside MULTI is refused, without failing the transaction.
+    exchange(
+        &mut raw,
+        "MULTI\r\nWATCH k\r\nINCR n\r\nEXEC\r\n",
+        "+OK\r\n-ERR WATCH inside MULTI is not allowed\r\n+QUEUED\r\n*1\r\n:1\r\n",
+    );
+    exchange(
+        &mut raw,
+        "WATCH\r\n",
+        "-ERR wrong number of arguments for 'watch' command\r\n",
+    );
+
+    // An empty transaction still checks; in RESP3 an aborted EXEC answers `_`.
+    exchange(
+        &mut raw,
+        "WATCH k\r\nMULTI\r\nEXEC\r\n",
+        "+OK\r\n+OK\r\n*0\r\n",
+    );
+    exchange(&mut raw, "WATCH k\r\n", "+OK\r\n");
+    let _: () = other.set("k", "changed").unwrap();
+    exchange(&mut raw, "MULTI\r\nEXEC\r\n", "+OK\r\n*-1\r\n");
+    let mut resp3 = server.raw();
+    let mut hello = Vec::new();
+    resp3.write_all(b"HELLO 3\r\n").unwrap();
+    while !hello.ends_with(b"*0\r\n") {
+        let mut buf = [0u8; 512];
+        let n = resp3.read(&mut buf).unwrap();
+        assert!(n > 0);
+        hello.extend_from_slice(&buf[..n]);
+    }
+    exchange(&mut resp3, "WATCH k\r\n", "+OK\r\n");
+    let _: () = other.set("k", "changed again").unwrap();
+    exchange(
+        &mut resp3,
+        "MULTI\r\nINCR n\r\nEXEC\r\n",
+        "+OK\r\n+QUEUED\r\n_\r\n",
+    );
+    assert_eq!(other.get::<_, i64>("n").unwrap(), 1);
+    server.stop();
+}
+
+#[test]
+fn optimistic_transactions_from_many_clients_lose_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("ziggy.data"));
+    let url = server.url();
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                for _ in 0..15 {
+                    // GET then SET: a lost update unless WATCH aborts the stale ones.
+                    let _: () = redis::transaction(&mut c, &["counter"], |c, pipe| {
+                        let n: i64 = c.get::<_, Option<i64>>("counter")?.unwrap_or(0);
+                        pipe.set("counter", n + 1).ignore().query(c)
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let mut c = server.connect();
+    assert_eq!(c.get::<_, i64>("counter").unwrap(), 60);
+    server.stop();
+}
+
+#[test]
+fn clients_cannot_send_the_servers_own_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("ziggy.data"));
+    let mut raw = server.raw();
+    exchange(&mut raw, "SET k v PX 1\r\n", "+OK\r\n");
+    for (request, name) in [
+        ("~watch k\r\n", "'~watch', with args beginning with: 'k' "),
+        (
+            "~check k 1 1 0\r\n",
+            "'~check', with args beginning with: 'k' '1' '1' '0' ",
+        ),
+        (
+            "~REAP 10 \"\"\r\n",
+            "'~REAP', with args beginning with: '10' '' ",
+        ),
+    ] {
+        exchange(
+            &mut raw,
+            request,
+            &format!("-ERR unknown command {name}\r\n"),
+        );
+    }
+    exchange(
+        &mut raw,
+        "MULTI\r\n~reap 10 x\r\nEXEC\r\n",
+        "+OK\r\n-ERR unknown command '~reap'\r\n-EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
+    let mut c = server.connect();
+    let count: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
+    let names: Vec<Value> = redis::cmd("COMMAND").query(&mut c).unwrap();
+    assert_eq!(names.len() as i64, count);
+    let info: Vec<Value> = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("~reap")
+        .arg("watch")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(info[0], Value::Nil, "not listed");
+    assert_ne!(info[1], Value::Nil);
+    server.stop();
+}
+
+#[test]
+fn a_password_is_required_until_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&dir.path().join("ziggy.data"), Some("s3cret"));
+    let mut raw = server.raw();
+    exchange(
+        &mut raw,
+        "GET k\r\n",
+        "-NOAUTH Authentication required.\r\n",
+    );
+    exchange(
+        &mut raw,
+        "MULTI\r\n",
+        "-NOAUTH Authentication required.\r\n",
+    );
+    exchange(
+        &mut raw,
+        "HELLO 3\r\n",
+        "-NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+         HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and \
+         select the RESP protocol version at the same time\r\n",
+    );
+    let wrongpass = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+    exchange(&mut raw, "AUTH wrong\r\n", wrongpass);
+    exchange(&mut raw, "AUTH s3cre\r\n", wrongpass);
+    exchange(&mut raw, "AUTH s3crett\r\n", wrongpass);
+    exchange(&mut raw, "AUTH someone s3cret\r\n", wrongpass);
+    exchange(&mut raw, "HELLO 3 AUTH default wrong\r\n", wrongpass);
+    exchange(&mut raw, "AUTH a b c\r\n", "-ERR syntax error\r\n");
+    exchange(
+        &mut raw,
+        "GET k\r\n",
+        "-NOAUTH Authentication required.\r\n",
+    );
+    exchange(
+        &mut raw,
+        "AUTH s3cret\r\nSET k v\r\nGET k\r\n",
+        "+OK\r\n+OK\r\n$1\r\nv\r\n",
+    );
+
+    let mut other = server.raw();
+    exchange(
+        &mut other,
+        "AUTH default s3cret\r\nGET k\r\n",
+        "+OK\r\n$1\r\nv\r\n",
+    );
+    let mut hello = server.raw();
+    hello
+        .write_all(b"HELLO 3 AUTH default s3cret SETNAME me\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"*0\r\n") {
+        let mut buf = [0u8; 512];
+        let n = hello.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"%7\r\n"), "authenticated, in RESP3");
+    exchange(
+        &mut hello,
+        "GET k\r\nCLIENT GETNAME\r\n",
+        "$1\r\nv\r\n$2\r\nme\r\n",
+    );
+    let mut quit = server.raw();
+    exchange(&mut quit, "QUIT\r\n", "+OK\r\n");
+
+    // The redis crate authenticates from the URL.
+    let addr = server.running.as_ref().unwrap().addr;
+    let mut c = redis::Client::open(format!("redis://:s3cret@{addr}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    assert_eq!(c.get::<_, String>("k").unwrap(), "v");
+    server.stop();
+
+    let server = Server::start(&dir.path().join("other.data"));
+    let mut raw = server.raw();
+    exchange(
+        &mut raw,
+        "AUTH pass\r\n",
+        "-ERR AUTH <password> called without any password configured for the default user. \
+         Are you sure your configuration is correct?\r\n",
+    );
+    exchange(
+        &mut raw,
+        "AUTH default anything\r\nAUTH\r\n",
+        "+OK\r\n-ERR wrong number of arguments for 'auth' command\r\n",
+    );
     server.stop();
 }

@@ -1,19 +1,24 @@
 //! The Redis state machine: groups of commands applied in log order over an [`LsmState`].
+//!
+//! Beside the keys it keeps one number, `removed_at`: the index of the last entry that removed a
+//! stored record (what `WATCH` on an absent key compares). It travels in the checkpoint's bytes:
+//! `[removed_at u64 LE][the LSM's checkpoint bytes]`, or nothing for the empty state.
 
 use crate::body::decode_group;
-use crate::commands::{self, execute};
+use crate::commands::{self, execute, watch};
 use crate::keyspace::Keyspace;
+use crate::record;
 use ziggy_core::config::Config;
-use ziggy_core::lsm_storage_methods;
-use ziggy_core::state_machine::{Grid, InvalidRequest, LsmState, StateError, StateMachine};
+use ziggy_core::lsm::sync::{WalkStats, Want};
+use ziggy_core::marks::Marks;
+use ziggy_core::state_machine::{Grid, InvalidRequest, LsmState, Reader, StateError, StateMachine};
 use ziggy_core::wal::header::{EntryHeader, Operation};
 use ziggy_resp::{Protocol, Reply};
 
-/// Record header bytes stored beside each value (kind and expiry).
-const RECORD_OVERHEAD: usize = 9;
-
 pub struct RedisStateMachine {
     lsm: LsmState,
+    /// The index of the last entry that removed a stored record; 0: none yet.
+    removed_at: u64,
     key_size_max: usize,
     /// The longest value a key may hold.
     value_max: usize,
@@ -35,28 +40,43 @@ impl RedisStateMachine {
     pub fn reads_only(group: &[Vec<Vec<u8>>]) -> bool {
         group
             .iter()
-            .all(|args| commands::lookup(&args[0]).is_none_or(|c| !c.write))
+            .all(|args| commands::spec(&args[0]).is_none_or(|c| !c.write))
     }
 
-    /// Runs a group against the state at time `now_ms`, appending each reply in RESP3. A write
-    /// group's replies are bounded by `reply_max` (see [`REPLY_TOO_LARGE`]).
+    /// Runs a group against the state at time `now_ms` (and entry `index`, 0 for a read),
+    /// appending each reply in RESP3. A write group's replies are bounded by `reply_max` (see
+    /// [`REPLY_TOO_LARGE`]). A failed WATCH check skips the rest of its group: each skipped
+    /// command answers a nil, which the connection never shows (EXEC answers a null array).
     fn run(
         &mut self,
         body: &[u8],
         now_ms: u64,
+        index: u64,
         bounded: bool,
         reply: &mut Vec<u8>,
     ) -> Result<(), StateError> {
         reply.clear();
         let group = decode_group(body).expect("validated before it was logged");
         let longest = self.key_size_max.max(self.value_max);
-        let mut keyspace = Keyspace::new(&mut self.lsm, now_ms, self.value_max);
+        let mut keyspace = Keyspace::new(
+            &mut self.lsm,
+            now_ms,
+            index,
+            self.value_max,
+            &mut self.removed_at,
+        );
         let mut encoded = Vec::new();
+        let mut aborted = false;
         for args in &group {
+            if aborted {
+                Reply::Nil.encode(Protocol::Resp3, reply);
+                continue;
+            }
             let answer = match args.iter().find(|a| a.len() > longest) {
                 Some(_) => Reply::error("ERR argument exceeds the largest value a key may hold"),
                 None => execute(&mut keyspace, args)?,
             };
+            aborted = answer == Reply::NilArray && args[0] == watch::CHECK.as_bytes();
             encoded.clear();
             answer.encode(Protocol::Resp3, &mut encoded);
             if bounded && reply.len() + encoded.len() > self.reply_max {
@@ -77,6 +97,18 @@ fn millis(header: &EntryHeader) -> u64 {
     header.timestamp / 1_000_000
 }
 
+/// Splits a checkpoint's bytes into `removed_at` and the LSM's bytes (empty: the empty state).
+fn split_checkpoint(bytes: &[u8]) -> Result<(u64, &[u8]), StateError> {
+    if bytes.is_empty() {
+        return Ok((0, bytes));
+    }
+    let mut reader = Reader(bytes);
+    let removed_at = reader
+        .u64()
+        .ok_or(StateError::Decode("a checkpoint shorter than its header"))?;
+    Ok((removed_at, reader.0))
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -85,8 +117,9 @@ impl StateMachine for RedisStateMachine {
         let layout = ziggy_core::Layout::new(config);
         RedisStateMachine {
             lsm: LsmState::new(config, grid),
+            removed_at: 0,
             key_size_max: config.key_size_max as usize,
-            value_max: (config.value_size_max as usize).saturating_sub(RECORD_OVERHEAD),
+            value_max: (config.value_size_max as usize).saturating_sub(record::HEADER),
             reply_max: layout.reply_slot_size as usize - ziggy_core::sessions::REPLY_HEADER_SIZE,
         }
     }
@@ -119,7 +152,7 @@ impl StateMachine for RedisStateMachine {
         timestamp: u64,
         reply: &mut Vec<u8>,
     ) -> Result<(), StateError> {
-        self.run(body, timestamp / 1_000_000, false, reply)
+        self.run(body, timestamp / 1_000_000, 0, false, reply)
     }
 
     fn apply(
@@ -133,8 +166,63 @@ impl StateMachine for RedisStateMachine {
             return Ok(());
         }
         let bounded = !Self::is_read_only(header.operation);
-        self.run(body, millis(header), bounded, reply)
+        self.run(body, millis(header), header.index, bounded, reply)
     }
 
-    lsm_storage_methods!(lsm);
+    fn checkpoint(&mut self, out: &mut Vec<u8>) -> Result<(), StateError> {
+        out.extend_from_slice(&self.removed_at.to_le_bytes());
+        self.lsm.checkpoint(out)
+    }
+
+    fn checkpoint_durable(&mut self) {
+        self.lsm.checkpoint_durable()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let (removed_at, lsm) = split_checkpoint(bytes)?;
+        self.lsm.restore(lsm)?;
+        self.removed_at = removed_at;
+        Ok(())
+    }
+
+    fn sync_begin(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        self.lsm.sync_begin(split_checkpoint(bytes)?.1)
+    }
+
+    fn sync_poll(&mut self, wants: &mut Vec<Want>, max: usize) -> Result<bool, StateError> {
+        self.lsm.sync_poll(wants, max)
+    }
+
+    fn sync_block(&mut self, want: Want, bytes: &[u8]) -> Result<bool, StateError> {
+        self.lsm.sync_block(want, bytes)
+    }
+
+    fn sync_stats(&self) -> WalkStats {
+        self.lsm.sync_stats()
+    }
+
+    fn sync_finish(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let (removed_at, lsm) = split_checkpoint(bytes)?;
+        self.lsm.sync_finish(lsm)?;
+        self.removed_at = removed_at;
+        Ok(())
+    }
+
+    fn serve_block(&mut self, want: Want, out: &mut Vec<u8>) -> bool {
+        self.lsm.serve_block(want, out)
+    }
+
+    /// The keys' digest, mixed with `removed_at` (replicas must agree on it too).
+    fn digest(&mut self) -> Result<u64, StateError> {
+        let keys = self.lsm.digest()?;
+        Ok(keys
+            ^ self
+                .removed_at
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .rotate_left(17))
+    }
+
+    fn marks(&self, marks: &mut Marks) {
+        self.lsm.marks(marks)
+    }
 }

@@ -1,5 +1,10 @@
-//! A key's stored record: `[kind u8][expires_at u64 LE][payload]`. `expires_at` is a Unix time
-//! in milliseconds, 0 for none. Lists, sets, hashes and the rest (issue 12) are new kinds.
+//! A key's stored record: `[kind u8][expires_at u64 LE][modified u64 LE][payload]`.
+//!
+//! - `expires_at` is a Unix time in milliseconds, 0 for none.
+//! - `modified` is the log index of the entry that last wrote the record: what `WATCH`
+//!   remembers and `EXEC` compares (see `commands/watch.rs`).
+//!
+//! Lists, sets, hashes and the rest (issue 12) are new kinds.
 
 use ziggy_core::state_machine::StateError;
 
@@ -24,16 +29,20 @@ pub struct Record {
     pub kind: Kind,
     /// Unix milliseconds after which the key is gone; 0: never.
     pub expires_at: u64,
+    /// The log index of the entry that wrote this record (as decoded; writes stamp their own).
+    pub modified: u64,
     pub payload: Vec<u8>,
 }
 
-const HEADER: usize = 9;
+/// The bytes before the payload.
+pub const HEADER: usize = 17;
 
 impl Record {
     pub fn string(payload: Vec<u8>, expires_at: u64) -> Record {
         Record {
             kind: Kind::String,
             expires_at,
+            modified: 0,
             payload,
         }
     }
@@ -43,10 +52,12 @@ impl Record {
         self.expires_at != 0 && self.expires_at <= now
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    /// The stored bytes, stamped with `modified`: the index of the entry writing them.
+    pub fn encode(&self, modified: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + self.payload.len());
         out.push(self.kind as u8);
         out.extend_from_slice(&self.expires_at.to_le_bytes());
+        out.extend_from_slice(&modified.to_le_bytes());
         out.extend_from_slice(&self.payload);
         out
     }
@@ -61,12 +72,14 @@ impl Record {
             1 => Kind::String,
             _ => return Err(StateError::Decode("a record of an unknown kind")),
         };
-        let expires_at = u64::from_le_bytes(bytes[1..HEADER].try_into().expect("8 bytes"));
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let (expires_at, modified) = (u64_at(1), u64_at(9));
         let mut payload = bytes;
         payload.drain(..HEADER);
         Ok(Record {
             kind,
             expires_at,
+            modified,
             payload,
         })
     }
@@ -79,11 +92,22 @@ mod tests {
     #[test]
     fn records_round_trip_and_expire() {
         let record = Record::string(b"v".to_vec(), 1_000);
-        assert_eq!(Record::decode(record.encode()).unwrap(), record);
+        let stamped = Record::decode(record.encode(7)).unwrap();
+        assert_eq!(
+            stamped,
+            Record {
+                modified: 7,
+                ..record.clone()
+            }
+        );
         assert!(!record.expired(999));
         assert!(record.expired(1_000));
         assert!(!Record::string(vec![], 0).expired(u64::MAX));
         assert!(Record::decode(vec![1, 2]).is_err());
-        assert!(Record::decode(vec![9; 12]).is_err());
+        assert!(Record::decode(vec![9; 20]).is_err());
+        assert!(
+            Record::decode(vec![1; 16]).is_err(),
+            "shorter than its header"
+        );
     }
 }

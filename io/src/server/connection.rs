@@ -5,12 +5,20 @@
 //! entry for its writes). A connection has at most one group in flight, so its commands apply in
 //! the order it sent them. A malformed frame gets Redis's protocol error and closes this
 //! connection only.
+//!
+//! `WATCH` reads what the state machine knows of its keys (the index of each one's last write)
+//! and remembers it; `EXEC` then opens its group with a check of those, which aborts the whole
+//! group in the state machine if a watched key changed (`ziggy_redis::check_command`). With a
+//! password set (`requirepass`), only `AUTH`, `HELLO … AUTH` and `QUIT` are served until the
+//! connection authenticates.
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use ziggy_redis::Watched;
 use ziggy_resp::{parse, parse_reply, Limits, Protocol, Reply};
 
 use super::core_loop::{CoreMsg, GroupResult};
@@ -31,14 +39,27 @@ pub struct Connection {
     multi: Option<Vec<Vec<Vec<u8>>>>,
     /// A command refused while queueing: EXEC aborts.
     multi_failed: bool,
+    /// What WATCH saw of each watched key, in the order watched.
+    watched: Vec<Watched>,
+    /// The password clients must give (`requirepass`); None: no password.
+    requirepass: Option<Arc<str>>,
+    authenticated: bool,
     /// Data commands parsed and not yet sent to the core.
     group: Vec<Vec<Vec<u8>>>,
     out: Vec<u8>,
 }
 
 impl Connection {
-    pub fn new(id: u64, core: Sender<CoreMsg>, limits: Limits) -> Connection {
+    pub fn new(
+        id: u64,
+        core: Sender<CoreMsg>,
+        limits: Limits,
+        requirepass: Option<Arc<str>>,
+    ) -> Connection {
         Connection {
+            authenticated: requirepass.is_none(),
+            requirepass,
+            watched: Vec::new(),
             id,
             core,
             limits,
@@ -95,10 +116,30 @@ impl Connection {
     async fn request(&mut self, args: Vec<Vec<u8>>) -> Next {
         let name = args[0].to_ascii_uppercase();
         let in_multi = self.multi.is_some();
+        if !self.authenticated && !matches!(name.as_slice(), b"AUTH" | b"HELLO" | b"QUIT") {
+            self.answer(Reply::error("NOAUTH Authentication required."))
+                .await;
+            return Next::Continue;
+        }
         match name.as_slice() {
             b"MULTI" | b"EXEC" | b"DISCARD" => return self.transaction(&name, args).await,
+            b"WATCH" if in_multi => {
+                self.answer(Reply::error("ERR WATCH inside MULTI is not allowed"))
+                    .await;
+                return Next::Continue;
+            }
+            b"WATCH" => {
+                let reply = self.watch(&args).await;
+                self.answer(reply).await;
+                return Next::Continue;
+            }
             _ if in_multi => {
                 self.queue_in_multi(args);
+                return Next::Continue;
+            }
+            _ if ziggy_redis::is_internal(&args[0]) => {
+                let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                self.answer(ziggy_redis::unknown_command(&args)).await;
                 return Next::Continue;
             }
             _ => {}
@@ -113,6 +154,42 @@ impl Connection {
         Next::Continue
     }
 
+    /// Answers a command the connection handles itself, after the group before it.
+    async fn answer(&mut self, reply: Reply) {
+        self.send_group().await;
+        reply.encode(self.protocol, &mut self.out);
+    }
+
+    /// `WATCH key…`: reads what the state machine knows of the keys not yet watched. A key
+    /// watched twice keeps what the first WATCH saw, as in Redis.
+    async fn watch(&mut self, args: &[Vec<u8>]) -> Reply {
+        if args.len() < 2 {
+            return Reply::error("ERR wrong number of arguments for 'watch' command");
+        }
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for key in &args[1..] {
+            if !keys.contains(key) && !self.watched.iter().any(|w| w.key == *key) {
+                keys.push(key.clone());
+            }
+        }
+        if keys.is_empty() {
+            return Reply::ok();
+        }
+        self.send_group().await;
+        let replies = match self.execute(vec![ziggy_redis::watch_command(&keys)]).await {
+            Ok(replies) => replies,
+            Err(why) => return Reply::error(why),
+        };
+        match ziggy_redis::watched(&keys, &replies[0]) {
+            Some(seen) => {
+                self.watched.extend(seen);
+                Reply::ok()
+            }
+            None if replies[0].is_error() => replies[0].clone(),
+            None => Reply::error("ERR internal: a WATCH reply that does not decode"),
+        }
+    }
+
     /// Commands that concern the connection, not the data; None for a data command.
     fn connection_command(&mut self, name: &[u8], args: &[Vec<u8>]) -> Option<Reply> {
         let arity = |n: usize| args.len() == n;
@@ -121,6 +198,11 @@ impl Connection {
             b"PING" if arity(2) => Reply::Bulk(args[1].clone()),
             b"ECHO" if arity(2) => Reply::Bulk(args[1].clone()),
             b"QUIT" => Reply::ok(),
+            b"AUTH" => self.auth(args),
+            b"UNWATCH" if arity(1) => {
+                self.watched.clear();
+                Reply::ok()
+            }
             b"SELECT" if arity(2) => match args[1].as_slice() {
                 b"0" => Reply::ok(),
                 _ => Reply::error("ERR DB index is out of range"),
@@ -130,7 +212,7 @@ impl Connection {
             b"COMMAND" => command_info(args),
             b"CONFIG" if args.len() >= 2 => config(args),
             b"INFO" => info(),
-            b"PING" | b"ECHO" | b"SELECT" => Reply::error(format!(
+            b"PING" | b"ECHO" | b"SELECT" | b"UNWATCH" => Reply::error(format!(
                 "ERR wrong number of arguments for '{}' command",
                 String::from_utf8_lossy(name).to_lowercase()
             )),
@@ -138,13 +220,57 @@ impl Connection {
         })
     }
 
+    /// `HELLO [protover [AUTH username password] [SETNAME name]]`, checked in Redis's order.
     fn hello(&mut self, args: &[Vec<u8>]) -> Reply {
-        if let Some(version) = args.get(1) {
-            match version.as_slice() {
-                b"2" => self.protocol = Protocol::Resp2,
-                b"3" => self.protocol = Protocol::Resp3,
-                _ => return Reply::error("NOPROTO unsupported protocol version"),
+        let protocol = match args.get(1).map(|v| v.as_slice()) {
+            None => None,
+            Some(b"2") => Some(Protocol::Resp2),
+            Some(b"3") => Some(Protocol::Resp3),
+            Some(v) if ziggy_redis::parse_i64(v).is_none() => {
+                return Reply::error("ERR Protocol version is not an integer or out of range")
             }
+            Some(_) => return Reply::error("NOPROTO unsupported protocol version"),
+        };
+        let (mut credentials, mut name) = (None, None);
+        let mut at = 2;
+        while at < args.len() {
+            let more = args.len() - 1 - at;
+            match args[at].to_ascii_uppercase().as_slice() {
+                b"AUTH" if more >= 2 => {
+                    credentials = Some((&args[at + 1], &args[at + 2]));
+                    at += 3;
+                }
+                b"SETNAME" if more >= 1 => {
+                    name = Some(&args[at + 1]);
+                    at += 2;
+                }
+                _ => {
+                    return Reply::error(format!(
+                        "ERR Syntax error in HELLO option '{}'",
+                        String::from_utf8_lossy(&args[at])
+                    ))
+                }
+            }
+        }
+        if let Some((user, password)) = credentials {
+            if !self.login(user, password) {
+                return wrong_password();
+            }
+        }
+        if !self.authenticated {
+            return Reply::error(
+                "NOAUTH HELLO must be called with the client already authenticated, otherwise \
+                 the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the \
+                 client and select the RESP protocol version at the same time",
+            );
+        }
+        if let Some(name) = name {
+            if let Err(refused) = self.set_name(name) {
+                return refused;
+            }
+        }
+        if let Some(protocol) = protocol {
+            self.protocol = protocol;
         }
         let proto = if self.protocol == Protocol::Resp3 {
             3
@@ -163,17 +289,55 @@ impl Connection {
         ])
     }
 
+    /// `AUTH [username] password`. The only user is `default`, as in Redis without ACLs.
+    fn auth(&mut self, args: &[Vec<u8>]) -> Reply {
+        let (user, password) = match args.len() {
+            0 | 1 => return Reply::error("ERR wrong number of arguments for 'auth' command"),
+            2 if self.requirepass.is_none() => {
+                return Reply::error(
+                    "ERR AUTH <password> called without any password configured for the \
+                     default user. Are you sure your configuration is correct?",
+                )
+            }
+            2 => (&b"default"[..], &args[1]),
+            3 => (args[1].as_slice(), &args[2]),
+            _ => return Reply::error("ERR syntax error"),
+        };
+        if self.login(user, password) {
+            Reply::ok()
+        } else {
+            wrong_password()
+        }
+    }
+
+    /// Authenticates as `user` if the password is right (any is, without `requirepass`); a
+    /// failure leaves the connection as it was.
+    fn login(&mut self, user: &[u8], password: &[u8]) -> bool {
+        let right = user == b"default"
+            && self
+                .requirepass
+                .as_deref()
+                .is_none_or(|expected| same_secret(password, expected.as_bytes()));
+        self.authenticated |= right;
+        right
+    }
+
+    fn set_name(&mut self, name: &[u8]) -> Result<(), Reply> {
+        if name.iter().any(|b| *b <= b' ' || *b > b'~') {
+            return Err(Reply::error(
+                "ERR Client names cannot contain spaces, newlines or special characters.",
+            ));
+        }
+        self.name = (!name.is_empty()).then(|| name.to_vec());
+        Ok(())
+    }
+
     fn client(&mut self, args: &[Vec<u8>]) -> Reply {
         match args[1].to_ascii_uppercase().as_slice() {
-            b"SETNAME" if args.len() == 3 => {
-                if args[2].iter().any(|b| *b <= b' ' || *b > b'~') {
-                    return Reply::error(
-                        "ERR Client names cannot contain spaces, newlines or special characters.",
-                    );
-                }
-                self.name = (!args[2].is_empty()).then(|| args[2].clone());
-                Reply::ok()
-            }
+            b"SETNAME" if args.len() == 3 => match self.set_name(&args[2]) {
+                Ok(()) => Reply::ok(),
+                Err(refused) => refused,
+            },
             b"GETNAME" if args.len() == 2 => match &self.name {
                 Some(name) => Reply::Bulk(name.clone()),
                 None => Reply::Nil,
@@ -188,6 +352,11 @@ impl Connection {
 
     fn queue_in_multi(&mut self, args: Vec<Vec<u8>>) {
         let queued = self.multi.as_mut().expect("in a transaction");
+        if is_unwatch(&args) {
+            queued.push(args);
+            Reply::Status("QUEUED".into()).encode(self.protocol, &mut self.out);
+            return;
+        }
         match ziggy_redis::lookup(&args[0]) {
             Some(spec) if spec.arity_ok(args.len()) => {
                 queued.push(args);
@@ -232,20 +401,55 @@ impl Connection {
                 self.multi_failed = false;
                 Reply::ok()
             }
-            (b"DISCARD", Some(_)) => Reply::ok(),
+            (b"DISCARD", Some(_)) => {
+                self.watched.clear();
+                Reply::ok()
+            }
             (b"DISCARD", None) => Reply::error("ERR DISCARD without MULTI"),
             (_, None) => Reply::error("ERR EXEC without MULTI"),
             (_, Some(_)) if self.multi_failed => {
+                self.watched.clear();
                 Reply::error("EXECABORT Transaction discarded because of previous errors.")
             }
-            (_, Some(queued)) if queued.is_empty() => Reply::Array(vec![]),
-            (_, Some(queued)) => match self.execute(queued).await {
-                Ok(replies) => Reply::Array(replies),
-                Err(why) => Reply::error(why),
-            },
+            (_, Some(queued)) => self.exec(queued).await,
         };
         reply.encode(self.protocol, &mut self.out);
         Next::Continue
+    }
+
+    /// Runs a transaction as one group, opened by the check of the watched keys if any: the
+    /// replies, or a null array if a watched key changed. Unwatches either way.
+    async fn exec(&mut self, queued: Vec<Vec<Vec<u8>>>) -> Reply {
+        let watched = std::mem::take(&mut self.watched);
+        // A queued UNWATCH answers OK in its place; EXEC unwatches anyway.
+        let unwatches: Vec<usize> = (0..queued.len())
+            .filter(|&i| is_unwatch(&queued[i]))
+            .collect();
+        let mut group: Vec<_> = queued.into_iter().filter(|c| !is_unwatch(c)).collect();
+        if !watched.is_empty() {
+            group.insert(0, ziggy_redis::check_command(&watched));
+        }
+        let mut replies = if group.is_empty() {
+            Vec::new()
+        } else {
+            match self.execute(group).await {
+                Ok(replies) => replies,
+                Err(why) => return Reply::error(why),
+            }
+        };
+        if !watched.is_empty() {
+            let check = replies.remove(0);
+            if ziggy_redis::exec_aborted(&check) {
+                return Reply::NilArray;
+            }
+            if check.is_error() {
+                return check;
+            }
+        }
+        for at in unwatches {
+            replies.insert(at, Reply::ok());
+        }
+        Reply::Array(replies)
     }
 
     /// Sends the pending commands to the core, one group at a time, and appends their replies.
@@ -305,8 +509,27 @@ impl Connection {
     }
 }
 
+fn is_unwatch(args: &[Vec<u8>]) -> bool {
+    args.len() == 1 && args[0].eq_ignore_ascii_case(b"UNWATCH")
+}
+
+fn wrong_password() -> Reply {
+    Reply::error("WRONGPASS invalid username-password pair or user is disabled.")
+}
+
+/// Whether `given` is `expected`, in a time that depends on `expected`'s length alone: no early
+/// exit tells a guesser how much of the password was right.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let mut differ = given.len() ^ expected.len();
+    for (i, byte) in expected.iter().enumerate() {
+        differ |= (given.get(i).copied().unwrap_or(0) ^ byte) as usize;
+    }
+    std::hint::black_box(differ) == 0
+}
+
 /// The connection-level commands, with their arities, for `COMMAND`.
 const CONNECTION_COMMANDS: &[(&str, i64)] = &[
+    ("auth", -2),
     ("client", -2),
     ("command", -1),
     ("config", -2),
@@ -319,6 +542,8 @@ const CONNECTION_COMMANDS: &[(&str, i64)] = &[
     ("ping", -1),
     ("quit", -1),
     ("select", 2),
+    ("unwatch", 1),
+    ("watch", -2),
 ];
 
 /// `COMMAND`, `COMMAND COUNT`, `COMMAND INFO name...`, `COMMAND DOCS` (none yet: an empty map).
@@ -488,5 +713,15 @@ mod tests {
             groups(&[command(&[b"NOSUCH"]), command(&[b"GETDEL", b"k"])]),
             [1, 1]
         );
+    }
+
+    #[test]
+    fn passwords_compare_whole() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(same_secret(b"", b""));
+        for wrong in [&b""[..], b"s3cre", b"s3crett", b"S3cret", b"s3cret\0"] {
+            assert!(!same_secret(wrong, b"s3cret"), "{wrong:?}");
+        }
+        assert!(!same_secret(b"x", b""));
     }
 }

@@ -47,6 +47,8 @@ pub struct ServeOptions {
     pub cluster: Option<ClusterOptions>,
     /// The operators' HTTP port (`/health`, `/status`, `/metrics`) on `bind`; None: none.
     pub http_port: Option<u16>,
+    /// The password clients must give with `AUTH` before anything else; None: none.
+    pub requirepass: Option<String>,
 }
 
 /// A replica of a cluster: the same `id` and `addresses` on every replica, each its own
@@ -101,6 +103,7 @@ impl ServeOptions {
             limits: Limits::default(),
             cluster: None,
             http_port: None,
+            requirepass: None,
         }
     }
 }
@@ -295,6 +298,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     let accept_metrics = metrics.clone();
     let accept_core = tx.clone();
     let limits = options.limits;
+    let requirepass: Option<Arc<str>> = options.requirepass.as_deref().map(Arc::from);
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -303,7 +307,8 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
                     let Ok((stream, peer)) = accepted else { continue };
                     let _ = stream.set_nodelay(true);
                     let id = ids.fetch_add(1, Ordering::Relaxed);
-                    let connection = Connection::new(id, accept_core.clone(), limits);
+                    let connection =
+                        Connection::new(id, accept_core.clone(), limits, requirepass.clone());
                     let metrics = accept_metrics.clone();
                     metrics.accepted.fetch_add(1, Ordering::Relaxed);
                     metrics.connections.fetch_add(1, Ordering::Relaxed);

@@ -4,8 +4,10 @@
 mod counters;
 mod expiry;
 mod keys;
+pub mod reap;
 mod scan;
 mod strings;
+pub mod watch;
 
 use crate::keyspace::Keyspace;
 use ziggy_core::state_machine::StateError;
@@ -87,24 +89,46 @@ static COMMANDS: &[CommandSpec] = &[
     command("unlink", -2, true, keys::del),
 ];
 
+/// The server's own commands, sorted by name. Clients cannot send them: the connection refuses
+/// them as unknown ([`is_internal`]). Their names start with `~`, as no Redis command's does.
+static INTERNAL: &[CommandSpec] = &[
+    command(watch::CHECK, -5, false, watch::check),
+    command(reap::REAP, 3, true, reap::reap),
+    command(watch::WATCH, -2, false, watch::watch),
+];
+
 /// Every data command, sorted by name.
 pub fn all() -> &'static [CommandSpec] {
     COMMANDS
 }
 
-/// The data command named `name` (any case).
-pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+fn find(table: &'static [CommandSpec], name: &[u8]) -> Option<&'static CommandSpec> {
     let lower = name.to_ascii_lowercase();
-    COMMANDS
+    table
         .binary_search_by(|c| c.name.as_bytes().cmp(&lower))
         .ok()
-        .map(|i| &COMMANDS[i])
+        .map(|i| &table[i])
+}
+
+/// The data command named `name` (any case), as clients may send it.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    find(COMMANDS, name)
+}
+
+/// Whether `name` is one of the server's own commands, which clients may not send.
+pub fn is_internal(name: &[u8]) -> bool {
+    find(INTERNAL, name).is_some()
+}
+
+/// The command named `name`, data or internal: what the state machine runs.
+pub fn spec(name: &[u8]) -> Option<&'static CommandSpec> {
+    lookup(name).or_else(|| find(INTERNAL, name))
 }
 
 /// Runs one command against the keyspace: its reply, or Redis's error for a command that is
 /// unknown or has the wrong number of arguments.
 pub fn execute(keyspace: &mut Keyspace, args: &[&[u8]]) -> Result<Reply, StateError> {
-    let Some(spec) = lookup(args[0]) else {
+    let Some(spec) = spec(args[0]) else {
         return Ok(unknown_command(args));
     };
     if !spec.arity_ok(args.len()) {
@@ -184,6 +208,10 @@ mod tests {
     #[test]
     fn the_table_is_sorted_and_lookups_ignore_case() {
         assert!(COMMANDS.windows(2).all(|w| w[0].name < w[1].name));
+        assert!(INTERNAL.windows(2).all(|w| w[0].name < w[1].name));
+        assert!(INTERNAL.iter().all(|c| c.name.starts_with('~')));
+        assert!(lookup(b"~watch").is_none() && is_internal(b"~WATCH"));
+        assert!(!is_internal(b"get"));
         assert_eq!(lookup(b"GeT").unwrap().name, "get");
         assert!(lookup(b"nope").is_none());
         assert!(lookup(b"set").unwrap().arity_ok(3));

@@ -12,7 +12,7 @@ type Result = std::result::Result<Reply, StateError>;
 const BATCH: usize = 256;
 
 /// The smallest key after `key`.
-fn after(key: &[u8]) -> Vec<u8> {
+pub(super) fn after(key: &[u8]) -> Vec<u8> {
     let mut next = key.to_vec();
     next.push(0);
     next

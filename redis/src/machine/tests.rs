@@ -1,5 +1,9 @@
 use super::*;
 use crate::body::encode_group;
+use crate::{
+    check_command, decode_reap_reply, exec_aborted, reap_group, watch_command, watched, Reaped,
+    Watched,
+};
 use ziggy_core::lsm::MemoryStore;
 use ziggy_resp::parse_reply;
 
@@ -14,7 +18,10 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        let config = Config::test();
+        Harness::with_config(Config::test())
+    }
+
+    fn with_config(config: Config) -> Harness {
         let grid = Box::new(MemoryStore::new(4096, 16, 1 << 16));
         Harness {
             machine: RedisStateMachine::new(&config, grid),
@@ -24,10 +31,11 @@ impl Harness {
     }
 
     fn group(&mut self, commands: &[&[&str]]) -> Vec<Reply> {
-        let group: Vec<Vec<Vec<u8>>> = commands
-            .iter()
-            .map(|c| c.iter().map(|a| a.as_bytes().to_vec()).collect())
-            .collect();
+        self.raw(args(commands))
+    }
+
+    /// Runs a group of commands given as bytes (internal ones too).
+    fn raw(&mut self, group: Vec<Vec<Vec<u8>>>) -> Vec<Reply> {
         let mut body = Vec::new();
         encode_group(&group, &mut body);
         let operation = if RedisStateMachine::reads_only(&group) {
@@ -54,13 +62,20 @@ impl Harness {
             replies.push(reply);
             at += used;
         }
-        assert_eq!(replies.len(), commands.len(), "a reply per command");
+        assert_eq!(replies.len(), group.len(), "a reply per command");
         replies
     }
 
     fn cmd(&mut self, args: &[&str]) -> Reply {
         self.group(&[args]).remove(0)
     }
+}
+
+fn args(commands: &[&[&str]]) -> Vec<Vec<Vec<u8>>> {
+    commands
+        .iter()
+        .map(|c| c.iter().map(|a| a.as_bytes().to_vec()).collect())
+        .collect()
 }
 
 fn ok() -> Reply {
@@ -440,7 +455,11 @@ fn walking_the_keyspace() {
 
 #[test]
 fn a_write_groups_replies_never_outgrow_its_reply_slot() {
-    let mut h = Harness::new();
+    // Values a little longer than the test preset's, so two fill a reply slot.
+    let mut h = Harness::with_config(Config {
+        value_size_max: 320,
+        ..Config::test()
+    });
     // Large enough that two do not fit one write's reply slot, small enough for one.
     let size = (h.machine.reply_max * 2 / 3).min(h.machine.value_max);
     assert!(2 * size > h.machine.reply_max, "the config allows the case");
@@ -465,4 +484,217 @@ fn a_write_groups_replies_never_outgrow_its_reply_slot() {
         panic!()
     };
     assert_eq!(both, [bulk(&big), bulk(&big)]);
+}
+
+impl Harness {
+    /// WATCH: what the machine's read of `keys` saw.
+    fn watch(&mut self, keys: &[&str]) -> Vec<Watched> {
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+        let reply = self.raw(vec![watch_command(&keys)]).remove(0);
+        watched(&keys, &reply).expect("a watch reply")
+    }
+
+    /// EXEC after WATCH: the transaction's replies, or None if it aborted.
+    fn exec(&mut self, watched: &[Watched], commands: &[&[&str]]) -> Option<Vec<Reply>> {
+        let mut group = vec![check_command(watched)];
+        group.extend(args(commands));
+        let mut replies = self.raw(group);
+        let check = replies.remove(0);
+        if exec_aborted(&check) {
+            assert!(replies.iter().all(|r| *r == Reply::Nil), "nothing ran");
+            return None;
+        }
+        assert_eq!(check, ok());
+        Some(replies)
+    }
+
+    /// Records stored in the LSM, expired ones included.
+    fn stored(&mut self) -> usize {
+        self.machine.lsm.all_pairs().unwrap().len()
+    }
+
+    /// One reap: how many it deleted and where it stopped.
+    fn reap(&mut self, max: u32, cursor: &[u8]) -> Reaped {
+        let reply = self.raw(reap_group(max, cursor)).remove(0);
+        let mut bytes = Vec::new();
+        reply.encode(Protocol::Resp3, &mut bytes);
+        decode_reap_reply(&bytes).expect("a reap reply")
+    }
+}
+
+#[test]
+fn exec_applies_only_if_no_watched_key_changed() {
+    let mut h = Harness::new();
+    h.cmd(&["SET", "k", "1"]);
+    let w = h.watch(&["k", "absent"]);
+    assert_eq!(
+        h.exec(
+            &w,
+            &[&["INCR", "k"], &["SET", "absent", "x"], &["GET", "k"]]
+        ),
+        Some(vec![int(2), ok(), bulk("2")]),
+        "unchanged: it applies, and its own writes do not abort it"
+    );
+
+    let w = h.watch(&["k"]);
+    h.cmd(&["SET", "k", "2"]);
+    assert_eq!(h.exec(&w, &[&["SET", "k", "mine"]]), None, "a write aborts");
+    assert_eq!(h.cmd(&["GET", "k"]), bulk("2"), "nothing applied");
+    let w = h.watch(&["k"]);
+    h.cmd(&["SET", "k", "2"]);
+    assert_eq!(h.exec(&w, &[&["GET", "k"]]), None, "even to the same value");
+
+    let w = h.watch(&["k"]);
+    h.cmd(&["DEL", "k"]);
+    assert_eq!(h.exec(&w, &[&["INCR", "k"]]), None, "a DEL aborts");
+    assert_eq!(h.cmd(&["EXISTS", "k"]), int(0));
+
+    let w = h.watch(&["missing"]);
+    h.cmd(&["SET", "other", "v"]);
+    assert!(
+        h.exec(&w, &[&["GET", "missing"]]).is_some(),
+        "absent and still absent"
+    );
+    let w = h.watch(&["missing"]);
+    h.cmd(&["SET", "missing", "v"]);
+    h.cmd(&["DEL", "missing"]);
+    assert_eq!(
+        h.exec(&w, &[&["INCR", "c"]]),
+        None,
+        "written and removed in between"
+    );
+
+    h.cmd(&["SET", "a", "1"]);
+    let w = h.watch(&["a", "b"]);
+    h.cmd(&["FLUSHDB"]);
+    assert_eq!(h.exec(&w, &[&["INCR", "c"]]), None, "FLUSHDB aborts");
+}
+
+#[test]
+fn a_watched_key_that_expires_aborts_exec() {
+    let mut h = Harness::new();
+    h.cmd(&["SET", "k", "v", "PX", "100"]);
+    let w = h.watch(&["k"]);
+    h.now += 100;
+    assert_eq!(h.exec(&w, &[&["SET", "x", "1"]]), None, "as in Redis 7");
+    assert_eq!(h.cmd(&["EXISTS", "x"]), int(0));
+
+    let w = h.watch(&["k"]);
+    assert_eq!(w[0].modified, 1, "expired, not yet reaped");
+    assert!(!w[0].live);
+    h.now += 1000;
+    assert_eq!(
+        h.exec(&w, &[&["SET", "x", "1"]]),
+        Some(vec![ok()]),
+        "expired before WATCH and still: no change"
+    );
+    h.reap(10, b"");
+    assert_eq!(h.exec(&w, &[&["SET", "x", "2"]]), None, "reaped since");
+}
+
+#[test]
+fn removals_survive_a_checkpoint() {
+    let mut h = Harness::new();
+    h.cmd(&["SET", "k", "v"]);
+    h.cmd(&["DEL", "k"]);
+    let w = h.watch(&["k"]);
+    assert_eq!(w[0].removed_at, 2);
+    let mut named = Vec::new();
+    h.machine.checkpoint(&mut named).unwrap();
+    h.machine.checkpoint_durable();
+    h.cmd(&["SET", "k", "v"]);
+    h.cmd(&["DEL", "k"]);
+    assert_ne!(h.watch(&["k"]), w);
+    h.machine.restore(&named).unwrap();
+    assert_eq!(h.watch(&["k"]), w, "removed_at restored with the keys");
+    h.machine.restore(&[]).unwrap();
+    assert_eq!(h.watch(&["k"])[0].removed_at, 0, "the empty state");
+    assert!(h.machine.restore(&[1, 2, 3]).is_err());
+}
+
+#[test]
+fn internal_commands_are_not_data_commands() {
+    assert!(crate::lookup(b"~watch").is_none());
+    assert!(crate::is_internal(b"~check") && crate::is_internal(b"~reap"));
+    assert!(crate::commands().iter().all(|c| !c.name.starts_with('~')));
+    let mut h = Harness::new();
+    assert_eq!(
+        h.raw(vec![vec![
+            b"~check".to_vec(),
+            b"k".to_vec(),
+            b"x".to_vec(),
+            b"1".to_vec(),
+            b"0".to_vec()
+        ]]),
+        [err("ERR syntax error")]
+    );
+}
+
+#[test]
+fn the_reaper_deletes_expired_keys_for_good() {
+    let mut h = Harness::new();
+    for i in 0..60 {
+        let key = format!("key{i:02}");
+        match i % 3 {
+            0 => h.cmd(&["SET", &key, "live"]),
+            1 => h.cmd(&["SET", &key, "soon", "PX", "10"]),
+            _ => h.cmd(&["SET", &key, "later", "EX", "100"]),
+        };
+    }
+    let reaped = h.reap(100, b"");
+    assert_eq!(reaped.deleted, 0, "nothing has expired yet");
+    assert_eq!(reaped.cursor, b"", "60 keys: it reached the end");
+    h.now += 10;
+    assert_eq!(h.stored(), 60, "expired, only hidden");
+
+    let (mut cursor, mut deleted, mut calls) = (Vec::new(), 0, 0);
+    loop {
+        let reaped = h.reap(7, &cursor);
+        assert!(reaped.deleted <= 7);
+        deleted += reaped.deleted;
+        calls += 1;
+        cursor = reaped.cursor;
+        if cursor.is_empty() {
+            break;
+        }
+    }
+    assert_eq!((deleted, calls), (20, 9), "60 keys, 7 a call");
+    assert_eq!(h.stored(), 40, "gone from the LSM");
+    assert_eq!(h.cmd(&["DBSIZE"]), int(40));
+    assert_eq!(h.cmd(&["GET", "key00"]), bulk("live"));
+    assert_eq!(h.cmd(&["GET", "key02"]), bulk("later"));
+    assert_eq!(h.reap(1000, b"").deleted, 0, "nothing left to reap");
+    h.now += 100_000;
+    assert_eq!(h.reap(1000, b"key50").deleted, 4, "from the cursor on");
+    assert_eq!(h.cmd(&["GET", "key59"]), Reply::Nil);
+    assert_eq!(h.cmd(&["TTL", "key02"]), int(-2), "expired, not reaped yet");
+    assert_eq!(h.stored(), 36);
+}
+
+#[test]
+fn replicas_reap_the_same_keys() {
+    let script: &[&[&str]] = &[
+        &["SET", "a", "1", "PX", "5"],
+        &["SET", "b", "2"],
+        &["SET", "c", "3", "PX", "50"],
+        &["SET", "d", "4", "PX", "5"],
+    ];
+    let mut one = Harness::new();
+    let mut two = Harness::new();
+    for command in script {
+        one.cmd(command);
+        two.cmd(command);
+    }
+    one.now += 10;
+    two.now += 10;
+    assert_eq!(one.reap(2, b""), two.reap(2, b""));
+    assert_eq!(one.reap(2, b"c"), two.reap(2, b"c"));
+    assert_eq!(one.machine.digest().unwrap(), two.machine.digest().unwrap());
+    assert_eq!(one.stored(), 2, "a and d reaped, b and c live");
+    assert_eq!(decode_reap_reply(b"-ERR no\r\n"), None);
+    assert_eq!(
+        decode_reap_reply(b"*2\r\n:1\r\n$0\r\n\r\n:1\r\n"),
+        None,
+        "one reply only"
+    );
 }
