@@ -21,14 +21,18 @@ impl Server {
     }
 
     fn start_with(data: &Path, requirepass: Option<&str>) -> Server {
+        let mut options = ServeOptions::new(data.to_path_buf());
+        options.port = 0;
+        options.requirepass = requirepass.map(str::to_string);
+        Server::start_options(options)
+    }
+
+    fn start_options(options: ServeOptions) -> Server {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let mut options = ServeOptions::new(data.to_path_buf());
-        options.port = 0;
-        options.requirepass = requirepass.map(str::to_string);
         let running = runtime.block_on(start(options)).expect("the server starts");
         Server {
             runtime,
@@ -635,5 +639,93 @@ fn a_password_is_required_until_auth() {
         "AUTH default anything\r\nAUTH\r\n",
         "+OK\r\n-ERR wrong number of arguments for 'auth' command\r\n",
     );
+    server.stop();
+}
+
+/// `GET path` on the HTTP port: the status code and the body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response[9..12].parse().unwrap();
+    (code, response.split("\r\n\r\n").nth(1).unwrap().to_string())
+}
+
+#[test]
+fn expired_keys_are_reaped_and_info_and_http_describe_the_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = ServeOptions::new(dir.path().join("z.data"));
+    options.port = 0;
+    options.http_port = Some(0);
+    options.reap_every = Duration::from_millis(100);
+    let server = Server::start_options(options);
+    let mut conn = server.connect();
+    for n in 0..50 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("short{n}"))
+            .arg(n)
+            .arg("PX")
+            .arg(50)
+            .query(&mut conn)
+            .unwrap();
+    }
+    for n in 0..10 {
+        let _: () = conn.set(format!("long{n}"), n).unwrap();
+    }
+    let _: Option<String> = conn.get("long0").unwrap(); // a hit
+    let _: Option<String> = conn.get("nosuch").unwrap(); // a miss
+                                                         // The reaper deletes the 50 expired keys through the log; INFO counts them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let stats: String = redis::cmd("INFO").arg("stats").query(&mut conn).unwrap();
+        if stats.contains("expired_keys:50\r\n") {
+            break stats;
+        }
+        assert!(std::time::Instant::now() < deadline, "not reaped: {stats}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(stats.contains("keyspace_hits:1\r\n"), "{stats}");
+    assert!(stats.contains("keyspace_misses:1\r\n"), "{stats}");
+    assert!(!stats.contains("# Server"), "only the section asked for");
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    assert_eq!(dbsize, 10);
+    let info: String = redis::cmd("INFO").query(&mut conn).unwrap();
+    for needle in [
+        "# Server",
+        "# Clients\r\nconnected_clients:1\r\n",
+        "# Memory",
+        "# Persistence",
+        "# Stats",
+        "# Replication\r\nrole:master\r\nraft_role:leader\r\n",
+        "db0:keys=10,",
+    ] {
+        assert!(info.contains(needle), "{needle:?} missing from {info}");
+    }
+    let http = server.running.as_ref().unwrap().http.expect("an HTTP port");
+    assert_eq!(http_get(http, "/health"), (200, "ok\n".to_string()));
+    let (code, status) = http_get(http, "/status");
+    assert_eq!(code, 200);
+    assert!(
+        status.contains(r#""role":"leader""#) && status.contains(r#""leader":0"#),
+        "{status}"
+    );
+    let (code, metrics) = http_get(http, "/metrics");
+    assert_eq!(code, 200);
+    for needle in [
+        "ziggy_commands_total{cmd=\"set\"} 60\n",
+        "ziggy_command_seconds_count{cmd=\"get\"} 2\n",
+        "ziggy_expired_keys_reaped_total 50\n",
+        "ziggy_leader 1\n",
+        "ziggy_connections 1\n",
+        "ziggy_wal_fsync_seconds_count ",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle:?} missing from {metrics}"
+        );
+    }
+    assert_eq!(http_get(http, "/nosuch").0, 404);
+    drop(conn);
     server.stop();
 }

@@ -12,8 +12,10 @@
 //! password set (`requirepass`), only `AUTH`, `HELLO … AUTH` and `QUIT` are served until the
 //! connection authenticates.
 
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,6 +24,8 @@ use ziggy_redis::Watched;
 use ziggy_resp::{parse, parse_reply, Limits, Protocol, Reply};
 
 use super::core_loop::{CoreMsg, GroupResult};
+use super::info;
+use super::metrics::Metrics;
 
 /// What the connection does after a command.
 enum Next {
@@ -46,6 +50,9 @@ pub struct Connection {
     authenticated: bool,
     /// Data commands parsed and not yet sent to the core.
     group: Vec<Vec<Vec<u8>>>,
+    /// Their names and when each was parsed, for the latency metrics.
+    timings: Vec<(Vec<u8>, Instant)>,
+    metrics: Arc<Metrics>,
     out: Vec<u8>,
 }
 
@@ -55,8 +62,11 @@ impl Connection {
         core: Sender<CoreMsg>,
         limits: Limits,
         requirepass: Option<Arc<str>>,
+        metrics: Arc<Metrics>,
     ) -> Connection {
         Connection {
+            timings: Vec::new(),
+            metrics,
             authenticated: requirepass.is_none(),
             requirepass,
             watched: Vec::new(),
@@ -111,9 +121,24 @@ impl Connection {
         }
     }
 
-    /// Handles one request: connection commands at once (after the group before them), data
-    /// commands into the group.
+    /// Handles one request, and records its latency: at once for what the connection answers
+    /// itself, once its group is answered for a data command.
     async fn request(&mut self, args: Vec<Vec<u8>>) -> Next {
+        let started = Instant::now();
+        let name = args[0].clone();
+        let grouped = self.group.len();
+        let next = self.dispatch(args).await;
+        if self.group.len() > grouped {
+            self.timings.push((name, started));
+        } else {
+            self.metrics
+                .record(&name, started.elapsed().as_nanos() as u64);
+        }
+        next
+    }
+
+    /// Connection commands at once (after the group before them), data commands into the group.
+    async fn dispatch(&mut self, args: Vec<Vec<u8>>) -> Next {
         let name = args[0].to_ascii_uppercase();
         let in_multi = self.multi.is_some();
         if !self.authenticated && !matches!(name.as_slice(), b"AUTH" | b"HELLO" | b"QUIT") {
@@ -130,6 +155,11 @@ impl Connection {
             }
             b"WATCH" => {
                 let reply = self.watch(&args).await;
+                self.answer(reply).await;
+                return Next::Continue;
+            }
+            b"INFO" => {
+                let reply = self.info(&args[1..]).await;
                 self.answer(reply).await;
                 return Next::Continue;
             }
@@ -211,7 +241,6 @@ impl Connection {
             b"CLIENT" if args.len() >= 2 => self.client(args),
             b"COMMAND" => command_info(args),
             b"CONFIG" if args.len() >= 2 => config(args),
-            b"INFO" => info(),
             b"PING" | b"ECHO" | b"SELECT" | b"UNWATCH" => Reply::error(format!(
                 "ERR wrong number of arguments for '{}' command",
                 String::from_utf8_lossy(name).to_lowercase()
@@ -457,15 +486,27 @@ impl Connection {
     /// a bounded slot, so write groups are kept short, and a write that answers with a value
     /// (`SET … GET`, `GETDEL`, `GETEX`) goes alone.
     async fn send_group(&mut self) {
+        self.run_group().await;
+        for (name, started) in self.timings.drain(..) {
+            self.metrics
+                .record(&name, started.elapsed().as_nanos() as u64);
+        }
+    }
+
+    async fn run_group(&mut self) {
         let mut commands = std::mem::take(&mut self.group);
         while !commands.is_empty() {
             let end = run_end(&commands);
             let rest = commands.split_off(end);
             let group = std::mem::replace(&mut commands, rest);
             let count = group.len();
+            let lookups: Vec<bool> = group.iter().map(|args| is_lookup(&args[0])).collect();
             match self.execute(group).await {
                 Ok(replies) => {
-                    for reply in replies {
+                    for (reply, lookup) in replies.iter().zip(lookups) {
+                        if lookup {
+                            self.count_lookups(reply);
+                        }
                         reply.encode(self.protocol, &mut self.out);
                     }
                 }
@@ -476,6 +517,51 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Counts a lookup's hits and misses (`MGET`: one per key).
+    fn count_lookups(&self, reply: &Reply) {
+        let (hits, misses) = match reply {
+            Reply::Array(items) => {
+                let misses = items.iter().filter(|r| matches!(r, Reply::Nil)).count();
+                (items.len() - misses, misses)
+            }
+            Reply::Nil => (0, 1),
+            Reply::Error(_) => (0, 0),
+            _ => (1, 0),
+        };
+        self.metrics
+            .keyspace_hits
+            .fetch_add(hits as u64, Ordering::Relaxed);
+        self.metrics
+            .keyspace_misses
+            .fetch_add(misses as u64, Ordering::Relaxed);
+    }
+
+    /// `INFO [section…]`: the replica's status from the core, the key count through a read.
+    async fn info(&mut self, args: &[Vec<u8>]) -> Reply {
+        self.send_group().await;
+        let sections = info::wanted(args);
+        let Some(status) = super::http::node_status(&self.core).await else {
+            return Reply::error("ERR the server is shutting down");
+        };
+        let keys = if sections.contains(&"keyspace") {
+            match self.execute(vec![vec![b"DBSIZE".to_vec()]]).await {
+                Ok(replies) => match replies.first() {
+                    Some(Reply::Integer(n)) => Some(*n as u64),
+                    _ => None,
+                },
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        let facts = info::Facts {
+            status: &status,
+            metrics: &self.metrics,
+            keys,
+        };
+        Reply::Verbatim(info::render(&sections, &facts).into_bytes())
     }
 
     /// Runs `commands` as one group in the core: a reply per command.
@@ -507,6 +593,13 @@ impl Connection {
         }
         Ok(replies)
     }
+}
+
+/// Whether a command looks keys up for `INFO`'s keyspace hits and misses.
+fn is_lookup(name: &[u8]) -> bool {
+    [&b"GET"[..], b"GETEX", b"GETDEL", b"MGET"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
 }
 
 fn is_unwatch(args: &[Vec<u8>]) -> bool {
@@ -612,17 +705,6 @@ fn config(args: &[Vec<u8>]) -> Reply {
             String::from_utf8_lossy(&args[1])
         )),
     }
-}
-
-/// `INFO`: the server section for now (the rest comes with observability).
-fn info() -> Reply {
-    let text = format!(
-        "# Server\r\nredis_version:7.0.0\r\nziggydb_version:{}\r\nredis_mode:standalone\r\nos:{}\r\nprocess_id:{}\r\n\r\n# Replication\r\nrole:master\r\n",
-        env!("CARGO_PKG_VERSION"),
-        std::env::consts::OS,
-        std::process::id()
-    );
-    Reply::Verbatim(text.into_bytes())
 }
 
 /// The most commands in one write group: their replies must fit the session's reply slot.

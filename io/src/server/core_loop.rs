@@ -54,6 +54,26 @@ const RETRY_WAIT: Duration = Duration::from_micros(200);
 /// How long a shutdown waits for requests in flight (a cluster may have no leader).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Keys one reap looks at: it bounds the work one log entry makes every replica do.
+const REAP_SCAN: u32 = 256;
+
+/// The leader's reaper of expired keys: logged reaps, so that every replica deletes the same
+/// keys at the same index (reads already hide expired keys; this reclaims their space).
+#[derive(Default)]
+struct Reaper {
+    /// Where the pass resumes.
+    cursor: Vec<u8>,
+    /// The reap in flight.
+    answer: Option<oneshot::Receiver<GroupResult>>,
+    /// The tick the next pass may start at.
+    next_pass: u64,
+    /// Ticks between the starts of two passes over the whole keyspace; within a pass, the next
+    /// reap follows the last one's answer at once.
+    pass_ticks: u64,
+    /// Expired keys reaped since the server started.
+    reaped: u64,
+}
+
 struct Lane {
     client: u64,
     /// 0 while its registration is in flight.
@@ -97,6 +117,7 @@ pub struct CoreLoop {
     /// The tick of the last look for unanswered requests due again.
     resend_tick: u64,
     shutting_down: Option<Instant>,
+    reaper: Reaper,
     frame: Vec<u8>,
 }
 
@@ -111,10 +132,12 @@ fn random() -> u64 {
 
 impl CoreLoop {
     /// Takes over an open driver: starts its clock at the Unix time and registers the lanes
-    /// (through the leader, once there is one).
+    /// (through the leader, once there is one). While it leads, it reaps expired keys in a pass
+    /// over the keyspace every `reap_every`.
     pub fn new(
         mut driver: ReplicaDriver<RedisStateMachine>,
         peers: PeerLinks,
+        reap_every: Duration,
     ) -> Result<CoreLoop, DriverError> {
         let config = driver.replica().config().clone();
         let now = SystemTime::now()
@@ -141,6 +164,10 @@ impl CoreLoop {
             leader_seen: None,
             resend_tick: 0,
             shutting_down: None,
+            reaper: Reaper {
+                pass_ticks: (reap_every.as_nanos() as u64 / config.tick_ns).max(1),
+                ..Reaper::default()
+            },
             frame: Vec::new(),
         };
         for n in 0..lanes {
@@ -185,6 +212,7 @@ impl CoreLoop {
             }
             self.driver.complete(completions);
             self.route_replies();
+            self.reap();
             self.resend_unanswered();
             self.send_messages();
             if let Some(error) = self.driver.halted() {
@@ -215,6 +243,7 @@ impl CoreLoop {
                 let mut status = NodeStatus::of(&self.driver);
                 status.in_flight = self.waiting.len();
                 status.queued = self.queued.len();
+                status.reaped = self.reaper.reaped;
                 let _ = reply.send(status);
             }
             CoreMsg::Group { commands, reply } => {
@@ -231,6 +260,42 @@ impl CoreLoop {
                 }
             }
         }
+    }
+
+    /// Proposes the next reap when this replica leads and none is in flight.
+    fn reap(&mut self) {
+        if let Some(answer) = &mut self.reaper.answer {
+            match answer.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => return,
+                Ok(Ok(bytes)) => match ziggy_redis::decode_reap_reply(&bytes) {
+                    Some(reaped) => {
+                        self.reaper.reaped += reaped.deleted;
+                        self.reaper.cursor = reaped.cursor;
+                    }
+                    None => tracing::warn!("a reap answered with something else; starting over"),
+                },
+                Ok(Err(why)) => tracing::debug!(%why, "a reap failed; it will be tried again"),
+                Err(oneshot::error::TryRecvError::Closed) => {}
+            }
+            self.reaper.answer = None;
+            if self.reaper.cursor.is_empty() {
+                self.reaper.next_pass = self.driver.replica().ticks() + self.reaper.pass_ticks;
+            }
+        }
+        let replica = self.driver.replica();
+        let pass_due = !self.reaper.cursor.is_empty() || replica.ticks() >= self.reaper.next_pass;
+        if !replica.accepting_requests() || !pass_due || self.shutting_down.is_some() {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        let mut body = Vec::new();
+        encode_group(
+            &ziggy_redis::reap_group(REAP_SCAN, &self.reaper.cursor),
+            &mut body,
+        );
+        self.queued.push_back((RedisStateMachine::WRITE, body, tx));
+        self.reaper.answer = Some(rx);
+        self.start_queued();
     }
 
     /// Puts queued write groups on free lanes.

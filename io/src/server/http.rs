@@ -199,6 +199,11 @@ fn prometheus(status: &NodeStatus, metrics: &Metrics) -> String {
         status.checkpoints,
     );
     counter(
+        "expired_keys_reaped_total",
+        "Expired keys the reaper deleted while this replica led.",
+        status.reaped,
+    );
+    counter(
         "storage_bytes_written_total",
         "Bytes written to the data file.",
         status.storage.bytes_written,

@@ -19,6 +19,10 @@ const UNKNOWN: &str = "unknown";
 pub struct Metrics {
     pub connections: AtomicU64,
     pub accepted: AtomicU64,
+    /// Lookups of a key by `GET`, `GETEX`, `GETDEL` and each key of `MGET` that found it, and
+    /// that did not.
+    pub keyspace_hits: AtomicU64,
+    pub keyspace_misses: AtomicU64,
     /// By lowercase command name; fixed at start, so recording takes no lock.
     commands: BTreeMap<&'static str, Histogram>,
 }
@@ -33,6 +37,8 @@ impl Default for Metrics {
         Metrics {
             connections: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
+            keyspace_hits: AtomicU64::new(0),
+            keyspace_misses: AtomicU64::new(0),
             commands: names.map(|n| (n, Histogram::default())).collect(),
         }
     }
@@ -53,6 +59,10 @@ impl Metrics {
             .and_then(|n| self.commands.get_key_value(n))
             .map_or(UNKNOWN, |(k, _)| k);
         self.commands[key].record(nanos);
+    }
+
+    pub fn commands_processed(&self) -> u64 {
+        self.commands.values().map(Histogram::count).sum()
     }
 
     /// `ziggy_commands_total` and `ziggy_command_seconds` for every command used so far.

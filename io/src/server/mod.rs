@@ -10,6 +10,7 @@ pub mod connection;
 pub mod core_loop;
 pub mod forward;
 pub mod http;
+pub mod info;
 pub mod metrics;
 pub mod peers;
 pub mod status;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use ziggy_core::Config;
@@ -49,6 +51,9 @@ pub struct ServeOptions {
     pub http_port: Option<u16>,
     /// The password clients must give with `AUTH` before anything else; None: none.
     pub requirepass: Option<String>,
+    /// How often the leader starts a pass of its reaper over the keyspace, deleting expired
+    /// keys (reads hide them at once; this reclaims their space).
+    pub reap_every: Duration,
 }
 
 /// A replica of a cluster: the same `id` and `addresses` on every replica, each its own
@@ -77,7 +82,7 @@ impl ClusterOptions {
         if self.id == 0 {
             return Err(ServeError::Cluster("the cluster id must not be 0".into()));
         }
-        if count < 2 || count > ziggy_core::superblock::REPLICAS_MAX {
+        if !(2..=ziggy_core::superblock::REPLICAS_MAX).contains(&count) {
             return Err(ServeError::Cluster(format!(
                 "a cluster has 2 to {} replicas; --addresses names {count}",
                 ziggy_core::superblock::REPLICAS_MAX
@@ -104,6 +109,7 @@ impl ServeOptions {
             cluster: None,
             http_port: None,
             requirepass: None,
+            reap_every: Duration::from_secs(10),
         }
     }
 }
@@ -245,11 +251,13 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     let (ready, is_ready) = tokio::sync::oneshot::channel::<Result<(), ServeError>>();
     let (data, config) = (options.data.clone(), options.config.clone());
     let cluster = options.cluster.clone();
+    let reap_every = options.reap_every;
     let core_thread = std::thread::Builder::new()
         .name("ziggy-core".into())
         .spawn(move || {
-            let opened = open_or_format(&data, &config, cluster.as_ref())
-                .and_then(|driver| CoreLoop::new(driver, peers).map_err(ServeError::Open));
+            let opened = open_or_format(&data, &config, cluster.as_ref()).and_then(|driver| {
+                CoreLoop::new(driver, peers, reap_every).map_err(ServeError::Open)
+            });
             match opened {
                 Ok(core) => {
                     let _ = ready.send(Ok(()));
@@ -307,9 +315,14 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
                     let Ok((stream, peer)) = accepted else { continue };
                     let _ = stream.set_nodelay(true);
                     let id = ids.fetch_add(1, Ordering::Relaxed);
-                    let connection =
-                        Connection::new(id, accept_core.clone(), limits, requirepass.clone());
                     let metrics = accept_metrics.clone();
+                    let connection = Connection::new(
+                        id,
+                        accept_core.clone(),
+                        limits,
+                        requirepass.clone(),
+                        metrics.clone(),
+                    );
                     metrics.accepted.fetch_add(1, Ordering::Relaxed);
                     metrics.connections.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {

@@ -39,6 +39,8 @@ pub struct NodeStatus {
     /// Requests sent and not yet answered; write groups waiting for a lane.
     pub in_flight: usize,
     pub queued: usize,
+    /// Expired keys the reaper deleted since this server started (while it led).
+    pub reaped: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -95,6 +97,7 @@ impl NodeStatus {
             fsync: driver.sync_latency().clone(),
             in_flight: 0,
             queued: 0,
+            reaped: 0,
         }
     }
 
