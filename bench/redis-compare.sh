@@ -93,8 +93,10 @@ for i in 0 1 2; do wait_port $((7391 + i)); done
 # A write through every replica: each registers its lanes before the clock runs.
 for i in 0 1 2; do redis-cli -p $((7391 + i)) set warm up >/dev/null; done
 leader_port=$(for i in 0 1 2; do
-    redis-cli -p $((7391 + i)) info replication | grep -q '^raft_role:leader' && echo $((7391 + i))
-done | head -1)
+    if redis-cli -p $((7391 + i)) info replication | grep -q '^raft_role:leader'; then
+        echo $((7391 + i))
+    fi
+done | head -1 || true)
 leader_port=${leader_port:-7391}
 
 declare -A RESULT

@@ -10,8 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use ziggy_core::config::{ConfigError, Zone};
 use ziggy_core::storage_contract::Completion;
@@ -448,21 +447,10 @@ fn check_length(
 /// A client id for this process's convenience calls: sessions outlive a process, so request
 /// numbers restarting at 1 under a reused id would be refused as stale.
 fn fresh_client_id() -> u64 {
-    static OPENED: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let count = OPENED.fetch_add(1, Ordering::Relaxed);
-    let mixed = (nanos ^ ((std::process::id() as u64) << 40) ^ (count << 20))
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    mixed.max(1)
+    crate::entropy::entropy().max(1)
 }
 
 /// The seed of the replica's election timeouts. The runtime may use the OS; the core never does.
 fn seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    nanos ^ ((std::process::id() as u64) << 40)
+    crate::entropy::entropy()
 }

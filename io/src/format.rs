@@ -134,12 +134,8 @@ pub(crate) fn annotate(error: io::Error, doing: &str) -> io::Error {
     io::Error::new(error.kind(), format!("{doing}: {error}"))
 }
 
-/// A random, non-zero incarnation for a new data file. The runtime may use the OS; the core never
-/// does. (Time and process id are enough: two formats of one replica must merely differ.)
+/// A random, non-zero incarnation for a new data file. (Two formats of one replica must merely
+/// differ.)
 fn incarnation() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    (nanos ^ ((std::process::id() as u64) << 32)) | 1
+    crate::entropy::entropy() | 1
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_startup;
 pub mod db;
 pub mod driver;
+pub mod entropy;
 pub mod file_storage;
 pub mod format;
 pub mod metrics;

@@ -13,7 +13,6 @@
 //! connection authenticates.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,7 +22,7 @@ use tokio::sync::oneshot;
 use ziggy_redis::Watched;
 use ziggy_resp::{parse, parse_reply, Limits, Protocol, Reply};
 
-use super::core_loop::{CoreMsg, GroupResult};
+use super::core_loop::{CoreMsg, CoreSender, GroupResult};
 use super::info;
 use super::metrics::Metrics;
 
@@ -35,7 +34,7 @@ enum Next {
 
 pub struct Connection {
     id: u64,
-    core: Sender<CoreMsg>,
+    core: CoreSender,
     limits: Limits,
     protocol: Protocol,
     name: Option<Vec<u8>>,
@@ -59,7 +58,7 @@ pub struct Connection {
 impl Connection {
     pub fn new(
         id: u64,
-        core: Sender<CoreMsg>,
+        core: CoreSender,
         limits: Limits,
         requirepass: Option<Arc<str>>,
         metrics: Arc<Metrics>,
@@ -114,6 +113,7 @@ impl Connection {
             buf.drain(..used);
             self.send_group().await;
             stream.write_all(&self.out).await?;
+            stream.flush().await?; // a no-op on a real socket; madsim sends on flush
             self.out.clear();
             if close {
                 return Ok(());

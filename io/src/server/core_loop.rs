@@ -11,9 +11,10 @@
 //! a new leader, or after a timeout — with the same number, so the cluster applies it once.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 use ziggy_core::message::Command;
 use ziggy_core::replica::Role;
@@ -121,13 +122,12 @@ pub struct CoreLoop {
     frame: Vec<u8>,
 }
 
+/// The sending end of the core's inbox: connections, peer links and the HTTP port hold one.
+pub type CoreSender = UnboundedSender<CoreMsg>;
+
 /// A random number for client ids: sessions outlive the process, so ids must not repeat.
 fn random() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64;
-    nanos ^ (std::process::id() as u64) << 32
+    crate::entropy::entropy()
 }
 
 impl CoreLoop {
@@ -184,7 +184,10 @@ impl CoreLoop {
     }
 
     /// Runs until shut down (or every sender is gone) and nothing is in flight.
-    pub fn run(mut self, inbox: Receiver<CoreMsg>) -> Result<(), DriverError> {
+    ///
+    /// The storage calls block (`fdatasync`), so in the real server this runs on a thread of its
+    /// own, on a current-thread runtime, where blocking holds up nothing else.
+    pub async fn run(mut self, mut inbox: UnboundedReceiver<CoreMsg>) -> Result<(), DriverError> {
         let tick = Duration::from_nanos(self.driver.replica().config().tick_ns);
         loop {
             if !self.driver.has_pending_io() {
@@ -194,22 +197,18 @@ impl CoreLoop {
                 } else {
                     RETRY_WAIT
                 };
-                match inbox.recv_timeout(wait) {
-                    Ok(msg) => self.take(msg),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => self.shut_down(),
+                match tokio::time::timeout(wait, inbox.recv()).await {
+                    Ok(Some(msg)) => self.take(msg),
+                    Ok(None) => self.shut_down(),
+                    Err(_) => {} // the wait is over: time for a tick
                 }
             }
-            while let Ok(msg) = inbox.try_recv() {
-                self.take(msg);
-            }
+            self.take_waiting(&mut inbox);
             self.driver.advance_clock();
             // Groups that arrive during the fdatasync are submitted before its completions are
             // delivered: they join the entry the replica writes next.
             let completions = self.driver.flush();
-            while let Ok(msg) = inbox.try_recv() {
-                self.take(msg);
-            }
+            self.take_waiting(&mut inbox);
             self.driver.complete(completions);
             self.route_replies();
             self.reap();
@@ -227,6 +226,20 @@ impl CoreLoop {
                     self.fail_all("ERR the server is shutting down");
                     return self.driver.pump();
                 }
+            }
+            // Let the other tasks of a shared runtime (madsim's) run between two steps.
+            #[cfg(madsim)]
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Takes every message already in the inbox.
+    fn take_waiting(&mut self, inbox: &mut UnboundedReceiver<CoreMsg>) {
+        loop {
+            match inbox.try_recv() {
+                Ok(msg) => self.take(msg),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => return self.shut_down(),
             }
         }
     }

@@ -4,7 +4,6 @@
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
-use super::core_loop::CoreMsg;
+use super::core_loop::{CoreMsg, CoreSender};
 use super::metrics::Metrics;
 use super::status::NodeStatus;
 
@@ -23,7 +22,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serves the HTTP port until `stopped`.
 pub async fn serve(
     listener: TcpListener,
-    core: mpsc::Sender<CoreMsg>,
+    core: CoreSender,
     metrics: Arc<Metrics>,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -43,7 +42,7 @@ pub async fn serve(
 
 async fn answer(
     mut stream: TcpStream,
-    core: mpsc::Sender<CoreMsg>,
+    core: CoreSender,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<()> {
     let mut head = Vec::new();
@@ -77,12 +76,13 @@ async fn answer(
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
+    stream.flush().await?;
     stream.shutdown().await
 }
 
 async fn route(
     path: &[u8],
-    core: &mpsc::Sender<CoreMsg>,
+    core: &CoreSender,
     metrics: &Metrics,
 ) -> (u16, &'static str, String) {
     let path = path.split(|&b| b == b'?').next().unwrap_or_default();
@@ -110,7 +110,7 @@ async fn route(
 }
 
 /// Asks the core thread for its status (None if it has stopped).
-pub async fn node_status(core: &mpsc::Sender<CoreMsg>) -> Option<NodeStatus> {
+pub async fn node_status(core: &CoreSender) -> Option<NodeStatus> {
     let (tx, rx) = oneshot::channel();
     core.send(CoreMsg::Status(tx)).ok()?;
     rx.await.ok()

@@ -18,7 +18,6 @@ pub mod status;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +29,8 @@ use ziggy_resp::Limits;
 use crate::driver::{DriverError, ReplicaDriver};
 use crate::format::{format_member, Member};
 use connection::Connection;
-use core_loop::{CoreLoop, CoreMsg};
+use core_loop::{CoreLoop, CoreMsg, CoreSender};
+use tokio::sync::mpsc::UnboundedReceiver;
 use metrics::Metrics;
 use peers::PeerLinks;
 
@@ -194,13 +194,71 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Where the HTTP port listens, if it does.
     pub http: Option<SocketAddr>,
-    core: mpsc::Sender<CoreMsg>,
-    core_thread: std::thread::JoinHandle<Result<(), DriverError>>,
+    core: CoreSender,
+    core_thread: CoreHandle,
     shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// Where the core runs: a thread of its own, or, in a madsim build, a task of the simulated node
+/// (madsim allows no threads).
+#[cfg(not(madsim))]
+type CoreHandle = std::thread::JoinHandle<Result<(), DriverError>>;
+#[cfg(madsim)]
+type CoreHandle = tokio::task::JoinHandle<Result<(), DriverError>>;
+
+/// What the core needs to open the data file and run.
+struct CoreStart {
+    data: PathBuf,
+    config: Config,
+    cluster: Option<ClusterOptions>,
+    reap_every: Duration,
+    peers: PeerLinks,
+    inbox: UnboundedReceiver<CoreMsg>,
+    /// Told once the core takes requests, or why it cannot.
+    ready: tokio::sync::oneshot::Sender<Result<(), ServeError>>,
+}
+
+impl CoreStart {
+    async fn run(self) -> Result<(), DriverError> {
+        let opened = open_or_format(&self.data, &self.config, self.cluster.as_ref())
+            .and_then(|driver| {
+                CoreLoop::new(driver, self.peers, self.reap_every).map_err(ServeError::Open)
+            });
+        match opened {
+            Ok(core) => {
+                let _ = self.ready.send(Ok(()));
+                core.run(self.inbox).await
+            }
+            Err(e) => {
+                let _ = self.ready.send(Err(e));
+                Ok(())
+            }
+        }
+    }
+
+    /// The core thread, on a current-thread runtime of its own: its `fdatasync`s block nothing
+    /// but the core.
+    #[cfg(not(madsim))]
+    fn spawn(self) -> Result<CoreHandle, ServeError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(ServeError::Runtime)?;
+        std::thread::Builder::new()
+            .name("ziggy-core".into())
+            .spawn(move || runtime.block_on(self.run()))
+            .map_err(ServeError::Runtime)
+    }
+
+    #[cfg(madsim)]
+    fn spawn(self) -> Result<CoreHandle, ServeError> {
+        Ok(tokio::task::spawn_local(self.run()))
+    }
 }
 
 impl Running {
     /// Stops taking connections, lets the core finish what is in flight, and waits for it.
+    #[cfg(not(madsim))]
     pub fn stop(self) -> Result<(), ServeError> {
         let _ = self.shutdown.send(true);
         let _ = self.core.send(CoreMsg::Shutdown);
@@ -210,6 +268,21 @@ impl Running {
             Err(_) => Err(ServeError::Core(DriverError::Io {
                 path: PathBuf::new(),
                 error: std::io::Error::other("the core thread panicked"),
+            })),
+        }
+    }
+
+    /// Stops taking connections, lets the core finish what is in flight, and waits for it.
+    #[cfg(madsim)]
+    pub async fn stop(self) -> Result<(), ServeError> {
+        let _ = self.shutdown.send(true);
+        let _ = self.core.send(CoreMsg::Shutdown);
+        drop(self.core);
+        match self.core_thread.await {
+            Ok(result) => result.map_err(ServeError::Core),
+            Err(_) => Err(ServeError::Core(DriverError::Io {
+                path: PathBuf::new(),
+                error: std::io::Error::other("the core task panicked"),
             })),
         }
     }
@@ -227,9 +300,9 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     let addr = listener
         .local_addr()
         .map_err(|e| ServeError::Bind(addr, e))?;
-    // The core is built on its own thread (the grid is not `Send`), which reports when it is
-    // ready to take requests.
-    let (tx, rx) = mpsc::channel();
+    // The core is built where it runs (the grid is not `Send`), and reports when it is ready to
+    // take requests.
+    let (tx, inbox) = tokio::sync::mpsc::unbounded_channel();
     let (shutdown, stopped) = tokio::sync::watch::channel(false);
     let peers = match &options.cluster {
         None => PeerLinks::none(),
@@ -249,34 +322,22 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
         }
     };
     let (ready, is_ready) = tokio::sync::oneshot::channel::<Result<(), ServeError>>();
-    let (data, config) = (options.data.clone(), options.config.clone());
-    let cluster = options.cluster.clone();
-    let reap_every = options.reap_every;
-    let core_thread = std::thread::Builder::new()
-        .name("ziggy-core".into())
-        .spawn(move || {
-            let opened = open_or_format(&data, &config, cluster.as_ref()).and_then(|driver| {
-                CoreLoop::new(driver, peers, reap_every).map_err(ServeError::Open)
-            });
-            match opened {
-                Ok(core) => {
-                    let _ = ready.send(Ok(()));
-                    core.run(rx)
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                    Ok(())
-                }
-            }
-        })
-        .map_err(ServeError::Runtime)?;
+    let core_thread = CoreStart {
+        data: options.data.clone(),
+        config: options.config.clone(),
+        cluster: options.cluster.clone(),
+        reap_every: options.reap_every,
+        peers,
+        inbox,
+        ready,
+    }
+    .spawn()?;
     match is_ready.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e),
         Err(_) => {
-            let _ = core_thread.join();
             return Err(ServeError::Runtime(std::io::Error::other(
-                "the core thread stopped while opening",
+                "the core stopped while opening",
             )));
         }
     }
@@ -346,6 +407,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
 }
 
 /// `ziggy serve`: runs until SIGINT or SIGTERM, then closes cleanly.
+#[cfg(not(madsim))]
 pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -359,6 +421,15 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     })
 }
 
+/// A madsim build runs servers inside a simulation only (`start`), never as a process.
+#[cfg(madsim)]
+pub fn serve(_options: ServeOptions) -> Result<(), ServeError> {
+    Err(ServeError::Runtime(std::io::Error::other(
+        "this is a simulation build (--cfg madsim): it cannot serve",
+    )))
+}
+
+#[cfg(not(madsim))]
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut term) = signal(SignalKind::terminate()) else {

@@ -9,7 +9,6 @@
 //! any message closes its connection.
 
 use std::net::SocketAddr;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,7 +17,7 @@ use tokio::sync::mpsc as channel;
 use tokio::sync::watch;
 use ziggy_core::message::MESSAGE_HEADER_SIZE;
 
-use super::core_loop::CoreMsg;
+use super::core_loop::{CoreMsg, CoreSender};
 
 /// The longest message body a peer may send: an `Append` of `append_max` whole entries, or a
 /// checkpoint offer (the client table and the state's bytes), with room to spare.
@@ -56,7 +55,7 @@ pub fn start(
     me: u8,
     addresses: &[SocketAddr],
     listener: TcpListener,
-    core: mpsc::Sender<CoreMsg>,
+    core: CoreSender,
     stopped: watch::Receiver<bool>,
 ) -> PeerLinks {
     tokio::spawn(accept(listener, core, stopped.clone()));
@@ -76,7 +75,7 @@ pub fn start(
 
 async fn accept(
     listener: TcpListener,
-    core: mpsc::Sender<CoreMsg>,
+    core: CoreSender,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
@@ -100,7 +99,7 @@ async fn accept(
 /// Reads frames from one peer until it closes, errs or sends a frame too long to be a message.
 async fn receive(
     mut stream: TcpStream,
-    core: mpsc::Sender<CoreMsg>,
+    core: CoreSender,
     mut stopped: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     loop {
@@ -174,7 +173,11 @@ async fn dial(
                     break;
                 }
             }
-            if let Err(e) = stream.write_all(&batch).await {
+            let written = match stream.write_all(&batch).await {
+                Ok(()) => stream.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
                 tracing::info!(peer = index, %address, error = %e, "peer link lost");
                 break;
             }
