@@ -155,6 +155,9 @@ fn output(input: &Input, reply: &Reply) -> Option<Output> {
         (Input::Get { .. }, Reply::Bulk(v)) => Some(Output::Get(Some(v.clone()))),
         (Input::Get { .. }, Reply::Nil) => Some(Output::Get(None)),
         (Input::Delete { .. }, Reply::Integer(n)) => Some(Output::Delete { existed: *n > 0 }),
+        (Input::Cas { .. }, Reply::Array(replies)) if replies.len() == 1 => {
+            Some(Output::Cas { swapped: true })
+        }
         _ => None,
     }
 }
@@ -164,13 +167,15 @@ fn args(input: &Input) -> Vec<Vec<u8>> {
         Input::Put { key, value } => vec![b"SET".to_vec(), key.clone(), value.clone()],
         Input::Get { key } => vec![b"GET".to_vec(), key.clone()],
         Input::Delete { key } => vec![b"DEL".to_vec(), key.clone()],
-        Input::Cas { .. } => unreachable!("no CAS in this workload"),
+        Input::Cas { .. } => unreachable!("a CAS is WATCH, GET, MULTI, SET, EXEC: see `cas`"),
     }
 }
 
 struct History {
     start: Instant,
     operations: Mutex<Vec<Operation>>,
+    /// Transactions whose EXEC aborted (a watched key changed): left out of `operations`.
+    aborted: std::sync::atomic::AtomicU64,
 }
 
 impl History {
@@ -216,7 +221,70 @@ async fn run(
     completed
 }
 
-/// A client: random SET / GET / DEL on a few keys, through one replica, moving to the next one
+/// A compare-and-swap as a Redis client writes one: `WATCH k`, `GET k`, `MULTI`, `SET k new`,
+/// `EXEC`. An EXEC that applies is a CAS that swapped from the value read (nothing changed the
+/// key since WATCH, before which the GET could not have read); an aborted one did nothing and
+/// is left out of the history (WATCH aborts on changes a CAS would not see, such as a write and
+/// delete of an absent key). Returns whether the outcome is known.
+async fn cas(
+    history: &History,
+    id: u64,
+    client: &mut Option<RespClient>,
+    replica: usize,
+    key: Vec<u8>,
+    new: Vec<u8>,
+) -> bool {
+    let call = history.now();
+    let mut expected = None;
+    let mut exec_sent = false;
+    let attempt = async {
+        if client.is_none() {
+            *client = Some(RespClient::connect(replica).await?);
+        }
+        let c = client.as_mut().expect("connected");
+        c.call(&[b"WATCH", &key]).await?;
+        expected = match c.call(&[b"GET", &key]).await? {
+            Reply::Bulk(v) => Some(v),
+            _ => None,
+        };
+        c.call(&[b"MULTI"]).await?;
+        c.call(&[b"SET", &key, &new]).await?;
+        exec_sent = true;
+        c.call(&[b"EXEC"]).await
+    };
+    let reply = timeout(OP_TIMEOUT, attempt).await;
+    let ret = history.now();
+    let input = Input::Cas {
+        key: key.clone(),
+        expected: expected.clone(),
+        new,
+    };
+    let output = match &reply {
+        Ok(Ok(Reply::NilArray)) => {
+            history.aborted.fetch_add(1, Ordering::Relaxed);
+            return true; // aborted: no effect
+        }
+        Ok(Ok(reply)) => output(&input, reply),
+        _ => {
+            *client = None;
+            None
+        }
+    };
+    if output.is_none() && !exec_sent {
+        return false; // never reached EXEC: no effect
+    }
+    let completed = output.is_some();
+    history.operations.lock().unwrap().push(Operation {
+        client: id,
+        input,
+        call,
+        ret: completed.then_some(ret),
+        output,
+    });
+    completed
+}
+
+/// A client: random SET / GET / DEL / CAS on a few keys, through one replica, moving to the next one
 /// when its replica stops answering.
 async fn client(id: usize, history: Arc<History>, stop: Arc<AtomicBool>) -> u64 {
     let mut replica = id % REPLICAS;
@@ -226,15 +294,24 @@ async fn client(id: usize, history: Arc<History>, stop: Arc<AtomicBool>) -> u64 
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let key = format!("k{}", thread_rng().gen_range(0..KEYS)).into_bytes();
+        let value = format!("c{id}-{n}").into_bytes();
         let input = match thread_rng().gen_range(0..10) {
-            0..=4 => Input::Put {
+            0..=3 => Input::Put { key, value },
+            4..=6 => Input::Get { key },
+            7 => Input::Delete { key },
+            _ => Input::Cas {
                 key,
-                value: format!("c{id}-{n}").into_bytes(),
+                expected: None,
+                new: value,
             },
-            5..=8 => Input::Get { key },
-            _ => Input::Delete { key },
         };
-        if run(&history, id as u64, &mut connection, replica, input).await {
+        let known = match input {
+            Input::Cas { key, new, .. } => {
+                cas(&history, id as u64, &mut connection, replica, key, new).await
+            }
+            input => run(&history, id as u64, &mut connection, replica, input).await,
+        };
+        if known {
             completed += 1;
         } else {
             replica = (replica + 1) % REPLICAS;
@@ -353,6 +430,7 @@ async fn scenario(bug: Option<PlantedBug>) -> (Verdict, String) {
     let history = Arc::new(History {
         start: Instant::now(),
         operations: Mutex::new(Vec::new()),
+        aborted: Default::default(),
     });
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
@@ -440,8 +518,14 @@ async fn scenario(bug: Option<PlantedBug>) -> (Verdict, String) {
         .iter()
         .filter(|o| o.is_completed() && matches!(o.input, Input::Put { .. }))
         .count();
+    let aborted = history.aborted.load(Ordering::Relaxed);
+    let swaps = operations
+        .iter()
+        .filter(|o| o.is_completed() && matches!(o.input, Input::Cas { .. }))
+        .count();
     let report = format!(
-        "seed {}: {} operations, {completed} completed ({writes} acknowledged writes), \
+        "seed {}: {} operations, {completed} answered ({writes} acknowledged writes, {swaps} transactions applied, \
+         {aborted} aborted), \
          {after_heal} after the faults healed; {faults:?}; terms {terms:?}",
         handle.seed(),
         operations.len()
@@ -453,6 +537,11 @@ async fn scenario(bug: Option<PlantedBug>) -> (Verdict, String) {
     let term = terms.iter().flatten().max().copied().unwrap_or(0);
     assert!(term >= 2, "no new leader was elected (terms {terms:?})");
     assert!(writes > 0, "no write was ever acknowledged");
+    assert!(swaps > 0, "no transaction ever applied");
+    assert!(
+        aborted > 0,
+        "no transaction ever aborted: WATCH went untested"
+    );
     assert!(
         after_heal > 0,
         "no operation completed after the faults healed"
