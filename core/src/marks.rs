@@ -60,10 +60,13 @@ pub enum Mark {
     /// answers let it fill the hole with their one version of the entry, or cut it.
     HoleInquiryRepair,
     HoleInquiryCut,
+    /// A finished state sync was dropped: the replica's own checkpoint, in flight when its state
+    /// was lost, became durable past the sync's target meanwhile (seed 1012821877).
+    SyncOlderThanCheckpoint,
 }
 
 impl Mark {
-    pub const ALL: [Mark; 26] = [
+    pub const ALL: [Mark; 27] = [
         Mark::ElectionWon,
         Mark::LogTruncation,
         Mark::EntryRepair,
@@ -90,6 +93,7 @@ impl Mark {
         Mark::FullRingNoopSlot,
         Mark::HoleInquiryRepair,
         Mark::HoleInquiryCut,
+        Mark::SyncOlderThanCheckpoint,
     ];
 
     pub fn name(self) -> &'static str {
@@ -120,6 +124,7 @@ impl Mark {
             Mark::FullRingNoopSlot => "full_ring_noop_slot",
             Mark::HoleInquiryRepair => "hole_inquiry_repair",
             Mark::HoleInquiryCut => "hole_inquiry_cut",
+            Mark::SyncOlderThanCheckpoint => "sync_older_than_checkpoint",
         }
     }
 

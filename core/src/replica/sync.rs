@@ -550,6 +550,7 @@ impl<S: StateMachine> Replica<S> {
             // requests that follow ask for a checkpoint at or after its own.
             self.sync = None;
             self.stats.sync_retargets += 1;
+            self.marks.hit(Mark::SyncOlderThanCheckpoint);
             return;
         }
         let mut sync = self.sync.take().expect("a complete sync");
