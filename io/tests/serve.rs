@@ -719,6 +719,7 @@ fn expired_keys_are_reaped_and_info_and_http_describe_the_replica() {
         "ziggy_leader 1\n",
         "ziggy_connections 1\n",
         "ziggy_wal_fsync_seconds_count ",
+        "ziggy_compaction_debt_bytes ",
     ] {
         assert!(
             metrics.contains(needle),

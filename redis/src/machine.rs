@@ -36,6 +36,11 @@ impl RedisStateMachine {
     /// A group of reads alone.
     pub const READ: Operation = Operation(33);
 
+    /// The LSM tree holding the keyspace, for operators' figures (compaction debt, levels).
+    pub fn lsm(&mut self) -> &mut LsmState {
+        &mut self.lsm
+    }
+
     /// Whether every command of `group` only reads (unknown commands read nothing).
     pub fn reads_only(group: &[Vec<Vec<u8>>]) -> bool {
         group

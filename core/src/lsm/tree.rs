@@ -511,6 +511,17 @@ impl<S: BlockStore> Engine<S> {
         self.level_totals[level]
     }
 
+    /// Bytes compaction owes: all of level 0 (every flush there is merged down), and what each
+    /// level between holds beyond its target size (RocksDB's pending compaction bytes). It grows
+    /// when writes outrun compaction; for operators, never for decisions.
+    pub fn compaction_debt(&self) -> u64 {
+        let last = self.options.levels - 1;
+        let over: u64 = (1..last)
+            .map(|l| self.level_totals[l].saturating_sub(self.target_bytes(l)))
+            .sum();
+        self.level_totals[0] + over
+    }
+
     /// Blocks in use (tables, manifest, and blocks awaiting the next durable checkpoint).
     pub fn blocks_in_use(&self) -> u64 {
         match self.free_pending {

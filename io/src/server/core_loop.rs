@@ -257,6 +257,12 @@ impl CoreLoop {
                 status.in_flight = self.waiting.len();
                 status.queued = self.queued.len();
                 status.reaped = self.reaper.reaped;
+                status.compaction_debt = self
+                    .driver
+                    .replica_mut()
+                    .state()
+                    .ok()
+                    .map(|(state, _)| state.lsm().engine().compaction_debt());
                 let _ = reply.send(status);
             }
             CoreMsg::Group { commands, reply } => {

@@ -158,6 +158,13 @@ fn prometheus(status: &NodeStatus, metrics: &Metrics) -> String {
         "Write groups waiting for a lane.",
         status.queued as u64,
     );
+    if let Some(debt) = status.compaction_debt {
+        gauge(
+            "compaction_debt_bytes",
+            "Bytes the LSM's compaction owes.",
+            debt,
+        );
+    }
     gauge(
         "connections",
         "Client connections open now.",

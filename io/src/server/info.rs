@@ -106,8 +106,12 @@ fn persistence(out: &mut String, status: &NodeStatus) {
         "# Persistence\r\nloading:0\r\n\
          durability:every acknowledged write is fdatasync'd on a quorum\r\n\
          wal_fsyncs:{}\r\nwal_fsync_avg_ms:{fsync_ms:.3}\r\nbytes_written:{}\r\n\
-         checkpoints:{}\r\ncheckpoint_index:{}\r\n",
-        storage.syncs, storage.bytes_written, status.checkpoints, status.checkpoint_index
+         checkpoints:{}\r\ncheckpoint_index:{}\r\ncompaction_debt_bytes:{}\r\n",
+        storage.syncs,
+        storage.bytes_written,
+        status.checkpoints,
+        status.checkpoint_index,
+        status.compaction_debt.unwrap_or(0)
     );
 }
 
