@@ -80,11 +80,7 @@ async fn answer(
     stream.shutdown().await
 }
 
-async fn route(
-    path: &[u8],
-    core: &CoreSender,
-    metrics: &Metrics,
-) -> (u16, &'static str, String) {
+async fn route(path: &[u8], core: &CoreSender, metrics: &Metrics) -> (u16, &'static str, String) {
     let path = path.split(|&b| b == b'?').next().unwrap_or_default();
     if !matches!(path, b"/health" | b"/status" | b"/metrics") {
         return (

@@ -30,9 +30,9 @@ use crate::driver::{DriverError, ReplicaDriver};
 use crate::format::{format_member, Member};
 use connection::Connection;
 use core_loop::{CoreLoop, CoreMsg, CoreSender};
-use tokio::sync::mpsc::UnboundedReceiver;
 use metrics::Metrics;
 use peers::PeerLinks;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// The port `ziggy serve` listens on unless told otherwise (Redis's is 6379).
 pub const DEFAULT_PORT: u16 = 7379;
@@ -220,8 +220,8 @@ struct CoreStart {
 
 impl CoreStart {
     async fn run(self) -> Result<(), DriverError> {
-        let opened = open_or_format(&self.data, &self.config, self.cluster.as_ref())
-            .and_then(|driver| {
+        let opened =
+            open_or_format(&self.data, &self.config, self.cluster.as_ref()).and_then(|driver| {
                 CoreLoop::new(driver, self.peers, self.reap_every).map_err(ServeError::Open)
             });
         match opened {

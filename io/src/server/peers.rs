@@ -73,11 +73,7 @@ pub fn start(
     PeerLinks { links }
 }
 
-async fn accept(
-    listener: TcpListener,
-    core: CoreSender,
-    mut stopped: watch::Receiver<bool>,
-) {
+async fn accept(listener: TcpListener, core: CoreSender, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stopped.changed() => return,

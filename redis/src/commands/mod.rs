@@ -103,9 +103,11 @@ pub fn all() -> &'static [CommandSpec] {
 }
 
 fn find(table: &'static [CommandSpec], name: &[u8]) -> Option<&'static CommandSpec> {
-    let lower = name.to_ascii_lowercase();
+    // Compared byte by byte, lowercased on the fly: every command of every group comes here,
+    // and a lowercase copy of the name would cost an allocation each time.
+    let lower = name.iter().map(u8::to_ascii_lowercase);
     table
-        .binary_search_by(|c| c.name.as_bytes().cmp(&lower))
+        .binary_search_by(|c| c.name.bytes().cmp(lower.clone()))
         .ok()
         .map(|i| &table[i])
 }
@@ -117,7 +119,7 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
 
 /// Whether `name` is one of the server's own commands, which clients may not send.
 pub fn is_internal(name: &[u8]) -> bool {
-    find(INTERNAL, name).is_some()
+    name.first() == Some(&b'~') && find(INTERNAL, name).is_some()
 }
 
 /// The command named `name`, data or internal: what the state machine runs.
