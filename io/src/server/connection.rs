@@ -49,8 +49,8 @@ pub struct Connection {
     authenticated: bool,
     /// Data commands parsed and not yet sent to the core.
     group: Vec<Vec<Vec<u8>>>,
-    /// Their names and when each was parsed, for the latency metrics.
-    timings: Vec<(Vec<u8>, Instant)>,
+    /// Their metrics' names and when each was parsed, for the latency metrics.
+    timings: Vec<(&'static str, Instant)>,
     metrics: Arc<Metrics>,
     out: Vec<u8>,
 }
@@ -89,6 +89,8 @@ impl Connection {
             }
             let mut used = 0;
             let mut close = false;
+            // One clock reading for the commands of one read: they arrived together.
+            let arrived = Instant::now();
             loop {
                 match parse(&buf[used..], &self.limits) {
                     Ok(Some(request)) => {
@@ -96,7 +98,7 @@ impl Connection {
                         if request.args.is_empty() {
                             continue;
                         }
-                        if let Next::Close = self.request(request.args).await {
+                        if let Next::Close = self.request(request.args, arrived).await {
                             close = true;
                             break;
                         }
@@ -121,33 +123,33 @@ impl Connection {
         }
     }
 
-    /// Handles one request, and records its latency: at once for what the connection answers
-    /// itself, once its group is answered for a data command.
-    async fn request(&mut self, args: Vec<Vec<u8>>) -> Next {
-        let started = Instant::now();
-        let name = args[0].clone();
+    /// Handles one request (read at `started`), and records its latency: at once for what the
+    /// connection answers itself, once its group is answered for a data command.
+    async fn request(&mut self, args: Vec<Vec<u8>>, started: Instant) -> Next {
+        let name = self.metrics.key(&args[0]);
         let grouped = self.group.len();
         let next = self.dispatch(args).await;
         if self.group.len() > grouped {
             self.timings.push((name, started));
         } else {
             self.metrics
-                .record(&name, started.elapsed().as_nanos() as u64);
+                .record_as(name, started.elapsed().as_nanos() as u64);
         }
         next
     }
 
     /// Connection commands at once (after the group before them), data commands into the group.
     async fn dispatch(&mut self, args: Vec<Vec<u8>>) -> Next {
-        let name = args[0].to_ascii_uppercase();
+        let mut upper = [0u8; NAME_MAX];
+        let name = uppercase(&args[0], &mut upper);
         let in_multi = self.multi.is_some();
-        if !self.authenticated && !matches!(name.as_slice(), b"AUTH" | b"HELLO" | b"QUIT") {
+        if !self.authenticated && !matches!(name, b"AUTH" | b"HELLO" | b"QUIT") {
             self.answer(Reply::error("NOAUTH Authentication required."))
                 .await;
             return Next::Continue;
         }
-        match name.as_slice() {
-            b"MULTI" | b"EXEC" | b"DISCARD" => return self.transaction(&name, args).await,
+        match name {
+            b"MULTI" | b"EXEC" | b"DISCARD" => return self.transaction(name, args).await,
             b"WATCH" if in_multi => {
                 self.answer(Reply::error("ERR WATCH inside MULTI is not allowed"))
                     .await;
@@ -174,7 +176,7 @@ impl Connection {
             }
             _ => {}
         }
-        if let Some(reply) = self.connection_command(&name, &args) {
+        if let Some(reply) = self.connection_command(name, &args) {
             self.send_group().await;
             let close = name == b"QUIT";
             reply.encode(self.protocol, &mut self.out);
@@ -487,9 +489,10 @@ impl Connection {
     /// (`SET … GET`, `GETDEL`, `GETEX`) goes alone.
     async fn send_group(&mut self) {
         self.run_group().await;
+        let now = Instant::now();
         for (name, started) in self.timings.drain(..) {
-            self.metrics
-                .record(&name, started.elapsed().as_nanos() as u64);
+            let nanos = now.duration_since(started).as_nanos() as u64;
+            self.metrics.record_as(name, nanos);
         }
     }
 
@@ -637,6 +640,20 @@ impl Connection {
 fn group_size(commands: &[Vec<Vec<u8>>]) -> usize {
     let args = |c: &Vec<Vec<u8>>| c.iter().map(|a| 4 + a.len()).sum::<usize>();
     4 + commands.iter().map(|c| 4 + args(c)).sum::<usize>()
+}
+
+/// The longest name of a command the connection answers itself.
+const NAME_MAX: usize = 8;
+
+/// `name` in uppercase, in `buf`: empty when no command the connection answers is that long
+/// (a copy on the heap for every command would cost an allocation each).
+fn uppercase<'a>(name: &[u8], buf: &'a mut [u8; NAME_MAX]) -> &'a [u8] {
+    let Some(upper) = buf.get_mut(..name.len()) else {
+        return &[];
+    };
+    upper.copy_from_slice(name);
+    upper.make_ascii_uppercase();
+    upper
 }
 
 /// Whether a command looks keys up for `INFO`'s keyspace hits and misses.
