@@ -157,7 +157,7 @@ impl Config {
             superblock_copies: 4,
             wal_slot_count: 1024,
             wal_entry_size_max: 64 * 1024,
-            // A server's lanes keep sessions few (32 per replica); each keeps a reply as large
+            // A server's lanes keep sessions few (64 per replica); each keeps a reply as large
             // as a value, so that a write answering with one (`GETDEL`) can be retried.
             clients_max: 256,
             reply_size_max: 64 * 1024 - 32,

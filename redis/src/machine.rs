@@ -42,10 +42,10 @@ impl RedisStateMachine {
     }
 
     /// Whether every command of `group` only reads (unknown commands read nothing).
-    pub fn reads_only(group: &[Vec<Vec<u8>>]) -> bool {
+    pub fn reads_only<A: AsRef<[u8]>>(group: &[Vec<A>]) -> bool {
         group
             .iter()
-            .all(|args| commands::spec(&args[0]).is_none_or(|c| !c.write))
+            .all(|args| commands::spec(args[0].as_ref()).is_none_or(|c| !c.write))
     }
 
     /// Runs a group against the state at time `now_ms` (and entry `index`, 0 for a read),
@@ -134,14 +134,8 @@ impl StateMachine for RedisStateMachine {
             return Err(InvalidRequest::UnknownOperation(operation.0));
         }
         let group = decode_group(body).map_err(|_| InvalidRequest::Malformed("not a group"))?;
-        if operation == Self::READ {
-            let owned: Vec<Vec<Vec<u8>>> = group
-                .iter()
-                .map(|args| args.iter().map(|a| a.to_vec()).collect())
-                .collect();
-            if !Self::reads_only(&owned) {
-                return Err(InvalidRequest::Malformed("a write in a read group"));
-            }
+        if operation == Self::READ && !Self::reads_only(&group) {
+            return Err(InvalidRequest::Malformed("a write in a read group"));
         }
         Ok(())
     }

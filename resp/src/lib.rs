@@ -6,5 +6,5 @@
 pub mod reply;
 pub mod request;
 
-pub use reply::{parse_reply, Protocol, Reply, ReplyError};
+pub use reply::{parse_reply, shared_len, Protocol, Reply, ReplyError};
 pub use request::{parse, Limits, ProtocolError, Request};

@@ -232,6 +232,45 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
     Ok(parse_at(buf, &mut at, 0)?.map(|reply| (reply, at)))
 }
 
+/// The length of the complete reply at the start of `buf` when RESP2 and RESP3 write it alike
+/// (statuses, errors, integers, bulk strings, and arrays of these), so that a server can relay
+/// it as it is instead of decoding and encoding it again; None otherwise.
+pub fn shared_len(buf: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    let mut left = 1usize; // replies still to read: arrays add their items
+    while left > 0 {
+        let tag = *buf.get(at)?;
+        let end = at + buf[at..].iter().position(|&b| b == b'\r')?;
+        let text = &buf[at + 1..end];
+        at = end + 2;
+        if buf.get(end + 1) != Some(&b'\n') {
+            return None;
+        }
+        left -= 1;
+        match tag {
+            b'+' | b'-' | b':' => {}
+            b'$' => {
+                at = at.checked_add(count(text)?)?;
+                if buf.get(at..at + 2)? != b"\r\n" {
+                    return None;
+                }
+                at += 2;
+            }
+            b'*' => left = left.checked_add(count(text)?)?,
+            _ => return None,
+        }
+    }
+    Some(at)
+}
+
+/// A length or count that is not negative (a RESP2 null has no RESP3 twin).
+fn count(text: &[u8]) -> Option<usize> {
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
 fn parse_at(buf: &[u8], at: &mut usize, depth: usize) -> Result<Option<Reply>, ReplyError> {
     if depth > NESTING_MAX {
         return Err(ReplyError::TooDeep);
@@ -370,6 +409,44 @@ mod parse_tests {
         for end in 0..buf.len() {
             assert_eq!(parse_reply(&buf[..end]), Ok(None), "{end}");
         }
+    }
+
+    #[test]
+    fn shared_replies_are_measured_and_resp3_ones_refused() {
+        let shared = Reply::Array(vec![
+            Reply::ok(),
+            Reply::error("ERR x"),
+            Reply::Integer(-3),
+            Reply::bulk("a\r\nb"),
+            Reply::Array(vec![]),
+        ]);
+        let mut buf = Vec::new();
+        shared.encode(Protocol::Resp3, &mut buf);
+        buf.extend_from_slice(b"+next\r\n");
+        assert_eq!(shared_len(&buf), Some(buf.len() - 7));
+        for end in 0..buf.len() - 7 {
+            assert_eq!(shared_len(&buf[..end]), None, "{end}");
+        }
+        for reply in sample_resp3_only() {
+            let mut buf = Vec::new();
+            reply.encode(Protocol::Resp3, &mut buf);
+            assert_eq!(shared_len(&buf), None, "{reply:?}");
+        }
+        assert_eq!(shared_len(b"$-1\r\n"), None);
+        assert_eq!(shared_len(b"$1\r\nab\r\n"), None);
+    }
+
+    fn sample_resp3_only() -> Vec<Reply> {
+        vec![
+            Reply::Nil,
+            Reply::NilArray,
+            Reply::Double(1.5),
+            Reply::Boolean(true),
+            Reply::Map(vec![]),
+            Reply::Set(vec![]),
+            Reply::Verbatim(b"x".to_vec()),
+            Reply::Array(vec![Reply::bulk("a"), Reply::Nil]),
+        ]
     }
 
     #[test]

@@ -19,8 +19,8 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use ziggy_redis::Watched;
-use ziggy_resp::{parse, parse_reply, Limits, Protocol, Reply};
+use ziggy_redis::{encode_group, RedisStateMachine, Watched};
+use ziggy_resp::{parse, parse_reply, shared_len, Limits, Protocol, Reply};
 
 use super::core_loop::{CoreMsg, CoreSender, GroupResult};
 use super::info;
@@ -49,8 +49,8 @@ pub struct Connection {
     authenticated: bool,
     /// Data commands parsed and not yet sent to the core.
     group: Vec<Vec<Vec<u8>>>,
-    /// Their names and when each was parsed, for the latency metrics.
-    timings: Vec<(Vec<u8>, Instant)>,
+    /// Their metrics' names and when each was parsed, for the latency metrics.
+    timings: Vec<(&'static str, Instant)>,
     metrics: Arc<Metrics>,
     out: Vec<u8>,
 }
@@ -89,6 +89,8 @@ impl Connection {
             }
             let mut used = 0;
             let mut close = false;
+            // One clock reading for the commands of one read: they arrived together.
+            let arrived = Instant::now();
             loop {
                 match parse(&buf[used..], &self.limits) {
                     Ok(Some(request)) => {
@@ -96,7 +98,7 @@ impl Connection {
                         if request.args.is_empty() {
                             continue;
                         }
-                        if let Next::Close = self.request(request.args).await {
+                        if let Next::Close = self.request(request.args, arrived).await {
                             close = true;
                             break;
                         }
@@ -121,33 +123,33 @@ impl Connection {
         }
     }
 
-    /// Handles one request, and records its latency: at once for what the connection answers
-    /// itself, once its group is answered for a data command.
-    async fn request(&mut self, args: Vec<Vec<u8>>) -> Next {
-        let started = Instant::now();
-        let name = args[0].clone();
+    /// Handles one request (read at `started`), and records its latency: at once for what the
+    /// connection answers itself, once its group is answered for a data command.
+    async fn request(&mut self, args: Vec<Vec<u8>>, started: Instant) -> Next {
+        let name = self.metrics.key(&args[0]);
         let grouped = self.group.len();
         let next = self.dispatch(args).await;
         if self.group.len() > grouped {
             self.timings.push((name, started));
         } else {
             self.metrics
-                .record(&name, started.elapsed().as_nanos() as u64);
+                .record_as(name, started.elapsed().as_nanos() as u64);
         }
         next
     }
 
     /// Connection commands at once (after the group before them), data commands into the group.
     async fn dispatch(&mut self, args: Vec<Vec<u8>>) -> Next {
-        let name = args[0].to_ascii_uppercase();
+        let mut upper = [0u8; NAME_MAX];
+        let name = uppercase(&args[0], &mut upper);
         let in_multi = self.multi.is_some();
-        if !self.authenticated && !matches!(name.as_slice(), b"AUTH" | b"HELLO" | b"QUIT") {
+        if !self.authenticated && !matches!(name, b"AUTH" | b"HELLO" | b"QUIT") {
             self.answer(Reply::error("NOAUTH Authentication required."))
                 .await;
             return Next::Continue;
         }
-        match name.as_slice() {
-            b"MULTI" | b"EXEC" | b"DISCARD" => return self.transaction(&name, args).await,
+        match name {
+            b"MULTI" | b"EXEC" | b"DISCARD" => return self.transaction(name, args).await,
             b"WATCH" if in_multi => {
                 self.answer(Reply::error("ERR WATCH inside MULTI is not allowed"))
                     .await;
@@ -174,7 +176,7 @@ impl Connection {
             }
             _ => {}
         }
-        if let Some(reply) = self.connection_command(&name, &args) {
+        if let Some(reply) = self.connection_command(name, &args) {
             self.send_group().await;
             let close = name == b"QUIT";
             reply.encode(self.protocol, &mut self.out);
@@ -487,9 +489,10 @@ impl Connection {
     /// (`SET … GET`, `GETDEL`, `GETEX`) goes alone.
     async fn send_group(&mut self) {
         self.run_group().await;
+        let now = Instant::now();
         for (name, started) in self.timings.drain(..) {
-            self.metrics
-                .record(&name, started.elapsed().as_nanos() as u64);
+            let nanos = now.duration_since(started).as_nanos() as u64;
+            self.metrics.record_as(name, nanos);
         }
     }
 
@@ -499,36 +502,68 @@ impl Connection {
             let end = run_end(&commands);
             let rest = commands.split_off(end);
             let group = std::mem::replace(&mut commands, rest);
-            let count = group.len();
-            let lookups: Vec<bool> = group.iter().map(|args| is_lookup(&args[0])).collect();
-            match self.execute(group).await {
-                Ok(replies) => {
-                    for (reply, lookup) in replies.iter().zip(lookups) {
-                        if lookup {
-                            self.count_lookups(reply);
-                        }
-                        reply.encode(self.protocol, &mut self.out);
-                    }
-                }
-                Err(why) => {
-                    for _ in 0..count {
-                        Reply::error(why.clone()).encode(self.protocol, &mut self.out);
-                    }
+            let relayed = match self.submit(&group).await {
+                Ok(bytes) => self.relay(&group, &bytes),
+                Err(why) => Err(why),
+            };
+            if let Err(why) = relayed {
+                for _ in 0..group.len() {
+                    Reply::error(why.clone()).encode(self.protocol, &mut self.out);
                 }
             }
         }
     }
 
-    /// Counts a lookup's hits and misses (`MGET`: one per key).
-    fn count_lookups(&self, reply: &Reply) {
-        let (hits, misses) = match reply {
-            Reply::Array(items) => {
-                let misses = items.iter().filter(|r| matches!(r, Reply::Nil)).count();
-                (items.len() - misses, misses)
+    /// Appends a group's replies (RESP3, from the core) in the connection's protocol: as they
+    /// are when both protocols write them alike, else decoded and encoded again. Nothing is
+    /// appended if they do not match the commands.
+    fn relay(&mut self, group: &[Vec<Vec<u8>>], mut bytes: &[u8]) -> Result<(), String> {
+        let start = self.out.len();
+        for args in group {
+            let lookup = is_lookup(&args[0]);
+            // A lookup's hit is a bulk string; anything else is decoded to be counted.
+            let shared = shared_len(bytes).filter(|_| !lookup || bytes[0] == b'$');
+            let used = match shared {
+                Some(used) => {
+                    self.out.extend_from_slice(&bytes[..used]);
+                    used
+                }
+                None => match parse_reply(bytes) {
+                    Ok(Some((reply, used))) => {
+                        reply.encode(self.protocol, &mut self.out);
+                        used
+                    }
+                    _ => {
+                        self.out.truncate(start);
+                        return Err("ERR internal: a reply that does not decode".into());
+                    }
+                },
+            };
+            if lookup {
+                self.count_lookups(&bytes[..used]);
             }
-            Reply::Nil => (0, 1),
-            Reply::Error(_) => (0, 0),
-            _ => (1, 0),
+            bytes = &bytes[used..];
+        }
+        if !bytes.is_empty() {
+            self.out.truncate(start);
+            return Err("ERR internal: replies do not match the commands".into());
+        }
+        Ok(())
+    }
+
+    /// Counts a lookup's hits and misses (`MGET`: one per key) from its RESP3 reply.
+    fn count_lookups(&self, reply: &[u8]) {
+        let (hits, misses) = match reply[0] {
+            b'$' => (1, 0),
+            b'_' => (0, 1),
+            b'-' => (0, 0),
+            _ => match parse_reply(reply) {
+                Ok(Some((Reply::Array(items), _))) => {
+                    let misses = items.iter().filter(|r| matches!(r, Reply::Nil)).count();
+                    (items.len() - misses, misses)
+                }
+                _ => (1, 0),
+            },
         };
         self.metrics
             .keyspace_hits
@@ -566,17 +601,8 @@ impl Connection {
 
     /// Runs `commands` as one group in the core: a reply per command.
     async fn execute(&mut self, commands: Vec<Vec<Vec<u8>>>) -> Result<Vec<Reply>, String> {
-        let (tx, rx) = oneshot::channel::<GroupResult>();
         let count = commands.len();
-        self.core
-            .send(CoreMsg::Group {
-                commands,
-                reply: tx,
-            })
-            .map_err(|_| "ERR the server is shutting down".to_string())?;
-        let bytes = rx
-            .await
-            .map_err(|_| "ERR the server is shutting down".to_string())??;
+        let bytes = self.submit(&commands).await?;
         let mut replies = Vec::with_capacity(count);
         let mut at = 0;
         while at < bytes.len() {
@@ -593,6 +619,41 @@ impl Connection {
         }
         Ok(replies)
     }
+
+    /// Sends `commands` to the core as one group: their replies, in RESP3.
+    async fn submit(&self, commands: &[Vec<Vec<u8>>]) -> GroupResult {
+        let (tx, rx) = oneshot::channel::<GroupResult>();
+        let mut body = Vec::with_capacity(group_size(commands));
+        encode_group(commands, &mut body);
+        let group = CoreMsg::Group {
+            body,
+            reads: RedisStateMachine::reads_only(commands),
+            reply: tx,
+        };
+        let closed = || "ERR the server is shutting down".to_string();
+        self.core.send(group).map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+}
+
+/// The bytes `commands` take once encoded as a group.
+fn group_size(commands: &[Vec<Vec<u8>>]) -> usize {
+    let args = |c: &Vec<Vec<u8>>| c.iter().map(|a| 4 + a.len()).sum::<usize>();
+    4 + commands.iter().map(|c| 4 + args(c)).sum::<usize>()
+}
+
+/// The longest name of a command the connection answers itself.
+const NAME_MAX: usize = 8;
+
+/// `name` in uppercase, in `buf`: empty when no command the connection answers is that long
+/// (a copy on the heap for every command would cost an allocation each).
+fn uppercase<'a>(name: &[u8], buf: &'a mut [u8; NAME_MAX]) -> &'a [u8] {
+    let Some(upper) = buf.get_mut(..name.len()) else {
+        return &[];
+    };
+    upper.copy_from_slice(name);
+    upper.make_ascii_uppercase();
+    upper
 }
 
 /// Whether a command looks keys up for `INFO`'s keyspace hits and misses.

@@ -47,18 +47,27 @@ impl Default for Metrics {
 impl Metrics {
     /// Records one command's latency; `name` in any case.
     pub fn record(&self, name: &[u8], nanos: u64) {
+        self.record_as(self.key(name), nanos);
+    }
+
+    /// Records one command's latency under a [`Metrics::key`].
+    pub fn record_as(&self, key: &'static str, nanos: u64) {
+        self.commands[key].record(nanos);
+    }
+
+    /// The name `name` (any case) is counted under.
+    pub fn key(&self, name: &[u8]) -> &'static str {
         let mut lower = [0u8; 24];
         let known = name.len() <= lower.len() && {
             lower[..name.len()].copy_from_slice(name);
             lower[..name.len()].make_ascii_lowercase();
             true
         };
-        let key = std::str::from_utf8(&lower[..name.len().min(lower.len())])
+        std::str::from_utf8(&lower[..name.len().min(lower.len())])
             .ok()
             .filter(|_| known)
             .and_then(|n| self.commands.get_key_value(n))
-            .map_or(UNKNOWN, |(k, _)| k);
-        self.commands[key].record(nanos);
+            .map_or(UNKNOWN, |(k, _)| k)
     }
 
     pub fn commands_processed(&self) -> u64 {

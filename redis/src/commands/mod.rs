@@ -103,12 +103,19 @@ pub fn all() -> &'static [CommandSpec] {
 }
 
 fn find(table: &'static [CommandSpec], name: &[u8]) -> Option<&'static CommandSpec> {
-    let lower = name.to_ascii_lowercase();
+    // Lowercased on the stack: every command of every group comes here, several times.
+    let mut buf = [0u8; NAME_MAX];
+    let lower = buf.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
     table
-        .binary_search_by(|c| c.name.as_bytes().cmp(&lower))
+        .binary_search_by(|c| c.name.as_bytes().cmp(lower))
         .ok()
         .map(|i| &table[i])
 }
+
+/// Longer than any command's name (`incrbyfloat`).
+const NAME_MAX: usize = 16;
 
 /// The data command named `name` (any case), as clients may send it.
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
@@ -117,7 +124,7 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
 
 /// Whether `name` is one of the server's own commands, which clients may not send.
 pub fn is_internal(name: &[u8]) -> bool {
-    find(INTERNAL, name).is_some()
+    name.first() == Some(&b'~') && find(INTERNAL, name).is_some()
 }
 
 /// The command named `name`, data or internal: what the state machine runs.
@@ -210,6 +217,9 @@ mod tests {
         assert!(COMMANDS.windows(2).all(|w| w[0].name < w[1].name));
         assert!(INTERNAL.windows(2).all(|w| w[0].name < w[1].name));
         assert!(INTERNAL.iter().all(|c| c.name.starts_with('~')));
+        let names = || COMMANDS.iter().chain(INTERNAL).map(|c| c.name.len());
+        assert!(names().all(|n| n < NAME_MAX));
+        assert!(lookup(&[b'g'; 1000]).is_none());
         assert!(lookup(b"~watch").is_none() && is_internal(b"~WATCH"));
         assert!(!is_internal(b"get"));
         assert_eq!(lookup(b"GeT").unwrap().name, "get");
