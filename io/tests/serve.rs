@@ -730,3 +730,65 @@ fn expired_keys_are_reaped_and_info_and_http_describe_the_replica() {
     drop(conn);
     server.stop();
 }
+
+/// Raises this process's open-file limit as far as the hard limit allows; returns the soft limit.
+fn raise_open_files(wanted: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = wanted.min(limit.rlim_max as u64) as libc::rlim_t;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur as u64
+}
+
+#[test]
+fn thousands_of_connections_are_served_at_once() {
+    // Each connection costs two descriptors here: the client's and the server's.
+    let files = raise_open_files(8192);
+    let count = 2000.min((files.saturating_sub(200) / 2) as usize);
+    assert!(
+        count >= 400,
+        "the open-file limit ({files}) is too low for this test"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("z.data"));
+    let mut streams: Vec<TcpStream> = (0..count).map(|_| server.raw()).collect();
+    // Every connection's write goes out before any reply is read: all are open at once.
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let (key, value) = (format!("conn{i}"), format!("v{i}"));
+        let request = format!(
+            "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n",
+            key.len(),
+            value.len()
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+    }
+    for stream in streams.iter_mut() {
+        let mut reply = [0u8; 5];
+        stream.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"+OK\r\n");
+    }
+    let mut conn = server.connect();
+    let info: String = redis::cmd("INFO").arg("clients").query(&mut conn).unwrap();
+    let connected = info
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .unwrap();
+    assert_eq!(connected, count + 1, "{info}");
+    let keys: Vec<String> = (0..count).map(|i| format!("conn{i}")).collect();
+    let values: Vec<String> = redis::cmd("MGET").arg(&keys).query(&mut conn).unwrap();
+    assert!(values
+        .iter()
+        .enumerate()
+        .all(|(i, v)| *v == format!("v{i}")));
+    drop(streams);
+    drop(conn);
+    server.stop();
+}

@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(origin(id.client), Some(2));
         assert!(decode_request(&out, 8, 0).is_none(), "another cluster's");
         assert!(decode_request(&out, 7, 1).is_none(), "another replica's");
-        out[80] ^= 1;
+        out[73] ^= 1;
         assert!(decode_request(&out, 7, 0).is_none(), "a corrupt body");
     }
 
