@@ -732,7 +732,7 @@ fn expired_keys_are_reaped_and_info_and_http_describe_the_replica() {
 }
 
 /// Raises this process's open-file limit as far as the hard limit allows; returns the soft limit.
-fn raise_open_files(wanted: u64) -> u64 {
+fn raise_open_files(wanted: libc::rlim_t) -> libc::rlim_t {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -740,18 +740,18 @@ fn raise_open_files(wanted: u64) -> u64 {
     // SAFETY: getrlimit and setrlimit only read and write the struct passed.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = wanted.min(limit.rlim_max as u64) as libc::rlim_t;
+        limit.rlim_cur = wanted.min(limit.rlim_max);
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 #[test]
 fn thousands_of_connections_are_served_at_once() {
     // Each connection costs two descriptors here: the client's and the server's.
-    let files = raise_open_files(8192);
-    let count = 2000.min((files.saturating_sub(200) / 2) as usize);
+    let files = raise_open_files(8192) as usize;
+    let count = 2000.min(files.saturating_sub(200) / 2);
     assert!(
         count >= 400,
         "the open-file limit ({files}) is too low for this test"
