@@ -499,10 +499,10 @@ impl Connection {
     async fn run_group(&mut self) {
         let mut commands = std::mem::take(&mut self.group);
         while !commands.is_empty() {
-            let end = run_end(&commands);
+            let (end, class) = run_end(&commands);
             let rest = commands.split_off(end);
             let group = std::mem::replace(&mut commands, rest);
-            let relayed = match self.submit(&group).await {
+            let relayed = match self.submit(&group, class == Class::Read).await {
                 Ok(bytes) => self.relay(&group, &bytes),
                 Err(why) => Err(why),
             };
@@ -602,7 +602,9 @@ impl Connection {
     /// Runs `commands` as one group in the core: a reply per command.
     async fn execute(&mut self, commands: Vec<Vec<Vec<u8>>>) -> Result<Vec<Reply>, String> {
         let count = commands.len();
-        let bytes = self.submit(&commands).await?;
+        let bytes = self
+            .submit(&commands, RedisStateMachine::reads_only(&commands))
+            .await?;
         let mut replies = Vec::with_capacity(count);
         let mut at = 0;
         while at < bytes.len() {
@@ -620,14 +622,15 @@ impl Connection {
         Ok(replies)
     }
 
-    /// Sends `commands` to the core as one group: their replies, in RESP3.
-    async fn submit(&self, commands: &[Vec<Vec<u8>>]) -> GroupResult {
+    /// Sends `commands` to the core as one group (`reads`: of reads alone): their replies, in
+    /// RESP3.
+    async fn submit(&self, commands: &[Vec<Vec<u8>>], reads: bool) -> GroupResult {
         let (tx, rx) = oneshot::channel::<GroupResult>();
         let mut body = Vec::with_capacity(group_size(commands));
         encode_group(commands, &mut body);
         let group = CoreMsg::Group {
             body,
-            reads: RedisStateMachine::reads_only(commands),
+            reads,
             reply: tx,
         };
         let closed = || "ERR the server is shutting down".to_string();
@@ -797,25 +800,27 @@ fn class(args: &[Vec<u8>]) -> Class {
 
 /// Where the first group of `commands` ends: a run of reads, a run of writes (at most
 /// `WRITE_GROUP_MAX` of them and `WRITE_GROUP_BYTES` of arguments, so that the group fits a WAL
-/// entry beside others), or one write that answers with a value.
-fn run_end(commands: &[Vec<Vec<u8>>]) -> usize {
+/// entry beside others), or one write that answers with a value. Returns the end and the
+/// group's class.
+fn run_end(commands: &[Vec<Vec<u8>>]) -> (usize, Class) {
     let first = class(&commands[0]);
     if first == Class::Alone {
-        return 1;
+        return (1, first);
     }
-    let mut bytes = 0;
-    for (i, command) in commands.iter().enumerate() {
+    let size = |command: &Vec<Vec<u8>>| command.iter().map(|a| a.len() + 8).sum::<usize>();
+    let mut bytes = size(&commands[0]);
+    for (i, command) in commands.iter().enumerate().skip(1) {
         if class(command) != first {
-            return i;
+            return (i, first);
         }
         if first == Class::Write {
-            bytes += command.iter().map(|a| a.len() + 8).sum::<usize>();
-            if i > 0 && (i == WRITE_GROUP_MAX || bytes > WRITE_GROUP_BYTES) {
-                return i;
+            bytes += size(command);
+            if i == WRITE_GROUP_MAX || bytes > WRITE_GROUP_BYTES {
+                return (i, first);
             }
         }
     }
-    commands.len()
+    (commands.len(), first)
 }
 
 #[cfg(test)]
@@ -830,7 +835,7 @@ mod tests {
     fn groups(mut commands: &[Vec<Vec<u8>>]) -> Vec<usize> {
         let mut sizes = Vec::new();
         while !commands.is_empty() {
-            let end = run_end(commands);
+            let (end, _) = run_end(commands);
             sizes.push(end);
             commands = &commands[end..];
         }

@@ -24,6 +24,8 @@ pub struct CommandSpec {
     /// Whether it may change the keyspace (reads alone need no session slot).
     pub write: bool,
     pub run: Run,
+    /// The name packed into an integer ([`pack`]): lookups compare these, not strings.
+    key: u128,
 }
 
 impl CommandSpec {
@@ -43,7 +45,35 @@ const fn command(name: &'static str, arity: i32, write: bool, run: Run) -> Comma
         arity,
         write,
         run,
+        key: match pack(name.as_bytes()) {
+            Some(key) => key,
+            None => panic!("a command's name is at most NAME_MAX bytes"),
+        },
     }
+}
+
+/// `name`, lowercased, as a big-endian integer padded with zeros: two packed names compare as
+/// the names do, so the tables' order by name is their order by key. None for a name longer
+/// than any command's, or holding a zero byte (which the padding could not tell apart).
+const fn pack(name: &[u8]) -> Option<u128> {
+    if name.len() > NAME_MAX {
+        return None;
+    }
+    let mut key = 0u128;
+    let mut i = 0;
+    while i < NAME_MAX {
+        let byte = if i < name.len() {
+            name[i].to_ascii_lowercase()
+        } else {
+            0
+        };
+        if i < name.len() && byte == 0 {
+            return None;
+        }
+        key = (key << 8) | byte as u128;
+        i += 1;
+    }
+    Some(key)
 }
 
 /// Every data command, sorted by name.
@@ -103,13 +133,10 @@ pub fn all() -> &'static [CommandSpec] {
 }
 
 fn find(table: &'static [CommandSpec], name: &[u8]) -> Option<&'static CommandSpec> {
-    // Lowercased on the stack: every command of every group comes here, several times.
-    let mut buf = [0u8; NAME_MAX];
-    let lower = buf.get_mut(..name.len())?;
-    lower.copy_from_slice(name);
-    lower.make_ascii_lowercase();
+    // Every command of every group comes here, several times: integer comparisons only.
+    let key = pack(name)?;
     table
-        .binary_search_by(|c| c.name.as_bytes().cmp(lower))
+        .binary_search_by(|c| c.key.cmp(&key))
         .ok()
         .map(|i| &table[i])
 }
@@ -224,6 +251,15 @@ mod tests {
         assert!(!is_internal(b"get"));
         assert_eq!(lookup(b"GeT").unwrap().name, "get");
         assert!(lookup(b"nope").is_none());
+        assert!(lookup(b"get\0").is_none(), "a zero byte is no padding");
+        assert!(lookup(b"ge").is_none() && lookup(b"gets").is_none());
+        assert!(
+            COMMANDS.windows(2).all(|w| w[0].key < w[1].key),
+            "keys sort as names"
+        );
+        for c in COMMANDS.iter().chain(INTERNAL) {
+            assert!(std::ptr::eq(spec(c.name.as_bytes()).unwrap(), c));
+        }
         assert!(lookup(b"set").unwrap().arity_ok(3));
         assert!(!lookup(b"get").unwrap().arity_ok(3));
     }
