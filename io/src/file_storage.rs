@@ -247,20 +247,33 @@ pub fn write_error(error: &io::Error) -> WriteError {
 /// Takes an exclusive, non-blocking `flock` on a data file, so that two processes never drive
 /// (or format) the same data file. The lock lasts as long as the file stays open.
 pub fn lock_data_file(file: &File) -> io::Result<()> {
-    // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
-    let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if result == 0 {
-        return Ok(());
+    // A process forked meanwhile by another thread of this one holds a copy of every descriptor,
+    // and with it the lock of one just closed, until its exec closes them: a moment, so a lock
+    // held is asked for again a few times before the file is called in use.
+    let mut tries = 0;
+    loop {
+        // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
+        let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if result == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(error);
+        }
+        tries += 1;
+        if tries == LOCK_TRIES {
+            return Err(io::Error::new(
+                error.kind(),
+                "the data file is in use by another process",
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let error = io::Error::last_os_error();
-    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Err(io::Error::new(
-            error.kind(),
-            "the data file is in use by another process",
-        ));
-    }
-    Err(error)
 }
+
+/// How often a held lock is asked for, 10 ms apart, before the data file is called in use.
+const LOCK_TRIES: u32 = 20;
 
 #[cfg(test)]
 mod tests {
