@@ -751,9 +751,10 @@ fn raise_open_files(wanted: libc::rlim_t) -> libc::rlim_t {
 fn thousands_of_connections_are_served_at_once() {
     // Each connection costs two descriptors here: the client's and the server's.
     let files = raise_open_files(8192) as usize;
-    let count = 2000.min(files.saturating_sub(200) / 2);
+    // Room is left for the descriptors of the other tests of this binary, which run alongside.
+    let count = 2000.min(files.saturating_sub(400) / 2);
     assert!(
-        count >= 400,
+        count >= 300,
         "the open-file limit ({files}) is too low for this test"
     );
     let dir = tempfile::tempdir().unwrap();
