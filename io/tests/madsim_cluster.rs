@@ -182,6 +182,20 @@ impl History {
     fn now(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }
+
+    /// Records an operation called at `call`; it completed at `ret` if there is an `output`.
+    /// Returns whether it completed.
+    fn record(&self, id: u64, input: Input, call: u64, ret: u64, output: Option<Output>) -> bool {
+        let completed = output.is_some();
+        self.operations.lock().unwrap().push(Operation {
+            client: id,
+            input,
+            call,
+            ret: completed.then_some(ret),
+            output,
+        });
+        completed
+    }
 }
 
 /// Runs one operation on `client` (connecting first to `replica` if needed) and records it.
@@ -210,15 +224,7 @@ async fn run(
             None
         }
     };
-    let completed = output.is_some();
-    history.operations.lock().unwrap().push(Operation {
-        client: id,
-        input,
-        call,
-        ret: completed.then_some(ret),
-        output,
-    });
-    completed
+    history.record(id, input, call, ret, output)
 }
 
 /// A compare-and-swap as a Redis client writes one: `WATCH k`, `GET k`, `MULTI`, `SET k new`,
@@ -273,15 +279,7 @@ async fn cas(
     if output.is_none() && !exec_sent {
         return false; // never reached EXEC: no effect
     }
-    let completed = output.is_some();
-    history.operations.lock().unwrap().push(Operation {
-        client: id,
-        input,
-        call,
-        ret: completed.then_some(ret),
-        output,
-    });
-    completed
+    history.record(id, input, call, ret, output)
 }
 
 /// A client: random SET / GET / DEL / CAS on a few keys, through one replica, moving to the next one
