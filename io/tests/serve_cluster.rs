@@ -286,6 +286,22 @@ fn leader_kills_lose_no_acknowledged_write_and_survivors_keep_writing() {
         cluster.start(leader);
         cluster.wait_healthy(Duration::from_secs(60));
     }
+    // The leader's /status names both peers, each with how far it is behind once it has
+    // answered in this term (a replica restarted a moment ago may not have yet).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leader = cluster.leader(Duration::from_secs(30));
+        let status = cluster.status(leader).unwrap_or_default();
+        let peers = status.split(r#""peers":["#).nth(1).unwrap_or_default();
+        if peers.matches(r#""lag":"#).count() == 2 && !peers.contains("null") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader's peers in /status: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     stop.store(true, Ordering::Relaxed);
     for thread in threads {
         thread.join().unwrap();
