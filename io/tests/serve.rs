@@ -727,6 +727,22 @@ fn expired_keys_are_reaped_and_info_and_http_describe_the_replica() {
         );
     }
     assert_eq!(http_get(http, "/nosuch").0, 404);
+    // With nothing left to expire, passes over the keyspace look (reads) but write nothing.
+    let entries = |metrics: &str| {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("ziggy_reaper_entries_total "));
+        let count = line.and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok());
+        count.expect("ziggy_reaper_entries_total in /metrics")
+    };
+    let before = entries(&metrics);
+    assert!(before >= 1, "the 50 keys took at least one entry");
+    std::thread::sleep(Duration::from_millis(600)); // six passes
+    assert_eq!(
+        entries(&http_get(http, "/metrics").1),
+        before,
+        "idle passes wrote"
+    );
     drop(conn);
     server.stop();
 }

@@ -7,7 +7,7 @@
 //!
 //! Besides the data commands, the server sends commands of its own, which clients may not send
 //! ([`is_internal`]): WATCH's read and EXEC's check ([`watch_command`], [`check_command`]), and
-//! the reaper of expired keys ([`reap_group`]).
+//! the reaper of expired keys ([`expired_group`], [`reap_group`]).
 //!
 //! Everything here is a function of the log: time is the entry's timestamp (the leader's clock
 //! when it appended the entry), never a replica's own clock, so every replica expires the same
@@ -20,7 +20,9 @@ mod machine;
 mod record;
 
 pub use body::{decode_group, encode_group, GroupError};
-pub use commands::reap::{decode_reap_reply, reap_group, Reaped};
+pub use commands::reap::{
+    decode_expired_reply, decode_reap_reply, expired_group, reap_group, Expired,
+};
 pub use commands::watch::{check_command, exec_aborted, watch_command, watched, Watched};
 pub use commands::{all as commands, is_internal, lookup, parse_i64, unknown_command, CommandSpec};
 pub use machine::RedisStateMachine;

@@ -60,24 +60,34 @@ const RETRY_WAIT: Duration = Duration::from_micros(200);
 /// How long a shutdown waits for requests in flight (a cluster may have no leader).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Keys one reap looks at: it bounds the work one log entry makes every replica do.
-const REAP_SCAN: u32 = 256;
+/// Keys one look of the reaper examines: it bounds the work of one read on the leader.
+const REAP_SCAN: u32 = 1024;
 
-/// The leader's reaper of expired keys: logged reaps, so that every replica deletes the same
-/// keys at the same index (reads already hide expired keys; this reclaims their space).
+/// The leader's reaper of expired keys. It looks for them with reads (no log entry) and
+/// proposes a logged reap of the keys a look found, so that every replica deletes the same keys
+/// at the same index (reads already hide expired keys; this reclaims their space). A keyspace
+/// with nothing expired costs reads only, never a write to the disk.
 #[derive(Default)]
 struct Reaper {
     /// Where the pass resumes.
     cursor: Vec<u8>,
-    /// The reap in flight.
-    answer: Option<oneshot::Receiver<GroupResult>>,
+    /// The look (a read) or the reap (a write) in flight, and which.
+    answer: Option<(oneshot::Receiver<GroupResult>, Step)>,
     /// The tick the next pass may start at.
     next_pass: u64,
-    /// Ticks between the starts of two passes over the whole keyspace; within a pass, the next
-    /// reap follows the last one's answer at once.
+    /// Ticks between the starts of two passes over the whole keyspace; within a pass, each step
+    /// follows the last one's answer at once.
     pass_ticks: u64,
     /// Expired keys reaped since the server started.
     reaped: u64,
+    /// Reaps proposed since the server started (log entries the reaper made).
+    reaps: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Look,
+    Reap,
 }
 
 struct Lane {
@@ -262,6 +272,7 @@ impl CoreLoop {
                 status.in_flight = self.waiting.len();
                 status.queued = self.queued.len();
                 status.reaped = self.reaper.reaped;
+                status.reaps = self.reaper.reaps;
                 status.compaction_debt = self
                     .driver
                     .replica_mut()
@@ -284,40 +295,73 @@ impl CoreLoop {
         }
     }
 
-    /// Proposes the next reap when this replica leads and none is in flight.
+    /// Takes the answer of the reaper's step in flight, then starts its next step when this
+    /// replica leads: a look, or a reap of what the last look found.
     fn reap(&mut self) {
-        if let Some(answer) = &mut self.reaper.answer {
-            match answer.try_recv() {
-                Err(oneshot::error::TryRecvError::Empty) => return,
-                Ok(Ok(bytes)) => match ziggy_redis::decode_reap_reply(&bytes) {
-                    Some(reaped) => {
-                        self.reaper.reaped += reaped.deleted;
-                        self.reaper.cursor = reaped.cursor;
-                    }
-                    None => tracing::warn!("a reap answered with something else; starting over"),
-                },
-                Ok(Err(why)) => tracing::debug!(%why, "a reap failed; it will be tried again"),
-                Err(oneshot::error::TryRecvError::Closed) => {}
-            }
-            self.reaper.answer = None;
-            if self.reaper.cursor.is_empty() {
-                self.reaper.next_pass = self.driver.replica().ticks() + self.reaper.pass_ticks;
-            }
-        }
+        let found = match self.reaper_answer() {
+            Err(()) => return, // a step is still in flight
+            Ok(found) => found,
+        };
         let replica = self.driver.replica();
         let pass_due = !self.reaper.cursor.is_empty() || replica.ticks() >= self.reaper.next_pass;
-        if !replica.accepting_requests() || !pass_due || self.shutting_down.is_some() {
+        if !replica.accepting_requests() || self.shutting_down.is_some() {
             return;
         }
         let (tx, rx) = oneshot::channel();
         let mut body = Vec::new();
-        encode_group(
-            &ziggy_redis::reap_group(REAP_SCAN, &self.reaper.cursor),
-            &mut body,
-        );
-        self.queued.push_back((RedisStateMachine::WRITE, body, tx));
-        self.reaper.answer = Some(rx);
-        self.start_queued();
+        if !found.is_empty() {
+            encode_group(&ziggy_redis::reap_group(&found), &mut body);
+            self.reaper.reaps += 1;
+            self.reaper.answer = Some((rx, Step::Reap));
+            self.queued.push_back((RedisStateMachine::WRITE, body, tx));
+            self.start_queued();
+        } else if pass_due {
+            encode_group(
+                &ziggy_redis::expired_group(REAP_SCAN, &self.reaper.cursor),
+                &mut body,
+            );
+            self.reaper.answer = Some((rx, Step::Look));
+            self.reads_request += 1;
+            let key = (self.reads_client, self.reads_request);
+            self.start(key, 0, RedisStateMachine::READ, body, None, Some(tx));
+        }
+    }
+
+    /// The keys the reaper's last look found (empty after a reap or a failure); Err while its
+    /// step is in flight.
+    fn reaper_answer(&mut self) -> Result<Vec<Vec<u8>>, ()> {
+        let Some((answer, step)) = &mut self.reaper.answer else {
+            return Ok(Vec::new());
+        };
+        let step = *step;
+        let result = match answer.try_recv() {
+            Err(oneshot::error::TryRecvError::Empty) => return Err(()),
+            Err(oneshot::error::TryRecvError::Closed) => Err("dropped".to_string()),
+            Ok(result) => result,
+        };
+        self.reaper.answer = None;
+        let mut found = Vec::new();
+        match (step, result) {
+            (Step::Look, Ok(bytes)) => match ziggy_redis::decode_expired_reply(&bytes) {
+                Some(expired) => {
+                    self.reaper.cursor = expired.cursor;
+                    found = expired.keys;
+                }
+                None => {
+                    tracing::warn!("a look for expired keys answered something else");
+                    self.reaper.cursor.clear();
+                }
+            },
+            (Step::Reap, Ok(bytes)) => match ziggy_redis::decode_reap_reply(&bytes) {
+                Some(deleted) => self.reaper.reaped += deleted,
+                None => tracing::warn!("a reap answered something else"),
+            },
+            (_, Err(why)) => tracing::debug!(%why, "a reaper step failed; it will be tried again"),
+        }
+        if step == Step::Look && self.reaper.cursor.is_empty() {
+            self.reaper.next_pass = self.driver.replica().ticks() + self.reaper.pass_ticks;
+        }
+        Ok(found)
     }
 
     /// Puts queued write groups on free lanes.

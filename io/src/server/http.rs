@@ -207,6 +207,11 @@ fn prometheus(status: &NodeStatus, metrics: &Metrics) -> String {
         status.reaped,
     );
     counter(
+        "reaper_entries_total",
+        "Log entries the reaper proposed: one only when a look found expired keys.",
+        status.reaps,
+    );
+    counter(
         "storage_bytes_written_total",
         "Bytes written to the data file.",
         status.storage.bytes_written,

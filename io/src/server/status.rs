@@ -41,6 +41,8 @@ pub struct NodeStatus {
     pub queued: usize,
     /// Expired keys the reaper deleted since this server started (while it led).
     pub reaped: u64,
+    /// Log entries the reaper proposed (it proposes one only when a look found expired keys).
+    pub reaps: u64,
     /// Bytes the LSM's compaction owes (None while the state is being rebuilt).
     pub compaction_debt: Option<u64>,
 }
@@ -100,6 +102,7 @@ impl NodeStatus {
             in_flight: 0,
             queued: 0,
             reaped: 0,
+            reaps: 0,
             compaction_debt: None,
         }
     }

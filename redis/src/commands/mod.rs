@@ -123,7 +123,8 @@ static COMMANDS: &[CommandSpec] = &[
 /// them as unknown ([`is_internal`]). Their names start with `~`, as no Redis command's does.
 static INTERNAL: &[CommandSpec] = &[
     command(watch::CHECK, -5, false, watch::check),
-    command(reap::REAP, 3, true, reap::reap),
+    command(reap::EXPIRED, 3, false, reap::expired),
+    command(reap::REAP, -2, true, reap::reap),
     command(watch::WATCH, -2, false, watch::watch),
 ];
 

@@ -1,8 +1,8 @@
 use super::*;
 use crate::body::encode_group;
 use crate::{
-    check_command, decode_reap_reply, exec_aborted, reap_group, watch_command, watched, Reaped,
-    Watched,
+    check_command, decode_expired_reply, decode_reap_reply, exec_aborted, expired_group,
+    reap_group, watch_command, watched, Expired, Watched,
 };
 use ziggy_core::lsm::MemoryStore;
 use ziggy_resp::parse_reply;
@@ -513,12 +513,42 @@ impl Harness {
         self.machine.lsm.all_pairs().unwrap().len()
     }
 
-    /// One reap: how many it deleted and where it stopped.
-    fn reap(&mut self, max: u32, cursor: &[u8]) -> Reaped {
-        let reply = self.raw(reap_group(max, cursor)).remove(0);
+    /// The reply of a one-command group, encoded as the state machine writes it.
+    fn encoded(&mut self, group: Vec<Vec<Vec<u8>>>) -> Vec<u8> {
+        let reply = self.raw(group).remove(0);
         let mut bytes = Vec::new();
         reply.encode(Protocol::Resp3, &mut bytes);
+        bytes
+    }
+
+    /// One look for expired keys (a read): what it found and where it stopped.
+    fn expired(&mut self, max: u32, cursor: &[u8]) -> Expired {
+        let bytes = self.encoded(expired_group(max, cursor));
+        decode_expired_reply(&bytes).expect("an expired reply")
+    }
+
+    /// One reap of `keys` (a write): how many it deleted.
+    fn reap(&mut self, keys: &[Vec<u8>]) -> u64 {
+        let bytes = self.encoded(reap_group(keys));
         decode_reap_reply(&bytes).expect("a reap reply")
+    }
+
+    /// A whole pass: looks `max` keys at a time and reaps what each look found. The keys
+    /// deleted and the looks it took.
+    fn reap_pass(&mut self, max: u32) -> (u64, usize) {
+        let (mut cursor, mut deleted, mut looks) = (Vec::new(), 0, 0);
+        loop {
+            let found = self.expired(max, &cursor);
+            assert!(found.keys.len() <= max as usize);
+            looks += 1;
+            if !found.keys.is_empty() {
+                deleted += self.reap(&found.keys);
+            }
+            cursor = found.cursor;
+            if cursor.is_empty() {
+                return (deleted, looks);
+            }
+        }
     }
 }
 
@@ -588,7 +618,7 @@ fn a_watched_key_that_expires_aborts_exec() {
         Some(vec![ok()]),
         "expired before WATCH and still: no change"
     );
-    h.reap(10, b"");
+    h.reap_pass(10);
     assert_eq!(h.exec(&w, &[&["SET", "x", "2"]]), None, "reaped since");
 }
 
@@ -616,6 +646,7 @@ fn removals_survive_a_checkpoint() {
 fn internal_commands_are_not_data_commands() {
     assert!(crate::lookup(b"~watch").is_none());
     assert!(crate::is_internal(b"~check") && crate::is_internal(b"~reap"));
+    assert!(crate::is_internal(b"~expired"));
     assert!(crate::commands().iter().all(|c| !c.name.starts_with('~')));
     let mut h = Harness::new();
     assert_eq!(
@@ -641,34 +672,48 @@ fn the_reaper_deletes_expired_keys_for_good() {
             _ => h.cmd(&["SET", &key, "later", "EX", "100"]),
         };
     }
-    let reaped = h.reap(100, b"");
-    assert_eq!(reaped.deleted, 0, "nothing has expired yet");
-    assert_eq!(reaped.cursor, b"", "60 keys: it reached the end");
+    let index = h.index;
+    let found = h.expired(100, b"");
+    assert_eq!(found.keys, Vec::<Vec<u8>>::new(), "nothing has expired yet");
+    assert_eq!(found.cursor, b"", "60 keys: it reached the end");
+    assert_eq!(h.index, index, "a look is a read: no entry");
     h.now += 10;
     assert_eq!(h.stored(), 60, "expired, only hidden");
 
-    let (mut cursor, mut deleted, mut calls) = (Vec::new(), 0, 0);
-    loop {
-        let reaped = h.reap(7, &cursor);
-        assert!(reaped.deleted <= 7);
-        deleted += reaped.deleted;
-        calls += 1;
-        cursor = reaped.cursor;
-        if cursor.is_empty() {
-            break;
-        }
-    }
-    assert_eq!((deleted, calls), (20, 9), "60 keys, 7 a call");
+    assert_eq!(h.reap_pass(7), (20, 9), "60 keys, 7 a look");
     assert_eq!(h.stored(), 40, "gone from the LSM");
     assert_eq!(h.cmd(&["DBSIZE"]), int(40));
     assert_eq!(h.cmd(&["GET", "key00"]), bulk("live"));
     assert_eq!(h.cmd(&["GET", "key02"]), bulk("later"));
-    assert_eq!(h.reap(1000, b"").deleted, 0, "nothing left to reap");
+    assert_eq!(h.reap_pass(1000), (0, 1), "nothing left to reap");
     h.now += 100_000;
-    assert_eq!(h.reap(1000, b"key50").deleted, 4, "from the cursor on");
+    let found = h.expired(1000, b"key50");
+    assert_eq!(found.keys.len(), 4, "from the cursor on: {found:?}");
+    assert_eq!(h.reap(&found.keys), 4);
     assert_eq!(h.cmd(&["GET", "key59"]), Reply::Nil);
     assert_eq!(h.cmd(&["TTL", "key02"]), int(-2), "expired, not reaped yet");
     assert_eq!(h.stored(), 36);
+}
+
+#[test]
+fn a_reap_keeps_what_was_rewritten_since_the_look() {
+    let mut h = Harness::new();
+    h.cmd(&["SET", "a", "1", "PX", "5"]);
+    h.cmd(&["SET", "b", "2", "PX", "5"]);
+    h.cmd(&["SET", "c", "3"]);
+    h.now += 10;
+    let found = h.expired(10, b"");
+    assert_eq!(found.keys, vec![b"a".to_vec(), b"b".to_vec()]);
+    h.cmd(&["SET", "a", "fresh"]);
+    let listed = [found.keys.clone(), vec![b"c".to_vec(), b"absent".to_vec()]].concat();
+    assert_eq!(
+        h.reap(&listed),
+        1,
+        "only b: a was rewritten, c is live, absent is absent"
+    );
+    assert_eq!(h.cmd(&["GET", "a"]), bulk("fresh"));
+    assert_eq!(h.cmd(&["GET", "c"]), bulk("3"));
+    assert_eq!(h.stored(), 2);
 }
 
 #[test]
@@ -687,14 +732,13 @@ fn replicas_reap_the_same_keys() {
     }
     one.now += 10;
     two.now += 10;
-    assert_eq!(one.reap(2, b""), two.reap(2, b""));
-    assert_eq!(one.reap(2, b"c"), two.reap(2, b"c"));
+    let found = one.expired(10, b"");
+    assert_eq!(found.keys, vec![b"a".to_vec(), b"d".to_vec()]);
+    assert_eq!(one.reap(&found.keys), two.reap(&found.keys));
     assert_eq!(one.machine.digest().unwrap(), two.machine.digest().unwrap());
     assert_eq!(one.stored(), 2, "a and d reaped, b and c live");
     assert_eq!(decode_reap_reply(b"-ERR no\r\n"), None);
-    assert_eq!(
-        decode_reap_reply(b"*2\r\n:1\r\n$0\r\n\r\n:1\r\n"),
-        None,
-        "one reply only"
-    );
+    assert_eq!(decode_reap_reply(b":1\r\n:1\r\n"), None, "one reply only");
+    assert_eq!(decode_expired_reply(b"*1\r\n:1\r\n"), None, "bulks only");
+    assert_eq!(decode_expired_reply(b"*0\r\n"), None, "a cursor first");
 }
