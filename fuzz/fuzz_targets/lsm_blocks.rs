@@ -37,6 +37,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = block.find(&probe, u64::MAX, &mut Vec::new());
         let _ = block.find(b"", 0, &mut Vec::new());
     }
+    // The point-read path opens cached blocks without re-verifying them: never a panic either.
+    if let Ok(block) = Block::open(data) {
+        let _ = block.find(b"k", u64::MAX, &mut Vec::new());
+        let _ = block.find(b"", 0, &mut Vec::new());
+    }
     let reference = BlockRef {
         address: 7,
         checksum: data.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap())),

@@ -2,7 +2,9 @@
 //!
 //! Beside the keys it keeps one number, `removed_at`: the index of the last entry that removed a
 //! stored record (what `WATCH` on an absent key compares). It travels in the checkpoint's bytes:
-//! `[removed_at u64 LE][the LSM's checkpoint bytes]`, or nothing for the empty state.
+//! `[LAYOUT u64 LE][removed_at u64 LE][the LSM's checkpoint bytes]`, or nothing for the empty
+//! state. `LAYOUT` names how keys map onto the LSM (`keyspace.rs`): a build refuses a checkpoint
+//! of another layout rather than misread it.
 
 use crate::body::decode_group;
 use crate::commands::{self, execute, watch};
@@ -103,14 +105,23 @@ fn millis(header: &EntryHeader) -> u64 {
 }
 
 /// Splits a checkpoint's bytes into `removed_at` and the LSM's bytes (empty: the empty state).
+/// The keyspace's layout in the LSM, as checkpoints name it: "ZGYKEYS" and a version. Version
+/// 2 put records and the expiry index in namespaces; version 1 (raw keys) carried no tag.
+const LAYOUT: u64 = u64::from_be_bytes(*b"ZGYKEYS\x02");
+
 fn split_checkpoint(bytes: &[u8]) -> Result<(u64, &[u8]), StateError> {
     if bytes.is_empty() {
         return Ok((0, bytes));
     }
     let mut reader = Reader(bytes);
-    let removed_at = reader
-        .u64()
-        .ok_or(StateError::Decode("a checkpoint shorter than its header"))?;
+    let short = StateError::Decode("a checkpoint shorter than its header");
+    if reader.u64().ok_or(short.clone())? != LAYOUT {
+        return Err(StateError::Decode(
+            "the data file's keyspace has another layout than this build's (written by an \
+             older build?): open it with the build that wrote it",
+        ));
+    }
+    let removed_at = reader.u64().ok_or(short)?;
     Ok((removed_at, reader.0))
 }
 
@@ -169,6 +180,7 @@ impl StateMachine for RedisStateMachine {
     }
 
     fn checkpoint(&mut self, out: &mut Vec<u8>) -> Result<(), StateError> {
+        out.extend_from_slice(&LAYOUT.to_le_bytes());
         out.extend_from_slice(&self.removed_at.to_le_bytes());
         self.lsm.checkpoint(out)
     }

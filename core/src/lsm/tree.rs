@@ -1088,7 +1088,7 @@ impl<S: BlockStore> Engine<S> {
                     break;
                 }
             };
-            let result = Block::decode(payload)
+            let result = Block::open(payload)
                 .and_then(|decoded| decoded.find(key, snapshot, &mut key_scratch));
             found = match result {
                 Ok(Find::Version {
@@ -1114,7 +1114,8 @@ impl<S: BlockStore> Engine<S> {
         found
     }
 
-    /// A data block's payload, through the cache when `cached`.
+    /// A data block's payload, through the cache when `cached`. Every payload it returns has
+    /// passed [`Block::decode`] (the cache admits no other), so callers may [`Block::open`] it.
     fn read_data(&mut self, block: BlockRef, cached: bool) -> Result<&[u8], Error> {
         if cached {
             if let Some(slot) = self.cache.lookup(block) {
@@ -1124,6 +1125,7 @@ impl<S: BlockStore> Engine<S> {
         let len = grid::read_verified(&mut self.store, BlockKind::Data, block, &mut self.scratch)?;
         self.stats.block_reads += 1;
         let payload = &self.scratch[grid::HEADER_SIZE..grid::HEADER_SIZE + len];
+        Block::decode(payload).map_err(|_| corrupt(block))?;
         if cached {
             if let Some(slot) = self.cache.insert(block, payload) {
                 return Ok(self.cache.get(slot));
@@ -1834,7 +1836,8 @@ fn corrupt(block: BlockRef) -> Error {
     })
 }
 
+/// Decodes a payload [`Engine::read_data`] returned (verified).
 fn decode_entries(payload: &[u8], block: BlockRef, out: &mut Entries) -> Result<(), Error> {
-    let decoded = Block::decode(payload).map_err(|_| corrupt(block))?;
+    let decoded = Block::open(payload).map_err(|_| corrupt(block))?;
     decoded.decode_into(out).map_err(|_| corrupt(block))
 }

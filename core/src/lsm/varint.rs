@@ -36,7 +36,15 @@ pub enum VarintError {
 }
 
 /// Decodes a varint from the front of `bytes`: the value and the bytes it took.
+#[inline]
 pub fn decode(bytes: &[u8]) -> Result<(u64, usize), VarintError> {
+    match bytes.first() {
+        Some(&byte) if byte < 0x80 => Ok((byte as u64, 1)), // most lengths and prefix sizes
+        _ => decode_long(bytes),
+    }
+}
+
+fn decode_long(bytes: &[u8]) -> Result<(u64, usize), VarintError> {
     let mut value: u64 = 0;
     for (i, &byte) in bytes.iter().enumerate().take(MAX_LEN) {
         let payload = (byte & 0x7F) as u64;

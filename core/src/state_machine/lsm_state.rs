@@ -68,8 +68,20 @@ impl LsmState {
 
     /// Up to `limit` live pairs from `start` on, in key order, at the current sequence.
     pub fn scan(&mut self, start: &[u8], limit: usize) -> Result<Vec<KeyValue>, StateError> {
+        self.range(start, None, limit, false)
+    }
+
+    /// Up to `limit` live pairs with keys in `[start, end)` (no `end`: to the last key), in key
+    /// order or, `reverse`, from the end down, at the current sequence.
+    pub fn range(
+        &mut self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<KeyValue>, StateError> {
         let sequence = self.engine.sequence();
-        Ok(self.engine.scan(start, None, sequence, limit, false)?)
+        Ok(self.engine.scan(start, end, sequence, limit, reverse)?)
     }
 
     /// Every live pair at the current sequence.

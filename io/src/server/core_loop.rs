@@ -60,8 +60,9 @@ const RETRY_WAIT: Duration = Duration::from_micros(200);
 /// How long a shutdown waits for requests in flight (a cluster may have no leader).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Keys one look of the reaper examines: it bounds the work of one read on the leader.
-const REAP_SCAN: u32 = 1024;
+/// Expiry entries one look of the reaper returns: it bounds one read on the leader and the
+/// reap (one log entry) that follows it.
+const REAP_SCAN: u32 = 256;
 
 /// The leader's reaper of expired keys. It looks for them with reads (no log entry) and
 /// proposes a logged reap of the keys a look found, so that every replica deletes the same keys
@@ -345,7 +346,7 @@ impl CoreLoop {
             (Step::Look, Ok(bytes)) => match ziggy_redis::decode_expired_reply(&bytes) {
                 Some(expired) => {
                     self.reaper.cursor = expired.cursor;
-                    found = expired.keys;
+                    found = expired.entries;
                 }
                 None => {
                     tracing::warn!("a look for expired keys answered something else");

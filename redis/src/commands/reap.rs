@@ -1,17 +1,19 @@
-//! The reaper of expired keys, in two internal commands so that an idle keyspace costs no log
-//! entries:
+//! The reaper of expired keys, in two internal commands over the expiry index (see
+//! `keyspace.rs`), so that keys that never expire cost it nothing and an idle keyspace costs no
+//! log entries:
 //!
-//! - `~expired max cursor`, a read the leader runs now and then: it examines at most `max`
-//!   stored keys in key order from `cursor` (a key; empty: the start) and answers
-//!   `[next, key...]`: where the following look resumes (empty when this one reached the end of
-//!   the keyspace) and the keys expired at the leader's clock.
-//! - `~reap key...`, a write the leader proposes only when a look found some: it deletes each
-//!   listed key that is expired at the entry's timestamp (one rewritten since the look is kept),
-//!   so every replica deletes the same keys at the same index. It answers how many it deleted.
+//! - `~expired max cursor`, a read the leader runs now and then: up to `max` expiry entries due
+//!   at the leader's clock, after `cursor` (an entry; empty: the first), answered as
+//!   `[next, entry...]`: where the following look resumes (empty when this one reached the last
+//!   entry due) and the entries, each `[expires_at u64 BE][key]`.
+//! - `~reap entry...`, a write the leader proposes only when a look found some: each entry due
+//!   at the entry's timestamp is deleted, with its key's record if the record still expires at
+//!   that time (one rewritten since is kept), so every replica deletes the same keys at the same
+//!   index. It answers how many records it deleted.
 //!
 //! Reads and writes already hide expired keys; the reaper reclaims their space for good.
 
-use super::{not_integer, parse_i64, scan::after};
+use super::{not_integer, parse_i64};
 use crate::keyspace::Keyspace;
 use ziggy_core::state_machine::StateError;
 use ziggy_resp::{parse_reply, Reply};
@@ -21,47 +23,34 @@ type Result = std::result::Result<Reply, StateError>;
 pub const EXPIRED: &str = "~expired";
 pub const REAP: &str = "~reap";
 
-/// The most keys one scan of the LSM returns.
-const BATCH: usize = 256;
-
 pub(crate) fn expired(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
     let max = match parse_i64(args[1]) {
         Some(n) if n >= 1 => n as usize,
         _ => return Ok(not_integer()),
     };
-    let mut from = args[2].to_vec();
-    let mut examined = 0;
-    let mut found = Vec::new();
-    while examined < max {
-        let batch = ks.scan(&from, BATCH.min(max - examined))?;
-        let Some((last, _)) = batch.last() else {
-            from.clear(); // the end: the next look starts over
-            break;
-        };
-        from = after(last);
-        examined += batch.len();
-        let expired = batch.into_iter().filter(|(_, r)| r.expired(ks.now));
-        found.extend(expired.map(|(key, _)| Reply::Bulk(key)));
-    }
-    let mut reply = Vec::with_capacity(1 + found.len());
-    reply.push(Reply::Bulk(from));
-    reply.extend(found);
+    let due = ks.due(args[2], max)?;
+    let next = match due.last() {
+        Some(last) if due.len() == max => last.clone(),
+        _ => Vec::new(), // the last entry due: the next look starts over
+    };
+    let mut reply = Vec::with_capacity(1 + due.len());
+    reply.push(Reply::Bulk(next));
+    reply.extend(due.into_iter().map(Reply::Bulk));
     Ok(Reply::Array(reply))
 }
 
 pub(crate) fn reap(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
     let mut deleted = 0;
-    for &key in &args[1..] {
-        if ks.stored(key)?.is_some_and(|record| record.expired(ks.now)) {
-            ks.remove(key)?;
+    for &entry in &args[1..] {
+        if ks.reap(entry)? {
             deleted += 1;
         }
     }
     Ok(Reply::Integer(deleted))
 }
 
-/// The read group that looks for expired keys among at most `max` from `cursor` (empty: the
-/// start).
+/// The read group that looks for up to `max` expiry entries due, after `cursor` (empty: from the
+/// first).
 pub fn expired_group(max: u32, cursor: &[u8]) -> Vec<Vec<Vec<u8>>> {
     vec![vec![
         EXPIRED.as_bytes().to_vec(),
@@ -70,21 +59,22 @@ pub fn expired_group(max: u32, cursor: &[u8]) -> Vec<Vec<Vec<u8>>> {
     ]]
 }
 
-/// The write group that deletes those of `keys` still expired when it applies.
-pub fn reap_group(keys: &[Vec<u8>]) -> Vec<Vec<Vec<u8>>> {
-    let mut command = Vec::with_capacity(1 + keys.len());
+/// The write group that reaps the expiry `entries` a look found.
+pub fn reap_group(entries: &[Vec<u8>]) -> Vec<Vec<Vec<u8>>> {
+    let mut command = Vec::with_capacity(1 + entries.len());
     command.push(REAP.as_bytes().to_vec());
-    command.extend(keys.iter().cloned());
+    command.extend(entries.iter().cloned());
     vec![command]
 }
 
 /// What a look for expired keys found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expired {
-    /// Where the next look resumes; empty: it reached the end (the next one starts over).
+    /// Where the next look resumes; empty: it reached the last entry due (the next one starts
+    /// over).
     pub cursor: Vec<u8>,
-    /// Expired keys, in key order.
-    pub keys: Vec<Vec<u8>>,
+    /// Expiry entries due, in the order they fell due: what a [`reap_group`] takes.
+    pub entries: Vec<Vec<u8>>,
 }
 
 /// The one reply of a group, as the state machine wrote it; None if there is anything else.
@@ -103,8 +93,8 @@ pub fn decode_expired_reply(bytes: &[u8]) -> Option<Expired> {
         _ => None,
     });
     let cursor = bulks.next()??;
-    let keys = bulks.collect::<Option<Vec<_>>>()?;
-    Some(Expired { cursor, keys })
+    let entries = bulks.collect::<Option<Vec<_>>>()?;
+    Some(Expired { cursor, entries })
 }
 
 /// Decodes the reply of a [`reap_group`]: how many keys it deleted.

@@ -510,7 +510,17 @@ impl Harness {
 
     /// Records stored in the LSM, expired ones included.
     fn stored(&mut self) -> usize {
-        self.machine.lsm.all_pairs().unwrap().len()
+        self.lsm_keys(crate::keyspace::RECORDS)
+    }
+
+    /// Expiry entries stored in the LSM, stale ones included.
+    fn expiry_entries(&mut self) -> usize {
+        self.lsm_keys(crate::keyspace::EXPIRIES)
+    }
+
+    fn lsm_keys(&mut self, namespace: u8) -> usize {
+        let pairs = self.machine.lsm.all_pairs().unwrap();
+        pairs.iter().filter(|(key, _)| key[0] == namespace).count()
     }
 
     /// The reply of a one-command group, encoded as the state machine writes it.
@@ -527,9 +537,9 @@ impl Harness {
         decode_expired_reply(&bytes).expect("an expired reply")
     }
 
-    /// One reap of `keys` (a write): how many it deleted.
-    fn reap(&mut self, keys: &[Vec<u8>]) -> u64 {
-        let bytes = self.encoded(reap_group(keys));
+    /// One reap of expiry `entries` (a write): how many records it deleted.
+    fn reap(&mut self, entries: &[Vec<u8>]) -> u64 {
+        let bytes = self.encoded(reap_group(entries));
         decode_reap_reply(&bytes).expect("a reap reply")
     }
 
@@ -539,10 +549,10 @@ impl Harness {
         let (mut cursor, mut deleted, mut looks) = (Vec::new(), 0, 0);
         loop {
             let found = self.expired(max, &cursor);
-            assert!(found.keys.len() <= max as usize);
+            assert!(found.entries.len() <= max as usize);
             looks += 1;
-            if !found.keys.is_empty() {
-                deleted += self.reap(&found.keys);
+            if !found.entries.is_empty() {
+                deleted += self.reap(&found.entries);
             }
             cursor = found.cursor;
             if cursor.is_empty() {
@@ -661,9 +671,15 @@ fn internal_commands_are_not_data_commands() {
     );
 }
 
+/// An expiry entry as a look lists it.
+fn entry(expires_at: u64, key: &str) -> Vec<u8> {
+    [&expires_at.to_be_bytes()[..], key.as_bytes()].concat()
+}
+
 #[test]
 fn the_reaper_deletes_expired_keys_for_good() {
     let mut h = Harness::new();
+    let start = h.now;
     for i in 0..60 {
         let key = format!("key{i:02}");
         match i % 3 {
@@ -672,48 +688,75 @@ fn the_reaper_deletes_expired_keys_for_good() {
             _ => h.cmd(&["SET", &key, "later", "EX", "100"]),
         };
     }
+    assert_eq!(h.expiry_entries(), 40, "one per key written with an expiry");
     let index = h.index;
     let found = h.expired(100, b"");
-    assert_eq!(found.keys, Vec::<Vec<u8>>::new(), "nothing has expired yet");
-    assert_eq!(found.cursor, b"", "60 keys: it reached the end");
+    assert_eq!(
+        found.entries,
+        Vec::<Vec<u8>>::new(),
+        "nothing has expired yet"
+    );
+    assert_eq!(found.cursor, b"", "the last entry due");
     assert_eq!(h.index, index, "a look is a read: no entry");
     h.now += 10;
     assert_eq!(h.stored(), 60, "expired, only hidden");
+    let found = h.expired(100, b"");
+    assert_eq!(
+        found.entries.len(),
+        20,
+        "only the 20 due; never the keys without expiry"
+    );
+    assert_eq!(found.entries[0], entry(start + 10, "key01"));
 
-    assert_eq!(h.reap_pass(7), (20, 9), "60 keys, 7 a look");
+    assert_eq!(h.reap_pass(7), (20, 3), "20 due, 7 a look");
     assert_eq!(h.stored(), 40, "gone from the LSM");
+    assert_eq!(h.expiry_entries(), 20, "the due entries went with them");
     assert_eq!(h.cmd(&["DBSIZE"]), int(40));
     assert_eq!(h.cmd(&["GET", "key00"]), bulk("live"));
     assert_eq!(h.cmd(&["GET", "key02"]), bulk("later"));
     assert_eq!(h.reap_pass(1000), (0, 1), "nothing left to reap");
     h.now += 100_000;
-    let found = h.expired(1000, b"key50");
-    assert_eq!(found.keys.len(), 4, "from the cursor on: {found:?}");
-    assert_eq!(h.reap(&found.keys), 4);
+    let found = h.expired(1000, &entry(start + 100_000, "key50"));
+    assert_eq!(
+        found.entries.len(),
+        3,
+        "after the cursor: key53, key56, key59"
+    );
+    assert_eq!(h.reap(&found.entries), 3);
     assert_eq!(h.cmd(&["GET", "key59"]), Reply::Nil);
     assert_eq!(h.cmd(&["TTL", "key02"]), int(-2), "expired, not reaped yet");
-    assert_eq!(h.stored(), 36);
+    assert_eq!(h.stored(), 37);
 }
 
 #[test]
 fn a_reap_keeps_what_was_rewritten_since_the_look() {
     let mut h = Harness::new();
+    let start = h.now;
     h.cmd(&["SET", "a", "1", "PX", "5"]);
     h.cmd(&["SET", "b", "2", "PX", "5"]);
-    h.cmd(&["SET", "c", "3"]);
+    h.cmd(&["SET", "c", "3", "PX", "5"]);
+    h.cmd(&["SET", "d", "4", "PX", "500"]);
     h.now += 10;
     let found = h.expired(10, b"");
-    assert_eq!(found.keys, vec![b"a".to_vec(), b"b".to_vec()]);
-    h.cmd(&["SET", "a", "fresh"]);
-    let listed = [found.keys.clone(), vec![b"c".to_vec(), b"absent".to_vec()]].concat();
-    assert_eq!(
-        h.reap(&listed),
-        1,
-        "only b: a was rewritten, c is live, absent is absent"
-    );
+    let due: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|k| entry(start + 5, k))
+        .collect();
+    assert_eq!(found.entries, due);
+    h.cmd(&["SET", "a", "fresh"]); // rewritten without expiry: a's entry is stale
+    h.cmd(&["SET", "b", "2", "PX", "1000"]); // a later expiry: b's first entry is stale
+    let mut listed = found.entries.clone();
+    listed.push(entry(start + 500, "d")); // not due yet: left alone
+    listed.push(b"short".to_vec()); // not an entry at all
+    assert_eq!(h.reap(&listed), 1, "only c");
     assert_eq!(h.cmd(&["GET", "a"]), bulk("fresh"));
-    assert_eq!(h.cmd(&["GET", "c"]), bulk("3"));
-    assert_eq!(h.stored(), 2);
+    assert_eq!(h.cmd(&["GET", "b"]), bulk("2"));
+    assert_eq!(h.cmd(&["GET", "c"]), Reply::Nil);
+    assert_eq!(h.stored(), 3);
+    assert_eq!(h.expiry_entries(), 2, "b's new entry and d's");
+    h.now += 1000;
+    assert_eq!(h.reap_pass(10), (2, 1), "b and d in their turn");
+    assert_eq!((h.stored(), h.expiry_entries()), (1, 0));
 }
 
 #[test]
@@ -733,12 +776,27 @@ fn replicas_reap_the_same_keys() {
     one.now += 10;
     two.now += 10;
     let found = one.expired(10, b"");
-    assert_eq!(found.keys, vec![b"a".to_vec(), b"d".to_vec()]);
-    assert_eq!(one.reap(&found.keys), two.reap(&found.keys));
+    assert_eq!(found.entries.len(), 2, "a and d");
+    assert_eq!(one.reap(&found.entries), two.reap(&found.entries));
     assert_eq!(one.machine.digest().unwrap(), two.machine.digest().unwrap());
     assert_eq!(one.stored(), 2, "a and d reaped, b and c live");
     assert_eq!(decode_reap_reply(b"-ERR no\r\n"), None);
     assert_eq!(decode_reap_reply(b":1\r\n:1\r\n"), None, "one reply only");
     assert_eq!(decode_expired_reply(b"*1\r\n:1\r\n"), None, "bulks only");
     assert_eq!(decode_expired_reply(b"*0\r\n"), None, "a cursor first");
+}
+
+#[test]
+fn a_checkpoint_of_another_layout_is_refused() {
+    let mut h = Harness::new();
+    h.cmd(&["SET", "k", "v"]);
+    let mut bytes = Vec::new();
+    h.machine.checkpoint(&mut bytes).unwrap();
+    let (removed_at, lsm) = split_checkpoint(&bytes).unwrap();
+    assert_eq!((removed_at, lsm.len()), (0, bytes.len() - 16));
+    // A layout-1 checkpoint began with removed_at.
+    let old = [&0u64.to_le_bytes()[..], &bytes[8..]].concat();
+    let refused = h.machine.restore(&old).unwrap_err();
+    assert!(refused.to_string().contains("another layout"), "{refused}");
+    assert_eq!(h.cmd(&["GET", "k"]), bulk("v"), "the state is untouched");
 }
