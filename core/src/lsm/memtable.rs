@@ -33,8 +33,9 @@ pub struct VersionKey {
     sequence: Reverse<u64>,
 }
 
-/// Keys up to `INLINE_KEY` bytes live inside the tree's node (no allocation per write).
-const INLINE_KEY: usize = 22;
+/// Keys up to `INLINE_KEY` bytes live inside the tree's node (no allocation per write), zero
+/// padded, and compare as three big-endian words.
+const INLINE_KEY: usize = 24;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum KeyBytes {
@@ -95,8 +96,34 @@ impl Ord for VersionKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.prefix
             .cmp(&other.prefix)
-            .then_with(|| self.key().cmp(other.key()))
+            .then_with(|| self.key.cmp_after_prefix(&other.key))
             .then_with(|| self.sequence.cmp(&other.sequence))
+    }
+}
+
+impl KeyBytes {
+    /// The keys' order, for keys whose first eight bytes are equal. Inline keys compare as
+    /// words: zero padding orders as the bytes do, and where the padded keys tie the shorter
+    /// key is the smaller (a key sorts before itself extended by zero bytes). Keys that share
+    /// a long prefix (`user:0000…`, a namespace byte) are the common case this is for.
+    fn cmp_after_prefix(&self, other: &KeyBytes) -> std::cmp::Ordering {
+        let (
+            KeyBytes::Inline { len, bytes },
+            KeyBytes::Inline {
+                len: o_len,
+                bytes: o,
+            },
+        ) = (self, other)
+        else {
+            return self.as_slice().cmp(other.as_slice());
+        };
+        let word = |b: &[u8; INLINE_KEY], i: usize| {
+            u64::from_be_bytes(b[8 * i..8 * i + 8].try_into().unwrap())
+        };
+        (1..INLINE_KEY / 8)
+            .map(|i| word(bytes, i).cmp(&word(o, i)))
+            .find(|order| order.is_ne())
+            .unwrap_or_else(|| len.cmp(o_len))
     }
 }
 
@@ -340,6 +367,18 @@ mod tests {
             a in proptest::collection::vec(0u8..3, 0..30), b in proptest::collection::vec(0u8..3, 0..30),
             x in 0u64..4, y in 0u64..4,
         ) {
+            let ours = VersionKey::new(&a, x).cmp(&VersionKey::new(&b, y));
+            let reference = (&a, Reverse(x)).cmp(&(&b, Reverse(y)));
+            prop_assert_eq!(ours, reference);
+        }
+
+        #[test]
+        fn keys_sharing_a_long_prefix_order_as_bytes(
+            shared in proptest::collection::vec(0u8..3, 8..26),
+            a in proptest::collection::vec(0u8..3, 0..8), b in proptest::collection::vec(0u8..3, 0..8),
+            x in 0u64..4, y in 0u64..4,
+        ) {
+            let (a, b) = ([&shared[..], &a[..]].concat(), [&shared[..], &b[..]].concat());
             let ours = VersionKey::new(&a, x).cmp(&VersionKey::new(&b, y));
             let reference = (&a, Reverse(x)).cmp(&(&b, Reverse(y)));
             prop_assert_eq!(ours, reference);
