@@ -4,7 +4,9 @@
 //! - `modified` is the log index of the entry that last wrote the record: what `WATCH`
 //!   remembers and `EXEC` compares (see `commands/watch.rs`).
 //!
-//! Lists, sets, hashes and the rest (issue 12) are new kinds.
+//! A string's payload is its value. A collection's (hash, set) is `[id u64 LE][len u64 LE]`:
+//! its members live under their own LSM keys, named by `id` (see `keyspace.rs`), so that
+//! touching one member never rewrites the collection.
 
 use ziggy_core::state_machine::StateError;
 
@@ -13,6 +15,10 @@ use ziggy_core::state_machine::StateError;
 pub enum Kind {
     /// Bytes; counters are strings holding a decimal integer or float, as in Redis.
     String = 1,
+    /// Fields and their values.
+    Hash = 2,
+    /// Members without values.
+    Set = 3,
 }
 
 impl Kind {
@@ -20,8 +26,38 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::String => "string",
+            Kind::Hash => "hash",
+            Kind::Set => "set",
         }
     }
+
+    /// What `OBJECT ENCODING` answers: how ZiggyDB keeps it (one LSM key per member for
+    /// collections, whatever their size).
+    pub fn encoding(self) -> &'static str {
+        match self {
+            Kind::String => "raw",
+            Kind::Hash => "hashtable",
+            Kind::Set => "hashtable",
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Kind> {
+        match byte {
+            1 => Some(Kind::String),
+            2 => Some(Kind::Hash),
+            3 => Some(Kind::Set),
+            _ => None,
+        }
+    }
+}
+
+/// A collection's payload: which members are its own, and how many it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Collection {
+    /// Names its members' LSM keys; unique across the keyspace's history (see
+    /// `Keyspace::new_id`).
+    pub id: u64,
+    pub len: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +83,31 @@ impl Record {
         }
     }
 
+    pub fn collection(kind: Kind, collection: Collection, expires_at: u64) -> Record {
+        assert!(kind != Kind::String);
+        let mut payload = Vec::with_capacity(16);
+        payload.extend_from_slice(&collection.id.to_le_bytes());
+        payload.extend_from_slice(&collection.len.to_le_bytes());
+        Record {
+            kind,
+            expires_at,
+            modified: 0,
+            payload,
+        }
+    }
+
+    /// A collection's id and length; None for a string.
+    pub fn as_collection(&self) -> Option<Collection> {
+        if self.kind == Kind::String {
+            return None;
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(self.payload[at..at + 8].try_into().unwrap());
+        Some(Collection {
+            id: u64_at(0),
+            len: u64_at(8),
+        })
+    }
+
     /// Whether the key is gone at `now` (Unix milliseconds).
     pub fn expired(&self, now: u64) -> bool {
         self.expires_at != 0 && self.expires_at <= now
@@ -68,10 +129,11 @@ impl Record {
         if bytes.len() < HEADER {
             return Err(StateError::Decode("a record shorter than its header"));
         }
-        let kind = match bytes[0] {
-            1 => Kind::String,
-            _ => return Err(StateError::Decode("a record of an unknown kind")),
-        };
+        let kind =
+            Kind::from_byte(bytes[0]).ok_or(StateError::Decode("a record of an unknown kind"))?;
+        if kind != Kind::String && bytes.len() != HEADER + 16 {
+            return Err(StateError::Decode("a collection's record of the wrong size"));
+        }
         let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
         let (expires_at, modified) = (u64_at(1), u64_at(9));
         let mut payload = bytes;
@@ -105,6 +167,11 @@ mod tests {
         assert!(!Record::string(vec![], 0).expired(u64::MAX));
         assert!(Record::decode(vec![1, 2]).is_err());
         assert!(Record::decode(vec![9; 20]).is_err());
+        let set = Record::collection(Kind::Set, Collection { id: 9, len: 3 }, 0);
+        let decoded = Record::decode(set.encode(1)).unwrap();
+        assert_eq!(decoded.as_collection(), Some(Collection { id: 9, len: 3 }));
+        assert_eq!(decoded.kind, Kind::Set);
+        assert!(Record::decode(vec![2; 20]).is_err(), "a hash's payload is 16 bytes");
         assert!(
             Record::decode(vec![1; 16]).is_err(),
             "shorter than its header"
