@@ -7,11 +7,19 @@
 //! - `[RECORDS][key]` → the key's record ([`Record`]): its type, expiry, last write and value;
 //! - `[EXPIRIES][expires_at u64 BE][key]` → nothing: the expiry index. Every record written with
 //!   an expiry adds its entry, so the reaper finds what is due in the order it falls due without
-//!   looking at keys that never expire. An entry whose record has since changed is stale: the
-//!   reap that meets it deletes the entry and leaves the record.
-use crate::record::Record;
+//!   looking at keys that never expire. An entry whose record has since changed is
+//!   stale: the reap that meets it deletes the entry and leaves the record.
+//! - `[MEMBERS][id u64 BE][member]` → the member's value: a collection's members (hash fields,
+//!   set members), named by the collection's id, not its key, so `RENAME` moves only the record;
+//! - `[DEAD][id u64 BE]` → nothing: a collection removed with members left, which the reaper's
+//!   sweep deletes in bounded steps (`DEL` of a million-member set is one write).
+
+use crate::record::{Collection, Record};
 use ziggy_core::lsm::Write;
 use ziggy_core::state_machine::{LsmState, StateError};
+
+/// Members of a collection with their values, in member order.
+pub type Members = Vec<(Vec<u8>, Vec<u8>)>;
 
 pub struct Keyspace<'a> {
     lsm: &'a mut LsmState,
@@ -24,6 +32,8 @@ pub struct Keyspace<'a> {
     pub value_max: usize,
     /// The index of the last entry that removed a stored record (see `commands/watch.rs`).
     pub removed_at: &'a mut u64,
+    /// Collection ids this entry made ([`Keyspace::new_id`]).
+    created: u64,
 }
 
 impl<'a> Keyspace<'a> {
@@ -40,6 +50,7 @@ impl<'a> Keyspace<'a> {
             index,
             value_max,
             removed_at,
+            created: 0,
         }
     }
 
@@ -56,19 +67,42 @@ impl<'a> Keyspace<'a> {
         Ok(self.stored(key)?.filter(|r| !r.expired(self.now)))
     }
 
-    /// Stores `record`, stamped with the entry's index (and indexes its expiry).
+    /// Stores `record`, stamped with the entry's index (and indexes its expiry). A collection
+    /// it replaces (by another type, or another collection) is left to the sweep.
     pub fn put(&mut self, key: &[u8], record: &Record) -> Result<(), StateError> {
+        let replaced = self.stored(key)?.and_then(|r| r.as_collection());
+        let id = record.as_collection().map(|c| c.id);
+        let dead = replaced.filter(|old| Some(old.id) != id && old.len > 0);
+        self.write_record(key, record, dead)
+    }
+
+    /// [`Keyspace::put`] for a collection's own record, as it changes length or expiry: the
+    /// caller read it, so nothing is replaced.
+    pub fn update(&mut self, key: &[u8], record: &Record) -> Result<(), StateError> {
+        assert!(record.as_collection().is_some());
+        self.write_record(key, record, None)
+    }
+
+    /// Writes a record, its expiry entry and the mark of a collection it made dead, in one
+    /// batch.
+    fn write_record(
+        &mut self,
+        key: &[u8],
+        record: &Record,
+        dead: Option<Collection>,
+    ) -> Result<(), StateError> {
         assert!(self.index > 0, "only an applied entry writes");
         let bytes = record.encode(self.index);
         let stored = record_key(key);
         let due = (record.expires_at != 0).then(|| expiry_key(record.expires_at, key));
+        let dead = dead.map(|c| dead_key(c.id));
         let mut writes = vec![Write {
             key: &stored,
             value: Some(&bytes),
         }];
-        if let Some(due) = &due {
+        for key in due.iter().chain(&dead) {
             writes.push(Write {
-                key: due,
+                key,
                 value: Some(&[]),
             });
         }
@@ -98,12 +132,117 @@ impl<'a> Keyspace<'a> {
             return Ok(false);
         };
         assert!(self.index > 0, "only an applied entry removes");
+        let dead = record.as_collection().filter(|c| c.len > 0);
+        let (stored, dead) = (record_key(key), dead.map(|c| dead_key(c.id)));
+        let mut writes = vec![Write {
+            key: &stored,
+            value: None,
+        }];
+        if let Some(dead) = &dead {
+            writes.push(Write {
+                key: dead,
+                value: Some(&[]),
+            });
+        }
+        self.lsm.write(&writes)?;
+        *self.removed_at = self.index;
+        Ok(!record.expired(self.now))
+    }
+
+    /// Removes `key`'s record alone, leaving its members (if any) as they are: for a record
+    /// that moves to another key (`RENAME`), or a collection whose members are all gone.
+    pub fn unlink_record(&mut self, key: &[u8]) -> Result<(), StateError> {
+        assert!(self.index > 0, "only an applied entry removes");
         self.lsm.write(&[Write {
             key: &record_key(key),
             value: None,
         }])?;
         *self.removed_at = self.index;
-        Ok(!record.expired(self.now))
+        Ok(())
+    }
+
+    /// A fresh collection id: the entry's index in the high bits and a count of the ids this
+    /// entry made in the low 20, so no two collections ever share one (a key deleted and made
+    /// again within one MULTI gets a new id, and its old members stay unreachable).
+    pub fn new_id(&mut self) -> u64 {
+        assert!(
+            self.index > 0 && self.index < 1 << 44,
+            "only an applied entry creates"
+        );
+        assert!(
+            self.created < 1 << 20,
+            "an entry makes at most 2^20 collections"
+        );
+        let id = self.index << 20 | self.created;
+        self.created += 1;
+        id
+    }
+
+    /// The value of collection `id`'s `member`.
+    pub fn member(&mut self, id: u64, member: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.lsm.get(&member_key(id, member))
+    }
+
+    pub fn put_member(&mut self, id: u64, member: &[u8], value: &[u8]) -> Result<(), StateError> {
+        assert!(self.index > 0, "only an applied entry writes");
+        self.lsm.write(&[Write {
+            key: &member_key(id, member),
+            value: Some(value),
+        }])
+    }
+
+    pub fn remove_member(&mut self, id: u64, member: &[u8]) -> Result<(), StateError> {
+        assert!(self.index > 0, "only an applied entry removes");
+        self.lsm.write(&[Write {
+            key: &member_key(id, member),
+            value: None,
+        }])
+    }
+
+    /// Up to `limit` members of collection `id` from `from` on (inclusive), in order, with their
+    /// values.
+    pub fn members(&mut self, id: u64, from: &[u8], limit: usize) -> Result<Members, StateError> {
+        let end = id.checked_add(1).map(|next| member_key(next, b""));
+        let pairs = self
+            .lsm
+            .range(&member_key(id, from), end.as_deref(), limit, false)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(mut key, value)| {
+                key.drain(..9);
+                (key, value)
+            })
+            .collect())
+    }
+
+    /// Up to `limit` removed collections whose members remain, by id.
+    pub fn dead(&mut self, limit: usize) -> Result<Vec<u64>, StateError> {
+        let pairs = self.lsm.range(&[DEAD], Some(&[DEAD + 1]), limit, false)?;
+        Ok(pairs
+            .iter()
+            .filter_map(|(key, _)| Some(u64::from_be_bytes(*key[1..].first_chunk::<8>()?)))
+            .collect())
+    }
+
+    /// Deletes up to `max` members of the removed collection `id`, and its mark once none are
+    /// left. How many it deleted. A collection not marked removed is left alone.
+    pub fn sweep(&mut self, id: u64, max: usize) -> Result<u64, StateError> {
+        assert!(self.index > 0, "only an applied entry sweeps");
+        if self.lsm.get(&dead_key(id))?.is_none() {
+            return Ok(0);
+        }
+        let members = self.members(id, b"", max)?;
+        let keys: Vec<Vec<u8>> = members.iter().map(|(m, _)| member_key(id, m)).collect();
+        let mut writes: Vec<Write> = keys.iter().map(|key| Write { key, value: None }).collect();
+        let mark = dead_key(id);
+        if members.len() < max {
+            writes.push(Write {
+                key: &mark,
+                value: None,
+            });
+        }
+        self.lsm.write(&writes)?;
+        Ok(members.len() as u64)
     }
 
     /// Up to `limit` expiry entries due by now, from `after` on (exclusive; empty: the first),
@@ -150,6 +289,25 @@ impl<'a> Keyspace<'a> {
 pub(crate) const RECORDS: u8 = 0x01;
 /// The first byte of an expiry entry's LSM key.
 pub(crate) const EXPIRIES: u8 = 0x02;
+/// The first byte of a collection member's LSM key.
+pub(crate) const MEMBERS: u8 = 0x03;
+/// The first byte of a removed collection's mark (0x04 is kept for sorted sets' score index).
+pub(crate) const DEAD: u8 = 0x05;
+
+fn member_key(id: u64, member: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + member.len());
+    out.push(MEMBERS);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(member);
+    out
+}
+
+fn dead_key(id: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    out.push(DEAD);
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}
 
 fn record_key(key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + key.len());

@@ -132,7 +132,9 @@ impl Record {
         let kind =
             Kind::from_byte(bytes[0]).ok_or(StateError::Decode("a record of an unknown kind"))?;
         if kind != Kind::String && bytes.len() != HEADER + 16 {
-            return Err(StateError::Decode("a collection's record of the wrong size"));
+            return Err(StateError::Decode(
+                "a collection's record of the wrong size",
+            ));
         }
         let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
         let (expires_at, modified) = (u64_at(1), u64_at(9));
@@ -171,7 +173,10 @@ mod tests {
         let decoded = Record::decode(set.encode(1)).unwrap();
         assert_eq!(decoded.as_collection(), Some(Collection { id: 9, len: 3 }));
         assert_eq!(decoded.kind, Kind::Set);
-        assert!(Record::decode(vec![2; 20]).is_err(), "a hash's payload is 16 bytes");
+        assert!(
+            Record::decode(vec![2; 20]).is_err(),
+            "a hash's payload is 16 bytes"
+        );
         assert!(
             Record::decode(vec![1; 16]).is_err(),
             "shorter than its header"

@@ -64,31 +64,40 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// reap (one log entry) that follows it.
 const REAP_SCAN: u32 = 256;
 
-/// The leader's reaper of expired keys. It looks for them with reads (no log entry) and
-/// proposes a logged reap of the keys a look found, so that every replica deletes the same keys
-/// at the same index (reads already hide expired keys; this reclaims their space). A keyspace
-/// with nothing expired costs reads only, never a write to the disk.
+/// The leader's reaper of expired keys and removed collections' members. It looks for them
+/// with reads (no log entry) and proposes logged reaps and sweeps of what a look found, so that
+/// every replica deletes the same keys at the same index (reads already hide them; this
+/// reclaims their space). A keyspace with nothing to reclaim costs reads only, never a write.
 #[derive(Default)]
 struct Reaper {
     /// Where the pass resumes.
     cursor: Vec<u8>,
-    /// The look (a read) or the reap (a write) in flight, and which.
+    /// The step in flight.
     answer: Option<(oneshot::Receiver<GroupResult>, Step)>,
+    /// Writes the last look asked for, proposed one at a time.
+    pending: VecDeque<Step>,
+    /// The last look listed as many removed collections as it may: look again at once.
+    look_again: bool,
     /// The tick the next pass may start at.
     next_pass: u64,
-    /// Ticks between the starts of two passes over the whole keyspace; within a pass, each step
-    /// follows the last one's answer at once.
+    /// Ticks between the starts of two passes; within a pass, each step follows the last
+    /// one's answer at once.
     pass_ticks: u64,
     /// Expired keys reaped since the server started.
     reaped: u64,
-    /// Reaps proposed since the server started (log entries the reaper made).
+    /// Members of removed collections swept since the server started.
+    swept: u64,
+    /// Log entries the reaper proposed (reaps and sweeps).
     reaps: u64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Step {
     Look,
-    Reap,
+    /// Expiry entries to reap.
+    Reap(Vec<Vec<u8>>),
+    /// A removed collection's id.
+    Sweep(u64),
 }
 
 struct Lane {
@@ -274,6 +283,7 @@ impl CoreLoop {
                 status.queued = self.queued.len();
                 status.reaped = self.reaper.reaped;
                 status.reaps = self.reaper.reaps;
+                status.swept = self.reaper.swept;
                 status.compaction_debt = self
                     .driver
                     .replica_mut()
@@ -297,72 +307,100 @@ impl CoreLoop {
     }
 
     /// Takes the answer of the reaper's step in flight, then starts its next step when this
-    /// replica leads: a look, or a reap of what the last look found.
+    /// replica leads: a write the last look asked for, else a look when one is due.
     fn reap(&mut self) {
-        let found = match self.reaper_answer() {
-            Err(()) => return, // a step is still in flight
-            Ok(found) => found,
-        };
+        if self.reaper_answer().is_err() {
+            return; // a step is still in flight
+        }
         let replica = self.driver.replica();
-        let pass_due = !self.reaper.cursor.is_empty() || replica.ticks() >= self.reaper.next_pass;
+        let pass_due = !self.reaper.cursor.is_empty()
+            || self.reaper.look_again
+            || replica.ticks() >= self.reaper.next_pass;
         if !replica.accepting_requests() || self.shutting_down.is_some() {
             return;
         }
+        let (group, step) = match self.reaper.pending.pop_front() {
+            Some(Step::Reap(entries)) => (ziggy_redis::reap_group(&entries), Step::Reap(entries)),
+            Some(Step::Sweep(id)) => (ziggy_redis::sweep_group(id), Step::Sweep(id)),
+            Some(Step::Look) | None if pass_due => (
+                ziggy_redis::expired_group(REAP_SCAN, &self.reaper.cursor),
+                Step::Look,
+            ),
+            Some(Step::Look) | None => return,
+        };
         let (tx, rx) = oneshot::channel();
         let mut body = Vec::new();
-        if !found.is_empty() {
-            encode_group(&ziggy_redis::reap_group(&found), &mut body);
-            self.reaper.reaps += 1;
-            self.reaper.answer = Some((rx, Step::Reap));
-            self.queued.push_back((RedisStateMachine::WRITE, body, tx));
-            self.start_queued();
-        } else if pass_due {
-            encode_group(
-                &ziggy_redis::expired_group(REAP_SCAN, &self.reaper.cursor),
-                &mut body,
-            );
-            self.reaper.answer = Some((rx, Step::Look));
+        encode_group(&group, &mut body);
+        if step == Step::Look {
             self.reads_request += 1;
             let key = (self.reads_client, self.reads_request);
             self.start(key, 0, RedisStateMachine::READ, body, None, Some(tx));
+        } else {
+            self.reaper.reaps += 1;
+            self.queued.push_back((RedisStateMachine::WRITE, body, tx));
+            self.start_queued();
         }
+        self.reaper.answer = Some((rx, step));
     }
 
-    /// The keys the reaper's last look found (empty after a reap or a failure); Err while its
-    /// step is in flight.
-    fn reaper_answer(&mut self) -> Result<Vec<Vec<u8>>, ()> {
+    /// Takes the answer of the reaper's step, if one was in flight; Err while it still is.
+    fn reaper_answer(&mut self) -> Result<(), ()> {
         let Some((answer, step)) = &mut self.reaper.answer else {
-            return Ok(Vec::new());
+            return Ok(());
         };
-        let step = *step;
         let result = match answer.try_recv() {
             Err(oneshot::error::TryRecvError::Empty) => return Err(()),
             Err(oneshot::error::TryRecvError::Closed) => Err("dropped".to_string()),
             Ok(result) => result,
         };
+        let step = step.clone();
         self.reaper.answer = None;
-        let mut found = Vec::new();
-        match (step, result) {
-            (Step::Look, Ok(bytes)) => match ziggy_redis::decode_expired_reply(&bytes) {
-                Some(expired) => {
-                    self.reaper.cursor = expired.cursor;
-                    found = expired.entries;
+        let bytes = match result {
+            Ok(bytes) => bytes,
+            Err(why) => {
+                tracing::debug!(%why, ?step, "a reaper step failed; the next look finds its work again");
+                self.reaper.pending.clear();
+                return Ok(());
+            }
+        };
+        match step {
+            Step::Look => {
+                match ziggy_redis::decode_expired_reply(&bytes) {
+                    Some(found) => {
+                        self.reaper.cursor = found.cursor;
+                        // A full list of removed collections: more may follow it.
+                        self.reaper.look_again = found.dead.len() == REAP_SCAN as usize;
+                        if !found.entries.is_empty() {
+                            self.reaper.pending.push_back(Step::Reap(found.entries));
+                        }
+                        self.reaper
+                            .pending
+                            .extend(found.dead.into_iter().map(Step::Sweep));
+                    }
+                    None => {
+                        tracing::warn!("a look for expired keys answered something else");
+                        self.reaper.cursor.clear();
+                    }
                 }
-                None => {
-                    tracing::warn!("a look for expired keys answered something else");
-                    self.reaper.cursor.clear();
+                if self.reaper.cursor.is_empty() && !self.reaper.look_again {
+                    self.reaper.next_pass = self.driver.replica().ticks() + self.reaper.pass_ticks;
                 }
-            },
-            (Step::Reap, Ok(bytes)) => match ziggy_redis::decode_reap_reply(&bytes) {
+            }
+            Step::Reap(_) => match ziggy_redis::decode_reap_reply(&bytes) {
                 Some(deleted) => self.reaper.reaped += deleted,
                 None => tracing::warn!("a reap answered something else"),
             },
-            (_, Err(why)) => tracing::debug!(%why, "a reaper step failed; it will be tried again"),
+            Step::Sweep(id) => match ziggy_redis::decode_reap_reply(&bytes) {
+                Some(deleted) => {
+                    self.reaper.swept += deleted;
+                    if deleted as usize == ziggy_redis::SWEEP_MAX {
+                        self.reaper.pending.push_front(Step::Sweep(id)); // more remain
+                    }
+                }
+                None => tracing::warn!("a sweep answered something else"),
+            },
         }
-        if step == Step::Look && self.reaper.cursor.is_empty() {
-            self.reaper.next_pass = self.driver.replica().ticks() + self.reaper.pass_ticks;
-        }
-        Ok(found)
+        Ok(())
     }
 
     /// Puts queued write groups on free lanes.

@@ -208,8 +208,13 @@ fn prometheus(status: &NodeStatus, metrics: &Metrics) -> String {
     );
     counter(
         "reaper_entries_total",
-        "Log entries the reaper proposed: one only when a look found expired keys.",
+        "Log entries the reaper proposed: only when a look found something to reclaim.",
         status.reaps,
+    );
+    counter(
+        "collection_members_swept_total",
+        "Members of removed collections the reaper deleted while this replica led.",
+        status.swept,
     );
     counter(
         "storage_bytes_written_total",

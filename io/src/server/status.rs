@@ -41,8 +41,10 @@ pub struct NodeStatus {
     pub queued: usize,
     /// Expired keys the reaper deleted since this server started (while it led).
     pub reaped: u64,
-    /// Log entries the reaper proposed (it proposes one only when a look found expired keys).
+    /// Log entries the reaper proposed (only when a look found something to reclaim).
     pub reaps: u64,
+    /// Members of removed collections the reaper swept since this server started.
+    pub swept: u64,
     /// Bytes the LSM's compaction owes (None while the state is being rebuilt).
     pub compaction_debt: Option<u64>,
 }
@@ -103,6 +105,7 @@ impl NodeStatus {
             queued: 0,
             reaped: 0,
             reaps: 0,
+            swept: 0,
             compaction_debt: None,
         }
     }

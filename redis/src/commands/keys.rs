@@ -1,5 +1,6 @@
-//! Keys: DEL UNLINK EXISTS TYPE RENAME RENAMENX.
+//! Keys: DEL UNLINK EXISTS TYPE OBJECT RENAME RENAMENX.
 
+use super::{is, syntax_error};
 use crate::keyspace::Keyspace;
 use ziggy_core::state_machine::StateError;
 use ziggy_resp::Reply;
@@ -28,6 +29,23 @@ pub fn type_(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
     Ok(Reply::Status(name.into()))
 }
 
+/// `OBJECT ENCODING key` (how the value is kept), and `OBJECT HELP`. Other subcommands
+/// (FREQ, IDLETIME, REFCOUNT) describe Redis's memory manager, which ZiggyDB has not.
+pub fn object(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
+    match args {
+        [_, sub, key] if is(sub, "ENCODING") => Ok(match ks.get(key)? {
+            Some(record) => Reply::bulk(record.kind.encoding()),
+            None => Reply::Nil,
+        }),
+        [_, sub] if is(sub, "HELP") => Ok(Reply::Array(vec![
+            Reply::Status("OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:".into()),
+            Reply::Status("ENCODING <key>".into()),
+            Reply::Status("    Return the kind of internal representation used in order to store the value associated with a <key>.".into()),
+        ])),
+        _ => Ok(syntax_error()),
+    }
+}
+
 /// Moves `args[1]`'s record, with its TTL, to `args[2]`; with `only_new`, not over a live key.
 fn rename_to(ks: &mut Keyspace, args: &[&[u8]], only_new: bool) -> Result {
     let Some(record) = ks.get(args[1])? else {
@@ -37,7 +55,7 @@ fn rename_to(ks: &mut Keyspace, args: &[&[u8]], only_new: bool) -> Result {
         return Ok(Reply::Integer(0));
     }
     if args[1] != args[2] {
-        ks.remove(args[1])?;
+        ks.unlink_record(args[1])?; // a collection's members go with its record (its id)
         ks.put(args[2], &record)?;
     }
     Ok(if only_new {

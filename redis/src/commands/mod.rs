@@ -1,11 +1,14 @@
 //! The command table: each command's name, arity and whether it writes, and what it does to the
 //! keyspace. Replies and error words are Redis's.
 
+mod collection;
 mod counters;
 mod expiry;
+mod hashes;
 mod keys;
 pub mod reap;
 mod scan;
+mod sets;
 mod strings;
 pub mod watch;
 
@@ -92,6 +95,22 @@ static COMMANDS: &[CommandSpec] = &[
     command("getdel", 2, true, strings::getdel),
     command("getex", -2, true, strings::getex),
     command("getrange", 4, false, strings::getrange),
+    command("hdel", -3, true, hashes::hdel),
+    command("hexists", 3, false, hashes::hexists),
+    command("hget", 3, false, hashes::hget),
+    command("hgetall", 2, false, hashes::hgetall),
+    command("hincrby", 4, true, hashes::hincrby),
+    command("hincrbyfloat", 4, true, hashes::hincrbyfloat),
+    command("hkeys", 2, false, hashes::hkeys),
+    command("hlen", 2, false, hashes::hlen),
+    command("hmget", -3, false, hashes::hmget),
+    command("hmset", -4, true, hashes::hmset),
+    command("hrandfield", -2, false, hashes::hrandfield),
+    command("hscan", -3, false, hashes::hscan),
+    command("hset", -4, true, hashes::hset),
+    command("hsetnx", 4, true, hashes::hsetnx),
+    command("hstrlen", 3, false, hashes::hstrlen),
+    command("hvals", 2, false, hashes::hvals),
     command("incr", 2, true, counters::incr),
     command("incrby", 3, true, counters::incrby),
     command("incrbyfloat", 3, true, counters::incrbyfloat),
@@ -99,6 +118,7 @@ static COMMANDS: &[CommandSpec] = &[
     command("mget", -2, false, strings::mget),
     command("mset", -3, true, strings::mset),
     command("msetnx", -3, true, strings::msetnx),
+    command("object", -2, false, keys::object),
     command("persist", 2, true, expiry::persist),
     command("pexpire", -3, true, expiry::pexpire),
     command("pexpireat", -3, true, expiry::pexpireat),
@@ -108,12 +128,28 @@ static COMMANDS: &[CommandSpec] = &[
     command("randomkey", 1, false, scan::randomkey),
     command("rename", 3, true, keys::rename),
     command("renamenx", 3, true, keys::renamenx),
+    command("sadd", -3, true, sets::sadd),
     command("scan", -2, false, scan::scan),
+    command("scard", 2, false, sets::scard),
+    command("sdiff", -2, false, sets::sdiff),
+    command("sdiffstore", -3, true, sets::sdiffstore),
     command("set", -3, true, strings::set),
     command("setex", 4, true, strings::setex),
     command("setnx", 3, true, strings::setnx),
     command("setrange", 4, true, strings::setrange),
+    command("sinter", -2, false, sets::sinter),
+    command("sinterstore", -3, true, sets::sinterstore),
+    command("sismember", 3, false, sets::sismember),
+    command("smembers", 2, false, sets::smembers),
+    command("smismember", -3, false, sets::smismember),
+    command("smove", 4, true, sets::smove),
+    command("spop", -2, true, sets::spop),
+    command("srandmember", -2, false, sets::srandmember),
+    command("srem", -3, true, sets::srem),
+    command("sscan", -3, false, sets::sscan),
     command("strlen", 2, false, strings::strlen),
+    command("sunion", -2, false, sets::sunion),
+    command("sunionstore", -3, true, sets::sunionstore),
     command("ttl", 2, false, expiry::ttl),
     command("type", 2, false, keys::type_),
     command("unlink", -2, true, keys::del),
@@ -125,6 +161,7 @@ static INTERNAL: &[CommandSpec] = &[
     command(watch::CHECK, -5, false, watch::check),
     command(reap::EXPIRED, 3, false, reap::expired),
     command(reap::REAP, -2, true, reap::reap),
+    command(reap::SWEEP, 2, true, reap::sweep),
     command(watch::WATCH, -2, false, watch::watch),
 ];
 

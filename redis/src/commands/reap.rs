@@ -3,15 +3,20 @@
 //! log entries:
 //!
 //! - `~expired max cursor`, a read the leader runs now and then: up to `max` expiry entries due
-//!   at the leader's clock, after `cursor` (an entry; empty: the first), answered as
-//!   `[next, entry...]`: where the following look resumes (empty when this one reached the last
-//!   entry due) and the entries, each `[expires_at u64 BE][key]`.
+//!   at the leader's clock, after `cursor` (an entry; empty: the first), and up to `max` removed
+//!   collections, answered as `[next, [entry...], [id...]]`: where the following look resumes
+//!   (empty when this one reached the last entry due), the entries, each
+//!   `[expires_at u64 BE][key]`, and the collections' ids (8 bytes BE each).
 //! - `~reap entry...`, a write the leader proposes only when a look found some: each entry due
 //!   at the entry's timestamp is deleted, with its key's record if the record still expires at
 //!   that time (one rewritten since is kept), so every replica deletes the same keys at the same
 //!   index. It answers how many records it deleted.
 //!
-//! Reads and writes already hide expired keys; the reaper reclaims their space for good.
+//! - `~sweep id`, a write the leader proposes for each removed collection a look found: it
+//!   deletes up to [`SWEEP_MAX`] of the collection's members, and its mark once none are left.
+//!
+//! Reads and writes already hide expired keys and removed collections' members; the reaper
+//! reclaims their space for good.
 
 use super::{not_integer, parse_i64};
 use crate::keyspace::Keyspace;
@@ -22,6 +27,10 @@ type Result = std::result::Result<Reply, StateError>;
 
 pub const EXPIRED: &str = "~expired";
 pub const REAP: &str = "~reap";
+pub const SWEEP: &str = "~sweep";
+
+/// The most members of a removed collection one sweep deletes.
+pub const SWEEP_MAX: usize = 1024;
 
 pub(crate) fn expired(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
     let max = match parse_i64(args[1]) {
@@ -33,10 +42,29 @@ pub(crate) fn expired(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
         Some(last) if due.len() == max => last.clone(),
         _ => Vec::new(), // the last entry due: the next look starts over
     };
-    let mut reply = Vec::with_capacity(1 + due.len());
-    reply.push(Reply::Bulk(next));
-    reply.extend(due.into_iter().map(Reply::Bulk));
-    Ok(Reply::Array(reply))
+    let dead = ks.dead(max)?;
+    Ok(Reply::Array(vec![
+        Reply::Bulk(next),
+        Reply::Array(due.into_iter().map(Reply::Bulk).collect()),
+        Reply::Array(
+            dead.into_iter()
+                .map(|id| Reply::bulk(id.to_be_bytes()))
+                .collect(),
+        ),
+    ]))
+}
+
+pub(crate) fn sweep(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
+    let Ok(id) = <[u8; 8]>::try_from(args[1]) else {
+        return Ok(Reply::error("ERR a collection id is 8 bytes"));
+    };
+    let deleted = ks.sweep(u64::from_be_bytes(id), SWEEP_MAX)?;
+    Ok(Reply::Integer(deleted as i64))
+}
+
+/// The write group that sweeps members of the removed collection `id`.
+pub fn sweep_group(id: u64) -> Vec<Vec<Vec<u8>>> {
+    vec![vec![SWEEP.as_bytes().to_vec(), id.to_be_bytes().to_vec()]]
 }
 
 pub(crate) fn reap(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
@@ -75,6 +103,8 @@ pub struct Expired {
     pub cursor: Vec<u8>,
     /// Expiry entries due, in the order they fell due: what a [`reap_group`] takes.
     pub entries: Vec<Vec<u8>>,
+    /// Removed collections with members left: what [`sweep_group`] takes.
+    pub dead: Vec<u64>,
 }
 
 /// The one reply of a group, as the state machine wrote it; None if there is anything else.
@@ -88,16 +118,29 @@ pub fn decode_expired_reply(bytes: &[u8]) -> Option<Expired> {
     let Reply::Array(items) = only_reply(bytes)? else {
         return None;
     };
-    let mut bulks = items.into_iter().map(|item| match item {
+    let [Reply::Bulk(cursor), Reply::Array(entries), Reply::Array(dead)] =
+        <[Reply; 3]>::try_from(items).ok()?
+    else {
+        return None;
+    };
+    let bulk = |item: Reply| match item {
         Reply::Bulk(bytes) => Some(bytes),
         _ => None,
-    });
-    let cursor = bulks.next()??;
-    let entries = bulks.collect::<Option<Vec<_>>>()?;
-    Some(Expired { cursor, entries })
+    };
+    let entries = entries.into_iter().map(bulk).collect::<Option<Vec<_>>>()?;
+    let dead = dead
+        .into_iter()
+        .map(|item| Some(u64::from_be_bytes(bulk(item)?.try_into().ok()?)))
+        .collect::<Option<Vec<_>>>()?;
+    Some(Expired {
+        cursor,
+        entries,
+        dead,
+    })
 }
 
-/// Decodes the reply of a [`reap_group`]: how many keys it deleted.
+/// Decodes the reply of a [`reap_group`] (how many keys it deleted) or a [`sweep_group`] (how
+/// many members).
 pub fn decode_reap_reply(bytes: &[u8]) -> Option<u64> {
     match only_reply(bytes)? {
         Reply::Integer(deleted) if deleted >= 0 => Some(deleted as u64),

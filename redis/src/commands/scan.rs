@@ -102,7 +102,7 @@ pub fn flushdb(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
 /// The first 7 bytes of a key as a number: SCAN's cursor is this plus one (0 means the start or
 /// the end). Every key whose prefix is below the cursor's was returned; keys that share a prefix
 /// go out in one batch, so a scan always moves on.
-fn prefix(key: &[u8]) -> u64 {
+pub(super) fn prefix(key: &[u8]) -> u64 {
     let mut bytes = [0u8; 8];
     let n = key.len().min(7);
     bytes[1..1 + n].copy_from_slice(&key[..n]);
@@ -110,7 +110,7 @@ fn prefix(key: &[u8]) -> u64 {
 }
 
 /// The smallest key whose prefix is `prefix`.
-fn prefix_start(prefix: u64) -> Vec<u8> {
+pub(super) fn prefix_start(prefix: u64) -> Vec<u8> {
     let bytes = prefix.to_be_bytes();
     let mut key = bytes[1..].to_vec();
     while key.last() == Some(&0) {
@@ -142,32 +142,54 @@ pub fn scan(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
         }
         at += 2;
     }
-    let mut from = if cursor == 0 {
+    let from = if cursor == 0 {
         Vec::new()
     } else {
         prefix_start(cursor - 1)
     };
-    let (mut found, mut seen, mut last) = (Vec::new(), 0usize, None);
-    loop {
-        let batch = ks.scan(&from, BATCH)?;
-        let done = batch.len() < BATCH;
-        for (key, record) in &batch {
-            let p = prefix(key);
-            if seen >= count && last != Some(p) {
-                return Ok(scan_reply(p + 1, found));
-            }
-            seen += 1;
-            last = Some(p);
-            let wanted = !record.expired(ks.now)
+    let now = ks.now;
+    let (records, next) = page(count, &from, |from, limit| ks.scan(from, limit))?;
+    let found = records
+        .into_iter()
+        .filter(|(key, record)| {
+            !record.expired(now)
                 && pattern.is_none_or(|p| glob_match(p, key))
-                && kind.is_none_or(|k| is(k, record.kind.name()));
-            if wanted {
-                found.push(Reply::Bulk(key.clone()));
-            }
+                && kind.is_none_or(|k| is(k, record.kind.name()))
+        })
+        .map(|(key, _)| Reply::Bulk(key))
+        .collect();
+    Ok(scan_reply(next, found))
+}
+
+/// Items of a page in order, and the next cursor.
+pub(super) type Page<T> = (Vec<(Vec<u8>, T)>, u64);
+
+/// One page of a cursor walk (`SCAN`, `HSCAN`, `SSCAN`) from `from`: at least `count` items
+/// when there are that many, then on to the end of the last one's prefix (see [`prefix`]), as
+/// `fetch(from, limit)` returns them in order; and the next cursor, 0 at the end.
+pub(super) fn page<T>(
+    count: usize,
+    from: &[u8],
+    mut fetch: impl FnMut(&[u8], usize) -> std::result::Result<Vec<(Vec<u8>, T)>, StateError>,
+) -> std::result::Result<Page<T>, StateError> {
+    let (mut found, mut last) = (Vec::new(), None);
+    let mut from = from.to_vec();
+    loop {
+        let batch = fetch(&from, BATCH)?;
+        let done = batch.len() < BATCH;
+        if let Some((key, _)) = batch.last() {
+            from = after(key);
         }
-        match batch.last() {
-            Some((key, _)) if !done => from = after(key),
-            _ => return Ok(scan_reply(0, found)),
+        for (key, item) in batch {
+            let p = prefix(&key);
+            if found.len() >= count && last != Some(p) {
+                return Ok((found, p + 1));
+            }
+            last = Some(p);
+            found.push((key, item));
+        }
+        if done {
+            return Ok((found, 0));
         }
     }
 }

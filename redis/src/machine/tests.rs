@@ -2,7 +2,7 @@ use super::*;
 use crate::body::encode_group;
 use crate::{
     check_command, decode_expired_reply, decode_reap_reply, exec_aborted, expired_group,
-    reap_group, watch_command, watched, Expired, Watched,
+    reap_group, sweep_group, watch_command, watched, Expired, Watched,
 };
 use ziggy_core::lsm::MemoryStore;
 use ziggy_resp::parse_reply;
@@ -543,6 +543,12 @@ impl Harness {
         decode_reap_reply(&bytes).expect("a reap reply")
     }
 
+    /// One sweep of removed collection `id` (a write): how many members it deleted.
+    fn sweep(&mut self, id: u64) -> u64 {
+        let bytes = self.encoded(sweep_group(id));
+        decode_reap_reply(&bytes).expect("a sweep reply")
+    }
+
     /// A whole pass: looks `max` keys at a time and reaps what each look found. The keys
     /// deleted and the looks it took.
     fn reap_pass(&mut self, max: u32) -> (u64, usize) {
@@ -554,8 +560,12 @@ impl Harness {
             if !found.entries.is_empty() {
                 deleted += self.reap(&found.entries);
             }
+            let full = found.dead.len() == max as usize;
+            for id in found.dead {
+                while self.sweep(id) == crate::SWEEP_MAX as u64 {}
+            }
             cursor = found.cursor;
-            if cursor.is_empty() {
+            if cursor.is_empty() && !full {
                 return (deleted, looks);
             }
         }
@@ -800,3 +810,5 @@ fn a_checkpoint_of_another_layout_is_refused() {
     assert!(refused.to_string().contains("another layout"), "{refused}");
     assert_eq!(h.cmd(&["GET", "k"]), bulk("v"), "the state is untouched");
 }
+
+mod collections;
