@@ -4,11 +4,10 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::Duration;
 
 use redis::{Commands, Value};
-use ziggy_io::server::{start, Running, ServeOptions};
+use ziggy_io::server::ServeOptions;
 
 mod common;
 use common::{error_text, exchange, http_get, Server};
