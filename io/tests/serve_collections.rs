@@ -1,4 +1,4 @@
-//! Hashes and sets over real TCP with the `redis` crate: every command, type errors, empty
+//! Hashes, sets and lists over real TCP with the `redis` crate: every command, type errors, empty
 //! collections removed, each family inside MULTI/EXEC, RESP2 and RESP3 shapes, a restart, and
 //! a removed collection's members swept by the reaper.
 
@@ -205,6 +205,56 @@ fn sets_over_tcp() {
 }
 
 #[test]
+fn lists_over_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("z.data"));
+    let mut c = server.connect();
+    assert_eq!(c.rpush::<_, _, i64>("l", &["a", "b", "c"]).unwrap(), 3);
+    assert_eq!(c.lpush::<_, _, i64>("l", "z").unwrap(), 4);
+    assert_eq!(
+        c.lrange::<_, Vec<String>>("l", 0, -1).unwrap(),
+        ["z", "a", "b", "c"]
+    );
+    assert_eq!(c.llen::<_, i64>("l").unwrap(), 4);
+    assert_eq!(c.lindex::<_, String>("l", -1).unwrap(), "c");
+    let _: () = c.lset("l", 0, "Z").unwrap();
+    assert_eq!(c.lpop::<_, String>("l", None).unwrap(), "Z");
+    assert_eq!(
+        c.rpop::<_, Vec<String>>("l", std::num::NonZeroUsize::new(2))
+            .unwrap(),
+        ["c", "b"]
+    );
+    assert_eq!(c.rpush_exists::<_, _, i64>("l", "q").unwrap(), 2);
+    assert_eq!(c.lpush_exists::<_, _, i64>("nothing", "q").unwrap(), 0);
+    assert_eq!(c.linsert_before::<_, _, _, i64>("l", "q", "p").unwrap(), 3);
+    assert_eq!(c.lrem::<_, _, i64>("l", 0, "p").unwrap(), 1);
+    let pos: Option<i64> = redis::cmd("LPOS").arg("l").arg("q").query(&mut c).unwrap();
+    assert_eq!(pos, Some(1));
+    let _: () = c.ltrim("l", 0, 0).unwrap();
+    let moved: String = redis::cmd("LMOVE")
+        .arg("l")
+        .arg("m")
+        .arg("LEFT")
+        .arg("RIGHT")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(moved, "a");
+    assert!(!c.exists::<_, bool>("l").unwrap(), "emptied by LMOVE");
+    let _: () = c.set("s", "v").unwrap();
+    assert_eq!(
+        error_text(redis::cmd("LPUSH").arg("s").arg("x").query(&mut c)),
+        WRONGTYPE
+    );
+    assert_eq!(
+        error_text(redis::cmd("LSET").arg("m").arg(5).arg("x").query(&mut c)),
+        "ERR index out of range"
+    );
+    let kind: String = redis::cmd("TYPE").arg("m").query(&mut c).unwrap();
+    assert_eq!(kind, "list");
+    server.stop();
+}
+
+#[test]
 fn each_family_applies_inside_multi_exec_and_replies_take_each_protocols_shape() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("z.data"));
@@ -224,6 +274,17 @@ fn each_family_applies_inside_multi_exec_and_replies_take_each_protocols_shape()
         .query(&mut c)
         .unwrap();
     assert_eq!((h, s, card), (1, 2, 2));
+    let (pushed, popped): (i64, String) = redis::pipe()
+        .atomic()
+        .cmd("RPUSH")
+        .arg("l")
+        .arg("x")
+        .arg("y")
+        .cmd("LPOP")
+        .arg("l")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((pushed, popped.as_str()), (2, "x"));
     // An error inside EXEC answers in its place; the rest applies.
     let mut raw = server.raw();
     exchange(

@@ -4,9 +4,10 @@
 //! - `modified` is the log index of the entry that last wrote the record: what `WATCH`
 //!   remembers and `EXEC` compares (see `commands/watch.rs`).
 //!
-//! A string's payload is its value. A collection's (hash, set) is `[id u64 LE][len u64 LE]`:
-//! its members live under their own LSM keys, named by `id` (see `keyspace.rs`), so that
-//! touching one member never rewrites the collection.
+//! A string's payload is its value. A collection's is `[id u64 LE][len u64 LE]`, and a list's
+//! `[id][len][head i64 LE]` (the position of its first element): its members live under their
+//! own LSM keys, named by `id` (see `keyspace.rs`), so that touching one member never rewrites
+//! the collection.
 
 use ziggy_core::state_machine::StateError;
 
@@ -19,6 +20,8 @@ pub enum Kind {
     Hash = 2,
     /// Members without values.
     Set = 3,
+    /// Elements at consecutive positions.
+    List = 4,
 }
 
 impl Kind {
@@ -28,6 +31,7 @@ impl Kind {
             Kind::String => "string",
             Kind::Hash => "hash",
             Kind::Set => "set",
+            Kind::List => "list",
         }
     }
 
@@ -38,6 +42,7 @@ impl Kind {
             Kind::String => "raw",
             Kind::Hash => "hashtable",
             Kind::Set => "hashtable",
+            Kind::List => "linkedlist",
         }
     }
 
@@ -46,6 +51,7 @@ impl Kind {
             1 => Some(Kind::String),
             2 => Some(Kind::Hash),
             3 => Some(Kind::Set),
+            4 => Some(Kind::List),
             _ => None,
         }
     }
@@ -58,6 +64,19 @@ pub struct Collection {
     /// `Keyspace::new_id`).
     pub id: u64,
     pub len: u64,
+    /// A list's first position (elements sit at `head..head + len`); 0 for the others.
+    pub head: i64,
+}
+
+impl Kind {
+    /// The bytes of a collection's payload.
+    fn payload_len(self) -> usize {
+        match self {
+            Kind::String => 0,
+            Kind::Hash | Kind::Set => 16,
+            Kind::List => 24,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,9 +104,14 @@ impl Record {
 
     pub fn collection(kind: Kind, collection: Collection, expires_at: u64) -> Record {
         assert!(kind != Kind::String);
-        let mut payload = Vec::with_capacity(16);
+        let mut payload = Vec::with_capacity(24);
         payload.extend_from_slice(&collection.id.to_le_bytes());
         payload.extend_from_slice(&collection.len.to_le_bytes());
+        if kind == Kind::List {
+            payload.extend_from_slice(&collection.head.to_le_bytes());
+        } else {
+            assert_eq!(collection.head, 0);
+        }
         Record {
             kind,
             expires_at,
@@ -105,6 +129,10 @@ impl Record {
         Some(Collection {
             id: u64_at(0),
             len: u64_at(8),
+            head: match self.kind {
+                Kind::List => u64_at(16) as i64,
+                _ => 0,
+            },
         })
     }
 
@@ -131,7 +159,7 @@ impl Record {
         }
         let kind =
             Kind::from_byte(bytes[0]).ok_or(StateError::Decode("a record of an unknown kind"))?;
-        if kind != Kind::String && bytes.len() != HEADER + 16 {
+        if kind != Kind::String && bytes.len() != HEADER + kind.payload_len() {
             return Err(StateError::Decode(
                 "a collection's record of the wrong size",
             ));
@@ -169,9 +197,24 @@ mod tests {
         assert!(!Record::string(vec![], 0).expired(u64::MAX));
         assert!(Record::decode(vec![1, 2]).is_err());
         assert!(Record::decode(vec![9; 20]).is_err());
-        let set = Record::collection(Kind::Set, Collection { id: 9, len: 3 }, 0);
+        let set = Record::collection(
+            Kind::Set,
+            Collection {
+                id: 9,
+                len: 3,
+                head: 0,
+            },
+            0,
+        );
         let decoded = Record::decode(set.encode(1)).unwrap();
-        assert_eq!(decoded.as_collection(), Some(Collection { id: 9, len: 3 }));
+        assert_eq!(
+            decoded.as_collection(),
+            Some(Collection {
+                id: 9,
+                len: 3,
+                head: 0,
+            })
+        );
         assert_eq!(decoded.kind, Kind::Set);
         assert!(
             Record::decode(vec![2; 20]).is_err(),

@@ -51,6 +51,7 @@ pub(super) fn find_or_make(
             let members = Collection {
                 id: ks.new_id(),
                 len: 0,
+                head: 0,
             };
             Some(Open {
                 record: Record::collection(kind, members, 0),

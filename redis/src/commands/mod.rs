@@ -6,6 +6,7 @@ mod counters;
 mod expiry;
 mod hashes;
 mod keys;
+mod lists;
 pub mod reap;
 mod scan;
 mod sets;
@@ -115,6 +116,18 @@ static COMMANDS: &[CommandSpec] = &[
     command("incrby", 3, true, counters::incrby),
     command("incrbyfloat", 3, true, counters::incrbyfloat),
     command("keys", 2, false, scan::keys),
+    command("lindex", 3, false, lists::lindex),
+    command("linsert", 5, true, lists::linsert),
+    command("llen", 2, false, lists::llen),
+    command("lmove", 5, true, lists::lmove),
+    command("lpop", -2, true, lists::lpop),
+    command("lpos", -3, false, lists::lpos),
+    command("lpush", -3, true, lists::lpush),
+    command("lpushx", -3, true, lists::lpushx),
+    command("lrange", 4, false, lists::lrange),
+    command("lrem", 4, true, lists::lrem),
+    command("lset", 4, true, lists::lset),
+    command("ltrim", 4, true, lists::ltrim),
     command("mget", -2, false, strings::mget),
     command("mset", -3, true, strings::mset),
     command("msetnx", -3, true, strings::msetnx),
@@ -128,6 +141,9 @@ static COMMANDS: &[CommandSpec] = &[
     command("randomkey", 1, false, scan::randomkey),
     command("rename", 3, true, keys::rename),
     command("renamenx", 3, true, keys::renamenx),
+    command("rpop", -2, true, lists::rpop),
+    command("rpush", -3, true, lists::rpush),
+    command("rpushx", -3, true, lists::rpushx),
     command("sadd", -3, true, sets::sadd),
     command("scan", -2, false, scan::scan),
     command("scard", 2, false, sets::scard),

@@ -1,4 +1,4 @@
-//! Hashes and sets in the state machine: Redis's replies and errors, members as their own LSM
+//! Hashes, sets and lists in the state machine: Redis's replies and errors, members as their own LSM
 //! keys (removal in O(1), reclaimed by the sweep), and a model-based property test against an
 //! in-memory model of Redis's semantics through flushes and compactions.
 
@@ -176,6 +176,62 @@ fn sets() {
 }
 
 #[test]
+fn lists() {
+    let mut h = Harness::new();
+    assert_eq!(h.cmd(&["RPUSH", "l", "a", "b", "c"]), int(3));
+    assert_eq!(h.cmd(&["LPUSH", "l", "z", "y"]), int(5));
+    assert_eq!(
+        h.cmd(&["LRANGE", "l", "0", "-1"]),
+        array(&["y", "z", "a", "b", "c"])
+    );
+    assert_eq!(h.cmd(&["LRANGE", "l", "-2", "100"]), array(&["b", "c"]));
+    assert_eq!(h.cmd(&["LRANGE", "l", "3", "1"]), array(&[]));
+    assert_eq!(h.cmd(&["LLEN", "l"]), int(5));
+    assert_eq!(h.cmd(&["LINDEX", "l", "0"]), bulk("y"));
+    assert_eq!(h.cmd(&["LINDEX", "l", "-1"]), bulk("c"));
+    assert_eq!(h.cmd(&["LINDEX", "l", "9"]), Reply::Nil);
+    assert_eq!(h.cmd(&["LSET", "l", "1", "Z"]), ok());
+    assert_eq!(
+        h.cmd(&["LSET", "l", "9", "x"]),
+        err("ERR index out of range")
+    );
+    assert_eq!(h.cmd(&["LSET", "none", "0", "x"]), err("ERR no such key"));
+    assert_eq!(h.cmd(&["LPOP", "l"]), bulk("y"));
+    assert_eq!(h.cmd(&["RPOP", "l", "2"]), array(&["c", "b"]));
+    assert_eq!(h.cmd(&["LPOP", "none", "2"]), Reply::Nil, "RESP3's null");
+    assert_eq!(h.cmd(&["RPUSH", "l", "a", "q", "a"]), int(5));
+    assert_eq!(h.cmd(&["LPOS", "l", "a"]), int(1));
+    assert_eq!(h.cmd(&["LPOS", "l", "a", "RANK", "-1"]), int(4));
+    assert_eq!(
+        h.cmd(&["LPOS", "l", "a", "COUNT", "0"]),
+        Reply::Array(vec![int(1), int(2), int(4)])
+    );
+    assert_eq!(h.cmd(&["LREM", "l", "-2", "a"]), int(2));
+    assert_eq!(h.cmd(&["LRANGE", "l", "0", "-1"]), array(&["Z", "a", "q"]));
+    assert_eq!(h.cmd(&["LINSERT", "l", "BEFORE", "q", "p"]), int(4));
+    assert_eq!(h.cmd(&["LINSERT", "l", "AFTER", "nope", "p"]), int(-1));
+    assert_eq!(h.cmd(&["LTRIM", "l", "1", "-2"]), ok());
+    assert_eq!(h.cmd(&["LRANGE", "l", "0", "-1"]), array(&["a", "p"]));
+    assert_eq!(h.cmd(&["LMOVE", "l", "m", "LEFT", "RIGHT"]), bulk("a"));
+    assert_eq!(
+        h.cmd(&["LMOVE", "l", "l", "RIGHT", "LEFT"]),
+        bulk("p"),
+        "a rotation"
+    );
+    assert_eq!(h.cmd(&["LRANGE", "m", "0", "-1"]), array(&["a"]));
+    assert_eq!(h.cmd(&["TYPE", "l"]), Reply::Status("list".into()));
+    assert_eq!(h.cmd(&["SET", "s", "v"]), ok());
+    assert_eq!(h.cmd(&["LPUSH", "s", "x"]), err(WRONGTYPE));
+    assert_eq!(h.cmd(&["LMOVE", "l", "s", "LEFT", "LEFT"]), err(WRONGTYPE));
+    assert_eq!(h.cmd(&["RPOP", "l"]), bulk("p"));
+    assert_eq!(h.cmd(&["EXISTS", "l"]), int(0), "emptied, removed");
+    assert_eq!(h.cmd(&["LPUSHX", "l", "x"]), int(0));
+    assert_eq!(h.cmd(&["LTRIM", "m", "1", "0"]), ok());
+    assert_eq!(h.cmd(&["EXISTS", "m"]), int(0), "trimmed to nothing");
+    assert_eq!(h.member_keys(), 0);
+}
+
+#[test]
 fn a_removed_collection_is_one_write_and_its_members_are_swept() {
     let mut h = Harness::new();
     let members: Vec<String> = (0..3000).map(|i| format!("m{i:05}")).collect();
@@ -288,11 +344,12 @@ fn hscan_and_sscan_walk_every_member_once() {
     );
 }
 
-/// What Redis would hold: each key a hash or a set.
+/// What Redis would hold: each key a hash, a set, a list or a string.
 #[derive(Clone, Debug)]
 enum Value {
     Hash(BTreeMap<String, String>),
     Set(BTreeSet<String>),
+    List(std::collections::VecDeque<String>),
     Text(String),
 }
 
@@ -308,6 +365,13 @@ enum Op {
     Del(usize),
     Set(usize),
     Rename(usize, usize),
+    Push(usize, bool, usize),
+    Pop(usize, bool),
+    LSet(usize, i8, usize),
+    LRem(usize, i8, usize),
+    LInsert(usize, bool, usize, usize),
+    LTrim(usize, i8, i8),
+    LMove(usize, usize, bool, bool),
     /// Looks and sweeps, as the reaper does.
     Reap,
 }
@@ -331,7 +395,14 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (k.clone(), k.clone(), k.clone()).prop_map(|(d, a, b)| Op::SInterStore(d, a, b)),
         1 => k.clone().prop_map(Op::Del),
         1 => k.clone().prop_map(Op::Set),
-        1 => (k.clone(), k).prop_map(|(a, b)| Op::Rename(a, b)),
+        1 => (k.clone(), k.clone()).prop_map(|(a, b)| Op::Rename(a, b)),
+        3 => (k.clone(), any::<bool>(), 0..6usize).prop_map(|(k, l, m)| Op::Push(k, l, m)),
+        2 => (k.clone(), any::<bool>()).prop_map(|(k, l)| Op::Pop(k, l)),
+        1 => (k.clone(), -4..4i8, 0..6usize).prop_map(|(k, i, m)| Op::LSet(k, i, m)),
+        1 => (k.clone(), -2..3i8, 0..6usize).prop_map(|(k, c, m)| Op::LRem(k, c, m)),
+        1 => (k.clone(), any::<bool>(), 0..6usize, 0..6usize).prop_map(|(k, a, p, m)| Op::LInsert(k, a, p, m)),
+        1 => (k.clone(), -5..5i8, -5..5i8).prop_map(|(k, a, b)| Op::LTrim(k, a, b)),
+        1 => (k.clone(), k.clone(), any::<bool>(), any::<bool>()).prop_map(|(a, b, l, r)| Op::LMove(a, b, l, r)),
         1 => Just(Op::Reap),
     ]
 }
@@ -437,6 +508,139 @@ fn model_apply(model: &mut BTreeMap<usize, Value>, op: &Op) -> Reply {
                 ok()
             }
         },
+        Op::Push(k, left, m) => match model
+            .entry(k)
+            .or_insert_with(|| Value::List(Default::default()))
+        {
+            Value::List(l) => {
+                if left {
+                    l.push_front(member(m));
+                } else {
+                    l.push_back(member(m));
+                }
+                int(l.len() as i64)
+            }
+            _ => wrong(),
+        },
+        Op::Pop(k, left) => match model.get_mut(&k) {
+            None => Reply::Nil,
+            Some(Value::List(l)) => {
+                let popped = if left { l.pop_front() } else { l.pop_back() };
+                if l.is_empty() {
+                    model.remove(&k);
+                }
+                popped.map_or(Reply::Nil, |p| bulk(&p))
+            }
+            Some(_) => wrong(),
+        },
+        Op::LSet(k, i, m) => match model.get_mut(&k) {
+            None => err("ERR no such key"),
+            Some(Value::List(l)) => {
+                let n = l.len() as i64;
+                let i = if i < 0 { i as i64 + n } else { i as i64 };
+                if (0..n).contains(&i) {
+                    l[i as usize] = member(m);
+                    ok()
+                } else {
+                    err("ERR index out of range")
+                }
+            }
+            Some(_) => wrong(),
+        },
+        Op::LRem(k, c, m) => match model.get_mut(&k) {
+            None => int(0),
+            Some(Value::List(l)) => {
+                let target = member(m);
+                let limit = if c == 0 {
+                    usize::MAX
+                } else {
+                    c.unsigned_abs() as usize
+                };
+                let mut items: Vec<String> = l.iter().cloned().collect();
+                if c < 0 {
+                    items.reverse();
+                }
+                let mut removed = 0;
+                items.retain(|e| {
+                    let drop = removed < limit && *e == target;
+                    removed += drop as usize;
+                    !drop
+                });
+                if c < 0 {
+                    items.reverse();
+                }
+                *l = items.into();
+                if l.is_empty() {
+                    model.remove(&k);
+                }
+                int(removed as i64)
+            }
+            Some(_) => wrong(),
+        },
+        Op::LInsert(k, after, p, m) => match model.get_mut(&k) {
+            None => int(0),
+            Some(Value::List(l)) => match l.iter().position(|e| *e == member(p)) {
+                None => int(-1),
+                Some(i) => {
+                    l.insert(i + after as usize, member(m));
+                    int(l.len() as i64)
+                }
+            },
+            Some(_) => wrong(),
+        },
+        Op::LTrim(k, a, b) => match model.get_mut(&k) {
+            None => ok(),
+            Some(Value::List(l)) => {
+                let n = l.len() as i64;
+                let norm = |i: i64| if i < 0 { (i + n).max(0) } else { i };
+                let (from, to) = (norm(a as i64), (norm(b as i64)).min(n - 1) + 1);
+                let kept: Vec<String> = if from >= to {
+                    Vec::new()
+                } else {
+                    l.iter()
+                        .skip(from as usize)
+                        .take((to - from) as usize)
+                        .cloned()
+                        .collect()
+                };
+                *l = kept.into();
+                if l.is_empty() {
+                    model.remove(&k);
+                }
+                ok()
+            }
+            Some(_) => wrong(),
+        },
+        Op::LMove(a, b, left, to_left) => {
+            let is_list = |v: Option<&Value>| v.is_none_or(|v| matches!(v, Value::List(_)));
+            match model.get(&a) {
+                None => return Reply::Nil,
+                Some(Value::List(_)) => {}
+                Some(_) => return wrong(),
+            }
+            if !is_list(model.get(&b)) {
+                return wrong();
+            }
+            let Some(Value::List(l)) = model.get_mut(&a) else {
+                unreachable!()
+            };
+            let e = if left { l.pop_front() } else { l.pop_back() }.unwrap();
+            if l.is_empty() {
+                model.remove(&a);
+            }
+            let Value::List(d) = model
+                .entry(b)
+                .or_insert_with(|| Value::List(Default::default()))
+            else {
+                unreachable!()
+            };
+            if to_left {
+                d.push_front(e.clone());
+            } else {
+                d.push_back(e.clone());
+            }
+            bulk(&e)
+        }
         Op::Reap => Reply::Nil,
     }
 }
@@ -454,6 +658,22 @@ fn machine_apply(h: &mut Harness, op: &Op) -> Reply {
         Op::Del(a) => h.cmd(&["DEL", k(a)]),
         Op::Set(a) => h.cmd(&["SET", k(a), "text"]),
         Op::Rename(a, b) => h.cmd(&["RENAME", k(a), k(b)]),
+        Op::Push(a, left, x) => h.cmd(&[if left { "LPUSH" } else { "RPUSH" }, k(a), &m(x)]),
+        Op::Pop(a, left) => h.cmd(&[if left { "LPOP" } else { "RPOP" }, k(a)]),
+        Op::LSet(a, i, x) => h.cmd(&["LSET", k(a), &i.to_string(), &m(x)]),
+        Op::LRem(a, c, x) => h.cmd(&["LREM", k(a), &c.to_string(), &m(x)]),
+        Op::LInsert(a, after, p, x) => h.cmd(&[
+            "LINSERT",
+            k(a),
+            if after { "AFTER" } else { "BEFORE" },
+            &m(p),
+            &m(x),
+        ]),
+        Op::LTrim(a, s, e) => h.cmd(&["LTRIM", k(a), &s.to_string(), &e.to_string()]),
+        Op::LMove(a, b, l, r) => {
+            let side = |left: bool| if left { "LEFT" } else { "RIGHT" };
+            h.cmd(&["LMOVE", k(a), k(b), side(l), side(r)])
+        }
         Op::Reap => {
             h.reap_pass(4);
             Reply::Nil
@@ -469,6 +689,7 @@ fn machine_state(h: &mut Harness) -> BTreeMap<usize, String> {
             Reply::Status(t) if t == "none" => continue,
             Reply::Status(t) if t == "hash" => format!("{:?}", h.cmd(&["HGETALL", key])),
             Reply::Status(t) if t == "set" => format!("{:?}", h.cmd(&["SMEMBERS", key])),
+            Reply::Status(t) if t == "list" => format!("{:?}", h.cmd(&["LRANGE", key, "0", "-1"])),
             Reply::Status(t) => format!("{:?}", (t, h.cmd(&["GET", key]))),
             other => panic!("TYPE answered {other:?}"),
         };
@@ -487,6 +708,9 @@ fn model_state(model: &BTreeMap<usize, Value>) -> BTreeMap<usize, String> {
                     Reply::Map(h.iter().map(|(f, v)| (bulk(f), bulk(v))).collect())
                 ),
                 Value::Set(s) => format!("{:?}", Reply::Set(s.iter().map(|m| bulk(m)).collect())),
+                Value::List(l) => {
+                    format!("{:?}", Reply::Array(l.iter().map(|e| bulk(e)).collect()))
+                }
                 Value::Text(t) => format!("{:?}", ("string".to_string(), bulk(t))),
             };
             (k, shown)
@@ -501,7 +725,7 @@ proptest! {
     /// agrees after every command; a small memtable (4 KiB) makes the LSM flush and compact
     /// under them. A last reap pass leaves no member of a removed collection behind.
     #[test]
-    fn hashes_and_sets_behave_as_the_model(ops in proptest::collection::vec(op(), 1..300)) {
+    fn collections_behave_as_the_model(ops in proptest::collection::vec(op(), 1..300)) {
         let mut h = Harness::new();
         let mut model = BTreeMap::new();
         for (i, op) in ops.iter().enumerate() {
@@ -514,6 +738,7 @@ proptest! {
         let live: u64 = model.values().map(|v| match v {
             Value::Hash(h) => h.len() as u64,
             Value::Set(s) => s.len() as u64,
+            Value::List(l) => l.len() as u64,
             Value::Text(_) => 0,
         }).sum();
         prop_assert_eq!(h.member_keys() as u64, live, "the sweep left dead members");
