@@ -4,13 +4,16 @@
 #   - SET and INCR: ZiggyDB (durable: every acknowledged write is fdatasync'd) against Redis with
 #     appendonly yes and appendfsync always (as durable);
 #   - GET: ZiggyDB against Redis with no persistence at all;
-#   - SET on a three-replica ZiggyDB cluster (loopback) against the single node.
+#   - SET on a three-replica ZiggyDB cluster (loopback) against the single node;
+#   - the collections' writes (LPUSH RPUSH LPOP SADD HSET): ZiggyDB against Redis
+#     appendfsync always.
 #
 # Installs redis-server and redis-tools from Debian's packages if missing. Each measurement is
 # the median of ROUNDS runs, the systems alternating so that a noisy neighbour hits both alike.
 #
 #   bench/redis-compare.sh                 # ROUNDS=3 N=100000 (N x 10 with -P 16)
 #   ROUNDS=5 N=200000 bench/redis-compare.sh
+#   PARTS=collections bench/redis-compare.sh   # one part only (strings, collections)
 #
 # Prints a Markdown table (docs/bench-redis.md holds the figures and the machine).
 set -euo pipefail
@@ -18,6 +21,8 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
 N=${N:-100000}
+PARTS=${PARTS:-strings collections}
+COLLECTION_TESTS="lpush rpush lpop sadd hset"
 CLIENTS=50
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ziggy-redis-compare.XXXXXX")
 PIDS=()
@@ -107,14 +112,24 @@ measure() { # $1 label, $2 port, $3 test, $4 depth
     echo "$1 $3 -P $4: ${runs[*]} -> ${RESULT["$1 $3 $4"]}" >&2
 }
 
+has_part() { [[ " $PARTS " == *" $1 "* ]]; }
+
 for depth in 1 16; do
-    for test in set incr; do
-        measure redis-always 6390 "$test" "$depth"
-        measure ziggy 7390 "$test" "$depth"
-    done
-    measure redis-memory 6391 get "$depth"
-    measure ziggy 7390 get "$depth"
-    measure cluster "$leader_port" set "$depth"
+    if has_part strings; then
+        for test in set incr; do
+            measure redis-always 6390 "$test" "$depth"
+            measure ziggy 7390 "$test" "$depth"
+        done
+        measure redis-memory 6391 get "$depth"
+        measure ziggy 7390 get "$depth"
+        measure cluster "$leader_port" set "$depth"
+    fi
+    if has_part collections; then
+        for test in $COLLECTION_TESTS; do
+            measure redis-always 6390 "$test" "$depth"
+            measure ziggy 7390 "$test" "$depth"
+        done
+    fi
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
@@ -131,8 +146,16 @@ echo
 echo "| test | ZiggyDB | reference | ratio | target |"
 echo "|---|---:|---:|---:|---|"
 for depth in 1 16; do
-    row "SET -P $depth (vs Redis appendfsync always)" "ziggy set $depth" "redis-always set $depth" ">= 1"
-    row "INCR -P $depth (vs Redis appendfsync always)" "ziggy incr $depth" "redis-always incr $depth" ">= 1"
-    row "GET -P $depth (vs Redis, no persistence)" "ziggy get $depth" "redis-memory get $depth" ">= 0.7"
-    row "SET -P $depth, 3-replica cluster (vs single node)" "cluster set $depth" "ziggy set $depth" ">= 0.8"
+    if has_part strings; then
+        row "SET -P $depth (vs Redis appendfsync always)" "ziggy set $depth" "redis-always set $depth" ">= 1"
+        row "INCR -P $depth (vs Redis appendfsync always)" "ziggy incr $depth" "redis-always incr $depth" ">= 1"
+        row "GET -P $depth (vs Redis, no persistence)" "ziggy get $depth" "redis-memory get $depth" ">= 0.7"
+        row "SET -P $depth, 3-replica cluster (vs single node)" "cluster set $depth" "ziggy set $depth" ">= 0.8"
+    fi
+    if has_part collections; then
+        for test in $COLLECTION_TESTS; do
+            name=$(echo "$test" | tr '[:lower:]' '[:upper:]')
+            row "$name -P $depth (vs Redis appendfsync always)" "ziggy $test $depth" "redis-always $test $depth" ">= 1"
+        done
+    fi
 done
