@@ -231,7 +231,7 @@ fn main() {
     let start = Instant::now();
     let mut sweeps = 0;
     loop {
-        let found = decode_expired_reply(&m.read(&expired_group(256, b"")).to_vec()).unwrap();
+        let found = decode_expired_reply(m.read(&expired_group(256, b""))).unwrap();
         let Some(&id) = found.dead.first() else { break };
         while m.write(&sweep_group(id)) == format!(":{}\r\n", ziggy_redis::SWEEP_MAX).as_bytes() {
             sweeps += 1;

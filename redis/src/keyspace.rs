@@ -18,6 +18,17 @@ use crate::record::{Collection, Record};
 use ziggy_core::lsm::Write;
 use ziggy_core::state_machine::{LsmState, StateError};
 
+/// Where a walk of a sorted set by score starts.
+#[derive(Clone, Copy, Debug)]
+pub enum ScoreStart<'m> {
+    /// The lowest score (the highest, in reverse).
+    End,
+    /// The first member with this score (the last, in reverse).
+    Score(f64),
+    /// Just past this member (a walk's next batch).
+    After(f64, &'m [u8]),
+}
+
 /// Members of a collection with their values, in member order.
 pub type Members = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -215,6 +226,59 @@ impl<'a> Keyspace<'a> {
             .collect())
     }
 
+    /// Indexes `member` of sorted set `id` under `score` (beside its `[MEMBERS]` key).
+    pub fn put_score(&mut self, id: u64, score: f64, member: &[u8]) -> Result<(), StateError> {
+        assert!(self.index > 0, "only an applied entry writes");
+        self.lsm.write(&[Write {
+            key: &score_key(id, score, member),
+            value: Some(&[]),
+        }])
+    }
+
+    pub fn remove_score(&mut self, id: u64, score: f64, member: &[u8]) -> Result<(), StateError> {
+        assert!(self.index > 0, "only an applied entry removes");
+        self.lsm.write(&[Write {
+            key: &score_key(id, score, member),
+            value: None,
+        }])
+    }
+
+    /// Up to `limit` members of sorted set `id` in score order (descending with `reverse`)
+    /// from `start`, with their scores.
+    pub fn by_score(
+        &mut self,
+        id: u64,
+        start: ScoreStart,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(f64, Vec<u8>)>, StateError> {
+        let (first, end) = (score_prefix(id), score_prefix(id + 1));
+        let (low, high) = match (start, reverse) {
+            (ScoreStart::End, _) => (first, end),
+            (ScoreStart::Score(s), false) => (score_key(id, s, b""), end),
+            (ScoreStart::Score(s), true) => {
+                let next = u64::from_be_bytes(score_bytes(s)) + 1; // +inf's bytes are below MAX
+                let mut high = score_prefix(id);
+                high.extend_from_slice(&next.to_be_bytes());
+                (first, high)
+            }
+            (ScoreStart::After(s, m), false) => {
+                let mut low = score_key(id, s, m);
+                low.push(0);
+                (low, end)
+            }
+            (ScoreStart::After(s, m), true) => (first, score_key(id, s, m)),
+        };
+        let pairs = self.lsm.range(&low, Some(&high), limit, reverse)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(key, _)| {
+                let score = score_of(key[9..17].try_into().unwrap());
+                (score, key[17..].to_vec())
+            })
+            .collect())
+    }
+
     /// Up to `limit` removed collections whose members remain, by id.
     pub fn dead(&mut self, limit: usize) -> Result<Vec<u64>, StateError> {
         let pairs = self.lsm.range(&[DEAD], Some(&[DEAD + 1]), limit, false)?;
@@ -232,17 +296,26 @@ impl<'a> Keyspace<'a> {
             return Ok(0);
         }
         let members = self.members(id, b"", max)?;
-        let keys: Vec<Vec<u8>> = members.iter().map(|(m, _)| member_key(id, m)).collect();
+        let mut keys: Vec<Vec<u8>> = members.iter().map(|(m, _)| member_key(id, m)).collect();
+        if keys.len() < max {
+            // A sorted set's score index goes after its members.
+            let (first, end) = (score_prefix(id), score_prefix(id + 1));
+            let scores = self
+                .lsm
+                .range(&first, Some(&end), max - keys.len(), false)?;
+            keys.extend(scores.into_iter().map(|(key, _)| key));
+        }
+        let deleted = keys.len();
         let mut writes: Vec<Write> = keys.iter().map(|key| Write { key, value: None }).collect();
         let mark = dead_key(id);
-        if members.len() < max {
+        if deleted < max {
             writes.push(Write {
                 key: &mark,
                 value: None,
             });
         }
         self.lsm.write(&writes)?;
-        Ok(members.len() as u64)
+        Ok(deleted as u64)
     }
 
     /// Up to `limit` expiry entries due by now, from `after` on (exclusive; empty: the first),
@@ -300,6 +373,45 @@ fn member_key(id: u64, member: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&id.to_be_bytes());
     out.extend_from_slice(member);
     out
+}
+
+/// The first byte of a sorted set's score index: `[SCORES][id u64 BE][score][member]`.
+pub(crate) const SCORES: u8 = 0x04;
+
+fn score_prefix(id: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    out.push(SCORES);
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}
+
+fn score_key(id: u64, score: f64, member: &[u8]) -> Vec<u8> {
+    let mut out = score_prefix(id);
+    out.extend_from_slice(&score_bytes(score));
+    out.extend_from_slice(member);
+    out
+}
+
+/// A score as 8 bytes that sort as the numbers do (negative ones flipped whole, positive ones
+/// with the sign bit set). -0.0 is stored as 0.0, as Redis treats them alike.
+pub(crate) fn score_bytes(score: f64) -> [u8; 8] {
+    let bits = if score == 0.0 { 0 } else { score.to_bits() };
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    };
+    ordered.to_be_bytes()
+}
+
+fn score_of(bytes: [u8; 8]) -> f64 {
+    let ordered = u64::from_be_bytes(bytes);
+    let bits = if ordered >> 63 == 1 {
+        ordered & !(1 << 63)
+    } else {
+        !ordered
+    };
+    f64::from_bits(bits)
 }
 
 fn dead_key(id: u64) -> Vec<u8> {

@@ -22,6 +22,8 @@ pub enum Kind {
     Set = 3,
     /// Elements at consecutive positions.
     List = 4,
+    /// Members with scores, ordered by score.
+    ZSet = 5,
 }
 
 impl Kind {
@@ -32,6 +34,7 @@ impl Kind {
             Kind::Hash => "hash",
             Kind::Set => "set",
             Kind::List => "list",
+            Kind::ZSet => "zset",
         }
     }
 
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Hash => "hashtable",
             Kind::Set => "hashtable",
             Kind::List => "linkedlist",
+            Kind::ZSet => "skiplist",
         }
     }
 
@@ -52,6 +56,7 @@ impl Kind {
             2 => Some(Kind::Hash),
             3 => Some(Kind::Set),
             4 => Some(Kind::List),
+            5 => Some(Kind::ZSet),
             _ => None,
         }
     }
@@ -73,7 +78,7 @@ impl Kind {
     fn payload_len(self) -> usize {
         match self {
             Kind::String => 0,
-            Kind::Hash | Kind::Set => 16,
+            Kind::Hash | Kind::Set | Kind::ZSet => 16,
             Kind::List => 24,
         }
     }

@@ -231,6 +231,165 @@ fn lists() {
     assert_eq!(h.member_keys(), 0);
 }
 
+fn d(x: f64) -> Reply {
+    Reply::Double(x)
+}
+
+fn scored(items: &[(&str, f64)]) -> Reply {
+    Reply::Array(
+        items
+            .iter()
+            .map(|(m, s)| Reply::Array(vec![bulk(m), d(*s)]))
+            .collect(),
+    )
+}
+
+#[test]
+fn sorted_sets() {
+    let mut h = Harness::new();
+    assert_eq!(h.cmd(&["ZADD", "z", "1", "a", "2", "b", "3", "c"]), int(3));
+    assert_eq!(
+        h.cmd(&["ZADD", "z", "CH", "5", "a", "4", "d"]),
+        int(2),
+        "a changed, d added"
+    );
+    assert_eq!(h.cmd(&["ZADD", "z", "NX", "9", "a", "-1", "e"]), int(1));
+    assert_eq!(
+        h.cmd(&["ZADD", "z", "XX", "GT", "CH", "0", "b", "7", "c"]),
+        int(1),
+        "c up, b not"
+    );
+    assert_eq!(h.cmd(&["ZADD", "z", "INCR", "10", "a"]), d(15.0));
+    assert_eq!(h.cmd(&["ZADD", "z", "NX", "INCR", "1", "a"]), Reply::Nil);
+    assert_eq!(h.cmd(&["ZSCORE", "z", "c"]), d(7.0));
+    assert_eq!(
+        h.cmd(&["ZMSCORE", "z", "b", "zz"]),
+        Reply::Array(vec![d(2.0), Reply::Nil])
+    );
+    assert_eq!(h.cmd(&["ZCARD", "z"]), int(5));
+    // e -1, b 2, d 4, c 7, a 15
+    assert_eq!(
+        h.cmd(&["ZRANGE", "z", "0", "-1"]),
+        array(&["e", "b", "d", "c", "a"])
+    );
+    assert_eq!(
+        h.cmd(&["ZRANGE", "z", "0", "1", "WITHSCORES"]),
+        scored(&[("e", -1.0), ("b", 2.0)])
+    );
+    assert_eq!(h.cmd(&["ZREVRANGE", "z", "0", "1"]), array(&["a", "c"]));
+    assert_eq!(
+        h.cmd(&["ZRANGE", "z", "(2", "7", "BYSCORE"]),
+        array(&["d", "c"])
+    );
+    assert_eq!(
+        h.cmd(&["ZRANGE", "z", "+inf", "-inf", "BYSCORE", "REV", "LIMIT", "1", "2"]),
+        array(&["c", "d"])
+    );
+    assert_eq!(
+        h.cmd(&["ZRANGEBYSCORE", "z", "-inf", "4"]),
+        array(&["e", "b", "d"])
+    );
+    assert_eq!(
+        h.cmd(&["ZREVRANGEBYSCORE", "z", "7", "(2"]),
+        array(&["c", "d"])
+    );
+    assert_eq!(h.cmd(&["ZCOUNT", "z", "2", "(7"]), int(2));
+    assert_eq!(h.cmd(&["ZRANK", "z", "d"]), int(2));
+    assert_eq!(h.cmd(&["ZREVRANK", "z", "d"]), int(2));
+    assert_eq!(
+        h.cmd(&["ZRANK", "z", "a", "WITHSCORE"]),
+        Reply::Array(vec![int(4), d(15.0)])
+    );
+    assert_eq!(h.cmd(&["ZRANK", "z", "zz"]), Reply::Nil);
+    assert_eq!(h.cmd(&["ZINCRBY", "z", "-20", "a"]), d(-5.0));
+    assert_eq!(h.cmd(&["ZRANGE", "z", "0", "0"]), array(&["a"]));
+    assert_eq!(
+        h.cmd(&["ZPOPMIN", "z"]),
+        Reply::Array(vec![bulk("a"), d(-5.0)])
+    );
+    assert_eq!(
+        h.cmd(&["ZPOPMAX", "z", "2"]),
+        scored(&[("c", 7.0), ("d", 4.0)])
+    );
+    assert_eq!(h.cmd(&["ZREM", "z", "e", "zz"]), int(1));
+    assert_eq!(
+        h.cmd(&["ZRANGE", "z", "0", "-1", "WITHSCORES"]),
+        scored(&[("b", 2.0)])
+    );
+    // Lex ranges: equal scores order by member.
+    h.cmd(&["ZADD", "lex", "0", "a", "0", "b", "0", "c", "0", "d"]);
+    assert_eq!(
+        h.cmd(&["ZRANGEBYLEX", "lex", "[b", "(d"]),
+        array(&["b", "c"])
+    );
+    assert_eq!(
+        h.cmd(&["ZRANGE", "lex", "+", "[c", "BYLEX", "REV"]),
+        array(&["d", "c"])
+    );
+    assert_eq!(
+        h.cmd(&["ZRANGEBYLEX", "lex", "-", "+", "LIMIT", "1", "1"]),
+        array(&["b"])
+    );
+    assert_eq!(
+        h.cmd(&["ZRANGEBYLEX", "lex", "b", "+"]),
+        err("ERR min or max not valid string range item")
+    );
+    assert_eq!(h.cmd(&["ZREMRANGEBYRANK", "lex", "0", "1"]), int(2));
+    assert_eq!(h.cmd(&["ZREMRANGEBYSCORE", "lex", "-inf", "+inf"]), int(2));
+    assert_eq!(h.cmd(&["EXISTS", "lex"]), int(0));
+    // Errors and types.
+    assert_eq!(
+        h.cmd(&["ZADD", "z", "x", "m"]),
+        err("ERR value is not a valid float")
+    );
+    assert_eq!(
+        h.cmd(&["ZADD", "z", "NX", "XX", "1", "m"]),
+        err("ERR XX and NX options at the same time are not compatible")
+    );
+    assert_eq!(
+        h.cmd(&["ZADD", "z", "GT", "LT", "1", "m"]),
+        err("ERR GT, LT, and/or NX options at the same time are not compatible")
+    );
+    assert_eq!(
+        h.cmd(&["ZADD", "z", "INCR", "1", "m", "2", "n"]),
+        err("ERR INCR option supports a single increment-element pair")
+    );
+    assert_eq!(
+        h.cmd(&["ZADD", "z", "1"]),
+        err("ERR wrong number of arguments for 'zadd' command")
+    );
+    assert_eq!(
+        h.cmd(&["ZADD", "z", "1", "m", "2"]),
+        err("ERR syntax error")
+    );
+    assert_eq!(
+        h.cmd(&["ZRANGEBYSCORE", "z", "x", "1"]),
+        err("ERR min or max is not a float")
+    );
+    assert_eq!(
+        h.cmd(&["ZADD", "z", "inf", "top", "-inf", "bottom"]),
+        int(2)
+    );
+    assert_eq!(
+        h.cmd(&["ZADD", "z", "INCR", "-inf", "top"]),
+        err("ERR resulting score is not a number (NaN)")
+    );
+    assert_eq!(
+        h.cmd(&["ZRANGE", "z", "0", "-1"]),
+        array(&["bottom", "b", "top"])
+    );
+    assert_eq!(h.cmd(&["TYPE", "z"]), Reply::Status("zset".into()));
+    assert_eq!(h.cmd(&["SET", "s", "v"]), ok());
+    assert_eq!(h.cmd(&["ZADD", "s", "1", "m"]), err(WRONGTYPE));
+    assert_eq!(h.cmd(&["DEL", "z"]), int(1));
+    h.reap_pass(10);
+    assert_eq!(
+        h.member_keys() + h.lsm_keys(crate::keyspace::SCORES),
+        0,
+        "both indexes swept"
+    );
+}
+
 #[test]
 fn a_removed_collection_is_one_write_and_its_members_are_swept() {
     let mut h = Harness::new();
@@ -350,6 +509,7 @@ enum Value {
     Hash(BTreeMap<String, String>),
     Set(BTreeSet<String>),
     List(std::collections::VecDeque<String>),
+    ZSet(BTreeMap<String, f64>),
     Text(String),
 }
 
@@ -372,6 +532,10 @@ enum Op {
     LInsert(usize, bool, usize, usize),
     LTrim(usize, i8, i8),
     LMove(usize, usize, bool, bool),
+    ZAdd(usize, usize, i8),
+    ZRem(usize, usize),
+    ZIncrBy(usize, usize, i8),
+    ZPopMin(usize),
     /// Looks and sweeps, as the reaper does.
     Reap,
 }
@@ -403,6 +567,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (k.clone(), any::<bool>(), 0..6usize, 0..6usize).prop_map(|(k, a, p, m)| Op::LInsert(k, a, p, m)),
         1 => (k.clone(), -5..5i8, -5..5i8).prop_map(|(k, a, b)| Op::LTrim(k, a, b)),
         1 => (k.clone(), k.clone(), any::<bool>(), any::<bool>()).prop_map(|(a, b, l, r)| Op::LMove(a, b, l, r)),
+        3 => (k.clone(), 0..24usize, -3..3i8).prop_map(|(k, m, s)| Op::ZAdd(k, m, s)),
+        1 => (k.clone(), 0..24usize).prop_map(|(k, m)| Op::ZRem(k, m)),
+        1 => (k.clone(), 0..24usize, -3..3i8).prop_map(|(k, m, s)| Op::ZIncrBy(k, m, s)),
+        1 => k.clone().prop_map(Op::ZPopMin),
         1 => Just(Op::Reap),
     ]
 }
@@ -641,8 +809,56 @@ fn model_apply(model: &mut BTreeMap<usize, Value>, op: &Op) -> Reply {
             }
             bulk(&e)
         }
+        Op::ZAdd(k, m, score) => match model
+            .entry(k)
+            .or_insert_with(|| Value::ZSet(BTreeMap::new()))
+        {
+            Value::ZSet(z) => int(z.insert(member(m), score as f64).is_none() as i64),
+            _ => wrong(),
+        },
+        Op::ZRem(k, m) => match model.get_mut(&k) {
+            None => int(0),
+            Some(Value::ZSet(z)) => {
+                let removed = z.remove(&member(m)).is_some();
+                if z.is_empty() {
+                    model.remove(&k);
+                }
+                int(removed as i64)
+            }
+            Some(_) => wrong(),
+        },
+        Op::ZIncrBy(k, m, by) => match model
+            .entry(k)
+            .or_insert_with(|| Value::ZSet(BTreeMap::new()))
+        {
+            Value::ZSet(z) => {
+                let score = z.entry(member(m)).or_insert(0.0);
+                *score += by as f64;
+                Reply::Double(*score)
+            }
+            _ => wrong(),
+        },
+        Op::ZPopMin(k) => match model.get_mut(&k) {
+            None => Reply::Array(Vec::new()),
+            Some(Value::ZSet(z)) => {
+                let lowest = zset_order(z).into_iter().next().unwrap();
+                z.remove(&lowest.0);
+                if z.is_empty() {
+                    model.remove(&k);
+                }
+                Reply::Array(vec![bulk(&lowest.0), Reply::Double(lowest.1)])
+            }
+            Some(_) => wrong(),
+        },
         Op::Reap => Reply::Nil,
     }
+}
+
+/// A sorted set's members in Redis's order: by score, then by member.
+fn zset_order(z: &BTreeMap<String, f64>) -> Vec<(String, f64)> {
+    let mut members: Vec<(String, f64)> = z.iter().map(|(m, s)| (m.clone(), *s)).collect();
+    members.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    members
 }
 
 fn machine_apply(h: &mut Harness, op: &Op) -> Reply {
@@ -674,6 +890,10 @@ fn machine_apply(h: &mut Harness, op: &Op) -> Reply {
             let side = |left: bool| if left { "LEFT" } else { "RIGHT" };
             h.cmd(&["LMOVE", k(a), k(b), side(l), side(r)])
         }
+        Op::ZAdd(a, x, score) => h.cmd(&["ZADD", k(a), &score.to_string(), &m(x)]),
+        Op::ZRem(a, x) => h.cmd(&["ZREM", k(a), &m(x)]),
+        Op::ZIncrBy(a, x, by) => h.cmd(&["ZINCRBY", k(a), &by.to_string(), &m(x)]),
+        Op::ZPopMin(a) => h.cmd(&["ZPOPMIN", k(a)]),
         Op::Reap => {
             h.reap_pass(4);
             Reply::Nil
@@ -690,6 +910,9 @@ fn machine_state(h: &mut Harness) -> BTreeMap<usize, String> {
             Reply::Status(t) if t == "hash" => format!("{:?}", h.cmd(&["HGETALL", key])),
             Reply::Status(t) if t == "set" => format!("{:?}", h.cmd(&["SMEMBERS", key])),
             Reply::Status(t) if t == "list" => format!("{:?}", h.cmd(&["LRANGE", key, "0", "-1"])),
+            Reply::Status(t) if t == "zset" => {
+                format!("{:?}", h.cmd(&["ZRANGE", key, "0", "-1", "WITHSCORES"]))
+            }
             Reply::Status(t) => format!("{:?}", (t, h.cmd(&["GET", key]))),
             other => panic!("TYPE answered {other:?}"),
         };
@@ -710,6 +933,12 @@ fn model_state(model: &BTreeMap<usize, Value>) -> BTreeMap<usize, String> {
                 Value::Set(s) => format!("{:?}", Reply::Set(s.iter().map(|m| bulk(m)).collect())),
                 Value::List(l) => {
                     format!("{:?}", Reply::Array(l.iter().map(|e| bulk(e)).collect()))
+                }
+                Value::ZSet(z) => {
+                    let members = zset_order(z);
+                    let shown: Vec<(&str, f64)> =
+                        members.iter().map(|(m, s)| (m.as_str(), *s)).collect();
+                    format!("{:?}", scored(&shown))
                 }
                 Value::Text(t) => format!("{:?}", ("string".to_string(), bulk(t))),
             };
@@ -739,9 +968,11 @@ proptest! {
             Value::Hash(h) => h.len() as u64,
             Value::Set(s) => s.len() as u64,
             Value::List(l) => l.len() as u64,
+            Value::ZSet(z) => 2 * z.len() as u64, // a member key and a score key each
             Value::Text(_) => 0,
         }).sum();
-        prop_assert_eq!(h.member_keys() as u64, live, "the sweep left dead members");
+        let stored = h.member_keys() + h.lsm_keys(crate::keyspace::SCORES);
+        prop_assert_eq!(stored as u64, live, "the sweep left dead members");
         prop_assert_eq!(h.dead_marks(), 0);
     }
 }
