@@ -5,7 +5,7 @@
 #     appendonly yes and appendfsync always (as durable);
 #   - GET: ZiggyDB against Redis with no persistence at all;
 #   - SET on a three-replica ZiggyDB cluster (loopback) against the single node;
-#   - the collections' writes (LPUSH RPUSH LPOP SADD HSET): ZiggyDB against Redis
+#   - the collections' writes (LPUSH RPUSH LPOP SADD HSET ZADD): ZiggyDB against Redis
 #     appendfsync always.
 #
 # Installs redis-server and redis-tools from Debian's packages if missing. Each measurement is
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 N=${N:-100000}
 PARTS=${PARTS:-strings collections}
-COLLECTION_TESTS="lpush rpush lpop sadd hset"
+COLLECTION_TESTS="lpush rpush lpop sadd hset zadd"
 CLIENTS=50
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ziggy-redis-compare.XXXXXX")
 PIDS=()

@@ -1,4 +1,4 @@
-//! Hashes, sets and lists over real TCP with the `redis` crate: every command, type errors, empty
+//! Hashes, sets, lists and sorted sets over real TCP with the `redis` crate: every command, type errors, empty
 //! collections removed, each family inside MULTI/EXEC, RESP2 and RESP3 shapes, a restart, and
 //! a removed collection's members swept by the reaper.
 
@@ -255,6 +255,65 @@ fn lists_over_tcp() {
 }
 
 #[test]
+fn sorted_sets_over_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("z.data"));
+    let mut c = server.connect();
+    assert_eq!(
+        c.zadd_multiple::<_, _, _, i64>("z", &[(1, "a"), (2, "b"), (3, "c")])
+            .unwrap(),
+        3
+    );
+    assert_eq!(c.zscore::<_, _, f64>("z", "b").unwrap(), 2.0);
+    assert_eq!(c.zincr::<_, _, _, f64>("z", "a", 10).unwrap(), 11.0);
+    assert_eq!(c.zcard::<_, i64>("z").unwrap(), 3);
+    assert_eq!(
+        c.zrange::<_, Vec<String>>("z", 0, -1).unwrap(),
+        ["b", "c", "a"]
+    );
+    let with: Vec<(String, f64)> = c.zrange_withscores("z", 0, 0).unwrap();
+    assert_eq!(with, [("b".to_string(), 2.0)]);
+    assert_eq!(
+        c.zrangebyscore::<_, _, _, Vec<String>>("z", "(2", "+inf")
+            .unwrap(),
+        ["c", "a"]
+    );
+    assert_eq!(c.zrevrange::<_, Vec<String>>("z", 0, 0).unwrap(), ["a"]);
+    assert_eq!(c.zrank::<_, _, Option<i64>>("z", "a").unwrap(), Some(2));
+    assert_eq!(c.zcount::<_, _, _, i64>("z", 2, 3).unwrap(), 2);
+    let popped: Vec<(String, f64)> = c.zpopmin("z", 1).unwrap();
+    assert_eq!(popped, [("b".to_string(), 2.0)]);
+    assert_eq!(c.zrem::<_, _, i64>("z", "c").unwrap(), 1);
+    let byscore: Vec<String> = redis::cmd("ZRANGE")
+        .arg("z")
+        .arg("+inf")
+        .arg("-inf")
+        .arg("BYSCORE")
+        .arg("REV")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(byscore, ["a"]);
+    let _: () = c.set("s", "v").unwrap();
+    assert_eq!(
+        error_text(redis::cmd("ZADD").arg("s").arg(1).arg("m").query(&mut c)),
+        WRONGTYPE
+    );
+    assert_eq!(
+        error_text(redis::cmd("ZADD").arg("z").arg("x").arg("m").query(&mut c)),
+        "ERR value is not a valid float"
+    );
+    let kind: String = redis::cmd("TYPE").arg("z").query(&mut c).unwrap();
+    assert_eq!(kind, "zset");
+    // RESP2 answers a score as a bulk string; RESP3 as a double.
+    let mut raw = server.raw();
+    exchange(&mut raw, "ZSCORE z a\r\n", "$2\r\n11\r\n");
+    server.stop();
+}
+
+#[test]
 fn each_family_applies_inside_multi_exec_and_replies_take_each_protocols_shape() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("z.data"));
@@ -285,6 +344,19 @@ fn each_family_applies_inside_multi_exec_and_replies_take_each_protocols_shape()
         .query(&mut c)
         .unwrap();
     assert_eq!((pushed, popped.as_str()), (2, "x"));
+    let (added, score): (i64, f64) = redis::pipe()
+        .atomic()
+        .cmd("ZADD")
+        .arg("z")
+        .arg(1)
+        .arg("m")
+        .cmd("ZINCRBY")
+        .arg("z")
+        .arg(2)
+        .arg("m")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((added, score), (1, 3.0));
     // An error inside EXEC answers in its place; the rest applies.
     let mut raw = server.raw();
     exchange(

@@ -153,6 +153,35 @@ fn families(max: usize) -> Vec<Family> {
             write: false,
         },
         Family {
+            name: "ZADD (new member)",
+            add: Box::new(move |k, i| {
+                command(&[b"ZADD", k, (i % 1000).to_string().as_bytes(), &member(i)])
+            }),
+            op: Box::new(move |i| {
+                command(&[b"ZADD", b"c", (i % 1000).to_string().as_bytes(), &fresh(i)])
+            }),
+            write: true,
+        },
+        Family {
+            name: "ZRANGEBYSCORE … LIMIT 0 10",
+            add: Box::new(move |k, i| {
+                command(&[b"ZADD", k, (i % 1000).to_string().as_bytes(), &member(i)])
+            }),
+            op: Box::new(move |i| {
+                let min = (i % 990).to_string();
+                command(&[
+                    b"ZRANGEBYSCORE",
+                    b"c",
+                    min.as_bytes(),
+                    b"+inf",
+                    b"LIMIT",
+                    b"0",
+                    b"10",
+                ])
+            }),
+            write: false,
+        },
+        Family {
             name: "LPUSH + RPOP",
             add: Box::new(move |k, i| command(&[b"RPUSH", k, &member(i)])),
             op: Box::new(move |i| {
