@@ -11,3 +11,4 @@ pub mod format;
 pub mod metrics;
 pub mod server;
 pub mod stage;
+pub mod transfer;

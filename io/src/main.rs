@@ -99,6 +99,25 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         keys: u64,
     },
+    /// Write every key of a live node (its type, value and expiry) as JSON lines.
+    Export {
+        /// The node: HOST:PORT of any replica.
+        #[arg(long, default_value = "127.0.0.1:7379")]
+        from: String,
+        /// The file to write; `-` for standard output.
+        #[arg(long, default_value = "-")]
+        to: PathBuf,
+    },
+    /// Load JSON lines written by `export` into a live node: each key deleted and written anew,
+    /// so importing twice leaves the same keys.
+    Import {
+        /// The file to read; `-` for standard input.
+        #[arg(long, default_value = "-")]
+        from: PathBuf,
+        /// The node: HOST:PORT of any replica.
+        #[arg(long, default_value = "127.0.0.1:7379")]
+        to: String,
+    },
     /// Measure how long opening an embedded database takes, by data size.
     BenchStartup {
         /// Where to create the databases (removed afterwards unless --keep).
@@ -200,6 +219,8 @@ fn main() -> ExitCode {
             };
             run_bench(&options)
         }
+        Command::Export { from, to } => run_export(&from, &to),
+        Command::Import { from, to } => run_import(&from, &to),
         Command::BenchStartup {
             dir,
             gb,
@@ -259,5 +280,31 @@ fn run_format(
 fn run_bench(options: &BenchOptions) -> Result<(), Box<dyn std::error::Error>> {
     let report = bench::run(options, &Progress::stderr())?;
     print!("{report}");
+    Ok(())
+}
+
+fn run_export(from: &str, to: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let progress = |n| eprintln!("export: {n} keys so far");
+    let keys = if to == std::path::Path::new("-") {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        ziggy_io::transfer::export(from, &mut out, progress)?
+    } else {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(to)?);
+        let keys = ziggy_io::transfer::export(from, &mut out, progress)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        keys
+    };
+    eprintln!("export: {keys} keys from {from}");
+    Ok(())
+}
+
+fn run_import(from: &std::path::Path, to: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let progress = |n| eprintln!("import: {n} keys so far");
+    let keys = if from == std::path::Path::new("-") {
+        ziggy_io::transfer::import(to, std::io::stdin().lock(), progress)?
+    } else {
+        ziggy_io::transfer::import(to, std::fs::File::open(from)?, progress)?
+    };
+    eprintln!("import: {keys} keys into {to}");
     Ok(())
 }

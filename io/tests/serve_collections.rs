@@ -310,6 +310,8 @@ fn sorted_sets_over_tcp() {
     // RESP2 answers a score as a bulk string; RESP3 as a double.
     let mut raw = server.raw();
     exchange(&mut raw, "ZSCORE z a\r\n", "$2\r\n11\r\n");
+    // RESP2 flattens [member, score] pairs, as Redis does; RESP3 nests them.
+    exchange(&mut raw, "ZRANGE z 0 -1 WITHSCORES\r\n", "*2\r\n$1\r\na\r\n$2\r\n11\r\n");
     server.stop();
 }
 

@@ -16,7 +16,8 @@ use ziggy_core::lsm::MemoryStore;
 use ziggy_core::state_machine::StateMachine;
 use ziggy_core::wal::header::EntryHeader;
 use ziggy_redis::{
-    decode_expired_reply, encode_group, expired_group, sweep_group, RedisStateMachine,
+    decode_expired_reply, decode_sweep_reply, encode_group, expired_group, sweep_group,
+    RedisStateMachine,
 };
 
 struct Machine {
@@ -262,10 +263,15 @@ fn main() {
     loop {
         let found = decode_expired_reply(m.read(&expired_group(256, b""))).unwrap();
         let Some(&id) = found.dead.first() else { break };
-        while m.write(&sweep_group(id)) == format!(":{}\r\n", ziggy_redis::SWEEP_MAX).as_bytes() {
+        let mut cursor = Vec::new();
+        loop {
+            let swept = decode_sweep_reply(m.write(&sweep_group(id, &cursor))).unwrap();
             sweeps += 1;
+            if swept.cursor.is_empty() {
+                break;
+            }
+            cursor = swept.cursor;
         }
-        sweeps += 1;
     }
     let sweep = start.elapsed();
     println!();

@@ -288,34 +288,54 @@ impl<'a> Keyspace<'a> {
             .collect())
     }
 
-    /// Deletes up to `max` members of the removed collection `id`, and its mark once none are
-    /// left. How many it deleted. A collection not marked removed is left alone.
-    pub fn sweep(&mut self, id: u64, max: usize) -> Result<u64, StateError> {
+    /// Deletes up to `max` members (and score-index entries) of the removed collection `id`,
+    /// after `after` (the last LSM key a sweep of it deleted; empty: from the start), and its
+    /// mark once none are left. How many it deleted, and where the next sweep resumes (empty:
+    /// done). Resuming past what was deleted keeps each sweep from walking over the tombstones
+    /// of the ones before it. A collection not marked removed is left alone.
+    pub fn sweep(
+        &mut self,
+        id: u64,
+        after: &[u8],
+        max: usize,
+    ) -> Result<(u64, Vec<u8>), StateError> {
         assert!(self.index > 0, "only an applied entry sweeps");
         if self.lsm.get(&dead_key(id))?.is_none() {
-            return Ok(0);
+            return Ok((0, Vec::new()));
         }
-        let members = self.members(id, b"", max)?;
-        let mut keys: Vec<Vec<u8>> = members.iter().map(|(m, _)| member_key(id, m)).collect();
-        if keys.len() < max {
-            // A sorted set's score index goes after its members.
-            let (first, end) = (score_prefix(id), score_prefix(id + 1));
-            let scores = self
+        // The members' range, then (a sorted set's) the score index's.
+        let ranges = [
+            (member_key(id, b""), member_key(id + 1, b"")),
+            (score_prefix(id), score_prefix(id + 1)),
+        ];
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for (first, end) in ranges {
+            if keys.len() == max || after >= end.as_slice() {
+                continue;
+            }
+            let start = if after >= first.as_slice() {
+                [after, &[0]].concat() // just past the last key deleted
+            } else {
+                first
+            };
+            let found = self
                 .lsm
-                .range(&first, Some(&end), max - keys.len(), false)?;
-            keys.extend(scores.into_iter().map(|(key, _)| key));
+                .range(&start, Some(&end), max - keys.len(), false)?;
+            keys.extend(found.into_iter().map(|(key, _)| key));
         }
-        let deleted = keys.len();
-        let mut writes: Vec<Write> = keys.iter().map(|key| Write { key, value: None }).collect();
         let mark = dead_key(id);
-        if deleted < max {
+        let mut writes: Vec<Write> = keys.iter().map(|key| Write { key, value: None }).collect();
+        let next = if keys.len() < max {
             writes.push(Write {
                 key: &mark,
                 value: None,
             });
-        }
+            Vec::new()
+        } else {
+            keys.last().cloned().expect("max > 0")
+        };
         self.lsm.write(&writes)?;
-        Ok(deleted as u64)
+        Ok((keys.len() as u64, next))
     }
 
     /// Up to `limit` expiry entries due by now, from `after` on (exclusive; empty: the first),

@@ -21,8 +21,8 @@ mod record;
 
 pub use body::{decode_group, encode_group, GroupError};
 pub use commands::reap::{
-    decode_expired_reply, decode_reap_reply, expired_group, reap_group, sweep_group, Expired,
-    SWEEP_MAX,
+    decode_expired_reply, decode_reap_reply, decode_sweep_reply, expired_group, reap_group,
+    sweep_group, Expired, Swept, SWEEP_MAX,
 };
 pub use commands::watch::{check_command, exec_aborted, watch_command, watched, Watched};
 pub use commands::{all as commands, is_internal, lookup, parse_i64, unknown_command, CommandSpec};

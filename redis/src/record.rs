@@ -24,6 +24,8 @@ pub enum Kind {
     List = 4,
     /// Members with scores, ordered by score.
     ZSet = 5,
+    /// A JSON document, kept as its compact text (checked on every write).
+    Json = 6,
 }
 
 impl Kind {
@@ -35,6 +37,7 @@ impl Kind {
             Kind::Set => "set",
             Kind::List => "list",
             Kind::ZSet => "zset",
+            Kind::Json => "ReJSON-RL",
         }
     }
 
@@ -47,6 +50,7 @@ impl Kind {
             Kind::Set => "hashtable",
             Kind::List => "linkedlist",
             Kind::ZSet => "skiplist",
+            Kind::Json => "raw",
         }
     }
 
@@ -57,6 +61,7 @@ impl Kind {
             3 => Some(Kind::Set),
             4 => Some(Kind::List),
             5 => Some(Kind::ZSet),
+            6 => Some(Kind::Json),
             _ => None,
         }
     }
@@ -77,7 +82,7 @@ impl Kind {
     /// The bytes of a collection's payload.
     fn payload_len(self) -> usize {
         match self {
-            Kind::String => 0,
+            Kind::String | Kind::Json => 0,
             Kind::Hash | Kind::Set | Kind::ZSet => 16,
             Kind::List => 24,
         }
@@ -108,7 +113,7 @@ impl Record {
     }
 
     pub fn collection(kind: Kind, collection: Collection, expires_at: u64) -> Record {
-        assert!(kind != Kind::String);
+        assert!(!matches!(kind, Kind::String | Kind::Json));
         let mut payload = Vec::with_capacity(24);
         payload.extend_from_slice(&collection.id.to_le_bytes());
         payload.extend_from_slice(&collection.len.to_le_bytes());
@@ -127,7 +132,7 @@ impl Record {
 
     /// A collection's id and length; None for a string.
     pub fn as_collection(&self) -> Option<Collection> {
-        if self.kind == Kind::String {
+        if matches!(self.kind, Kind::String | Kind::Json) {
             return None;
         }
         let u64_at = |at: usize| u64::from_le_bytes(self.payload[at..at + 8].try_into().unwrap());
@@ -164,7 +169,8 @@ impl Record {
         }
         let kind =
             Kind::from_byte(bytes[0]).ok_or(StateError::Decode("a record of an unknown kind"))?;
-        if kind != Kind::String && bytes.len() != HEADER + kind.payload_len() {
+        let sized = matches!(kind, Kind::String | Kind::Json);
+        if !sized && bytes.len() != HEADER + kind.payload_len() {
             return Err(StateError::Decode(
                 "a collection's record of the wrong size",
             ));

@@ -530,6 +530,10 @@ impl Connection {
                 }
                 None => match parse_reply(bytes) {
                     Ok(Some((reply, used))) => {
+                        let reply = match self.protocol {
+                            Protocol::Resp2 if pairs_flatten_in_resp2(&args[0]) => flatten(reply),
+                            _ => reply,
+                        };
                         reply.encode(self.protocol, &mut self.out);
                         used
                     }
@@ -657,6 +661,42 @@ fn uppercase<'a>(name: &[u8], buf: &'a mut [u8; NAME_MAX]) -> &'a [u8] {
     upper.copy_from_slice(name);
     upper.make_ascii_uppercase();
     upper
+}
+
+/// Whether a command answers `[member, score]` pairs nested in RESP3 and flat in RESP2, as
+/// Redis 7 does (`ZRANGE … WITHSCORES`, `ZPOPMIN key count`).
+fn pairs_flatten_in_resp2(name: &[u8]) -> bool {
+    const PAIRED: [&[u8]; 6] = [
+        b"ZRANGE",
+        b"ZREVRANGE",
+        b"ZRANGEBYSCORE",
+        b"ZREVRANGEBYSCORE",
+        b"ZPOPMIN",
+        b"ZPOPMAX",
+    ];
+    PAIRED.iter().any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// An array of two-element arrays, flattened; anything else as it is.
+fn flatten(reply: Reply) -> Reply {
+    match reply {
+        Reply::Array(items)
+            if items
+                .iter()
+                .all(|i| matches!(i, Reply::Array(p) if p.len() == 2)) =>
+        {
+            Reply::Array(
+                items
+                    .into_iter()
+                    .flat_map(|i| match i {
+                        Reply::Array(pair) => pair,
+                        _ => unreachable!("checked"),
+                    })
+                    .collect(),
+            )
+        }
+        reply => reply,
+    }
 }
 
 /// Whether a command looks keys up for `INFO`'s keyspace hits and misses.

@@ -96,8 +96,8 @@ enum Step {
     Look,
     /// Expiry entries to reap.
     Reap(Vec<Vec<u8>>),
-    /// A removed collection's id.
-    Sweep(u64),
+    /// A removed collection's id, and where its sweep resumes.
+    Sweep(u64, Vec<u8>),
 }
 
 struct Lane {
@@ -321,7 +321,10 @@ impl CoreLoop {
         }
         let (group, step) = match self.reaper.pending.pop_front() {
             Some(Step::Reap(entries)) => (ziggy_redis::reap_group(&entries), Step::Reap(entries)),
-            Some(Step::Sweep(id)) => (ziggy_redis::sweep_group(id), Step::Sweep(id)),
+            Some(Step::Sweep(id, cursor)) => (
+                ziggy_redis::sweep_group(id, &cursor),
+                Step::Sweep(id, cursor),
+            ),
             Some(Step::Look) | None if pass_due => (
                 ziggy_redis::expired_group(REAP_SCAN, &self.reaper.cursor),
                 Step::Look,
@@ -373,9 +376,8 @@ impl CoreLoop {
                         if !found.entries.is_empty() {
                             self.reaper.pending.push_back(Step::Reap(found.entries));
                         }
-                        self.reaper
-                            .pending
-                            .extend(found.dead.into_iter().map(Step::Sweep));
+                        let sweeps = found.dead.into_iter().map(|id| Step::Sweep(id, Vec::new()));
+                        self.reaper.pending.extend(sweeps);
                     }
                     None => {
                         tracing::warn!("a look for expired keys answered something else");
@@ -390,11 +392,13 @@ impl CoreLoop {
                 Some(deleted) => self.reaper.reaped += deleted,
                 None => tracing::warn!("a reap answered something else"),
             },
-            Step::Sweep(id) => match ziggy_redis::decode_reap_reply(&bytes) {
-                Some(deleted) => {
-                    self.reaper.swept += deleted;
-                    if deleted as usize == ziggy_redis::SWEEP_MAX {
-                        self.reaper.pending.push_front(Step::Sweep(id)); // more remain
+            Step::Sweep(id, _) => match ziggy_redis::decode_sweep_reply(&bytes) {
+                Some(swept) => {
+                    self.reaper.swept += swept.deleted;
+                    if !swept.cursor.is_empty() {
+                        self.reaper
+                            .pending
+                            .push_front(Step::Sweep(id, swept.cursor)); // more remain
                     }
                 }
                 None => tracing::warn!("a sweep answered something else"),

@@ -5,6 +5,7 @@ mod collection;
 mod counters;
 mod expiry;
 mod hashes;
+mod json;
 mod keys;
 mod lists;
 pub mod reap;
@@ -116,6 +117,16 @@ static COMMANDS: &[CommandSpec] = &[
     command("incr", 2, true, counters::incr),
     command("incrby", 3, true, counters::incrby),
     command("incrbyfloat", 3, true, counters::incrbyfloat),
+    command("json.arrappend", -4, true, json::arrappend),
+    command("json.del", -2, true, json::del),
+    command("json.forget", -2, true, json::del),
+    command("json.get", -2, false, json::get),
+    command("json.mget", -3, false, json::mget),
+    command("json.numincrby", 4, true, json::numincrby),
+    command("json.objkeys", -2, false, json::objkeys),
+    command("json.set", -4, true, json::set),
+    command("json.strappend", -3, true, json::strappend),
+    command("json.type", -2, false, json::type_),
     command("keys", 2, false, scan::keys),
     command("lindex", 3, false, lists::lindex),
     command("linsert", 5, true, lists::linsert),
@@ -197,7 +208,7 @@ static INTERNAL: &[CommandSpec] = &[
     command(watch::CHECK, -5, false, watch::check),
     command(reap::EXPIRED, 3, false, reap::expired),
     command(reap::REAP, -2, true, reap::reap),
-    command(reap::SWEEP, 2, true, reap::sweep),
+    command(reap::SWEEP, 3, true, reap::sweep),
     command(watch::WATCH, -2, false, watch::watch),
 ];
 

@@ -12,8 +12,9 @@
 //!   that time (one rewritten since is kept), so every replica deletes the same keys at the same
 //!   index. It answers how many records it deleted.
 //!
-//! - `~sweep id`, a write the leader proposes for each removed collection a look found: it
-//!   deletes up to [`SWEEP_MAX`] of the collection's members, and its mark once none are left.
+//! - `~sweep id cursor`, a write the leader proposes for each removed collection a look found:
+//!   it deletes up to [`SWEEP_MAX`] of the collection's members from `cursor` on, and its mark
+//!   once none are left, answering `[deleted, next cursor]`.
 //!
 //! Reads and writes already hide expired keys and removed collections' members; the reaper
 //! reclaims their space for good.
@@ -58,13 +59,43 @@ pub(crate) fn sweep(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
     let Ok(id) = <[u8; 8]>::try_from(args[1]) else {
         return Ok(Reply::error("ERR a collection id is 8 bytes"));
     };
-    let deleted = ks.sweep(u64::from_be_bytes(id), SWEEP_MAX)?;
-    Ok(Reply::Integer(deleted as i64))
+    let (deleted, next) = ks.sweep(u64::from_be_bytes(id), args[2], SWEEP_MAX)?;
+    Ok(Reply::Array(vec![
+        Reply::Integer(deleted as i64),
+        Reply::Bulk(next),
+    ]))
 }
 
-/// The write group that sweeps members of the removed collection `id`.
-pub fn sweep_group(id: u64) -> Vec<Vec<Vec<u8>>> {
-    vec![vec![SWEEP.as_bytes().to_vec(), id.to_be_bytes().to_vec()]]
+/// The write group that sweeps members of the removed collection `id` from `cursor` (what the
+/// last sweep of it answered; empty: the start).
+pub fn sweep_group(id: u64, cursor: &[u8]) -> Vec<Vec<Vec<u8>>> {
+    vec![vec![
+        SWEEP.as_bytes().to_vec(),
+        id.to_be_bytes().to_vec(),
+        cursor.to_vec(),
+    ]]
+}
+
+/// What a sweep did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Swept {
+    pub deleted: u64,
+    /// Where the next sweep of the same collection resumes; empty: it is gone.
+    pub cursor: Vec<u8>,
+}
+
+/// Decodes the reply of a [`sweep_group`].
+pub fn decode_sweep_reply(bytes: &[u8]) -> Option<Swept> {
+    let Reply::Array(items) = only_reply(bytes)? else {
+        return None;
+    };
+    match <[Reply; 2]>::try_from(items).ok()? {
+        [Reply::Integer(deleted), Reply::Bulk(cursor)] if deleted >= 0 => Some(Swept {
+            deleted: deleted as u64,
+            cursor,
+        }),
+        _ => None,
+    }
 }
 
 pub(crate) fn reap(ks: &mut Keyspace, args: &[&[u8]]) -> Result {
@@ -139,8 +170,7 @@ pub fn decode_expired_reply(bytes: &[u8]) -> Option<Expired> {
     })
 }
 
-/// Decodes the reply of a [`reap_group`] (how many keys it deleted) or a [`sweep_group`] (how
-/// many members).
+/// Decodes the reply of a [`reap_group`]: how many keys it deleted.
 pub fn decode_reap_reply(bytes: &[u8]) -> Option<u64> {
     match only_reply(bytes)? {
         Reply::Integer(deleted) if deleted >= 0 => Some(deleted as u64),

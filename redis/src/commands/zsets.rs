@@ -310,9 +310,12 @@ fn walk(
     id: u64,
     reverse: bool,
     start: Option<f64>,
+    wanted: usize,
     mut keep: impl FnMut(f64, &[u8]) -> bool,
 ) -> std::result::Result<(), StateError> {
-    const BATCH: usize = 256;
+    // The first batch is what the caller expects to need (a LIMIT, a rank), so `LIMIT 0 10`
+    // reads about ten; later batches double.
+    let mut batch_size = wanted.clamp(4, 1024);
     let mut last: Option<(f64, Vec<u8>)> = None;
     loop {
         let at = match (&last, start) {
@@ -320,8 +323,9 @@ fn walk(
             (None, Some(s)) => ScoreStart::Score(s),
             (None, None) => ScoreStart::End,
         };
-        let batch = ks.by_score(id, at, BATCH, reverse)?;
-        let done = batch.len() < BATCH;
+        let batch = ks.by_score(id, at, batch_size, reverse)?;
+        let done = batch.len() < batch_size;
+        batch_size = (batch_size * 2).min(1024);
         for (score, member) in &batch {
             if !keep(*score, member) {
                 return Ok(());
@@ -364,7 +368,8 @@ fn select(
                 return Ok(out);
             }
             let mut rank = 0;
-            walk(ks, id, range.reverse, None, |score, member| {
+            let wanted = (to + 1) as usize;
+            walk(ks, id, range.reverse, None, wanted, |score, member| {
                 if rank >= from {
                     out.push((score, member.to_vec()));
                 }
@@ -376,30 +381,39 @@ fn select(
             let (offset, count) = range.limit.unwrap_or((0, -1));
             let mut skipped = 0;
             let start = if range.reverse { max.value } else { min.value };
-            walk(ks, id, range.reverse, Some(start), |score, member| {
-                let (past, short) = if range.reverse {
-                    (min.above(score), max.below(score))
-                } else {
-                    (max.below(score), min.above(score))
-                };
-                if past {
-                    return false;
-                }
-                if short {
-                    return true;
-                }
-                if skipped < offset {
-                    skipped += 1;
-                    return true;
-                }
-                out.push((score, member.to_vec()));
-                count < 0 || (out.len() as i64) < count
-            })?;
+            let wanted = wanted(offset, count);
+            walk(
+                ks,
+                id,
+                range.reverse,
+                Some(start),
+                wanted,
+                |score, member| {
+                    let (past, short) = if range.reverse {
+                        (min.above(score), max.below(score))
+                    } else {
+                        (max.below(score), min.above(score))
+                    };
+                    if past {
+                        return false;
+                    }
+                    if short {
+                        return true;
+                    }
+                    if skipped < offset {
+                        skipped += 1;
+                        return true;
+                    }
+                    out.push((score, member.to_vec()));
+                    count < 0 || (out.len() as i64) < count
+                },
+            )?;
         }
         By::Lex(min, max) => {
             let (offset, count) = range.limit.unwrap_or((0, -1));
             let mut skipped = 0;
-            walk(ks, id, range.reverse, None, |score, member| {
+            let wanted = wanted(offset, count);
+            walk(ks, id, range.reverse, None, wanted, |score, member| {
                 let (past, short) = if range.reverse {
                     (!min.admits_from(member), !max.admits_to(member))
                 } else {
@@ -421,6 +435,16 @@ fn select(
         }
     }
     Ok(out)
+}
+
+/// How many members a range with `LIMIT offset count` expects to read (-1: no limit).
+fn wanted(offset: i64, count: i64) -> usize {
+    match count {
+        c if c < 0 => 1024,
+        c => (offset.max(0) as usize)
+            .saturating_add(c as usize)
+            .saturating_add(1),
+    }
 }
 
 fn range_reply(members: Vec<(f64, Vec<u8>)>, withscores: bool) -> Reply {
@@ -585,7 +609,7 @@ fn rank(ks: &mut Keyspace, args: &[&[u8]], reverse: bool) -> Result {
         return Ok(Reply::Nil);
     };
     let mut rank = 0i64;
-    walk(ks, open.members.id, reverse, None, |_, member| {
+    walk(ks, open.members.id, reverse, None, 1024, |_, member| {
         if member == args[2] {
             return false;
         }

@@ -543,10 +543,23 @@ impl Harness {
         decode_reap_reply(&bytes).expect("a reap reply")
     }
 
-    /// One sweep of removed collection `id` (a write): how many members it deleted.
-    fn sweep(&mut self, id: u64) -> u64 {
-        let bytes = self.encoded(sweep_group(id));
-        decode_reap_reply(&bytes).expect("a sweep reply")
+    /// One sweep of removed collection `id` from `cursor` (a write).
+    fn sweep(&mut self, id: u64, cursor: &[u8]) -> crate::Swept {
+        let bytes = self.encoded(sweep_group(id, cursor));
+        crate::decode_sweep_reply(&bytes).expect("a sweep reply")
+    }
+
+    /// Sweeps removed collection `id` until it is gone: the members deleted.
+    fn sweep_all(&mut self, id: u64) -> u64 {
+        let (mut deleted, mut cursor) = (0, Vec::new());
+        loop {
+            let swept = self.sweep(id, &cursor);
+            deleted += swept.deleted;
+            if swept.cursor.is_empty() {
+                return deleted;
+            }
+            cursor = swept.cursor;
+        }
     }
 
     /// A whole pass: looks `max` keys at a time and reaps what each look found. The keys
@@ -562,7 +575,7 @@ impl Harness {
             }
             let full = found.dead.len() == max as usize;
             for id in found.dead {
-                while self.sweep(id) == crate::SWEEP_MAX as u64 {}
+                self.sweep_all(id);
             }
             cursor = found.cursor;
             if cursor.is_empty() && !full {
@@ -812,3 +825,4 @@ fn a_checkpoint_of_another_layout_is_refused() {
 }
 
 mod collections;
+mod json;

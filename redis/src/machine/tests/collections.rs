@@ -413,14 +413,20 @@ fn a_removed_collection_is_one_write_and_its_members_are_swept() {
     assert_eq!((h.member_keys(), h.dead_marks()), (3001, 1));
     let found = h.expired(10, b"");
     assert_eq!(found.dead.len(), 1);
-    assert_eq!(h.sweep(found.dead[0]), crate::SWEEP_MAX as u64);
+    let first = h.sweep(found.dead[0], b"");
+    assert_eq!(first.deleted, crate::SWEEP_MAX as u64);
+    assert!(!first.cursor.is_empty(), "more to come");
     h.reap_pass(10);
     assert_eq!(
         (h.member_keys(), h.dead_marks()),
         (1, 0),
         "all swept but the new set's"
     );
-    assert_eq!(h.sweep(found.dead[0]), 0, "a swept id stays swept");
+    assert_eq!(
+        h.sweep(found.dead[0], b"").deleted,
+        0,
+        "a swept id stays swept"
+    );
     // Overwritten by another type, or expired: its members are swept too.
     h.cmd(&["HSET", "h", "f", "v"]);
     h.cmd(&["SET", "h", "string now"]);
