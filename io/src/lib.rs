@@ -8,6 +8,7 @@ pub mod driver;
 pub mod entropy;
 pub mod file_storage;
 pub mod format;
+pub mod inspect;
 pub mod metrics;
 pub mod server;
 pub mod stage;

@@ -311,7 +311,11 @@ fn sorted_sets_over_tcp() {
     let mut raw = server.raw();
     exchange(&mut raw, "ZSCORE z a\r\n", "$2\r\n11\r\n");
     // RESP2 flattens [member, score] pairs, as Redis does; RESP3 nests them.
-    exchange(&mut raw, "ZRANGE z 0 -1 WITHSCORES\r\n", "*2\r\n$1\r\na\r\n$2\r\n11\r\n");
+    exchange(
+        &mut raw,
+        "ZRANGE z 0 -1 WITHSCORES\r\n",
+        "*2\r\n$1\r\na\r\n$2\r\n11\r\n",
+    );
     server.stop();
 }
 
