@@ -6,6 +6,7 @@
 //! batch of operations on the collection:
 //!
 //!   cargo run --release -p ziggy-redis --example collections_bench [-- --max 1000000]
+//!       [--only ZRANGEBYSCORE]   # the families whose name starts so
 //!
 //! Then it times `DEL` of the 1M-member set (one entry) and the reaper's sweep that reclaims
 //! its members. Prints a Markdown table; `docs/bench-collections.md` holds the figures.
@@ -223,7 +224,11 @@ fn main() {
             .join(" | ")
     );
     println!("|---|{}---:|", "---:|".repeat(sizes.len()));
-    for family in families(max) {
+    let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
+    let chosen = families(max)
+        .into_iter()
+        .filter(|f| only.as_ref().is_none_or(|o| f.name.starts_with(o.as_str())));
+    for family in chosen {
         let mut row = Vec::new();
         for &size in &sizes {
             let mut m = Machine::new();

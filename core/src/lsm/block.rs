@@ -201,6 +201,59 @@ impl<'a> Block<'a> {
         Ok(&self.entries[at..end])
     }
 
+    /// The restart point a read of `key` starts at: the last whose key is below `key` (0 when
+    /// none is).
+    pub fn restart_for(&self, key: &[u8]) -> Result<usize, BlockError> {
+        let (mut low, mut high) = (0, self.restart_count());
+        while low + 1 < high {
+            let mid = (low + high) / 2;
+            if self.restart_key(mid)? < key {
+                low = mid;
+            } else {
+                high = mid;
+            }
+        }
+        Ok(low)
+    }
+
+    /// Appends the entries from restart point `from` up to restart point `from + intervals`
+    /// (or the block's end): a range cursor's chunk, so that a short range does not decode the
+    /// whole block. Where the next chunk starts; None at the block's end.
+    pub fn decode_intervals(
+        &self,
+        from: usize,
+        intervals: usize,
+        out: &mut Entries,
+    ) -> Result<Option<usize>, BlockError> {
+        assert!(intervals > 0);
+        let count = self.restart_count();
+        if from >= count {
+            return Ok(None);
+        }
+        let stop = from + intervals;
+        let end = if stop < count {
+            self.restart(stop) as usize
+        } else {
+            self.entries.len()
+        };
+        // A restart entry stores its whole key: decoding can start there with no prefix.
+        let mut iter = BlockIter {
+            entries: self.entries,
+            at: self.restart(from) as usize,
+            key: Vec::new(),
+            failed: false,
+        };
+        while iter.at < end {
+            let (sequence, kind, value) = iter.decode_next()?;
+            out.push(EntryRef {
+                key: &iter.key,
+                sequence,
+                value: (kind == Kind::Value).then_some(value),
+            });
+        }
+        Ok((stop < count).then_some(stop))
+    }
+
     /// The newest version of `key` with sequence ≤ `snapshot`, without allocating (keys are
     /// rebuilt in `scratch`). The point-read path.
     pub fn find(
@@ -541,6 +594,26 @@ mod tests {
                 None => Find::Absent,
             };
             prop_assert_eq!(found, expected);
+        }
+
+        #[test]
+        fn chunks_from_a_restart_point_are_the_block_from_there(entries in sorted_entries(), probe in proptest::collection::vec(0u8..4, 0..12), intervals in 1usize..4) {
+            let bytes = build(&entries);
+            let block = Block::decode(&bytes).unwrap();
+            let mut whole = Entries::new();
+            block.decode_into(&mut whole).unwrap();
+            let from = block.restart_for(&probe).unwrap();
+            let mut chunked = Entries::new();
+            let mut next = Some(from);
+            while let Some(at) = next {
+                next = block.decode_intervals(at, intervals, &mut chunked).unwrap();
+            }
+            // Everything at or after the probe is there, and the chunks are a suffix of the block.
+            let skipped = whole.len() - chunked.len();
+            for (a, b) in whole.iter().skip(skipped).zip(chunked.iter()) {
+                prop_assert_eq!((a.key, a.sequence), (b.key, b.sequence));
+            }
+            prop_assert!(whole.iter().take(skipped).all(|e| e.key < probe.as_slice()));
         }
 
         #[test]

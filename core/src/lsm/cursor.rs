@@ -29,6 +29,9 @@ pub enum Source {
         table: usize,
         /// The next block to read in it; None before the cursor has positioned itself.
         block: Option<usize>,
+        /// The restart point in `block` the next chunk starts at (forward reads through the
+        /// cache decode a block a few restart intervals at a time).
+        restart: usize,
     },
 }
 

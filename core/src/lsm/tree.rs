@@ -808,6 +808,7 @@ impl<S: BlockStore> Engine<S> {
                 ids,
                 table: 0,
                 block: None,
+                restart: 0,
             },
             &[],
             None,
@@ -1230,6 +1231,7 @@ impl<S: BlockStore> Engine<S> {
             ids,
             table: 0,
             block: None,
+            restart: 0,
         };
         Cursor::new(source, start, end, reverse)
     }
@@ -1334,7 +1336,12 @@ impl<S: BlockStore> Engine<S> {
                 }
                 cursor.done = from == to;
             }
-            Source::Tables { ids, table, block } => {
+            Source::Tables {
+                ids,
+                table,
+                block,
+                restart,
+            } => {
                 if *table == ids.len() {
                     cursor.done = true;
                 } else {
@@ -1342,16 +1349,35 @@ impl<S: BlockStore> Engine<S> {
                     let blocks = loaded.index.len();
                     // Positioning in a table: at the range's near edge (the first table) or at
                     // the table's first (last, backward) block (the tables after it).
+                    let positioned = block.is_none();
                     let i = block.unwrap_or_else(|| match (&cursor.end, reverse) {
                         (Some(end), true) => loaded.block_for(end).min(blocks - 1),
                         (None, true) => blocks - 1,
                         (_, false) => loaded.block_for(&cursor.start),
                     });
+                    // Forward reads through the cache (queries) decode a few restart intervals
+                    // at a time from where the range starts: a short range decodes a few dozen
+                    // entries, not the whole block. Compaction and backward reads decode whole
+                    // blocks.
+                    let chunked = !reverse && cursor.cached;
+                    let mut rest_of_block = None;
                     let mut past_range = false;
                     if i < blocks {
                         let reference = loaded.index[i].block;
                         let payload = self.read_data(reference, cursor.cached)?;
-                        decode_entries(payload, reference, entries)?;
+                        if chunked {
+                            let opened = Block::open(payload).map_err(|_| corrupt(reference))?;
+                            if positioned {
+                                *restart = opened
+                                    .restart_for(&cursor.start)
+                                    .map_err(|_| corrupt(reference))?;
+                            }
+                            rest_of_block = opened
+                                .decode_intervals(*restart, CHUNK_INTERVALS, entries)
+                                .map_err(|_| corrupt(reference))?;
+                        } else {
+                            decode_entries(payload, reference, entries)?;
+                        }
                         past_range = match (reverse, entries.first(), entries.last()) {
                             (false, _, Some(last)) => {
                                 cursor.end.as_deref().is_some_and(|e| last.key >= e)
@@ -1378,11 +1404,16 @@ impl<S: BlockStore> Engine<S> {
                     let table_done = i >= blocks || if reverse { i == 0 } else { i + 1 == blocks };
                     if past_range {
                         *table = ids.len();
+                    } else if let Some(next) = rest_of_block {
+                        *block = Some(i);
+                        *restart = next;
                     } else if table_done {
                         *table += 1;
                         *block = None;
+                        *restart = 0;
                     } else {
                         *block = Some(if reverse { i - 1 } else { i + 1 });
+                        *restart = 0;
                     }
                 }
             }
@@ -1835,6 +1866,9 @@ fn corrupt(block: BlockRef) -> Error {
         kind: BlockKind::Data,
     })
 }
+
+/// Restart intervals a forward query's cursor decodes from a block at a time.
+const CHUNK_INTERVALS: usize = 4;
 
 /// Decodes a payload [`Engine::read_data`] returned (verified).
 fn decode_entries(payload: &[u8], block: BlockRef, out: &mut Entries) -> Result<(), Error> {
