@@ -8,6 +8,12 @@
 //! read of every key, must be linearizable (`ziggy_sim::linearizability`, the simulator's
 //! checker): an acknowledged write that was lost, or a stale read, fails it.
 //!
+//! Beside strings, the clients write hash fields and set members, each checked as a register of
+//! its own (the checker's keys `h1:f2` and `s0:m1`): `HSET`/`HGET`/`HDEL` are a put, a get and a
+//! delete; `SADD` is a compare-and-swap from absent to present (it answers whether it added),
+//! `SISMEMBER` a get and `SREM` a delete. Fields of one hash and members of one set share their
+//! collection's record, so the collections' read-modify-writes run under the same faults.
+//!
 //! Build and run (a seed replays exactly; `MADSIM_TEST_CHECK_DETERMINISM=1` runs it twice and
 //! fails on any divergence):
 //!
@@ -38,6 +44,9 @@ use ziggy_sim::linearizability::{check, Budget, Input, Operation, Output, Verdic
 const REPLICAS: usize = 3;
 const CLIENTS: usize = 4;
 const KEYS: usize = 4;
+/// Hashes and sets the clients write, and the fields or members of each.
+const COLLECTIONS: usize = 2;
+const MEMBERS: usize = 3;
 const CLIENT_PORT: u16 = 7379;
 const PEER_PORT: u16 = 7400;
 /// Faults injected, one after another, each lasting 1-4 simulated seconds.
@@ -150,6 +159,31 @@ impl RespClient {
 /// What a client was told, as the checker's output; None when the outcome is unknown (an error
 /// reply, a timeout, a broken connection).
 fn output(input: &Input, reply: &Reply) -> Option<Output> {
+    match Family::of(input.key()) {
+        Family::String => {}
+        Family::Hash(..) => {
+            return match (input, reply) {
+                (Input::Put { .. }, Reply::Integer(_)) => Some(Output::Put),
+                (Input::Get { .. }, Reply::Bulk(v)) => Some(Output::Get(Some(v.clone()))),
+                (Input::Get { .. }, Reply::Nil) => Some(Output::Get(None)),
+                (Input::Delete { .. }, Reply::Integer(n)) => {
+                    Some(Output::Delete { existed: *n > 0 })
+                }
+                _ => None,
+            }
+        }
+        Family::Set(..) => {
+            return match (input, reply) {
+                (Input::Cas { .. }, Reply::Integer(n)) => Some(Output::Cas { swapped: *n == 1 }),
+                (Input::Get { .. }, Reply::Integer(1)) => Some(Output::Get(Some(b"1".to_vec()))),
+                (Input::Get { .. }, Reply::Integer(0)) => Some(Output::Get(None)),
+                (Input::Delete { .. }, Reply::Integer(n)) => {
+                    Some(Output::Delete { existed: *n > 0 })
+                }
+                _ => None,
+            }
+        }
+    }
     match (input, reply) {
         (Input::Put { .. }, Reply::Status(s)) if s == "OK" => Some(Output::Put),
         (Input::Get { .. }, Reply::Bulk(v)) => Some(Output::Get(Some(v.clone()))),
@@ -163,12 +197,49 @@ fn output(input: &Input, reply: &Reply) -> Option<Output> {
 }
 
 fn args(input: &Input) -> Vec<Vec<u8>> {
-    match input {
-        Input::Put { key, value } => vec![b"SET".to_vec(), key.clone(), value.clone()],
-        Input::Get { key } => vec![b"GET".to_vec(), key.clone()],
-        Input::Delete { key } => vec![b"DEL".to_vec(), key.clone()],
-        Input::Cas { .. } => unreachable!("a CAS is WATCH, GET, MULTI, SET, EXEC: see `cas`"),
+    let command = |parts: &[&[u8]]| parts.iter().map(|p| p.to_vec()).collect();
+    match (Family::of(input.key()), input) {
+        (Family::String, Input::Put { key, value }) => command(&[b"SET", key, value]),
+        (Family::String, Input::Get { key }) => command(&[b"GET", key]),
+        (Family::String, Input::Delete { key }) => command(&[b"DEL", key]),
+        (Family::Hash(h, f), Input::Put { value, .. }) => command(&[b"HSET", h, f, value]),
+        (Family::Hash(h, f), Input::Get { .. }) => command(&[b"HGET", h, f]),
+        (Family::Hash(h, f), Input::Delete { .. }) => command(&[b"HDEL", h, f]),
+        (Family::Set(s, m), Input::Cas { .. }) => command(&[b"SADD", s, m]),
+        (Family::Set(s, m), Input::Get { .. }) => command(&[b"SISMEMBER", s, m]),
+        (Family::Set(s, m), Input::Delete { .. }) => command(&[b"SREM", s, m]),
+        (_, input) => unreachable!("not a single command: {input:?}"),
     }
+}
+
+/// Which kind of key a checker key stands for: a string, a hash's field or a set's member.
+enum Family<'a> {
+    String,
+    Hash(&'a [u8], &'a [u8]),
+    Set(&'a [u8], &'a [u8]),
+}
+
+impl Family<'_> {
+    fn of(key: &[u8]) -> Family<'_> {
+        let split = key.iter().position(|&b| b == b':');
+        match (key[0], split) {
+            (b'h', Some(at)) => Family::Hash(&key[..at], &key[at + 1..]),
+            (b's', Some(at)) => Family::Set(&key[..at], &key[at + 1..]),
+            _ => Family::String,
+        }
+    }
+}
+
+/// Every key the checker tracks: strings, hash fields, set members.
+fn all_keys() -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = (0..KEYS).map(|k| format!("k{k}").into_bytes()).collect();
+    for c in 0..COLLECTIONS {
+        for m in 0..MEMBERS {
+            keys.push(format!("h{c}:f{m}").into_bytes());
+            keys.push(format!("s{c}:m{m}").into_bytes());
+        }
+    }
+    keys
 }
 
 struct History {
@@ -291,20 +362,48 @@ async fn client(id: usize, history: Arc<History>, stop: Arc<AtomicBool>) -> u64 
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let key = format!("k{}", thread_rng().gen_range(0..KEYS)).into_bytes();
         let value = format!("c{id}-{n}").into_bytes();
-        let input = match thread_rng().gen_range(0..10) {
-            0..=3 => Input::Put { key, value },
-            4..=6 => Input::Get { key },
-            7 => Input::Delete { key },
-            _ => Input::Cas {
-                key,
-                expected: None,
-                new: value,
-            },
+        let (c, m) = (
+            thread_rng().gen_range(0..COLLECTIONS),
+            thread_rng().gen_range(0..MEMBERS),
+        );
+        let input = match thread_rng().gen_range(0..3) {
+            0 => {
+                let key = format!("h{c}:f{m}").into_bytes();
+                match thread_rng().gen_range(0..10) {
+                    0..=4 => Input::Put { key, value },
+                    5..=7 => Input::Get { key },
+                    _ => Input::Delete { key },
+                }
+            }
+            1 => {
+                let key = format!("s{c}:m{m}").into_bytes();
+                match thread_rng().gen_range(0..10) {
+                    0..=4 => Input::Cas {
+                        key,
+                        expected: None,
+                        new: b"1".to_vec(),
+                    },
+                    5..=7 => Input::Get { key },
+                    _ => Input::Delete { key },
+                }
+            }
+            _ => {
+                let key = format!("k{}", thread_rng().gen_range(0..KEYS)).into_bytes();
+                match thread_rng().gen_range(0..10) {
+                    0..=3 => Input::Put { key, value },
+                    4..=6 => Input::Get { key },
+                    7 => Input::Delete { key },
+                    _ => Input::Cas {
+                        key,
+                        expected: None,
+                        new: value,
+                    },
+                }
+            }
         };
         let known = match input {
-            Input::Cas { key, new, .. } => {
+            Input::Cas { key, new, .. } if matches!(Family::of(&key), Family::String) => {
                 cas(&history, id as u64, &mut connection, replica, key, new).await
             }
             input => run(&history, id as u64, &mut connection, replica, input).await,
@@ -468,10 +567,9 @@ async fn scenario(bug: Option<PlantedBug>) -> (Verdict, String) {
     let final_reads = history.clone();
     reader
         .spawn(async move {
-            for k in 0..KEYS {
+            for key in all_keys() {
                 let mut connection = None;
                 let mut replica = 0;
-                let key = format!("k{k}").into_bytes();
                 while !run(
                     &final_reads,
                     99,
@@ -520,10 +618,16 @@ async fn scenario(bug: Option<PlantedBug>) -> (Verdict, String) {
     let swaps = operations
         .iter()
         .filter(|o| o.is_completed() && matches!(o.input, Input::Cas { .. }))
+        .filter(|o| matches!(Family::of(o.input.key()), Family::String))
+        .count();
+    let collection_writes = operations
+        .iter()
+        .filter(|o| o.is_completed() && o.client != 99 && !matches!(o.input, Input::Get { .. }))
+        .filter(|o| !matches!(Family::of(o.input.key()), Family::String))
         .count();
     let report = format!(
         "seed {}: {} operations, {completed} answered ({writes} acknowledged writes, {swaps} transactions applied, \
-         {aborted} aborted), \
+         {aborted} aborted, {collection_writes} hash and set writes), \
          {after_heal} after the faults healed; {faults:?}; terms {terms:?}",
         handle.seed(),
         operations.len()
@@ -536,6 +640,10 @@ async fn scenario(bug: Option<PlantedBug>) -> (Verdict, String) {
     assert!(term >= 2, "no new leader was elected (terms {terms:?})");
     assert!(writes > 0, "no write was ever acknowledged");
     assert!(swaps > 0, "no transaction ever applied");
+    assert!(
+        collection_writes > 0,
+        "no hash or set write was ever answered"
+    );
     assert!(
         aborted > 0,
         "no transaction ever aborted: WATCH went untested"
