@@ -1,4 +1,4 @@
-//! Hashes, sets, lists and sorted sets over real TCP with the `redis` crate: every command, type errors, empty
+//! Hashes, sets, lists, sorted sets and JSON documents over real TCP with the `redis` crate: every command, type errors, empty
 //! collections removed, each family inside MULTI/EXEC, RESP2 and RESP3 shapes, a restart, and
 //! a removed collection's members swept by the reaper.
 
@@ -316,6 +316,84 @@ fn sorted_sets_over_tcp() {
         "ZRANGE z 0 -1 WITHSCORES\r\n",
         "*2\r\n$1\r\na\r\n$2\r\n11\r\n",
     );
+    server.stop();
+}
+
+#[test]
+fn json_documents_over_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("z.data"));
+    let mut c = server.connect();
+    let doc = r#"{"name":"ziggy","n":1,"tags":["a"],"ok":true,"none":null}"#;
+    let _: () = redis::cmd("JSON.SET")
+        .arg("d")
+        .arg("$")
+        .arg(doc)
+        .query(&mut c)
+        .unwrap();
+    let got: String = redis::cmd("JSON.GET").arg("d").query(&mut c).unwrap();
+    assert_eq!(got, doc);
+    let n: String = redis::cmd("JSON.NUMINCRBY")
+        .arg("d")
+        .arg("$.n")
+        .arg(2)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, "[3]");
+    let lens: Vec<i64> = redis::cmd("JSON.ARRAPPEND")
+        .arg("d")
+        .arg("$.tags")
+        .arg("\"b\"")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(lens, [2]);
+    let kind: String = redis::cmd("JSON.TYPE")
+        .arg("d")
+        .arg(".none")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(kind, "null");
+    let keys: Vec<String> = redis::cmd("JSON.OBJKEYS").arg("d").query(&mut c).unwrap();
+    assert_eq!(keys, ["name", "n", "tags", "ok", "none"]);
+    let many: Vec<Option<String>> = redis::cmd("JSON.MGET")
+        .arg("d")
+        .arg("nope")
+        .arg("$.ok")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(many, [Some("[true]".to_string()), None]);
+    assert!(error_text(
+        redis::cmd("JSON.SET")
+            .arg("d")
+            .arg("$")
+            .arg("{oops")
+            .query(&mut c)
+    )
+    .starts_with("ERR "));
+    assert_eq!(
+        error_text(redis::cmd("GET").arg("d").query(&mut c)),
+        WRONGTYPE
+    );
+    let deleted: i64 = redis::cmd("JSON.DEL")
+        .arg("d")
+        .arg("$.tags[0]")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(deleted, 1);
+    // Survives a restart, types intact.
+    drop(c);
+    server.stop();
+    let server = Server::start(&dir.path().join("z.data"));
+    let mut c = server.connect();
+    let got: String = redis::cmd("JSON.GET")
+        .arg("d")
+        .arg("$.tags")
+        .arg("$.n")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got, r#"{"$.tags":[["b"]],"$.n":[3]}"#);
+    let kind: String = redis::cmd("TYPE").arg("d").query(&mut c).unwrap();
+    assert_eq!(kind, "ReJSON-RL");
     server.stop();
 }
 
