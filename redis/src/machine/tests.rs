@@ -14,6 +14,9 @@ struct Harness {
     index: u64,
     /// Unix milliseconds.
     now: u64,
+    /// The write entries applied since the last checkpoint ([`Harness::checkpoint`]), to replay
+    /// after a crash as the replica replays its WAL.
+    log: Vec<(EntryHeader, Vec<u8>)>,
 }
 
 impl Harness {
@@ -22,11 +25,15 @@ impl Harness {
     }
 
     fn with_config(config: Config) -> Harness {
-        let grid = Box::new(MemoryStore::new(4096, 16, 1 << 16));
+        Harness::on_grid(&config, Box::new(MemoryStore::new(4096, 16, 1 << 16)))
+    }
+
+    fn on_grid(config: &Config, grid: ziggy_core::state_machine::Grid) -> Harness {
         Harness {
-            machine: RedisStateMachine::new(&config, grid),
+            machine: RedisStateMachine::new(config, grid),
             index: 0,
             now: 1_700_000_000_000,
+            log: Vec::new(),
         }
     }
 
@@ -54,6 +61,7 @@ impl Harness {
             self.index += 1;
             let header = EntryHeader::new(operation, 1, self.index, 1, timestamp, 1, 1, 0, &body);
             self.machine.apply(&header, &body, &mut out).unwrap();
+            self.log.push((header, body));
         }
         let mut replies = Vec::new();
         let mut at = 0;

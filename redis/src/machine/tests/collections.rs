@@ -1,10 +1,84 @@
-//! Hashes, sets and lists in the state machine: Redis's replies and errors, members as their own LSM
-//! keys (removal in O(1), reclaimed by the sweep), and a model-based property test against an
-//! in-memory model of Redis's semantics through flushes and compactions.
+//! Collections in the state machine: Redis's replies and errors, members as their own LSM keys
+//! (removal in O(1), reclaimed by the sweep), and a model-based property test against an
+//! in-memory model of Redis's semantics through flushes, compactions, crashes and recovery.
 
 use super::*;
 use proptest::prelude::*;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use ziggy_core::io::{ReadError, WriteError};
+use ziggy_core::lsm::grid::{BlockStore, GridError};
+
+/// An in-memory grid the test keeps a handle on, to cut its power.
+#[derive(Clone)]
+struct SharedGrid(Rc<RefCell<MemoryStore>>);
+
+impl BlockStore for SharedGrid {
+    fn block_size(&self) -> usize {
+        self.0.borrow().block_size()
+    }
+    fn block_count(&self) -> u64 {
+        self.0.borrow().block_count()
+    }
+    fn grow(&mut self, count: u64) -> Result<(), GridError> {
+        self.0.borrow_mut().grow(count)
+    }
+    fn read_block(&mut self, address: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        self.0.borrow_mut().read_block(address, buf)
+    }
+    fn write_block(&mut self, address: u64, data: &[u8]) -> Result<(), WriteError> {
+        self.0.borrow_mut().write_block(address, data)
+    }
+    fn sync(&mut self) -> Result<(), WriteError> {
+        self.0.borrow_mut().sync()
+    }
+}
+
+/// A harness whose grid can crash: checkpoints as the replica takes them (grid synced, then
+/// durable), and a crash that tears the grid's unsynced writes, reopens a machine on it from
+/// the last checkpoint and replays the entries after it, as a replica recovers from its WAL.
+struct Crashable {
+    h: Harness,
+    grid: SharedGrid,
+    config: Config,
+    checkpoint: Vec<u8>,
+}
+
+impl Crashable {
+    fn new() -> Crashable {
+        let config = Config::test();
+        let grid = SharedGrid(Rc::new(RefCell::new(MemoryStore::new(4096, 16, 1 << 16))));
+        Crashable {
+            h: Harness::on_grid(&config, Box::new(grid.clone())),
+            grid,
+            config,
+            checkpoint: Vec::new(),
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        let mut bytes = Vec::new();
+        self.h.machine.checkpoint(&mut bytes).unwrap();
+        self.grid.sync().unwrap();
+        self.h.machine.checkpoint_durable();
+        self.checkpoint = bytes;
+        self.h.log.clear();
+    }
+
+    fn crash(&mut self, seed: u64) {
+        self.grid.0.borrow_mut().crash(seed);
+        let mut machine = RedisStateMachine::new(&self.config, Box::new(self.grid.clone()));
+        machine
+            .restore(&self.checkpoint)
+            .expect("the checkpoint restores");
+        let mut out = Vec::new();
+        for (header, body) in &self.h.log {
+            machine.apply(header, body, &mut out).unwrap();
+        }
+        self.h.machine = machine;
+    }
+}
 
 fn array(items: &[&str]) -> Reply {
     Reply::Array(items.iter().map(|i| bulk(i)).collect())
@@ -544,6 +618,10 @@ enum Op {
     ZPopMin(usize),
     /// Looks and sweeps, as the reaper does.
     Reap,
+    /// A checkpoint, as the replica takes one.
+    Checkpoint,
+    /// A power loss and a restart from the last checkpoint and the log after it.
+    Crash(u64),
 }
 
 const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
@@ -578,6 +656,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (k.clone(), 0..24usize, -3..3i8).prop_map(|(k, m, s)| Op::ZIncrBy(k, m, s)),
         1 => k.clone().prop_map(Op::ZPopMin),
         1 => Just(Op::Reap),
+        1 => Just(Op::Checkpoint),
+        1 => any::<u64>().prop_map(Op::Crash),
     ]
 }
 
@@ -856,7 +936,7 @@ fn model_apply(model: &mut BTreeMap<usize, Value>, op: &Op) -> Reply {
             }
             Some(_) => wrong(),
         },
-        Op::Reap => Reply::Nil,
+        Op::Reap | Op::Checkpoint | Op::Crash(_) => Reply::Nil,
     }
 }
 
@@ -867,7 +947,21 @@ fn zset_order(z: &BTreeMap<String, f64>) -> Vec<(String, f64)> {
     members
 }
 
-fn machine_apply(h: &mut Harness, op: &Op) -> Reply {
+fn machine_apply(c: &mut Crashable, op: &Op) -> Reply {
+    match *op {
+        Op::Checkpoint => {
+            c.checkpoint();
+            Reply::Nil
+        }
+        Op::Crash(seed) => {
+            c.crash(seed);
+            Reply::Nil
+        }
+        _ => command_apply(&mut c.h, op),
+    }
+}
+
+fn command_apply(h: &mut Harness, op: &Op) -> Reply {
     let (k, m) = (|k: usize| KEYS[k], member);
     match *op {
         Op::HSet(a, x, v) => h.cmd(&["HSET", k(a), &m(x), &v.to_string()]),
@@ -904,6 +998,7 @@ fn machine_apply(h: &mut Harness, op: &Op) -> Reply {
             h.reap_pass(4);
             Reply::Nil
         }
+        Op::Checkpoint | Op::Crash(_) => unreachable!("the crashable harness's"),
     }
 }
 
@@ -956,19 +1051,22 @@ fn model_state(model: &BTreeMap<usize, Value>) -> BTreeMap<usize, String> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// Random hash and set commands agree with the model reply by reply, and the keyspace
-    /// agrees after every command; a small memtable (4 KiB) makes the LSM flush and compact
-    /// under them. A last reap pass leaves no member of a removed collection behind.
+    /// Random hash, set, list and sorted-set commands agree with the model reply by reply, and
+    /// the keyspace agrees after every command; a small memtable (4 KiB) makes the LSM flush and
+    /// compact under them, and checkpoints and crashes (torn unsynced grid writes, a restart
+    /// from the last checkpoint and a replay of the entries after it) come among them. A last
+    /// reap pass leaves no member of a removed collection behind.
     #[test]
     fn collections_behave_as_the_model(ops in proptest::collection::vec(op(), 1..300)) {
-        let mut h = Harness::new();
+        let mut c = Crashable::new();
         let mut model = BTreeMap::new();
         for (i, op) in ops.iter().enumerate() {
             let expected = model_apply(&mut model, op);
-            let got = machine_apply(&mut h, op);
+            let got = machine_apply(&mut c, op);
             prop_assert_eq!(got, expected, "op {} {:?}", i, op);
-            prop_assert_eq!(machine_state(&mut h), model_state(&model), "after op {} {:?}", i, op);
+            prop_assert_eq!(machine_state(&mut c.h), model_state(&model), "after op {} {:?}", i, op);
         }
+        let h = &mut c.h;
         h.reap_pass(4);
         let live: u64 = model.values().map(|v| match v {
             Value::Hash(h) => h.len() as u64,
@@ -984,24 +1082,40 @@ proptest! {
 }
 
 #[test]
-fn the_model_test_runs_through_flushes_and_compactions() {
-    // The same generator, one long run: the LSM must have flushed and compacted under it.
+fn the_model_test_runs_through_flushes_compactions_and_crashes() {
+    // The same generator, one long run: the LSM must have flushed and compacted under it, and
+    // the machine crashed and recovered.
     use proptest::strategy::ValueTree;
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let ops = proptest::collection::vec(op(), 2000..2001)
         .new_tree(&mut runner)
         .unwrap()
         .current();
-    let mut h = Harness::new();
+    let mut c = Crashable::new();
     let mut model = BTreeMap::new();
+    let (mut flushes, mut compactions, mut crashes) = (0, 0, 0);
     for op in &ops {
+        if matches!(op, Op::Crash(_)) {
+            let stats = c.h.machine.lsm.engine().stats();
+            (flushes, compactions, crashes) = (
+                flushes + stats.flushes,
+                compactions + stats.compactions,
+                crashes + 1,
+            );
+        }
         assert_eq!(
-            machine_apply(&mut h, op),
+            machine_apply(&mut c, op),
             model_apply(&mut model, op),
             "{op:?}"
         );
     }
-    assert_eq!(machine_state(&mut h), model_state(&model));
-    let stats = h.machine.lsm.engine().stats();
-    assert!(stats.flushes > 5 && stats.compactions > 0, "{stats:?}");
+    assert_eq!(machine_state(&mut c.h), model_state(&model));
+    let stats = c.h.machine.lsm.engine().stats();
+    flushes += stats.flushes;
+    compactions += stats.compactions;
+    assert!(
+        flushes > 5 && compactions > 0,
+        "{flushes} flushes, {compactions} compactions"
+    );
+    assert!(crashes > 10, "{crashes} crashes");
 }
