@@ -251,6 +251,10 @@ fn lists_over_tcp() {
     );
     let kind: String = redis::cmd("TYPE").arg("m").query(&mut c).unwrap();
     assert_eq!(kind, "list");
+    // An absent key: a counted pop misses an array in RESP2, a string without the count.
+    let mut raw = server.raw();
+    exchange(&mut raw, "LPOP nothing 2\r\n", "*-1\r\n");
+    exchange(&mut raw, "RPOP nothing\r\n", "$-1\r\n");
     server.stop();
 }
 

@@ -530,9 +530,16 @@ impl Connection {
                 }
                 None => match parse_reply(bytes) {
                     Ok(Some((reply, used))) => {
-                        let reply = match self.protocol {
-                            Protocol::Resp2 if pairs_flatten_in_resp2(&args[0]) => flatten(reply),
-                            _ => reply,
+                        let reply = match (self.protocol, reply) {
+                            (Protocol::Resp2, reply) if pairs_flatten_in_resp2(&args[0]) => {
+                                flatten(reply)
+                            }
+                            // RESP3 has one null; RESP2 tells a missing array from a missing
+                            // string, and a pop with a count misses an array.
+                            (Protocol::Resp2, Reply::Nil) if is_counted_pop(args) => {
+                                Reply::NilArray
+                            }
+                            (_, reply) => reply,
                         };
                         reply.encode(self.protocol, &mut self.out);
                         used
@@ -675,6 +682,12 @@ fn pairs_flatten_in_resp2(name: &[u8]) -> bool {
         b"ZPOPMAX",
     ];
     PAIRED.iter().any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// `LPOP key count` or `RPOP key count`: Redis's RESP2 answers an absent key with a null array.
+fn is_counted_pop(args: &[Vec<u8>]) -> bool {
+    args.len() == 3
+        && (args[0].eq_ignore_ascii_case(b"LPOP") || args[0].eq_ignore_ascii_case(b"RPOP"))
 }
 
 /// An array of two-element arrays, flattened; anything else as it is.
