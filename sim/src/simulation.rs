@@ -533,6 +533,8 @@ struct Node {
     /// The last index durable on this replica when it last crashed while ready: recovery must
     /// bring back at least that much (`Event::Opened`).
     durable_at_crash: Option<u64>,
+    /// It finished opening since its last restart (it may have acknowledged entries since).
+    opened: bool,
 }
 
 /// Ticks the settle phase may take to answer every outstanding request and converge.
@@ -622,6 +624,7 @@ impl Simulation {
                     paused: None,
                     inbox: Vec::new(),
                     durable_at_crash: None,
+                    opened: false,
                 }
             })
             .collect();
@@ -1430,9 +1433,17 @@ impl Simulation {
         self.trace.u64(0xc4a5).u64(r as u64).u64(self.tick);
         let node = &mut self.nodes[r];
         tracing::debug!(tick = self.tick, replica = r, status = ?node.replica.status(), pending = node.storage.pending(), "crash");
-        // Ready, or stopped by a failed write (which landed nowhere); while opening, what the
-        // last crash left stands.
-        if matches!(node.replica.status(), Status::Ready | Status::Halted) {
+        // Ready, or stopped by a failed write (which landed nowhere) after it had opened; while
+        // opening — halted there too, by a failed write of recovery's own (its rebuilt headers,
+        // whose entries it counts durable before the write lands) — what the last crash left
+        // stands. Seed 4046346616: halted mid-open with 1029..=1031 counted, their headers never
+        // rewritten, then 1031's only copy rotted; cutting it was right.
+        let ran = match node.replica.status() {
+            Status::Ready => true,
+            Status::Halted => node.opened,
+            _ => false,
+        };
+        if ran {
             node.durable_at_crash = Some(node.replica.durable_index());
         }
         node.storage.crash();
@@ -1488,6 +1499,7 @@ impl Simulation {
         node.replica =
             Replica::new(self.config.clone(), seed, node.grid.handle()).expect("valid config");
         node.up = true;
+        node.opened = false;
         node.replica.open(&mut node.storage);
     }
 
@@ -1617,6 +1629,7 @@ impl Simulation {
                 });
                 // Recovery never drops a durable entry: it keeps a damaged one as faulty.
                 // (Checked once per crash: a later truncation by a new leader may lower it.)
+                self.nodes[r].opened = true;
                 if let Some(durable) = self.nodes[r].durable_at_crash.take().filter(|&d| head < d) {
                     return Err(Violation(format!(
                         "replica {replica} recovered its log up to {head}, but {durable} was \
