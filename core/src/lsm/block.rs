@@ -262,16 +262,7 @@ impl<'a> Block<'a> {
         snapshot: u64,
         scratch: &mut Vec<u8>,
     ) -> Result<Find<'a>, BlockError> {
-        // The last restart point whose key is below `key`.
-        let (mut low, mut high) = (0, self.restart_count());
-        while low + 1 < high {
-            let mid = (low + high) / 2;
-            if self.restart_key(mid)? < key {
-                low = mid;
-            } else {
-                high = mid;
-            }
-        }
+        let low = self.restart_for(key)?;
         let mut at = if self.restart_count() == 0 {
             0
         } else {

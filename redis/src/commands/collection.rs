@@ -37,6 +37,35 @@ pub(super) fn find(ks: &mut Keyspace, key: &[u8], kind: Kind) -> Result<Found, S
     })
 }
 
+/// What a command answers instead of going on: a reply, or the storage's failure.
+pub(super) type Instead = std::result::Result<Reply, StateError>;
+
+/// The live collection of `kind` at `key`, or what the command answers instead: `absent` for a
+/// key that holds nothing, WRONGTYPE for another type.
+pub(super) fn live(
+    ks: &mut Keyspace,
+    key: &[u8],
+    kind: Kind,
+    absent: Reply,
+) -> Result<Open, Instead> {
+    match find(ks, key, kind) {
+        Err(e) => Err(Err(e)),
+        Ok(Found::Absent) => Err(Ok(absent)),
+        Ok(Found::Wrong) => Err(Ok(wrong_type())),
+        Ok(Found::Live(open)) => Ok(open),
+    }
+}
+
+/// For a write that adds members: the live collection of `kind` at `key` or a new one, or the
+/// WRONGTYPE reply.
+pub(super) fn writable(ks: &mut Keyspace, key: &[u8], kind: Kind) -> Result<Open, Instead> {
+    match find_or_make(ks, key, kind) {
+        Err(e) => Err(Err(e)),
+        Ok(None) => Err(Ok(wrong_type())),
+        Ok(Some(open)) => Ok(open),
+    }
+}
+
 /// For a write that adds members: the live collection, or a new empty one; None for another
 /// type.
 pub(super) fn find_or_make(

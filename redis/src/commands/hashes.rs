@@ -2,10 +2,7 @@
 //! HINCRBYFLOAT HSTRLEN HRANDFIELD HSCAN. Each field is its own LSM key (`keyspace.rs`), so
 //! touching one field of a large hash never rewrites the others.
 
-use super::collection::{
-    all_members, draw_count, draw_members, find, find_or_make, save, scan_members, wrong, Found,
-    Open,
-};
+use super::collection::{all_members, draw_count, draw_members, save, scan_members, Open};
 use super::{is, not_integer, parse_f64, parse_i64, syntax_error, wrong_arity};
 use crate::keyspace::{Keyspace, Members};
 use crate::record::Kind;
@@ -15,23 +12,12 @@ use ziggy_resp::Reply;
 
 type Result = std::result::Result<Reply, StateError>;
 
-/// The live hash at `key`, or the reply for a key that holds none (`absent`) or another type.
 fn live(ks: &mut Keyspace, key: &[u8], absent: Reply) -> std::result::Result<Open, Result> {
-    match find(ks, key, Kind::Hash) {
-        Err(e) => Err(Err(e)),
-        Ok(Found::Absent) => Err(Ok(absent)),
-        Ok(Found::Wrong) => Err(Ok(wrong())),
-        Ok(Found::Live(open)) => Ok(open),
-    }
+    super::collection::live(ks, key, Kind::Hash, absent)
 }
 
-/// For a write: the live hash at `key` or a new one, or the WRONGTYPE reply.
 fn writable(ks: &mut Keyspace, key: &[u8]) -> std::result::Result<Open, Result> {
-    match find_or_make(ks, key, Kind::Hash) {
-        Err(e) => Err(Err(e)),
-        Ok(None) => Err(Ok(wrong())),
-        Ok(Some(open)) => Ok(open),
-    }
+    super::collection::writable(ks, key, Kind::Hash)
 }
 
 /// Sets one field; whether it is new.

@@ -18,12 +18,7 @@ fn at(position: i64) -> [u8; 8] {
 }
 
 fn live(ks: &mut Keyspace, key: &[u8], absent: Reply) -> std::result::Result<Open, Result> {
-    match find(ks, key, Kind::List) {
-        Err(e) => Err(Err(e)),
-        Ok(Found::Absent) => Err(Ok(absent)),
-        Ok(Found::Wrong) => Err(Ok(wrong())),
-        Ok(Found::Live(open)) => Ok(open),
-    }
+    super::collection::live(ks, key, Kind::List, absent)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

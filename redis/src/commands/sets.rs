@@ -15,22 +15,12 @@ use ziggy_resp::Reply;
 
 type Result = std::result::Result<Reply, StateError>;
 
-/// The live set at `key`, or the reply for a key that holds none (`absent`) or another type.
 fn live(ks: &mut Keyspace, key: &[u8], absent: Reply) -> std::result::Result<Open, Result> {
-    match find(ks, key, Kind::Set) {
-        Err(e) => Err(Err(e)),
-        Ok(Found::Absent) => Err(Ok(absent)),
-        Ok(Found::Wrong) => Err(Ok(wrong())),
-        Ok(Found::Live(open)) => Ok(open),
-    }
+    super::collection::live(ks, key, Kind::Set, absent)
 }
 
 fn writable(ks: &mut Keyspace, key: &[u8]) -> std::result::Result<Open, Result> {
-    match find_or_make(ks, key, Kind::Set) {
-        Err(e) => Err(Err(e)),
-        Ok(None) => Err(Ok(wrong())),
-        Ok(Some(open)) => Ok(open),
-    }
+    super::collection::writable(ks, key, Kind::Set)
 }
 
 /// Adds `member`; whether it is new.

@@ -7,7 +7,7 @@
 //! are one seek. Members of equal score order by their bytes, as in Redis. A rank is a count
 //! from the lower end: O(rank), not O(log n) (the LSM keeps no counts per range).
 
-use super::collection::{find, find_or_make, save, scan_members, wrong, Found, Open};
+use super::collection::{find_or_make, save, scan_members, wrong, Open};
 use super::{is, not_integer, parse_f64, parse_i64, syntax_error};
 use crate::keyspace::{Keyspace, ScoreStart};
 use crate::record::Kind;
@@ -17,12 +17,7 @@ use ziggy_resp::Reply;
 type Result = std::result::Result<Reply, StateError>;
 
 fn live(ks: &mut Keyspace, key: &[u8], absent: Reply) -> std::result::Result<Open, Result> {
-    match find(ks, key, Kind::ZSet) {
-        Err(e) => Err(Err(e)),
-        Ok(Found::Absent) => Err(Ok(absent)),
-        Ok(Found::Wrong) => Err(Ok(wrong())),
-        Ok(Found::Live(open)) => Ok(open),
-    }
+    super::collection::live(ks, key, Kind::ZSet, absent)
 }
 
 fn not_float() -> Reply {
