@@ -43,8 +43,9 @@ pub struct Keyspace<'a> {
     pub value_max: usize,
     /// The index of the last entry that removed a stored record (see `commands/watch.rs`).
     pub removed_at: &'a mut u64,
-    /// Collection ids this entry made ([`Keyspace::new_id`]).
-    created: u64,
+    /// Collection ids this entry made so far ([`Keyspace::new_id`]), over every request of a
+    /// batch entry: the machine keeps the count between the requests of one entry.
+    created: &'a mut u64,
 }
 
 impl<'a> Keyspace<'a> {
@@ -54,6 +55,7 @@ impl<'a> Keyspace<'a> {
         index: u64,
         value_max: usize,
         removed_at: &'a mut u64,
+        created: &'a mut u64,
     ) -> Keyspace<'a> {
         Keyspace {
             lsm,
@@ -61,7 +63,7 @@ impl<'a> Keyspace<'a> {
             index,
             value_max,
             removed_at,
-            created: 0,
+            created,
         }
     }
 
@@ -181,11 +183,11 @@ impl<'a> Keyspace<'a> {
             "only an applied entry creates"
         );
         assert!(
-            self.created < 1 << 20,
+            *self.created < 1 << 20,
             "an entry makes at most 2^20 collections"
         );
-        let id = self.index << 20 | self.created;
-        self.created += 1;
+        let id = self.index << 20 | *self.created;
+        *self.created += 1;
         id
     }
 

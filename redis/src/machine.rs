@@ -21,6 +21,11 @@ pub struct RedisStateMachine {
     lsm: LsmState,
     /// The index of the last entry that removed a stored record; 0: none yet.
     removed_at: u64,
+    /// The entry the last request applied belonged to, and the collection ids its requests
+    /// made so far: a batch entry applies as several requests at one index, and each new
+    /// collection needs an id of its own (ids are `index << 20 | count`).
+    created_at: u64,
+    created: u64,
     key_size_max: usize,
     /// The longest value a key may hold.
     value_max: usize,
@@ -65,12 +70,17 @@ impl RedisStateMachine {
         reply.clear();
         let group = decode_group(body).expect("validated before it was logged");
         let longest = self.key_size_max.max(self.value_max);
+        if index != 0 && index != self.created_at {
+            self.created_at = index;
+            self.created = 0;
+        }
         let mut keyspace = Keyspace::new(
             &mut self.lsm,
             now_ms,
             index,
             self.value_max,
             &mut self.removed_at,
+            &mut self.created,
         );
         let mut encoded = Vec::new();
         let mut aborted = false;
@@ -134,6 +144,8 @@ impl StateMachine for RedisStateMachine {
         RedisStateMachine {
             lsm: LsmState::new(config, grid),
             removed_at: 0,
+            created_at: 0,
+            created: 0,
             key_size_max: config.key_size_max as usize,
             value_max: (config.value_size_max as usize).saturating_sub(record::HEADER),
             reply_max: layout.reply_slot_size as usize - ziggy_core::sessions::REPLY_HEADER_SIZE,
@@ -193,6 +205,7 @@ impl StateMachine for RedisStateMachine {
         let (removed_at, lsm) = split_checkpoint(bytes)?;
         self.lsm.restore(lsm)?;
         self.removed_at = removed_at;
+        self.created_at = 0; // entries after the checkpoint apply afresh
         Ok(())
     }
 
@@ -216,6 +229,7 @@ impl StateMachine for RedisStateMachine {
         let (removed_at, lsm) = split_checkpoint(bytes)?;
         self.lsm.sync_finish(lsm)?;
         self.removed_at = removed_at;
+        self.created_at = 0;
         Ok(())
     }
 

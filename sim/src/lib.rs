@@ -9,16 +9,19 @@ pub mod linearizability;
 pub mod model;
 pub mod network;
 pub mod prng;
+pub mod redis_workload;
 pub mod simulation;
 pub mod storage;
 pub mod witness;
+pub mod workload;
 
 pub use simulation::{Options, Outcome, Simulation, SyncCounters, Verdict, WiderFaults};
 
 /// Runs one seed, catching a panic of the core as a crash verdict.
 pub fn run_seed(options: Options) -> Result<Outcome, String> {
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        Simulation::new(options).run()
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match options.machine {
+        workload::Machine::Kv => Simulation::<workload::Kv>::new(options).run(),
+        workload::Machine::Redis => Simulation::<redis_workload::Redis>::new(options).run(),
     }));
     result.map_err(|panic| {
         panic

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use ziggy_core::marks::{Mark, Marks};
 use ziggy_core::PlantedBug;
+use ziggy_sim::workload::Machine;
 use ziggy_sim::{run_seed, Options, Verdict};
 
 #[derive(Parser, Debug)]
@@ -72,6 +73,10 @@ struct Args {
     /// a state of that many keys), then the seed's faults.
     #[arg(long)]
     calm_until: Option<u64>,
+    /// The state machine the clients drive: kv (the core's key-value machine) or redis (the
+    /// Redis data model: strings, hashes, sets, sorted sets, lists, JSON, expiry, the reaper).
+    #[arg(long, default_value_t = Machine::Kv)]
+    machine: Machine,
 }
 
 const EXIT_CRASH: u8 = 127;
@@ -87,6 +92,8 @@ struct SeedResult {
     line: String,
     exit: u8,
     detail: Option<String>,
+    /// The workload's counters (`Outcome::workload`).
+    workload: Vec<(&'static str, u64)>,
 }
 
 /// What every seed of a batch shares: the command line's choices.
@@ -110,6 +117,7 @@ struct Workload {
     heal_from: Option<u64>,
     fault_ticks: Option<u64>,
     calm_until: Option<u64>,
+    machine: Machine,
 }
 
 impl Workload {
@@ -134,6 +142,7 @@ impl Workload {
         if let Some(ops) = self.calm_until {
             options.calm_until = ops;
         }
+        options.machine = self.machine;
     }
 }
 
@@ -179,6 +188,7 @@ fn run_one(seed: u64, mode: Mode) -> SeedResult {
                 ),
                 exit,
                 detail,
+                workload: outcome.workload,
             }
         }
         Err(panic) => SeedResult {
@@ -190,6 +200,7 @@ fn run_one(seed: u64, mode: Mode) -> SeedResult {
             ),
             exit: EXIT_CRASH,
             detail: Some(format!("crash: {panic}")),
+            workload: Vec::new(),
         },
     }
 }
@@ -224,6 +235,29 @@ fn print_coverage(results: &[SeedResult]) {
     }
 }
 
+/// The workload's counters summed over the batch, with how many seeds reached each.
+fn print_workload(results: &[SeedResult]) {
+    let mut sums: Vec<(&str, u64, u64)> = Vec::new();
+    for result in results {
+        for &(name, n) in &result.workload {
+            match sums.iter_mut().find(|(known, ..)| *known == name) {
+                Some((_, total, seeds)) => {
+                    *total += n;
+                    *seeds += (n > 0) as u64;
+                }
+                None => sums.push((name, n, (n > 0) as u64)),
+            }
+        }
+    }
+    if sums.is_empty() {
+        return;
+    }
+    println!("vopr: workload (seeds that reached each / total):");
+    for (name, total, seeds) in sums {
+        println!("vopr:   {name:<26} {seeds:>7} {total:>12}");
+    }
+}
+
 fn replay_command(seed: u64, args: &Args) -> String {
     let mut extra = String::new();
     if let Some(bug) = &args.plant_bug {
@@ -249,6 +283,9 @@ fn replay_command(seed: u64, args: &Args) -> String {
     }
     if args.appending {
         extra.push_str(" --appending");
+    }
+    if args.machine != Machine::Kv {
+        extra.push_str(&format!(" --machine {}", args.machine));
     }
     if let Some(n) = args.replicas {
         extra.push_str(&format!(" --replicas {n}"));
@@ -320,6 +357,7 @@ fn main() -> ExitCode {
                         heal_from: args.heal_from,
                         fault_ticks: args.fault_ticks,
                         calm_until: args.calm_until,
+                        machine: args.machine,
                     },
                 };
                 let result =
@@ -371,6 +409,7 @@ fn main() -> ExitCode {
             failed.len(),
         );
         print_coverage(&results);
+        print_workload(&results);
         let compared: u64 = results.iter().map(|r| r.checkpoints.0).sum();
         let differing: u64 = results.iter().map(|r| r.checkpoints.1).sum();
         println!(

@@ -20,41 +20,8 @@
 //! Linearizability of the clients' history is checked separately
 //! ([`crate::linearizability`]).
 
+use crate::workload::Reference;
 use std::collections::{BTreeMap, BTreeSet};
-use ziggy_core::digest::{pair_hash, pairs_digest};
-use ziggy_core::KvStateMachine;
-
-/// A client operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    Put {
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Delete {
-        key: Vec<u8>,
-    },
-    Get {
-        key: Vec<u8>,
-    },
-    Cas {
-        key: Vec<u8>,
-        expected: Option<Vec<u8>>,
-        new: Vec<u8>,
-    },
-}
-
-impl Op {
-    pub fn key(&self) -> &[u8] {
-        match self {
-            Op::Put { key, .. } | Op::Delete { key } | Op::Get { key } | Op::Cas { key, .. } => key,
-        }
-    }
-
-    pub fn is_read(&self) -> bool {
-        matches!(self, Op::Get { .. })
-    }
-}
 
 /// A violated invariant: what, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,8 +62,7 @@ struct Session {
     used: u64,
 }
 
-#[derive(Default)]
-pub struct Model {
+pub struct Model<R: Reference> {
     /// Clients that exist (a registration must come from one).
     clients: BTreeSet<u64>,
     sessions: BTreeMap<u64, Session>,
@@ -107,29 +73,48 @@ pub struct Model {
     pub evictions: u64,
     pub evicted_requests: u64,
     /// Every request any client submitted.
-    requests: BTreeMap<(u64, u64), Op>,
+    requests: BTreeMap<(u64, u64), R::Op>,
     /// The committed log, by index (index i at i - 1).
     log: Vec<Committed>,
     /// Where each write request took effect: (index, position).
     effective_at: BTreeMap<(u64, u64), (u64, u32)>,
     /// Where each read request was applied (it may be applied more than once).
     reads_at: BTreeMap<(u64, u64), BTreeSet<(u64, u32)>>,
-    kv: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// The digest of `kv` (see `digest::pairs_digest`), kept as it changes.
-    kv_sum: u64,
+    /// The state: committed requests execute on it, in log order.
+    reference: R,
+    /// The reference's digest before any entry.
+    empty_digest: u64,
     /// Each replica's last applied request in its current incarnation: (index, position, count).
     replica_applied: BTreeMap<u8, (u64, u32, u32)>,
     pub max_acked: u64,
     pub checks: u64,
 }
 
-impl Model {
-    /// A model of a cluster with `clients_max` session slots.
-    pub fn new(clients_max: usize) -> Model {
+impl<R: Reference> Model<R> {
+    /// A model of a cluster with `clients_max` session slots, over an empty `reference`.
+    pub fn new(clients_max: usize, mut reference: R) -> Model<R> {
         Model {
+            clients: BTreeSet::new(),
+            sessions: BTreeMap::new(),
+            registrations: BTreeMap::new(),
             clients_max,
-            ..Model::default()
+            evictions: 0,
+            evicted_requests: 0,
+            requests: BTreeMap::new(),
+            log: Vec::new(),
+            effective_at: BTreeMap::new(),
+            reads_at: BTreeMap::new(),
+            empty_digest: reference.digest(),
+            reference,
+            replica_applied: BTreeMap::new(),
+            max_acked: 0,
+            checks: 0,
         }
+    }
+
+    /// The reference state (its counters).
+    pub fn reference(&self) -> &R {
+        &self.reference
     }
 
     /// A client came into being (it registers before its first request).
@@ -150,7 +135,7 @@ impl Model {
         }
     }
 
-    pub fn submitted(&mut self, client: u64, request: u64, op: Op) {
+    pub fn submitted(&mut self, client: u64, request: u64, op: R::Op) {
         if let Some(previous) = self.requests.insert((client, request), op.clone()) {
             assert_eq!(previous, op, "a retry carries the same operation");
         }
@@ -192,31 +177,13 @@ impl Model {
 
     fn digest_at(&self, index: u64) -> u64 {
         match index {
-            0 => pairs_digest([]),
+            0 => self.empty_digest,
             i => self.log[i as usize - 1].digest,
         }
     }
 
-    fn kv_digest(&self) -> u64 {
-        self.kv_sum
-    }
-
-    /// Sets (or with `None` removes) a key, keeping the running digest.
-    fn kv_set(&mut self, key: &[u8], value: Option<Vec<u8>>) -> Option<Vec<u8>> {
-        let old = match value {
-            Some(value) => {
-                self.kv_sum = self.kv_sum.wrapping_add(pair_hash(key, &value));
-                self.kv.insert(key.to_vec(), value)
-            }
-            None => self.kv.remove(key),
-        };
-        if let Some(old) = &old {
-            self.kv_sum = self.kv_sum.wrapping_sub(pair_hash(key, old));
-        }
-        old
-    }
-
-    /// Replica `replica` applied request `position` of the `count` in entry `index`.
+    /// Replica `replica` applied request `position` of the `count` in entry `index` (stamped
+    /// `timestamp`).
     #[allow(clippy::too_many_arguments)]
     pub fn applied(
         &mut self,
@@ -228,6 +195,7 @@ impl Model {
         client: u64,
         session: u64,
         request: u64,
+        timestamp: u64,
     ) -> Result<(), Violation> {
         self.checks += 1;
         if let Some(&(last, last_position, last_count)) = self.replica_applied.get(&replica) {
@@ -278,7 +246,7 @@ impl Model {
                 digest: 0,
             });
         }
-        self.commit_new(index, position, client, session, request)
+        self.commit_new(index, position, client, session, request, timestamp)
     }
 
     fn commit_new(
@@ -288,6 +256,7 @@ impl Model {
         client: u64,
         session: u64,
         request: u64,
+        timestamp: u64,
     ) -> Result<(), Violation> {
         let (reply, effective) = if client == 0 {
             (Vec::new(), false) // a leader's no-op
@@ -307,12 +276,12 @@ impl Model {
                 .sessions
                 .get(&client)
                 .is_some_and(|s| s.number == session);
-            if op.is_read() {
+            if R::is_read(&op) {
                 self.reads_at
                     .entry((client, request))
                     .or_default()
                     .insert((index, position));
-                (self.execute(&op), true)
+                (self.reference.execute(&op, index, timestamp), true)
             } else if !current {
                 self.evicted_requests += 1;
                 (Vec::new(), false)
@@ -327,10 +296,10 @@ impl Model {
                 self.effective_at
                     .insert((client, request), (index, position));
                 self.sessions.get_mut(&client).expect("current").used = index;
-                (self.execute(&op), true)
+                (self.reference.execute(&op, index, timestamp), true)
             }
         };
-        let digest = self.kv_digest();
+        let digest = self.reference.digest();
         let entry = self.log.last_mut().expect("pushed above");
         entry.requests.push(Request {
             client,
@@ -366,27 +335,6 @@ impl Model {
         self.registrations.entry(client).or_default().insert(index);
     }
 
-    fn execute(&mut self, op: &Op) -> Vec<u8> {
-        match op {
-            Op::Put { key, value } => {
-                self.kv_set(key, Some(value.clone()));
-                vec![KvStateMachine::REPLY_OK]
-            }
-            Op::Delete { key } => vec![self.kv_set(key, None).is_some() as u8],
-            Op::Get { key } => match self.kv.get(key) {
-                Some(value) => [&[1u8][..], value].concat(),
-                None => vec![0],
-            },
-            Op::Cas { key, expected, new } => {
-                let swapped = self.kv.get(key) == expected.as_ref();
-                if swapped {
-                    self.kv_set(key, Some(new.clone()));
-                }
-                vec![swapped as u8]
-            }
-        }
-    }
-
     /// A client got a successful reply.
     pub fn replied(
         &mut self,
@@ -412,7 +360,7 @@ impl Model {
         let op_is_read = self
             .requests
             .get(&(client, request))
-            .is_some_and(|op| op.is_read());
+            .is_some_and(R::is_read);
         if op_is_read && index == 0 {
             return Ok(()); // a read answered outside the log: only linearizability can judge it
         }

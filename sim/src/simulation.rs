@@ -15,19 +15,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::linearizability::{self, Budget, Input, Output};
-use crate::model::{Model, Op, Violation};
+use crate::linearizability::{self, Budget};
+use crate::model::{Model, Violation};
 use crate::network::{NetworkOptions, SimNetwork};
 use crate::prng::{Ppm, Prng};
 use crate::storage::{FaultAtlas, SimGrid, SimStorage, StorageFaults};
 use crate::witness;
+use crate::workload::{Machine, Workload};
 use ziggy_core::client::ClientError;
 use ziggy_core::digest::Digest;
 use ziggy_core::marks::Marks;
 use ziggy_core::message::{Command, Header, ReplyStatus, CLIENT};
 use ziggy_core::replica::Role;
+use ziggy_core::state_machine::StateMachine;
 use ziggy_core::storage_contract::Completion;
-use ziggy_core::{Config, Error, Event, KvStateMachine, Layout, PlantedBug, Replica, Status, Zone};
+use ziggy_core::{Config, Error, Event, Layout, PlantedBug, Replica, Status, Zone};
 
 /// Everything a run does, drawn from its seed (swarm testing: each seed its own mix).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +96,9 @@ pub struct Options {
     /// A calm fill: no fault of any kind until this many operations have completed (a large
     /// state built at full speed, then faults on it). The fault budget counts from then.
     pub calm_until: u64,
+    /// The state machine the clients run (not drawn: a seed replays with the machine it was
+    /// found on).
+    pub machine: Machine,
 }
 
 impl Options {
@@ -283,6 +288,7 @@ impl Options {
             down: None,
             colocated: Ppm::NEVER,
             appending: false,
+            machine: Machine::Kv,
             config: None,
             heal_from: 0,
             fault_ticks: FAULT_PHASE_TICKS,
@@ -448,6 +454,8 @@ pub struct Outcome {
     pub checkpoints_compared: u64,
     pub checkpoints_differing: u64,
     pub trace_hash: u64,
+    /// What the workload's requests reached (`Workload::counters`).
+    pub workload: Vec<(&'static str, u64)>,
 }
 
 /// State sync's counters (`replica::Stats`), summed over replicas and their incarnations.
@@ -492,31 +500,33 @@ pub struct WiderFaults {
     pub pauses: u64,
 }
 
-struct Pending {
+struct Pending<O> {
     request: u64,
-    op: Op,
-    /// The index of this operation in the history.
-    history: usize,
+    op: O,
+    /// The index of this operation in the history (`None`: not a register operation).
+    history: Option<usize>,
 }
 
 /// A simulated client: the core's client library (numbering, redirects, retries, timeouts) plus
 /// what the checkers need to know about its operation in flight.
-struct Client {
+struct Client<O> {
     id: u64,
     /// The ids this client had before an eviction made it start over with a new one (late
     /// replies to them still arrive).
     retired: Vec<u64>,
     node: u8,
     library: ziggy_core::client::Client,
-    pending: Option<Pending>,
+    /// The requests it issued under its current id (the library numbers them 1, 2, 3, ...).
+    issued: u64,
+    pending: Option<Pending<O>>,
     next_action_at: u64,
 }
 
-struct Node {
+struct Node<M: StateMachine> {
     storage: SimStorage,
     /// The LSM grid of the replica's state (kept across crashes, like the data file).
     grid: SimGrid,
-    replica: Replica<KvStateMachine>,
+    replica: Replica<M>,
     up: bool,
     halted: Option<Error>,
     /// Its data file was replaced: peers must never let it back in.
@@ -546,17 +556,18 @@ const LINEARIZABILITY_BUDGET_MAX: u64 = 1 << 26;
 /// Ticks the fault phase may take, at most (then the faults stop regardless).
 const FAULT_PHASE_TICKS: u64 = 200_000;
 
-pub struct Simulation {
+pub struct Simulation<W: Workload> {
     options: Options,
-    /// Keys written so far in an appending workload (the next key's number).
-    appended: u64,
+    workload: W,
     config: Config,
     prng: Prng,
-    nodes: Vec<Node>,
+    nodes: Vec<Node<W::Machine>>,
     network: SimNetwork,
-    clients: Vec<Client>,
+    clients: Vec<Client<W::Op>>,
     history: Vec<linearizability::Operation>,
-    model: Model,
+    /// Each history operation's request number (its client's 1st, 2nd, ... request).
+    history_requests: Vec<u64>,
+    model: Model<W::Reference>,
     trace: Digest,
     tick: u64,
     ops: u64,
@@ -586,8 +597,8 @@ pub struct Simulation {
     layout: Layout,
 }
 
-impl Simulation {
-    pub fn new(options: Options) -> Simulation {
+impl<W: Workload> Simulation<W> {
+    pub fn new(options: Options) -> Simulation<W> {
         let mut prng = Prng::new(options.seed ^ 0x0005_eed0_fa11);
         let mut config = options.config.clone().unwrap_or_else(Config::test);
         config.planted_bug = options.planted_bug;
@@ -600,8 +611,7 @@ impl Simulation {
                 let mut storage =
                     SimStorage::new(layout, options.storage[r as usize].clone(), prng.fork());
                 let incarnation = members[r as usize];
-                for (offset, bytes) in
-                    Replica::<KvStateMachine>::format(&config, cluster, r, &members)
+                for (offset, bytes) in Replica::<W::Machine>::format(&config, cluster, r, &members)
                 {
                     storage.write_durable(offset, &bytes);
                 }
@@ -628,7 +638,7 @@ impl Simulation {
                 }
             })
             .collect();
-        let clients: Vec<Client> = (0..options.clients)
+        let clients: Vec<Client<W::Op>> = (0..options.clients)
             .map(|c| {
                 let id = prng.next_u64() | 1;
                 let first = prng.range(0, options.replicas as u64 - 1) as u8;
@@ -643,12 +653,14 @@ impl Simulation {
                     retired: Vec::new(),
                     node: options.replicas + c,
                     library,
+                    issued: 0,
                     pending: None,
                     next_action_at: 0,
                 }
             })
             .collect();
-        let mut model = Model::new(config.clients_max as usize);
+        let (workload, reference) = W::new(&options, &config);
+        let mut model = Model::new(config.clients_max as usize, reference);
         for client in &clients {
             model.client(client.id);
         }
@@ -660,12 +672,14 @@ impl Simulation {
         );
         Simulation {
             options,
+            workload,
             config,
             prng,
             nodes,
             network,
             clients,
             history: Vec::new(),
+            history_requests: Vec::new(),
             model,
             trace: Digest::new(),
             tick: 0,
@@ -678,7 +692,6 @@ impl Simulation {
             sync: SyncCounters::default(),
             checkpoint_blobs: BTreeMap::new(),
             diverged_blobs: BTreeSet::new(),
-            appended: 0,
             checkpoints_compared: 0,
             checkpoints_differing: 0,
             marks: Marks::default(),
@@ -761,6 +774,7 @@ impl Simulation {
             checkpoints_compared: self.checkpoints_compared,
             checkpoints_differing: self.checkpoints_differing,
             trace_hash: self.trace.finish(),
+            workload: self.workload.counters(),
         }
     }
 
@@ -852,7 +866,7 @@ impl Simulation {
             node.replica.open(&mut node.storage);
         }
         self.settling = true; // no injected faults, no client requests
-        let leading = |s: &Simulation| {
+        let leading = |s: &Simulation<W>| {
             s.nodes
                 .iter()
                 .position(|n| n.up && n.replica.accepting_requests())
@@ -946,7 +960,7 @@ impl Simulation {
         &mut self,
         what: &str,
         bound: u64,
-        done: fn(&Simulation) -> bool,
+        done: fn(&Simulation<W>) -> bool,
     ) -> Result<Option<Verdict>, Violation> {
         let deadline = self.tick + bound;
         while !done(self) {
@@ -998,7 +1012,7 @@ impl Simulation {
         Ok(None)
     }
 
-    fn live_nodes(&self) -> impl Iterator<Item = &Node> {
+    fn live_nodes(&self) -> impl Iterator<Item = &Node<W::Machine>> {
         self.nodes
             .iter()
             .filter(|n| n.halted.is_none() && !n.replaced)
@@ -1069,14 +1083,10 @@ impl Simulation {
     /// Where each operation of the history took effect in the log (`None`: reads, and writes
     /// that never did).
     fn witness_places(&self) -> Vec<Option<witness::Place>> {
-        let mut requests: BTreeMap<u64, u64> = BTreeMap::new();
         self.history
             .iter()
-            .map(|op| {
-                let request = requests.entry(op.client).or_default();
-                *request += 1; // the sim numbers each client's requests 1, 2, 3, ... (`issue`)
-                self.model.effective_at(op.client, *request)
-            })
+            .zip(&self.history_requests)
+            .map(|(op, &request)| self.model.effective_at(op.client, request))
             .collect()
     }
 
@@ -1135,7 +1145,7 @@ impl Simulation {
     }
 
     /// Whether the redundant-header sector of the WAL entry at `offset` was damaged.
-    fn entry_header_damaged(&self, node: &Node, offset: u64) -> bool {
+    fn entry_header_damaged(&self, node: &Node<W::Machine>, offset: u64) -> bool {
         let layout = &self.layout;
         match layout.zone_of(offset) {
             Some((Zone::WalEntries, within)) => {
@@ -1368,7 +1378,7 @@ impl Simulation {
         let mut members: Vec<u64> = self.nodes.iter().map(|n| n.incarnation).collect();
         members[r] = incarnation;
         for (offset, bytes) in
-            Replica::<KvStateMachine>::format(&self.config, self.cluster, r as u8, &members)
+            Replica::<W::Machine>::format(&self.config, self.cluster, r as u8, &members)
         {
             storage.write_durable(offset, &bytes);
         }
@@ -1561,7 +1571,7 @@ impl Simulation {
             .drain_messages(|to, bytes| network.send(tick, r as u8, to, bytes));
         let replies: Vec<_> = self.nodes[r].replica.drain_replies().collect();
         for reply in replies {
-            let of = |c: &&Client| c.id == reply.client || c.retired.contains(&reply.client);
+            let of = |c: &&Client<W::Op>| c.id == reply.client || c.retired.contains(&reply.client);
             let Some(client) = self.clients.iter().find(of) else {
                 return Err(Violation(format!(
                     "reply to unknown client {}",
@@ -1586,6 +1596,7 @@ impl Simulation {
                 client,
                 session,
                 request,
+                timestamp,
             } => {
                 self.trace
                     .u64(index)
@@ -1601,7 +1612,7 @@ impl Simulation {
                     "applied"
                 );
                 self.model.applied(
-                    replica, index, position, count, checksum, client, session, request,
+                    replica, index, position, count, checksum, client, session, request, timestamp,
                 )?;
             }
             Event::Opened {
@@ -1799,51 +1810,23 @@ impl Simulation {
     }
 
     fn issue(&mut self, c: usize) {
-        let key = if self.options.appending {
-            self.appended += 1;
-            format!("k{:012}", self.appended).into_bytes()
-        } else {
-            format!("k{}", self.prng.range(0, self.options.key_space - 1)).into_bytes()
-        };
+        let target = self.workload.target(&mut self.prng);
         let client = &mut self.clients[c];
         client.next_action_at = self.tick + self.prng.range(0, self.options.think_max);
-        let id = client.id;
-        // The request number the library will give this request (it numbers them 1, 2, 3, ...).
-        let request = self.history.iter().filter(|h| h.client == id).count() as u64 + 1;
-        let mut value = format!("c{id:x}-r{request}").into_bytes();
-        let padded = self.prng.range(0, self.options.value_size) as usize;
-        value.resize(padded.max(value.len()), b'.');
-        let op = if self.prng.chance(self.options.reads) {
-            Op::Get { key }
-        } else if self.prng.chance(self.options.deletes) {
-            Op::Delete { key }
-        } else if self.prng.chance(self.options.cas) {
-            // Expect a value some earlier request of this client may have written, or absence.
-            let expected = (request > 1 && self.prng.bool())
-                .then(|| format!("c{id:x}-r{}", self.prng.range(1, request - 1)).into_bytes());
-            Op::Cas {
-                key,
-                expected,
-                new: value,
-            }
-        } else {
-            Op::Put { key, value }
-        };
-        let (operation, body) = match &op {
-            Op::Put { key, value } => (KvStateMachine::PUT, KvStateMachine::put_body(key, value)),
-            Op::Delete { key } => (KvStateMachine::DELETE, KvStateMachine::delete_body(key)),
-            Op::Get { key } => (KvStateMachine::GET, KvStateMachine::get_body(key)),
-            Op::Cas { key, expected, new } => (
-                KvStateMachine::CAS,
-                KvStateMachine::cas_body(key, expected.as_deref(), new),
-            ),
-        };
-        self.history.push(linearizability::Operation {
-            client: id,
-            input: input_of(&op),
-            call: self.tick,
-            ret: None,
-            output: None,
+        client.issued += 1;
+        let (id, request) = (client.id, client.issued);
+        let op = self.workload.draw(&mut self.prng, target, id, request);
+        let (operation, body) = W::encode(&op);
+        let history = W::input(&op).map(|input| {
+            self.history.push(linearizability::Operation {
+                client: id,
+                input,
+                call: self.tick,
+                ret: None,
+                output: None,
+            });
+            self.history_requests.push(request);
+            self.history.len() - 1
         });
         self.model.submitted(id, request, op.clone());
         let numbered = self.clients[c].library.request(operation, &body);
@@ -1855,7 +1838,7 @@ impl Simulation {
         self.clients[c].pending = Some(Pending {
             request,
             op,
-            history: self.history.len() - 1,
+            history,
         });
         self.send_client_messages(c);
     }
@@ -1893,9 +1876,12 @@ impl Simulation {
         );
         match reply.result {
             Ok(body) => {
-                let op = &mut self.history[pending.history];
-                op.ret = Some(self.tick);
-                op.output = Some(output_of(&pending.op, &body));
+                if let Some(at) = pending.history {
+                    let op = &mut self.history[at];
+                    op.ret = Some(self.tick);
+                    op.output = Some(W::output(&pending.op, &body));
+                }
+                self.workload.replied(&pending.op, &body);
                 self.ops += 1;
                 Ok(())
             }
@@ -1945,28 +1931,7 @@ impl Simulation {
             first,
             self.options.request_timeout,
         );
+        client.issued = 0;
         self.model.client(id);
-    }
-}
-
-fn input_of(op: &Op) -> Input {
-    match op.clone() {
-        Op::Put { key, value } => Input::Put { key, value },
-        Op::Delete { key } => Input::Delete { key },
-        Op::Get { key } => Input::Get { key },
-        Op::Cas { key, expected, new } => Input::Cas { key, expected, new },
-    }
-}
-
-fn output_of(op: &Op, reply: &[u8]) -> Output {
-    match op {
-        Op::Put { .. } => Output::Put,
-        Op::Delete { .. } => Output::Delete {
-            existed: reply.first() == Some(&1),
-        },
-        Op::Get { .. } => Output::Get((reply.first() == Some(&1)).then(|| reply[1..].to_vec())),
-        Op::Cas { .. } => Output::Cas {
-            swapped: reply.first() == Some(&1),
-        },
     }
 }

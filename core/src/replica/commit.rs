@@ -149,6 +149,7 @@ impl<S: StateMachine> Replica<S> {
             client: header.client,
             session,
             request: header.request,
+            timestamp: header.timestamp,
         });
     }
 

@@ -181,6 +181,8 @@ pub enum Event {
         client: u64,
         session: u64,
         request: u64,
+        /// The entry's timestamp (what expiry in the state machine reads).
+        timestamp: u64,
     },
     /// A checkpoint became durable; the ring may wrap past it.
     Checkpointed {

@@ -15,6 +15,9 @@ pub struct LsmState {
     engine: Engine<Grid>,
     /// A peer's checkpoint being taken in (state sync).
     sync: Option<Walk>,
+    /// The digest of the live pairs, kept as writes change them (`track_digest`): a reference
+    /// state checked after every write (the simulator's) cannot afford a walk each time.
+    tracked: Option<u64>,
 }
 
 /// The bytes naming a checkpoint: a marker, then the LSM checkpoint (or nothing when empty).
@@ -47,7 +50,11 @@ impl LsmState {
         if config.planted_bug == Some(crate::config::PlantedBug::FreeOnDurable) {
             engine.plant_free_on_durable();
         }
-        LsmState { engine, sync: None }
+        LsmState {
+            engine,
+            sync: None,
+            tracked: None,
+        }
     }
 
     pub fn engine(&mut self) -> &mut Engine<Grid> {
@@ -61,6 +68,7 @@ impl LsmState {
 
     /// Applies writes at the engine's next sequence, as one atomic batch.
     pub fn write(&mut self, writes: &[Write]) -> Result<(), StateError> {
+        self.track(writes)?;
         let sequence = self.engine.sequence() + 1;
         self.engine.apply(sequence, writes)?;
         Ok(())
@@ -113,6 +121,7 @@ impl LsmState {
 
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
         self.sync = None;
+        self.tracked = None; // another state: walk it again when asked
         let checkpoint = decode_checkpoint(bytes)?;
         self.engine.reopen(checkpoint)?;
         Ok(())
@@ -173,9 +182,44 @@ impl LsmState {
     }
 
     pub fn digest(&mut self) -> Result<u64, StateError> {
+        if let Some(sum) = self.tracked {
+            return Ok(sum);
+        }
         let pairs = self.all_pairs()?;
         let pairs = pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
         Ok(crate::digest::pairs_digest(pairs))
+    }
+}
+
+impl LsmState {
+    /// From here on, keeps the digest up to date on every write (a point read per key written),
+    /// so that [`LsmState::digest`] costs nothing. For a reference state, not a replica's.
+    pub fn track_digest(&mut self) -> Result<(), StateError> {
+        self.tracked = None;
+        self.tracked = Some(self.digest()?);
+        Ok(())
+    }
+
+    /// Moves the tracked digest over `writes`, which are about to apply (the last write to a key
+    /// wins, as in the engine).
+    fn track(&mut self, writes: &[Write]) -> Result<(), StateError> {
+        let Some(mut sum) = self.tracked else {
+            return Ok(());
+        };
+        let mut after = std::collections::BTreeMap::new();
+        for write in writes {
+            after.insert(write.key, write.value);
+        }
+        for (key, value) in after {
+            if let Some(old) = self.engine.get(key)? {
+                sum = sum.wrapping_sub(crate::digest::pair_hash(key, &old));
+            }
+            if let Some(value) = value {
+                sum = sum.wrapping_add(crate::digest::pair_hash(key, value));
+            }
+        }
+        self.tracked = Some(sum);
+        Ok(())
     }
 }
 

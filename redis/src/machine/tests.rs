@@ -340,6 +340,32 @@ fn a_group_applies_in_order_in_one_entry() {
     assert_eq!(replies[4], int(12));
 }
 
+/// Requests of several clients batched into one entry apply at one index: each collection
+/// they make needs an id of its own (the simulator found two sharing one).
+#[test]
+fn collections_made_by_requests_of_one_batch_entry_have_their_own_ids() {
+    let mut h = Harness::new();
+    h.index += 1;
+    for group in [
+        &[&["SADD", "set", "m", "n"][..]][..],
+        &[&["ZADD", "zset", "2.5", "m"]],
+        &[&["HSET", "hash", "m", "v"]],
+    ] {
+        let mut body = Vec::new();
+        encode_group(&args(group), &mut body);
+        let operation = RedisStateMachine::WRITE;
+        let header = EntryHeader::new(operation, 1, h.index, 1, h.now * 1_000_000, 1, 1, 0, &body);
+        h.machine.apply(&header, &body, &mut Vec::new()).unwrap();
+    }
+    assert_eq!(h.cmd(&["ZSCORE", "zset", "m"]), Reply::Double(2.5));
+    assert_eq!(h.cmd(&["SCARD", "set"]), int(2));
+    assert_eq!(
+        h.cmd(&["HGETALL", "hash"]),
+        Reply::Map(vec![(bulk("m"), bulk("v"))])
+    );
+    assert_eq!(h.cmd(&["ZCARD", "zset"]), int(1));
+}
+
 #[test]
 fn the_same_log_gives_the_same_state_and_checkpoints_restore_it() {
     let script: &[&[&str]] = &[
