@@ -33,9 +33,10 @@ fn main() {
 
     let mut all = Vec::new();
     for seed in 0..seeds {
-        let ticks = Simulation::new(Options::fault_free(1_000 + seed, 3))
-            .failover_ticks(10)
-            .expect("failover completes");
+        let ticks =
+            Simulation::<ziggy_sim::workload::Kv>::new(Options::fault_free(1_000 + seed, 3))
+                .failover_ticks(10)
+                .expect("failover completes");
         all.extend(ticks);
     }
     all.sort_unstable();

@@ -1,6 +1,7 @@
 //! The same seed gives the same run: same trace hash, same outcome — for single replicas and
 //! clusters alike.
 
+use ziggy_sim::workload::Machine;
 use ziggy_sim::{run_seed, Options};
 
 #[test]
@@ -55,5 +56,19 @@ fn liveness_mode_commits_after_the_heal() {
             outcome.liveness_ticks > 0
                 && outcome.liveness_ticks <= ziggy_sim::simulation::LIVENESS_TICKS
         );
+    }
+}
+
+#[test]
+fn redis_seeds_replay_identically() {
+    for seed in [3, 1017, 1042] {
+        let options = || Options {
+            machine: Machine::Redis,
+            ..Options::from_seed(seed)
+        };
+        let a = run_seed(options()).unwrap();
+        let b = run_seed(options()).unwrap();
+        assert_eq!(a, b, "redis seed {seed} ran differently twice");
+        assert!(a.verdict.passed(), "seed {seed}: {:?}", a.verdict);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use ziggy_core::PlantedBug;
+use ziggy_sim::workload::Machine;
 use ziggy_sim::{run_seed, Options};
 
 struct SeedFile {
@@ -10,6 +11,8 @@ struct SeedFile {
     bug: Option<PlantedBug>,
     /// A long seed (100,000 requests; `vopr --long-share 100`).
     long: bool,
+    /// The state machine it was found on (`vopr --machine`; default kv).
+    machine: Machine,
 }
 
 fn parse(path: &Path) -> SeedFile {
@@ -18,6 +21,7 @@ fn parse(path: &Path) -> SeedFile {
     let mut seed = None;
     let mut bug = None;
     let mut long = false;
+    let mut machine = Machine::Kv;
     for line in text
         .lines()
         .map(str::trim)
@@ -42,6 +46,12 @@ fn parse(path: &Path) -> SeedFile {
                 )
             }
             "long" => long = value.trim() == "true",
+            "machine" => {
+                machine = value
+                    .trim()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{name}: {e}"))
+            }
             "found" => {}
             other => panic!("{name}: unknown key {other:?}"),
         }
@@ -52,6 +62,7 @@ fn parse(path: &Path) -> SeedFile {
         seed,
         bug,
         long,
+        machine,
     }
 }
 
@@ -71,7 +82,8 @@ fn every_regression_seed_passes() {
             Some(bug) => Options::for_bug(file.seed, bug),
             None => Options::from_seed(file.seed),
         };
-        let options = options.long_share(if file.long { 100 } else { 0 });
+        let mut options = options.long_share(if file.long { 100 } else { 0 });
+        options.machine = file.machine;
         let outcome = match run_seed(options) {
             Ok(outcome) => outcome,
             Err(_) if file.bug.is_some() => continue, // an assertion caught the planted bug
