@@ -168,6 +168,11 @@ impl<S: StateMachine> ReplicaDriver<S> {
         &mut self.replica
     }
 
+    /// Asks for a checkpoint at the next chance (a backup's): see `Replica::checkpoint_soon`.
+    pub fn checkpoint_soon(&mut self) {
+        self.replica.checkpoint_soon(&mut self.storage);
+    }
+
     pub fn storage_stats(&self) -> StorageStats {
         self.storage.stats()
     }

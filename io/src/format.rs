@@ -121,7 +121,7 @@ fn fill_with_zeros(mut file: &File, size: u64) -> io::Result<()> {
 }
 
 /// Makes the file's directory entry durable: without it, a crash can lose a freshly created file.
-fn sync_parent_directory(path: &Path) -> io::Result<()> {
+pub fn sync_parent_directory(path: &Path) -> io::Result<()> {
     let parent = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),

@@ -1,6 +1,7 @@
 //! ZiggyDB's real runtime: the core's storage interface over a real data file, the formatter,
 //! a synchronous driver, and the WAL group-commit benchmark behind `ziggy bench-wal`.
 
+pub mod backup;
 pub mod bench;
 pub mod bench_startup;
 pub mod db;

@@ -117,6 +117,31 @@ enum Command {
         #[arg(long, default_value = "-")]
         to: PathBuf,
     },
+    /// Back up a live node while it serves: a data file at a checkpoint the node takes after the
+    /// backup begins (every write acknowledged before then is in it), copied block by block.
+    Backup {
+        /// The node: HOST:PORT of any replica.
+        #[arg(long, default_value = "127.0.0.1:7379")]
+        from: String,
+        /// The backup file to create (never overwritten).
+        #[arg(long)]
+        to: PathBuf,
+        /// The preset the node's data file was formatted with.
+        #[arg(long, value_enum, default_value_t = Preset::Production)]
+        preset: Preset,
+        /// Pause this long after each request for blocks (a gentler load on a busy node).
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
+    },
+    /// Make a data file from a backup: every checksum of the backup is verified, then it is
+    /// copied to PATH, which `ziggy serve --data PATH` opens (a single node).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The data file to create (never overwritten).
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Load JSON lines written by `export` into a live node: each key deleted and written anew,
     /// so importing twice leaves the same keys.
     Import {
@@ -231,6 +256,19 @@ fn main() -> ExitCode {
         Command::Inspect { path, verify } => run_inspect(&path, verify),
         Command::Export { from, to } => run_export(&from, &to),
         Command::Import { from, to } => run_import(&from, &to),
+        Command::Backup {
+            from,
+            to,
+            preset,
+            pause_ms,
+        } => {
+            let options = ziggy_io::backup::BackupOptions {
+                pause: Duration::from_millis(pause_ms),
+                ..Default::default()
+            };
+            run_backup(&from, &to, &preset.config(), options)
+        }
+        Command::Restore { file, to } => run_restore(&file, &to),
         Command::BenchStartup {
             dir,
             gb,
@@ -316,6 +354,54 @@ fn run_import(from: &std::path::Path, to: &str) -> Result<(), Box<dyn std::error
         ziggy_io::transfer::import(to, std::fs::File::open(from)?, progress)?
     };
     eprintln!("import: {keys} keys into {to}");
+    Ok(())
+}
+
+fn run_backup(
+    from: &str,
+    to: &std::path::Path,
+    config: &Config,
+    options: ziggy_io::backup::BackupOptions,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let progress = |s: &ziggy_io::backup::BackupSummary| {
+        eprintln!(
+            "backup: {} blocks ({} MiB) copied so far",
+            s.fetched,
+            s.bytes >> 20
+        )
+    };
+    let summary = ziggy_io::backup::backup(from, to, config, options, progress)?;
+    eprintln!(
+        "backup: {} at checkpoint {}: {} blocks ({} MiB) copied, {} newer checkpoints followed",
+        to.display(),
+        summary.index,
+        summary.fetched,
+        summary.bytes >> 20,
+        summary.retargets
+    );
+    Ok(())
+}
+
+fn run_restore(
+    file: &std::path::Path,
+    to: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut shown = 0;
+    let progress = |fraction: f64| {
+        let percent = (fraction * 100.0) as u32;
+        if percent >= shown + 10 {
+            shown = percent;
+            eprintln!("restore: {percent}% of the backup verified");
+        }
+    };
+    let summary = ziggy_io::backup::restore(file, to, progress)?;
+    eprintln!(
+        "restore: {} made from {} ({} bytes); serve it with `ziggy serve --data {}`",
+        to.display(),
+        file.display(),
+        summary.bytes,
+        to.display()
+    );
     Ok(())
 }
 

@@ -379,6 +379,12 @@ impl FreeSet {
         self.staged = std::mem::take(&mut self.released);
     }
 
+    /// Takes the blocks the durable checkpoint no longer references without freeing them (a
+    /// backup holds them: they stay acquired until `free_now`).
+    pub fn take_staged(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.staged)
+    }
+
     /// Blocks released before the last checkpoint written, waiting to be freed.
     pub fn staged(&self) -> u64 {
         self.staged.len() as u64

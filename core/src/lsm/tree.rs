@@ -352,6 +352,10 @@ pub struct Engine<S: BlockStore> {
     /// Deterministic: the last checkpoint is durable, and what it released is freed when the
     /// next one starts.
     staged_durable: bool,
+    /// While a backup copies a checkpoint (`hold_frees`): blocks no checkpoint references any
+    /// more, kept from reuse so that the checkpoint being copied stays whole. Checkpoints
+    /// record them as free (nothing references them), so a restart lets them go.
+    held: Option<Vec<u64>>,
     /// Planted bug `FreeOnDurable` (see [`Engine::plant_free_on_durable`]).
     free_on_durable: bool,
     /// One key's versions during merges (reused: merging allocates nothing per entry).
@@ -396,6 +400,7 @@ impl<S: BlockStore> Engine<S> {
             full_checkpoint: false,
             deterministic: false,
             staged_durable: false,
+            held: None,
             free_on_durable: false,
             versions: Entries::new(),
             options,
@@ -428,6 +433,7 @@ impl<S: BlockStore> Engine<S> {
         self.cache.clear();
         self.manifest_blocks.clear();
         self.undiscarded.clear();
+        self.held = None;
         self.full_checkpoint = false;
         // Reopened from a durable checkpoint: what it released waits for the next one.
         self.staged_durable = true;
@@ -1534,7 +1540,8 @@ impl<S: BlockStore> Engine<S> {
     fn write_checkpoint(&mut self) -> Result<Checkpoint, Error> {
         self.load_manifest_rest()?;
         let jobs = self.flush.iter().chain(self.compaction.iter());
-        let unreferenced: Vec<u64> = jobs.flat_map(|j| j.unreferenced()).collect();
+        let mut unreferenced: Vec<u64> = jobs.flat_map(|j| j.unreferenced()).collect();
+        unreferenced.extend(self.held.iter().flatten());
         for address in std::mem::take(&mut self.manifest_blocks) {
             self.free.release(address);
         }
@@ -1643,6 +1650,26 @@ impl<S: BlockStore> Engine<S> {
         }
     }
 
+    /// From now on, blocks that checkpoints stop referencing are not reused until
+    /// [`Engine::release_held`]: every checkpoint durable from here stays whole in the grid for
+    /// a backup to copy, however long it takes. The grid grows meanwhile.
+    pub fn hold_frees(&mut self) {
+        self.held.get_or_insert_with(Vec::new);
+    }
+
+    /// Ends [`Engine::hold_frees`]: the blocks held are free.
+    pub fn release_held(&mut self) {
+        for address in self.held.take().into_iter().flatten() {
+            self.free.free_now(address);
+            self.undiscarded.push(address);
+        }
+    }
+
+    /// Blocks held for a backup (`hold_frees`).
+    pub fn held(&self) -> Option<usize> {
+        self.held.as_ref().map(Vec::len)
+    }
+
     /// Makes checkpoints a function of the writes alone, so that replicas applying one log hold
     /// block-identical checkpoints (a state sync then finds the blocks it lacks in its own
     /// grid). What changes, at a cost to latency and space, not to the data:
@@ -1666,6 +1693,10 @@ impl<S: BlockStore> Engine<S> {
     /// Frees the blocks the last durable checkpoint no longer references, and gives some of
     /// their space back to the store.
     fn free_staged(&mut self) {
+        if let Some(held) = &mut self.held {
+            held.extend(self.free.take_staged());
+            return;
+        }
         let freed = self.free.checkpoint_durable();
         self.undiscarded.extend(freed);
         let full = std::mem::take(&mut self.full_checkpoint);

@@ -19,6 +19,7 @@
 //! - `commit`: applying, client sessions and replies, checkpoints, superblock writes.
 //! - `sync`: state sync — a follower behind the leader's checkpoint fetches its blocks.
 
+mod backup;
 mod commit;
 mod hole;
 mod open;
@@ -39,6 +40,7 @@ use crate::wal::header::Operation;
 use crate::wal::journal::Journal;
 use crate::wal::recovery::Recovery;
 
+pub use backup::{BackupError, BackupPoint};
 pub use raft::Role;
 
 /// Why the replica stopped. Corruption names the region, so that an operator (or the simulator)

@@ -161,7 +161,7 @@ impl<S: StateMachine> Replica<S> {
     // Serving: the leader, or any replica with a state while the asker knows no leader
 
     /// Whether this replica's durable checkpoint is whole in its grid, and so may be served.
-    fn may_serve(&self) -> bool {
+    pub(crate) fn may_serve(&self) -> bool {
         // A replica whose state was just lost (a rotten block while serving) may no longer hold
         // its checkpoint whole: a leader steps down, a follower stops serving.
         !self.state_lost && !self.checkpoint_blob.is_empty()

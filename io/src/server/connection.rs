@@ -160,6 +160,11 @@ impl Connection {
                 self.answer(reply).await;
                 return Next::Continue;
             }
+            b"ZIGGY.BACKUP" => {
+                let reply = self.backup(&args[1..]).await;
+                self.answer(reply).await;
+                return Next::Continue;
+            }
             b"INFO" => {
                 let reply = self.info(&args[1..]).await;
                 self.answer(reply).await;
@@ -584,6 +589,21 @@ impl Connection {
             .fetch_add(misses as u64, Ordering::Relaxed);
     }
 
+    /// `ZIGGY.BACKUP ...`: a backup's question, answered by the core from the replica.
+    async fn backup(&mut self, args: &[Vec<u8>]) -> Reply {
+        self.send_group().await;
+        let ask = match super::backup::BackupAsk::parse(args) {
+            Ok(ask) => ask,
+            Err(reply) => return reply,
+        };
+        let (tx, rx) = oneshot::channel();
+        if self.core.send(CoreMsg::Backup(ask, tx)).is_err() {
+            return Reply::error("ERR the server is shutting down");
+        }
+        rx.await
+            .unwrap_or_else(|_| Reply::error("ERR the server is shutting down"))
+    }
+
     /// `INFO [section…]`: the replica's status from the core, the key count through a read.
     async fn info(&mut self, args: &[Vec<u8>]) -> Reply {
         self.send_group().await;
@@ -657,7 +677,7 @@ fn group_size(commands: &[Vec<Vec<u8>>]) -> usize {
 }
 
 /// The longest name of a command the connection answers itself.
-const NAME_MAX: usize = 8;
+const NAME_MAX: usize = 12; // ZIGGY.BACKUP
 
 /// `name` in uppercase, in `buf`: empty when no command the connection answers is that long
 /// (a copy on the heap for every command would cost an allocation each).

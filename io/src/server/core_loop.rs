@@ -45,6 +45,8 @@ pub enum CoreMsg {
     Peer(Vec<u8>),
     /// The replica's state, for operators.
     Status(oneshot::Sender<NodeStatus>),
+    /// A backup's question (`ZIGGY.BACKUP`), answered from the replica.
+    Backup(super::backup::BackupAsk, oneshot::Sender<ziggy_resp::Reply>),
     /// Finish what is in flight, then stop.
     Shutdown,
 }
@@ -144,6 +146,7 @@ pub struct CoreLoop {
     resend_tick: u64,
     shutting_down: Option<Instant>,
     reaper: Reaper,
+    backups: super::backup::Backups,
     frame: Vec<u8>,
 }
 
@@ -193,6 +196,7 @@ impl CoreLoop {
                 pass_ticks: (reap_every.as_nanos() as u64 / config.tick_ns).max(1),
                 ..Reaper::default()
             },
+            backups: Default::default(),
             frame: Vec::new(),
         };
         for n in 0..lanes {
@@ -237,6 +241,7 @@ impl CoreLoop {
             self.driver.complete(completions);
             self.route_replies();
             self.reap();
+            self.backups.expire(&mut self.driver);
             self.resend_unanswered();
             self.send_messages();
             if let Some(error) = self.driver.halted() {
@@ -277,6 +282,9 @@ impl CoreLoop {
         match msg {
             CoreMsg::Shutdown => self.shut_down(),
             CoreMsg::Peer(bytes) => self.on_peer_frame(&bytes),
+            CoreMsg::Backup(ask, reply) => {
+                let _ = reply.send(self.backups.answer(&mut self.driver, ask));
+            }
             CoreMsg::Status(reply) => {
                 let mut status = NodeStatus::of(&self.driver);
                 status.in_flight = self.waiting.len();

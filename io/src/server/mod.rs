@@ -6,6 +6,7 @@
 //! a replica that does not lead forwards its connections' requests to the one that does
 //! ([`forward`]). The design and its stages: `docs/design/server-plan.md`.
 
+pub mod backup;
 pub mod connection;
 pub mod core_loop;
 pub mod forward;
