@@ -141,27 +141,36 @@ pub fn backup(
         return Err(BackupError::Exists(to.to_path_buf()));
     }
     let mut client = Client::connect(addr)?;
-    let mut point = wait_for_checkpoint(&mut client, config)?;
     let partial = partial_path(to);
+    let result = take(&mut client, &partial, to, config, options, &mut progress);
+    // Whatever happened, the node may let the held blocks go (its lease would, later).
+    let _ = client.command(&[b"ZIGGY.BACKUP", b"DONE"]);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
+/// The backup's steps, into `partial`, renamed to `to` once whole.
+fn take(
+    client: &mut Client,
+    partial: &Path,
+    to: &Path,
+    config: &Config,
+    options: BackupOptions,
+    progress: &mut impl FnMut(&BackupSummary),
+) -> Result<BackupSummary> {
+    let mut point = wait_for_checkpoint(client, config)?;
     let layout = Layout::new(config);
-    let file = crate::format::allocate(&partial, layout.total_size(), true)?;
+    let file = crate::format::allocate(partial, layout.total_size(), true)?;
     let mut copy = Copy {
-        client: &mut client,
+        client,
         config,
         options,
-        progress: &mut progress,
+        progress,
     };
-    let result = copy.state(&file, &mut point);
-    let _ = client.command(&[b"ZIGGY.BACKUP", b"DONE"]); // the node's lease ends it otherwise
-    let summary =
-        match result.and_then(|summary| seal(&file, &partial, to, config, &point, summary)) {
-            Ok(summary) => summary,
-            Err(e) => {
-                let _ = std::fs::remove_file(&partial);
-                return Err(e);
-            }
-        };
-    Ok(summary)
+    let summary = copy.state(&file, &mut point)?;
+    seal(&file, partial, to, config, &point, summary)
 }
 
 /// Asks for a checkpoint and waits until the node's durable one covers what it had applied.
