@@ -17,6 +17,7 @@ pub mod entries;
 pub mod grid;
 pub mod manifest;
 pub mod memtable;
+pub mod rows;
 pub mod sync;
 pub mod table;
 pub mod tree;

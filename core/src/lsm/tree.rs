@@ -36,6 +36,8 @@ pub struct Options {
     pub bits_per_key: u32,
     /// Blocks the block cache holds (allocated at open).
     pub cache_blocks: usize,
+    /// Bytes of the row cache: the latest values of keys read recently (`rows.rs`).
+    pub row_cache_bytes: usize,
     /// Level-0 tables that start a compaction into level 1.
     pub l0_trigger: usize,
     /// Level-0 tables from which writes do ever more compaction work each.
@@ -58,6 +60,7 @@ impl Options {
             table_blocks: 4,
             bits_per_key: 10,
             cache_blocks: 16,
+            row_cache_bytes: 2 << 10, // small: the cache starts over often under test
             l0_trigger: 2,
             l0_slowdown: 4,
             l0_stop: 6,
@@ -75,6 +78,7 @@ impl Options {
             table_blocks: 512,
             bits_per_key: 10,
             cache_blocks: 8192,
+            row_cache_bytes: 32 << 20,
             l0_trigger: 4,
             l0_slowdown: 12,
             l0_stop: 20,
@@ -334,6 +338,8 @@ pub struct Engine<S: BlockStore> {
     pointers: Vec<Vec<u8>>,
     snapshots: BTreeMap<u64, usize>,
     cache: BlockCache,
+    /// The latest values of keys read recently (`rows.rs`).
+    rows: super::rows::Rows,
     /// Blocks of the last checkpoint's manifest (those of chunks not read yet excepted).
     manifest_blocks: Vec<u64>,
     stats: Stats,
@@ -391,6 +397,7 @@ impl<S: BlockStore> Engine<S> {
             pointers: vec![Vec::new(); options.levels],
             snapshots: BTreeMap::new(),
             cache: BlockCache::new(block_size, options.cache_blocks),
+            rows: super::rows::Rows::new(options.row_cache_bytes),
             manifest_blocks: Vec::new(),
             stats: Stats::default(),
             scratch: Vec::new(),
@@ -431,6 +438,7 @@ impl<S: BlockStore> Engine<S> {
         self.pointers = vec![Vec::new(); levels];
         self.snapshots.clear();
         self.cache.clear();
+        self.rows.clear();
         self.manifest_blocks.clear();
         self.undiscarded.clear();
         self.held = None;
@@ -573,6 +581,7 @@ impl<S: BlockStore> Engine<S> {
         }
         for w in writes {
             self.memtable.insert(w.key, sequence, w.value);
+            self.rows.write(w.key, w.value);
             self.stats.user_bytes += (w.key.len() + w.value.map_or(0, |v| v.len())) as u64;
         }
         self.sequence = sequence;
@@ -1014,7 +1023,12 @@ impl<S: BlockStore> Engine<S> {
 
     /// The newest value of `key` (None: absent or deleted).
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        self.get_at(key, self.sequence)
+        if let Some(value) = self.rows.get(key) {
+            return Ok(value);
+        }
+        let value = self.get_at(key, self.sequence)?;
+        self.rows.fill(key, value.as_deref());
+        Ok(value)
     }
 
     /// The value of `key` as of `snapshot`.
