@@ -67,6 +67,11 @@ pub fn inspect(
         &mut damage,
         &mut progress,
     )?;
+    let config = match preset {
+        "test" => Config::test(),
+        _ => Config::production(),
+    };
+    manifest(&file, &config, &chosen, &mut text)?;
     Ok(Inspection { text, damage })
 }
 
@@ -288,6 +293,80 @@ fn grid(
         "lsm grid: {blocks} blocks of {block_size} bytes: {} data, {} index, {} filter, {} manifest \
          ({bytes_used} payload bytes), {} never written",
         counts[1], counts[2], counts[3], counts[4], counts[0]
+    );
+    Ok(())
+}
+
+/// The checkpoint's LSM tree, opened from the file as a replica would restore it: tables and
+/// bytes per level, and the grid's blocks in use and free.
+fn manifest(
+    file: &File,
+    config: &Config,
+    chosen: &Superblock,
+    text: &mut String,
+) -> std::io::Result<()> {
+    if chosen.checkpoint_index == 0 {
+        let _ = writeln!(
+            text,
+            "manifest: no checkpoint yet (the state is in the WAL)"
+        );
+        return Ok(());
+    }
+    let layout = Layout::new(config);
+    let (first, _) = checkpoint::area_blocks(&layout, chosen.state_area);
+    let mut blob = Vec::with_capacity(chosen.state_size as usize);
+    let mut block = vec![0u8; layout.grid_block_size as usize];
+    for n in 0..checkpoint::blocks_for(&layout, chosen.state_size) {
+        file.read_exact_at(&mut block, layout.grid_block_offset(first + n))?;
+        match checkpoint::decode_block(&block, first + n, chosen.checkpoint_index) {
+            Some(payload) => blob.extend_from_slice(payload),
+            None => {
+                let _ = writeln!(
+                    text,
+                    "manifest: the checkpoint's blob is damaged (--verify)"
+                );
+                return Ok(());
+            }
+        }
+    }
+    let reply_max = layout.reply_slot_size as usize - ziggy_core::sessions::REPLY_HEADER_SIZE;
+    let Some((_, state)) =
+        ziggy_core::sessions::Sessions::decode(config.clients_max as usize, reply_max, &blob)
+    else {
+        let _ = writeln!(
+            text,
+            "manifest: the checkpoint's client table does not decode"
+        );
+        return Ok(());
+    };
+    let block_size = layout.grid_block_size;
+    let lsm_start = layout.total_size().next_multiple_of(block_size);
+    let grid = crate::db::FileGrid::new(file.try_clone()?, lsm_start, block_size as usize)?;
+    let mut machine = ziggy_redis::RedisStateMachine::new(config, Box::new(grid));
+    use ziggy_core::state_machine::StateMachine;
+    if let Err(e) = machine.restore(state) {
+        let _ = writeln!(text, "manifest: the state does not open: {e}");
+        return Ok(());
+    }
+    let engine = machine.lsm().engine();
+    let shape = engine.shape();
+    let _ = writeln!(
+        text,
+        "manifest: {} tables, {} levels in use",
+        shape.iter().sum::<usize>(),
+        shape.iter().rposition(|&n| n > 0).map_or(0, |l| l + 1)
+    );
+    for (level, tables) in shape.iter().enumerate().filter(|(_, &n)| n > 0) {
+        let bytes = engine.level_bytes(level);
+        let _ = writeln!(text, "  level {level}: {tables} tables, {bytes} bytes");
+    }
+    let in_use = engine.blocks_in_use();
+    let count = ziggy_core::lsm::BlockStore::block_count(engine.store_mut());
+    let _ = writeln!(
+        text,
+        "free space: {} of {count} grid blocks free ({} bytes)",
+        count.saturating_sub(in_use),
+        count.saturating_sub(in_use) * block_size
     );
     Ok(())
 }

@@ -73,6 +73,16 @@ fn verify_names_a_flipped_byte_in_a_grid_block_or_a_wal_entry() {
         "data blocks written: {}",
         clean.text
     );
+    // The checkpoint's tree, opened from the file: its tables by level, and the free space.
+    let tables = clean
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("manifest: "))
+        .and_then(|l| l.split(' ').next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no manifest line: {}", clean.text));
+    assert!(tables > 0, "{}", clean.text);
+    assert!(clean.text.contains("  level 0: "), "{}", clean.text);
+    assert!(clean.text.contains("free space: "), "{}", clean.text);
 
     let (offset, address, size) = first_written_block(&path);
     flip(&path, offset + 32 + size as u64 / 2); // inside the payload
