@@ -382,18 +382,23 @@ fn run_backup(
     Ok(())
 }
 
+/// A progress callback over a fraction done that tells `say` the percentage at each tenth.
+fn every_tenth(say: impl Fn(u32)) -> impl FnMut(f64) {
+    let mut shown = 0;
+    move |fraction: f64| {
+        let percent = (fraction * 100.0) as u32;
+        if percent >= shown + 10 {
+            shown = percent;
+            say(percent);
+        }
+    }
+}
+
 fn run_restore(
     file: &std::path::Path,
     to: &std::path::Path,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut shown = 0;
-    let progress = |fraction: f64| {
-        let percent = (fraction * 100.0) as u32;
-        if percent >= shown + 10 {
-            shown = percent;
-            eprintln!("restore: {percent}% of the backup verified");
-        }
-    };
+    let progress = every_tenth(|percent| eprintln!("restore: {percent}% of the backup verified"));
     let summary = ziggy_io::backup::restore(file, to, progress)?;
     eprintln!(
         "restore: {} made from {} ({} bytes); serve it with `ziggy serve --data {}`",
@@ -406,14 +411,7 @@ fn run_restore(
 }
 
 fn run_inspect(path: &std::path::Path, verify: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let mut shown = 0;
-    let progress = |fraction: f64| {
-        let percent = (fraction * 100.0) as u32;
-        if percent >= shown + 10 {
-            shown = percent;
-            eprintln!("inspect: {percent}% of the grid read");
-        }
-    };
+    let progress = every_tenth(|percent| eprintln!("inspect: {percent}% of the grid read"));
     let found = ziggy_io::inspect::inspect(path, verify, progress)?;
     print!("{}", found.text);
     if found.damage.is_empty() {
